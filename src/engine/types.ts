@@ -1,0 +1,106 @@
+import type { Readable } from 'node:stream';
+
+/** What was found out about the container engine, once, at start-up. Every quirk is keyed on this. */
+export interface EngineInfo {
+  name: 'podman' | 'docker';
+  /** The CLI binary that is run. */
+  path: string;
+  /** Server (engine) version, e.g. "4.3.1". */
+  version: string;
+  clientVersion: string;
+  rootless: boolean;
+  /** The OCI runtime containers run with: the --oci-runtime flag if given, else the engine's default. */
+  ociRuntime: string;
+  /** Runtime that --runtime passes through, when the operator chose one. */
+  ociRuntimeOverride?: string;
+  cgroupVersion: 1 | 2;
+  /** The host mounts cgroup v1 plus a v2 "unified" tree (crun cannot run there). */
+  cgroupHybrid: boolean;
+  storageDriver: string;
+}
+
+export interface EngineOptions {
+  /** podman or docker; undefined = podman if on PATH, else docker. */
+  engine?: 'podman' | 'docker';
+  /** A non-standard path of the CLI binary. */
+  enginePath?: string;
+  /** Passed as --runtime (runc, crun, runsc, ...). */
+  ociRuntime?: string;
+  /** Bound for one build (the seed's -docker-timeout). */
+  buildTimeoutMs: number;
+  /** Bound for any other engine call (inspect, volume import, ...). */
+  callTimeoutMs: number;
+}
+
+/** Resource limits of one container. Every one is finite: never "unlimited" for a submission. */
+export interface RunLimits {
+  memoryBytes: number;
+  cpus: number;
+  pidsLimit: number;
+  tmpfsBytes: number;
+  shmBytes: number;
+  /** uid:gid the container runs as. */
+  user: string;
+  nofile: number;
+  nproc: number;
+}
+
+export interface VolumeMount {
+  volume: string;
+  /** Absolute path inside the container. */
+  target: string;
+  readOnly?: boolean;
+}
+
+export interface RunSpec {
+  image: string;
+  /** Arguments after the image name: the container's command, passed to its ENTRYPOINT. */
+  command: string[];
+  mounts: VolumeMount[];
+  /** Labels on the container (cleanup finds containers by them). */
+  labels: Record<string, string>;
+  limits: RunLimits;
+  /** The container is killed and removed at this deadline. */
+  timeoutMs: number;
+  /** Keep at most this many of the last log lines / bytes in the result. */
+  logTailLines: number;
+  logTailBytes: number;
+  /** Called with each log line as it comes (stdout and stderr of the container). */
+  onLogLine?: (line: string, stream: 'stdout' | 'stderr') => void;
+  /** Aborting kills and removes the container. */
+  signal?: AbortSignal;
+  /** Extra engine flags decided by the caller, e.g. GPU devices. Must come from a pure builder. */
+  extraArgs?: string[];
+}
+
+export interface RunResult {
+  exitCode: number;
+  /** The engine said OOM, or the container died by SIGKILL at its memory limit without the worker killing it. */
+  oomKilled: boolean;
+  /** The worker killed it at its deadline. */
+  timedOut: boolean;
+  /** The run was cancelled through its signal. */
+  cancelled: boolean;
+  durationMs: number;
+  /** Last lines of the container's output, capped by logTailLines / logTailBytes. */
+  logTail: string;
+}
+
+export interface BuildRequest {
+  /** "workflow" or "submission": part of the image name localhost/compute-worker/<role>:<digest>. */
+  role: string;
+  /** A .tar.gz build context with a Dockerfile or Containerfile at its root. */
+  context: Readable;
+  labels: Record<string, string>;
+  signal?: AbortSignal;
+  onOutputLine?: (line: string) => void;
+}
+
+export interface BuildResult {
+  image: string;
+  /** sha256 hex of the context bytes. */
+  digest: string;
+  /** True when the image already existed and nothing was built. */
+  cached: boolean;
+  durationMs: number;
+}

@@ -1,0 +1,81 @@
+/**
+ * The one error type of the worker. Every failure that reaches a person or the
+ * orchestrator is a WorkerError: a message a person understands, what the engine
+ * or service said, a hint for the fix, and whether trying again can help.
+ */
+export type ErrorCode =
+  | 'CONFIG_INVALID'
+  | 'TASK_INVALID'
+  | 'ENGINE_NOT_FOUND'
+  | 'ENGINE_FAILED'
+  | 'BUILD_FAILED'
+  | 'BUILD_CONTEXT_REJECTED'
+  | 'ARCHIVE_REJECTED'
+  | 'CONTAINER_FAILED'
+  | 'CONTAINER_TIMEOUT'
+  | 'CONTAINER_OOM'
+  | 'PERFORMANCE_INVALID'
+  | 'PREDICTION_MISSING'
+  | 'STORAGE_FAILED'
+  | 'ORCHESTRATOR_FAILED'
+  | 'TASK_TAKEN'
+  | 'CANCELLED'
+  | 'INTERNAL';
+
+export interface WorkerErrorOptions {
+  /** True when the same task may succeed if tried again later (a service was down, the engine hiccuped). */
+  retryable?: boolean;
+  /** What to do about it, in one sentence. */
+  hint?: string;
+  /** The engine's or service's own words, size-capped by whoever captured them. */
+  detail?: string;
+  cause?: unknown;
+}
+
+export class WorkerError extends Error {
+  override readonly name = 'WorkerError';
+  readonly code: ErrorCode;
+  readonly retryable: boolean;
+  readonly hint?: string;
+  readonly detail?: string;
+
+  constructor(code: ErrorCode, message: string, options: WorkerErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    this.retryable = options.retryable ?? false;
+    this.hint = options.hint;
+    this.detail = options.detail;
+  }
+
+  /** Message, detail and hint as a person reads them on a terminal. */
+  describe(): string {
+    const parts = [this.message];
+    if (this.detail) parts.push(this.detail.trimEnd());
+    if (this.hint) parts.push(`hint: ${this.hint}`);
+    return parts.join('\n');
+  }
+
+  toJSON(): Record<string, unknown> {
+    return {
+      code: this.code,
+      message: this.message,
+      retryable: this.retryable,
+      ...(this.hint ? { hint: this.hint } : {}),
+      ...(this.detail ? { detail: this.detail } : {}),
+    };
+  }
+}
+
+/** Wraps anything thrown into a WorkerError, keeping WorkerErrors as they are. */
+export function toWorkerError(error: unknown, code: ErrorCode = 'INTERNAL'): WorkerError {
+  if (error instanceof WorkerError) return error;
+  const message = error instanceof Error ? error.message : String(error);
+  return new WorkerError(code, message, { cause: error });
+}
+
+export function isAbortError(error: unknown): boolean {
+  return (
+    error instanceof Error &&
+    (error.name === 'AbortError' || (error as { code?: string }).code === 'ABORT_ERR')
+  );
+}
