@@ -104,3 +104,25 @@ export interface BuildResult {
   cached: boolean;
   durationMs: number;
 }
+
+/** Labels every container and volume of the worker carries, so cleanup can find them. */
+export const LABEL_MANAGED = 'compute-worker.managed';
+export const LABEL_WORKER = 'compute-worker.worker';
+export const LABEL_TASK = 'compute-worker.task';
+
+/** The worker's one door to a container engine. Nothing above this layer runs the engine CLI. */
+export interface Engine {
+  readonly info: EngineInfo;
+  /** Builds (or finds cached) localhost/compute-worker/<role>:<sha256 of the context>. */
+  buildImage(request: BuildRequest): Promise<BuildResult>;
+  /** Creates a named volume with these labels (plus LABEL_MANAGED); returns its name. */
+  createVolume(labels: Record<string, string>): Promise<string>;
+  /** Puts the files of a tar stream into the volume's root. */
+  importVolume(volume: string, tar: Readable, signal?: AbortSignal): Promise<void>;
+  /** The volume's root as a tar stream; an engine failure is an 'error' event on the stream. */
+  exportVolume(volume: string, signal?: AbortSignal): Readable;
+  /** create, start, wait with a deadline that kills, inspect, remove. */
+  run(spec: RunSpec): Promise<RunResult>;
+  /** Force-removes the containers, then the volumes, that carry all of these labels. */
+  removeByLabels(labels: Record<string, string>): Promise<{ containers: string[]; volumes: string[] }>;
+}
