@@ -16,14 +16,20 @@ export function parseSize(text: string): number {
   const m = /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$/.exec(text);
   const unit = m ? UNIT_BYTES[(m[2] as string).toLowerCase()] : undefined;
   if (!m || unit === undefined) {
-    throw new Error(`invalid size "${text}": expected a number with an optional unit k, m, g or t, e.g. 4g, 512m`);
+    throw new Error(
+      `invalid size "${text}": expected a number with an optional unit k, m, g or t, e.g. 4g, 512m`,
+    );
   }
   return Math.floor(Number(m[1]) * unit);
 }
 
 /** Formats bytes in the engine's unit syntax, exactly when possible (4g, 512m), else in bytes. */
 export function formatSize(bytes: number): string {
-  for (const [unit, size] of [['g', 1024 ** 3], ['m', 1024 ** 2], ['k', 1024]] as const) {
+  for (const [unit, size] of [
+    ['g', 1024 ** 3],
+    ['m', 1024 ** 2],
+    ['k', 1024],
+  ] as const) {
     if (bytes >= size && bytes % size === 0) return `${bytes / size}${unit}`;
   }
   return `${bytes}`;

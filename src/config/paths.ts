@@ -1,0 +1,14 @@
+import { homedir, tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+/** Where the worker keeps its id, its journal and the local services' files. */
+export function defaultStateDir(): string {
+  if (process.getuid?.() === 0) return '/var/lib/compute-worker';
+  const base = process.env.XDG_STATE_HOME || join(homedir(), '.local', 'state');
+  return join(base, 'compute-worker');
+}
+
+/** Parent of the worker's private per-task temp folders. */
+export function defaultTmpDir(): string {
+  return tmpdir();
+}

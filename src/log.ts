@@ -1,0 +1,58 @@
+import { type Logger as PinoLogger, pino } from 'pino';
+import pretty from 'pino-pretty';
+
+export type Logger = PinoLogger;
+
+export interface LogOptions {
+  level?: string;
+  /** json: one object a line; text: readable lines; auto: text on a terminal, else json. */
+  format?: 'json' | 'text' | 'auto';
+  /** Where lines go; stderr by default so stdout stays free for --json results. */
+  fd?: 1 | 2;
+}
+
+// Secrets can reach a log line through an options object or an error's cause;
+// pino removes these paths before anything is written.
+const REDACT = [
+  'password',
+  '*.password',
+  '*.*.password',
+  'storagePassword',
+  'orchestratorPassword',
+  'authorization',
+  '*.authorization',
+  'headers.authorization',
+];
+
+export function createLogger(options: LogOptions = {}): Logger {
+  const fd = options.fd ?? 2;
+  const format =
+    options.format === 'auto' || options.format === undefined
+      ? process[fd === 1 ? 'stdout' : 'stderr'].isTTY
+        ? 'text'
+        : 'json'
+      : options.format;
+  const base = {
+    level: options.level ?? 'info',
+    redact: { paths: REDACT, censor: '[redacted]' },
+    base: undefined,
+    timestamp: pino.stdTimeFunctions.isoTime,
+  };
+  if (format === 'text') {
+    // Synchronous, in this thread: a CLI that exits must not lose its last lines.
+    const stream = pretty({
+      destination: fd,
+      sync: true,
+      colorize: true,
+      translateTime: 'SYS:HH:MM:ss',
+      ignore: 'pid,hostname',
+    });
+    return pino(base, stream);
+  }
+  return pino(base, pino.destination({ fd, sync: true }));
+}
+
+/** A logger that writes nothing, for library callers and tests that do not care. */
+export function silentLogger(): Logger {
+  return pino({ level: 'silent' });
+}
