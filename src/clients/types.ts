@@ -1,0 +1,61 @@
+import type { Readable } from 'node:stream';
+import type { ModelMetadata } from '../tasks/schemas.js';
+
+/** The storage's object kinds (SPEC.md section 3): each is a route, `/:kind/:uuid`. */
+export type StorageKind = 'problem' | 'algo' | 'model' | 'data' | 'prediction';
+
+export interface Blob {
+  /** The blob as it arrives; never held whole in memory. Errors on it are WorkerErrors. */
+  stream: Readable;
+  /** Bytes, from Content-Length (or the file's size) when known. */
+  size?: number;
+}
+
+export interface StorageClient {
+  /** Where blobs come from, for logs: "storage http://host:port" or "local storage /path" (never the password). */
+  readonly description: string;
+  health(signal?: AbortSignal): Promise<void>;
+  getMetadata(kind: StorageKind, uuid: string, signal?: AbortSignal): Promise<unknown>;
+  getModelMetadata(uuid: string, signal?: AbortSignal): Promise<ModelMetadata>;
+  getBlob(kind: StorageKind, uuid: string, signal?: AbortSignal): Promise<Blob>;
+  /** `body` must deliver exactly `size` bytes (sent as Content-Length, which storage requires). */
+  uploadModel(
+    uuid: string,
+    algo: string,
+    body: Readable,
+    size: number,
+    signal?: AbortSignal,
+  ): Promise<void>;
+  /** Uploads the local file `file` as prediction `uuid` (multipart: uuid, size, blob). */
+  uploadPrediction(uuid: string, file: string, signal?: AbortSignal): Promise<void>;
+  /** Releases connections; safe to call twice. */
+  close(): Promise<void>;
+}
+
+export interface LearnDone {
+  perf: number;
+  train_perf: Record<string, number>;
+  test_perf: Record<string, number>;
+}
+
+export interface OrchestratorClient {
+  readonly description: string;
+  /** Marks the task taken by this worker; a task that is no longer `todo` gives WorkerError TASK_TAKEN. */
+  claim(
+    kind: 'learnuplet' | 'preduplet',
+    uuid: string,
+    workerId: string,
+    signal?: AbortSignal,
+  ): Promise<void>;
+  learnDone(uuid: string, result: LearnDone, signal?: AbortSignal): Promise<void>;
+  predDone(uuid: string, predictionUuid: string, signal?: AbortSignal): Promise<void>;
+  /** Sends `{"status":"failed"}`; the reason stays local (logs, ledger), as SPEC's body has no room for it. */
+  reportFailed(
+    kind: 'learn' | 'predict',
+    uuid: string,
+    reason: string,
+    signal?: AbortSignal,
+  ): Promise<void>;
+  /** Releases connections; safe to call twice. */
+  close(): Promise<void>;
+}
