@@ -1,0 +1,63 @@
+import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { z } from 'zod';
+
+/** One task in progress, as written to disk so that a crash leaves a trace of it. */
+export const JournalEntrySchema = z.object({
+  taskUuid: z.string(),
+  kind: z.enum(['learn', 'predict']),
+  messageId: z.string(),
+  attempts: z.number(),
+  startedAt: z.string(),
+  step: z.string().optional(),
+});
+export type JournalEntry = z.infer<typeof JournalEntrySchema>;
+
+/**
+ * A small journal of the tasks in progress: one file each, replaced atomically at every
+ * step and removed when the task ends. What is left at start-up was interrupted.
+ */
+export class Journal {
+  private readonly dir: string;
+
+  constructor(stateDir: string) {
+    this.dir = join(stateDir, 'journal');
+  }
+
+  async open(): Promise<void> {
+    await mkdir(this.dir, { recursive: true, mode: 0o700 });
+  }
+
+  private file(messageId: string): string {
+    // Message ids are 16 hex characters from nsqd; keep anything else out of the path.
+    return join(this.dir, `${messageId.replace(/[^0-9a-zA-Z]/g, '_')}.json`);
+  }
+
+  async write(entry: JournalEntry): Promise<void> {
+    const file = this.file(entry.messageId);
+    const tmp = `${file}.tmp`;
+    await writeFile(tmp, JSON.stringify(entry), { mode: 0o600 });
+    await rename(tmp, file);
+  }
+
+  async remove(messageId: string): Promise<void> {
+    await rm(this.file(messageId), { force: true });
+  }
+
+  /** Reads and clears what a previous run left: the tasks it did not finish. */
+  async takeLeftovers(): Promise<{ entries: JournalEntry[]; unreadable: string[] }> {
+    const entries: JournalEntry[] = [];
+    const unreadable: string[] = [];
+    for (const name of await readdir(this.dir)) {
+      const file = join(this.dir, name);
+      try {
+        if (name.endsWith('.json'))
+          entries.push(JournalEntrySchema.parse(JSON.parse(await readFile(file, 'utf8'))));
+      } catch {
+        unreadable.push(name);
+      }
+      await rm(file, { force: true });
+    }
+    return { entries, unreadable };
+  }
+}
