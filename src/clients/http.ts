@@ -1,0 +1,316 @@
+import type { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Agent, type Dispatcher, request } from 'undici';
+import { type ErrorCode, WorkerError } from '../errors.js';
+
+/**
+ * The HTTP plumbing shared by the storage and orchestrator clients: one keep-alive
+ * connection pool per service, Basic Auth, idle timeouts, and the mapping of every
+ * failure to a WorkerError that says whether trying again later can help.
+ */
+
+export type ServiceName = 'storage' | 'orchestrator';
+
+export interface HttpServiceOptions {
+  host: string;
+  port: number;
+  user: string;
+  password: string;
+  /** Connect timeout, and the longest silence while waiting for or reading an answer. */
+  timeoutMs?: number;
+  /** Tries of a GET that failed in a way that may pass (default 3); POSTs are sent once. */
+  getAttempts?: number;
+  /** Pause before the second try, quadrupled for each further one (default 250 ms). */
+  retryDelayMs?: number;
+}
+
+export interface HttpCall {
+  method: 'GET' | 'POST';
+  /** Path and query, e.g. `/model?uuid=...&algo=...`. */
+  path: string;
+  headers?: Record<string, string>;
+  body?: string | Buffer | Readable;
+  signal?: AbortSignal;
+  /** The status codes that mean success. */
+  ok: readonly number[];
+  /** What is asked for, as a person names it ("data 4b6f..."): used when the service has none. */
+  what?: string;
+}
+
+const DEFAULT_TIMEOUT_MS = 30_000;
+const ERROR_BODY_CAP = 2048;
+
+/**
+ * Turns `https://host`, `http://host:8080/prefix` or a bare `host` into the base URL.
+ * A port inside the host wins over `port`; an https host with the default port 80
+ * means 443, since nobody serves TLS on 80.
+ */
+export function serviceBaseUrl(service: ServiceName, host: string, port: number): URL {
+  const text = host.trim();
+  const withScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(text) ? text : `http://${text}`;
+  let url: URL;
+  try {
+    url = new URL(withScheme);
+  } catch {
+    throw new WorkerError('CONFIG_INVALID', `${service} host "${text}" is not a host name or URL`, {
+      hint: `give --${service}-host as a name (example.org), or a URL (https://example.org)`,
+    });
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw new WorkerError(
+      'CONFIG_INVALID',
+      `${service} host "${text}" must use http:// or https://`,
+    );
+  }
+  if (url.username || url.password) {
+    throw new WorkerError('CONFIG_INVALID', `${service} host must not carry credentials`, {
+      hint: `give them with --${service}-user and --${service}-password instead`,
+    });
+  }
+  if (!Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new WorkerError('CONFIG_INVALID', `${service} port ${port} is not a TCP port (1-65535)`);
+  }
+  if (url.port === '') url.port = url.protocol === 'https:' && port === 80 ? '443' : String(port);
+  url.search = '';
+  url.hash = '';
+  return url;
+}
+
+/** The base URL's path without its trailing slash: `` or `/prefix`. */
+function pathPrefix(url: URL): string {
+  return url.pathname.replace(/\/+$/, '');
+}
+
+const NETWORK_WORDS: Record<string, string> = {
+  ECONNREFUSED: 'connection refused',
+  ECONNRESET: 'connection reset',
+  EPIPE: 'connection closed while sending',
+  ETIMEDOUT: 'connection timed out',
+  EHOSTUNREACH: 'host unreachable',
+  ENETUNREACH: 'network unreachable',
+  ENOTFOUND: 'host name not found',
+  EAI_AGAIN: 'host name lookup failed for now',
+  UND_ERR_SOCKET: 'connection closed by the other side',
+  UND_ERR_CLOSED: 'connection closed',
+  UND_ERR_CONNECT_TIMEOUT: 'timed out connecting',
+  UND_ERR_HEADERS_TIMEOUT: 'timed out waiting for an answer',
+  UND_ERR_BODY_TIMEOUT: 'timed out: the answer stopped arriving',
+  UND_ERR_RES_CONTENT_LENGTH_MISMATCH: 'the answer ended before its announced length',
+};
+
+function errorCode(error: unknown): string | undefined {
+  const own = (error as { code?: unknown })?.code;
+  if (typeof own === 'string') return own;
+  const cause = (error as { cause?: { code?: unknown } })?.cause?.code;
+  return typeof cause === 'string' ? cause : undefined;
+}
+
+export class HttpService {
+  readonly service: ServiceName;
+  readonly baseUrl: URL;
+  private readonly prefix: string;
+  private readonly agent: Agent;
+  private readonly authorization: string;
+  private readonly errorCode: ErrorCode;
+  private readonly getAttempts: number;
+  private readonly retryDelayMs: number;
+  private closed = false;
+
+  constructor(service: ServiceName, options: HttpServiceOptions) {
+    this.service = service;
+    this.baseUrl = serviceBaseUrl(service, options.host, options.port);
+    this.prefix = pathPrefix(this.baseUrl);
+    const timeout = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    this.agent = new Agent({
+      connect: { timeout },
+      headersTimeout: timeout,
+      bodyTimeout: timeout,
+      keepAliveTimeout: 4_000,
+      keepAliveMaxTimeout: 60_000,
+      connections: 16,
+    });
+    this.authorization = `Basic ${Buffer.from(`${options.user}:${options.password}`).toString('base64')}`;
+    this.errorCode = service === 'storage' ? 'STORAGE_FAILED' : 'ORCHESTRATOR_FAILED';
+    this.getAttempts = Math.max(1, options.getAttempts ?? 3);
+    this.retryDelayMs = options.retryDelayMs ?? 250;
+  }
+
+  /** "storage https://host:443" — never the credentials. */
+  get description(): string {
+    return `${this.service} ${this.baseUrl.origin}${this.prefix}`;
+  }
+
+  /**
+   * Sends a request; answers outside `call.ok` become WorkerErrors, with their bodies
+   * consumed. A GET that fails in a passing way is tried again a few times, as it changes
+   * nothing; a POST is sent once, since a repeated claim or report is not the same as one.
+   */
+  async send(call: HttpCall): Promise<Dispatcher.ResponseData> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.sendOnce(call);
+      } catch (error) {
+        const failure = error as WorkerError;
+        if (call.method !== 'GET' || !failure.retryable || attempt >= this.getAttempts)
+          throw failure;
+        try {
+          await sleep(this.retryDelayMs * 4 ** (attempt - 1), undefined, { signal: call.signal });
+        } catch (abort) {
+          throw this.failure(call, abort);
+        }
+      }
+    }
+  }
+
+  private async sendOnce(call: HttpCall): Promise<Dispatcher.ResponseData> {
+    const url = `${this.baseUrl.origin}${this.prefix}${call.path}`;
+    let response: Dispatcher.ResponseData;
+    try {
+      response = await request(url, {
+        method: call.method,
+        dispatcher: this.agent,
+        headers: { ...call.headers, authorization: this.authorization },
+        body: call.body,
+        signal: call.signal,
+      });
+    } catch (error) {
+      throw this.failure(call, error);
+    }
+    if (call.ok.includes(response.statusCode)) return response;
+    const body = await readCapped(response.body);
+    throw this.statusError(call, response.statusCode, body);
+  }
+
+  /** Sends a request whose answer body does not matter, and consumes that body. */
+  async sendAndDrain(call: HttpCall): Promise<number> {
+    const response = await this.send(call);
+    try {
+      await response.body.dump();
+    } catch (error) {
+      throw this.failure(call, error);
+    }
+    return response.statusCode;
+  }
+
+  /** Sends a request and parses its answer as JSON. */
+  async sendForJson(call: HttpCall): Promise<unknown> {
+    const response = await this.send(call);
+    let text: string;
+    try {
+      text = await response.body.text();
+    } catch (error) {
+      throw this.failure(call, error);
+    }
+    try {
+      return JSON.parse(text);
+    } catch {
+      throw new WorkerError(this.errorCode, `${this.label(call)}: the answer is not JSON`, {
+        detail: text.slice(0, ERROR_BODY_CAP),
+      });
+    }
+  }
+
+  /** Maps a thrown error (network, timeout, abort) to a WorkerError. */
+  failure(call: Pick<HttpCall, 'method' | 'path' | 'signal'>, error: unknown): WorkerError {
+    if (error instanceof WorkerError) return error;
+    if (call.signal?.aborted) {
+      const reason: unknown = call.signal.reason;
+      if (reason instanceof WorkerError) return reason;
+      return new WorkerError('CANCELLED', `${this.label(call)}: cancelled`, { cause: error });
+    }
+    const code = errorCode(error);
+    const message = error instanceof Error ? error.message : String(error);
+    if (code === 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH') {
+      return new WorkerError(
+        'INTERNAL',
+        `${this.label(call)}: the body sent did not match its announced length`,
+        { cause: error },
+      );
+    }
+    if (code?.startsWith('ERR_TLS') || /CERT|SELF_SIGNED|UNABLE_TO_VERIFY/.test(code ?? '')) {
+      return new WorkerError(this.errorCode, `${this.label(call)}: TLS failed (${message})`, {
+        hint: `check the certificate of ${this.baseUrl.host}, or that --${this.service}-host names the right scheme`,
+        cause: error,
+      });
+    }
+    const words = (code && NETWORK_WORDS[code]) ?? message;
+    return new WorkerError(this.errorCode, `${this.label(call)}: ${words} (${this.baseUrl.host})`, {
+      retryable: true,
+      hint:
+        code === 'ECONNREFUSED' || code === 'ENOTFOUND'
+          ? `check that the ${this.service} runs and --${this.service}-host/--${this.service}-port name it`
+          : undefined,
+      detail: words === message ? undefined : message,
+      cause: error,
+    });
+  }
+
+  private statusError(call: HttpCall, status: number, body: string): WorkerError {
+    const said = serviceWords(body);
+    const answered = `${this.label(call)} answered ${status}${said ? `: ${said}` : ''}`;
+    if (status === 401 || status === 403) {
+      return new WorkerError(
+        this.errorCode,
+        `${this.service} refused the credentials (${answered})`,
+        {
+          hint: `check --${this.service}-user/--${this.service}-password`,
+        },
+      );
+    }
+    if (status === 404) {
+      return new WorkerError(
+        this.errorCode,
+        `${this.service} has no ${call.what ?? call.path} (${answered})`,
+      );
+    }
+    return new WorkerError(this.errorCode, answered, {
+      // 5xx, 408 and 429 are the service's own trouble or load: it may pass.
+      retryable: status >= 500 || status === 408 || status === 429,
+      detail: said === body ? undefined : body,
+    });
+  }
+
+  private label(call: Pick<HttpCall, 'method' | 'path'>): string {
+    return `${this.service} ${call.method} ${this.prefix}${call.path}`;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.agent.close();
+  }
+}
+
+/** Reads an answer's body as the service's words, capped, consuming all of it. */
+export async function answerWords(body: Readable): Promise<string> {
+  return serviceWords(await readCapped(body));
+}
+
+/** The service's words: `{"error": "..."}` as SPEC says, else the body text itself. */
+function serviceWords(body: string): string {
+  const text = body.trim();
+  try {
+    const parsed = JSON.parse(text) as { error?: unknown };
+    if (typeof parsed?.error === 'string') return parsed.error;
+  } catch {
+    // not JSON: the text is all there is
+  }
+  return text.replace(/\s+/g, ' ').slice(0, 300);
+}
+
+/** Reads the first bytes of an error answer and discards the rest, so the connection can be reused. */
+async function readCapped(body: Readable): Promise<string> {
+  const chunks: Buffer[] = [];
+  let kept = 0;
+  try {
+    for await (const chunk of body as AsyncIterable<Buffer>) {
+      if (kept < ERROR_BODY_CAP) {
+        chunks.push(chunk.subarray(0, ERROR_BODY_CAP - kept));
+        kept += Math.min(chunk.length, ERROR_BODY_CAP - kept);
+      }
+    }
+  } catch {
+    // a broken error body: what arrived is enough to explain the status
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}

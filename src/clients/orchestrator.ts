@@ -1,0 +1,89 @@
+import { WorkerError } from '../errors.js';
+import { answerWords, type HttpCall, HttpService, type HttpServiceOptions } from './http.js';
+import type { LearnDone, OrchestratorClient } from './types.js';
+
+const DONE_ROUTE = { learn: 'learndone', predict: 'preddone' } as const;
+
+/** The orchestrator over HTTP (SPEC.md section 4): every call a JSON POST answered 200. */
+export class HttpOrchestratorClient implements OrchestratorClient {
+  private readonly http: HttpService;
+
+  constructor(options: HttpServiceOptions) {
+    this.http = new HttpService('orchestrator', options);
+  }
+
+  get description(): string {
+    return this.http.description;
+  }
+
+  async claim(
+    kind: 'learnuplet' | 'preduplet',
+    uuid: string,
+    workerId: string,
+    signal?: AbortSignal,
+  ): Promise<void> {
+    const path = `/worker/${kind}/${encodeURIComponent(uuid)}`;
+    // The orchestrator answers 400 when the task is no longer todo.
+    const response = await this.http.send({
+      ...this.jsonPost(path, { worker: workerId }, `${kind} ${uuid}`, signal),
+      ok: [200, 400],
+    });
+    if (response.statusCode === 200) {
+      // Taken: an answer body cut short changes nothing.
+      await response.body.dump().catch(() => undefined);
+      return;
+    }
+    const said = await answerWords(response.body);
+    throw new WorkerError(
+      'TASK_TAKEN',
+      `${kind} ${uuid} is no longer todo: another worker took it, or it is finished`,
+      { detail: said ? `orchestrator: ${said}` : undefined },
+    );
+  }
+
+  async learnDone(uuid: string, result: LearnDone, signal?: AbortSignal): Promise<void> {
+    const body = {
+      status: 'done',
+      perf: result.perf,
+      train_perf: result.train_perf,
+      test_perf: result.test_perf,
+    };
+    await this.post(`/learndone/${encodeURIComponent(uuid)}`, body, `learnuplet ${uuid}`, signal);
+  }
+
+  async predDone(uuid: string, predictionUuid: string, signal?: AbortSignal): Promise<void> {
+    const body = { status: 'done', prediction_storage_uuid: predictionUuid };
+    await this.post(`/preddone/${encodeURIComponent(uuid)}`, body, `preduplet ${uuid}`, signal);
+  }
+
+  /** The body is exactly `{"status":"failed"}`: SPEC has no field for the reason. */
+  async reportFailed(
+    kind: 'learn' | 'predict',
+    uuid: string,
+    _reason: string,
+    signal?: AbortSignal,
+  ): Promise<void> {
+    const path = `/${DONE_ROUTE[kind]}/${encodeURIComponent(uuid)}`;
+    await this.post(path, { status: 'failed' }, `${kind} task ${uuid}`, signal);
+  }
+
+  private jsonPost(path: string, body: unknown, what: string, signal?: AbortSignal): HttpCall {
+    return {
+      method: 'POST',
+      path,
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+      ok: [200],
+      signal,
+      what,
+    };
+  }
+
+  private async post(path: string, body: unknown, what: string, signal?: AbortSignal) {
+    await this.http.sendAndDrain(this.jsonPost(path, body, what, signal));
+  }
+
+  async close(): Promise<void> {
+    await this.http.close();
+  }
+}
