@@ -1,0 +1,95 @@
+import { formatDuration } from '../config/duration.js';
+import { formatSize } from '../config/size.js';
+import type { RunResult, VolumeMount } from '../engine/types.js';
+import { WorkerError } from '../errors.js';
+import type { StepName, TaskEnv, TaskRun } from './context.js';
+
+export interface ContainerStep {
+  step: StepName;
+  /** Who wrote the code: the platform's workflow, or a participant's submission. */
+  owner: 'workflow' | 'submission';
+  image: string;
+  command: string[];
+  mounts: VolumeMount[];
+  timeoutMs: number;
+  labels: Record<string, string>;
+}
+
+/** Runs one step's container and turns anything but a clean exit into a WorkerError. */
+export async function runContainerStep(
+  env: TaskEnv,
+  run: TaskRun,
+  spec: ContainerStep,
+): Promise<RunResult> {
+  const result = await env.engine.run({
+    image: spec.image,
+    command: spec.command,
+    mounts: spec.mounts,
+    labels: { ...spec.labels, 'compute-worker.step': spec.step },
+    limits: env.limits,
+    timeoutMs: spec.timeoutMs,
+    logTailLines: env.logTailLines,
+    logTailBytes: env.logTailBytes,
+    signal: run.signal,
+    onLogLine: (line, stream) => run.onEvent?.({ type: 'log', step: spec.step, line, stream }),
+  });
+  const failure = describeFailure(env, spec, result);
+  if (failure) throw failure;
+  return result;
+}
+
+export function describeFailure(
+  env: TaskEnv,
+  spec: ContainerStep,
+  result: RunResult,
+): WorkerError | undefined {
+  const who = `the ${spec.owner}'s ${spec.step} step`;
+  const detail = result.logTail ? `last lines of its output:\n${result.logTail}` : undefined;
+  if (result.cancelled) {
+    return new WorkerError('CANCELLED', `${who} was cancelled`, { retryable: true });
+  }
+  if (result.timedOut) {
+    return new WorkerError(
+      'CONTAINER_TIMEOUT',
+      `${who} ran past its ${formatDuration(spec.timeoutMs)} limit and was killed`,
+      { detail, hint: timeoutHint(spec) },
+    );
+  }
+  if (result.oomKilled) {
+    return new WorkerError(
+      'CONTAINER_OOM',
+      `${who} ran out of memory (limit ${formatSize(env.limits.memoryBytes)}) and was killed`,
+      { detail, hint: 'the operator can raise it with --memory' },
+    );
+  }
+  if (result.exitCode !== 0) {
+    return new WorkerError(
+      'CONTAINER_FAILED',
+      `${who} exited with code ${result.exitCode}${exitMeaning(result.exitCode)}`,
+      {
+        detail,
+      },
+    );
+  }
+  return undefined;
+}
+
+function timeoutHint(spec: ContainerStep): string {
+  if (spec.owner === 'workflow') return 'the operator can raise it with --docker-timeout';
+  return spec.step === 'train'
+    ? 'the operator can raise it with --learn-timeout'
+    : 'the operator can raise it with --predict-timeout';
+}
+
+function exitMeaning(code: number): string {
+  switch (code) {
+    case 126:
+      return ' (its command could not be invoked)';
+    case 127:
+      return ' (its command was not found in the image)';
+    case 137:
+      return ' (killed by SIGKILL)';
+    default:
+      return '';
+  }
+}

@@ -1,0 +1,36 @@
+import type { TaskEnv, TaskRun } from './context.js';
+import type { StepRecorder } from './steps.js';
+
+/**
+ * Builds (or finds cached) the workflow and submission images. Images are keyed by the
+ * digest of their build context and shared between tasks, so they carry no task labels
+ * and outlive the task.
+ */
+export async function buildImages(
+  env: TaskEnv,
+  run: TaskRun,
+  steps: StepRecorder,
+  sources: { workflow?: string; submission: string },
+): Promise<{ workflow: string; submission: string }> {
+  const build = async (role: 'workflow' | 'submission', kind: 'problem' | 'algo', uuid: string) => {
+    const step = role === 'workflow' ? 'build-workflow' : 'build-submission';
+    const result = await steps.step(
+      step,
+      async () => {
+        const blob = await env.storage.getBlob(kind, uuid, run.signal);
+        return env.engine.buildImage({
+          role,
+          context: blob.stream,
+          labels: {},
+          signal: run.signal,
+          onOutputLine: (line) => run.onEvent?.({ type: 'log', step, line, stream: 'stdout' }),
+        });
+      },
+      (r) => `${r.image}${r.cached ? ' (cached)' : ''}`,
+    );
+    return result.image;
+  };
+  const workflow = sources.workflow ? await build('workflow', 'problem', sources.workflow) : '';
+  const submission = await build('submission', 'algo', sources.submission);
+  return { workflow, submission };
+}

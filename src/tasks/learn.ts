@@ -1,0 +1,205 @@
+import { createReadStream, createWriteStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { packFolderFromTar, readFileFromTar } from '../archive/safe-tar.js';
+import { WorkerError } from '../errors.js';
+import { runContainerStep } from './containers.js';
+import type { TaskEnv, TaskRun } from './context.js';
+import { buildImages } from './images.js';
+import { type LearnTask, type Performance, PerformanceSchema } from './schemas.js';
+import type { TaskScope } from './scope.js';
+import { prepareEmpty, stageFiles, stageModel } from './staging.js';
+import type { StepRecorder } from './steps.js';
+import { createVolumes } from './volumes.js';
+
+const PERFORMANCE_MAX_BYTES = 1024 * 1024;
+
+export interface LearnResult {
+  performance: Performance;
+  modelBytes: number;
+}
+
+/**
+ * SPEC section 5, learn task, in order. The submission never has the hidden test
+ * folder mounted, and sees its inputs read-only: it writes only its predictions
+ * and its model.
+ */
+export async function runLearn(
+  env: TaskEnv,
+  run: TaskRun,
+  task: LearnTask,
+  scope: TaskScope,
+  steps: StepRecorder,
+): Promise<LearnResult> {
+  const images = await buildImages(env, run, steps, {
+    workflow: task.workflow,
+    submission: task.algo,
+  });
+
+  const v = await createVolumes(env, scope.labels, [
+    'hiddenTest',
+    'perf',
+    'train',
+    'trainPred',
+    'test',
+    'testPred',
+    'model',
+  ] as const);
+
+  await steps.step(
+    'stage',
+    async () => {
+      let bytes = await stageFiles(
+        env,
+        run,
+        v.train,
+        task.train_data.map((uuid) => ({ kind: 'data' as const, uuid, name: uuid })),
+        { tmp: scope.tmp, dirs: ['pred'] },
+      );
+      bytes += await stageFiles(
+        env,
+        run,
+        v.hiddenTest,
+        task.test_data.map((uuid) => ({ kind: 'data' as const, uuid, name: uuid })),
+        { tmp: scope.tmp },
+      );
+      await prepareEmpty(env, run, v.test, ['pred']);
+      await prepareEmpty(env, run, v.trainPred);
+      await prepareEmpty(env, run, v.testPred);
+      await prepareEmpty(env, run, v.perf);
+      if (task.rank > 0 && task.model_start) {
+        bytes += await stageModel(env, run, v.model, task.model_start);
+      } else {
+        await prepareEmpty(env, run, v.model);
+      }
+      return bytes;
+    },
+    (bytes) => `${bytes} bytes`,
+  );
+
+  const common = { labels: scope.labels };
+  await steps.step('detarget', () =>
+    runContainerStep(env, run, {
+      ...common,
+      step: 'detarget',
+      owner: 'workflow',
+      image: images.workflow,
+      command: ['-T', 'detarget', '-i', '/hidden_data', '-s', '/submission_data'],
+      mounts: [
+        { volume: v.hiddenTest, target: '/hidden_data/test', readOnly: true },
+        { volume: v.test, target: '/submission_data/test' },
+      ],
+      timeoutMs: env.workflowTimeoutMs,
+    }),
+  );
+
+  await steps.step('train', () =>
+    runContainerStep(env, run, {
+      ...common,
+      step: 'train',
+      owner: 'submission',
+      image: images.submission,
+      command: ['-V', '/data', '-T', 'train'],
+      mounts: [
+        { volume: v.train, target: '/data/train', readOnly: true },
+        { volume: v.trainPred, target: '/data/train/pred' },
+        { volume: v.test, target: '/data/test', readOnly: true },
+        { volume: v.testPred, target: '/data/test/pred' },
+        { volume: v.model, target: '/data/model' },
+      ],
+      timeoutMs: env.learnTimeoutMs,
+    }),
+  );
+
+  await steps.step('perf', () =>
+    runContainerStep(env, run, {
+      ...common,
+      step: 'perf',
+      owner: 'workflow',
+      image: images.workflow,
+      command: ['-T', 'perf', '-i', '/hidden_data', '-s', '/submission_data'],
+      mounts: [
+        { volume: v.hiddenTest, target: '/hidden_data/test', readOnly: true },
+        { volume: v.perf, target: '/hidden_data/perf' },
+        { volume: v.train, target: '/submission_data/train', readOnly: true },
+        { volume: v.trainPred, target: '/submission_data/train/pred', readOnly: true },
+        { volume: v.test, target: '/submission_data/test', readOnly: true },
+        { volume: v.testPred, target: '/submission_data/test/pred', readOnly: true },
+      ],
+      timeoutMs: env.workflowTimeoutMs,
+    }),
+  );
+  const performance = await readPerformance(env, run, v.perf);
+
+  const modelBytes = await steps.step(
+    'upload',
+    async () => {
+      const file = join(scope.tmp, 'model.tar.gz');
+      await pipeline(
+        packFolderFromTar(env.engine.exportVolume(v.model, run.signal), {}),
+        createWriteStream(file, { mode: 0o600 }),
+        { signal: run.signal },
+      );
+      const { size } = await stat(file);
+      await env.storage.uploadModel(
+        task.model_end,
+        task.algo,
+        createReadStream(file),
+        size,
+        run.signal,
+      );
+      return size;
+    },
+    (size) => `model ${task.model_end}, ${size} bytes`,
+  );
+
+  await steps.step('report', () =>
+    env.orchestrator.learnDone(
+      task.uuid,
+      {
+        perf: performance.perf,
+        train_perf: performance.train_perf,
+        test_perf: performance.test_perf,
+      },
+      run.signal,
+    ),
+  );
+  return { performance, modelBytes };
+}
+
+async function readPerformance(env: TaskEnv, run: TaskRun, volume: string): Promise<Performance> {
+  const raw = await readFileFromTar(
+    env.engine.exportVolume(volume, run.signal),
+    'performance.json',
+    PERFORMANCE_MAX_BYTES,
+  );
+  if (!raw) {
+    throw new WorkerError(
+      'PERFORMANCE_INVALID',
+      "the workflow's perf step wrote no /hidden_data/perf/performance.json",
+    );
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(raw.toString('utf8'));
+  } catch (error) {
+    throw new WorkerError(
+      'PERFORMANCE_INVALID',
+      `performance.json is not valid JSON: ${(error as Error).message}`,
+    );
+  }
+  const parsed = PerformanceSchema.safeParse(json);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    const where = issue?.path.length ? `field "${issue.path.join('.')}"` : 'its top level';
+    throw new WorkerError(
+      'PERFORMANCE_INVALID',
+      `performance.json is invalid at ${where}: ${issue?.message}`,
+      {
+        hint: 'expected {"perf": number, "train_perf": {uuid: number}, "test_perf": {uuid: number}}',
+      },
+    );
+  }
+  return parsed.data;
+}

@@ -1,0 +1,86 @@
+import { randomUUID } from 'node:crypto';
+import { join } from 'node:path';
+import { extractEntryToFile } from '../archive/safe-tar.js';
+import { WorkerError } from '../errors.js';
+import { runContainerStep } from './containers.js';
+import type { TaskEnv, TaskRun } from './context.js';
+import { buildImages } from './images.js';
+import type { PredictTask } from './schemas.js';
+import type { TaskScope } from './scope.js';
+import { prepareEmpty, stageFiles, stageModel } from './staging.js';
+import type { StepRecorder } from './steps.js';
+import { createVolumes } from './volumes.js';
+
+export interface PredictResult {
+  predictionUuid: string;
+  predictionBytes: number;
+}
+
+/** SPEC section 5, predict task, in order. */
+export async function runPredict(
+  env: TaskEnv,
+  run: TaskRun,
+  task: PredictTask,
+  scope: TaskScope,
+  steps: StepRecorder,
+): Promise<PredictResult> {
+  // The model's metadata names the algo whose build context gives the image.
+  const model = await env.storage.getModelMetadata(task.model, run.signal);
+  const images = await buildImages(env, run, steps, { submission: model.algo });
+
+  const v = await createVolumes(env, scope.labels, ['test', 'testPred', 'model'] as const);
+  await steps.step(
+    'stage',
+    async () => {
+      const data = [{ kind: 'data' as const, uuid: task.data, name: task.data }];
+      let bytes = await stageFiles(env, run, v.test, data, { tmp: scope.tmp, dirs: ['pred'] });
+      await prepareEmpty(env, run, v.testPred);
+      bytes += await stageModel(env, run, v.model, task.model);
+      return bytes;
+    },
+    (bytes) => `${bytes} bytes`,
+  );
+
+  await steps.step('predict', () =>
+    runContainerStep(env, run, {
+      labels: scope.labels,
+      step: 'predict',
+      owner: 'submission',
+      image: images.submission,
+      command: ['-V', '/data', '-T', 'predict'],
+      mounts: [
+        { volume: v.test, target: '/data/test', readOnly: true },
+        { volume: v.testPred, target: '/data/test/pred' },
+        { volume: v.model, target: '/data/model', readOnly: true },
+      ],
+      timeoutMs: env.predictTimeoutMs,
+    }),
+  );
+
+  const predictionUuid = randomUUID();
+  const predictionBytes = await steps.step(
+    'upload',
+    async () => {
+      const file = join(scope.tmp, 'prediction');
+      const found = await extractEntryToFile(
+        env.engine.exportVolume(v.testPred, run.signal),
+        [task.data, `pred_${task.data}`],
+        file,
+      );
+      if (!found) {
+        throw new WorkerError(
+          'PREDICTION_MISSING',
+          `the submission's predict step wrote no /data/test/pred/${task.data} (nor pred_${task.data})`,
+        );
+      }
+      await env.storage.uploadPrediction(predictionUuid, file, run.signal);
+      return found.size;
+    },
+    (size) => `prediction ${predictionUuid}, ${size} bytes`,
+  );
+
+  await steps.step('report', () =>
+    env.orchestrator.predDone(task.uuid, predictionUuid, run.signal),
+  );
+  return { predictionUuid, predictionBytes };
+}

@@ -1,0 +1,69 @@
+import { toWorkerError, type WorkerError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { StepName, StepTiming, TaskEnv, TaskKind, TaskRun } from './context.js';
+import { runLearn } from './learn.js';
+import { runPredict } from './predict.js';
+import type { LearnTask, Performance, PredictTask } from './schemas.js';
+import { withTaskScope } from './scope.js';
+import { StepRecorder } from './steps.js';
+
+export type ParsedTask =
+  | { type: 'learn'; task: LearnTask }
+  | { type: 'predict'; task: PredictTask };
+
+/** How one execution of one task ended. Never thrown: a failure is a value too. */
+export interface TaskReport {
+  status: 'done' | 'failed';
+  kind: TaskKind;
+  uuid: string;
+  steps: StepTiming[];
+  performance?: Performance;
+  modelUuid?: string;
+  predictionUuid?: string;
+  /** The step that was running when the task failed. */
+  failedStep?: StepName;
+  error?: WorkerError;
+}
+
+/** Runs a learn or predict task to its end, removing everything it created. */
+export async function executeTask(
+  env: TaskEnv,
+  run: TaskRun,
+  parsed: ParsedTask,
+  log: Logger,
+): Promise<TaskReport> {
+  const steps = new StepRecorder(run);
+  const base = { kind: parsed.type, uuid: parsed.task.uuid, steps: steps.timings };
+  try {
+    return await withTaskScope(env, parsed.task.uuid, log, async (scope) => {
+      if (parsed.type === 'learn') {
+        const result = await runLearn(env, run, parsed.task, scope, steps);
+        return {
+          ...base,
+          status: 'done' as const,
+          performance: result.performance,
+          modelUuid: parsed.task.model_end,
+        };
+      }
+      const result = await runPredict(env, run, parsed.task, scope, steps);
+      return { ...base, status: 'done' as const, predictionUuid: result.predictionUuid };
+    });
+  } catch (error) {
+    return { ...base, status: 'failed', failedStep: steps.current, error: toWorkerError(error) };
+  }
+}
+
+/** Tells the orchestrator a task failed. Returns the reporting error, if any, instead of throwing. */
+export async function reportFailure(
+  env: TaskEnv,
+  report: TaskReport,
+  signal?: AbortSignal,
+): Promise<WorkerError | undefined> {
+  const reason = report.error?.message ?? 'unknown error';
+  try {
+    await env.orchestrator.reportFailed(report.kind, report.uuid, reason, signal);
+    return undefined;
+  } catch (error) {
+    return toWorkerError(error, 'ORCHESTRATOR_FAILED');
+  }
+}

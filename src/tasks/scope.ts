@@ -1,0 +1,41 @@
+import { randomUUID } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Logger } from '../log.js';
+import type { TaskEnv } from './context.js';
+import { taskLabels } from './volumes.js';
+
+/** What one execution of one task owns: its labels (for the engine) and a private folder. */
+export interface TaskScope {
+  runId: string;
+  labels: Record<string, string>;
+  /** Private (0700) folder for spooled files, removed when the task ends. */
+  tmp: string;
+}
+
+/**
+ * Runs work inside a fresh scope, and whatever happens removes the scope's containers,
+ * volumes and temp folder. Cleanup failures are logged, never hide the task's own error.
+ */
+export async function withTaskScope<T>(
+  env: TaskEnv,
+  taskUuid: string,
+  log: Logger,
+  work: (scope: TaskScope) => Promise<T>,
+): Promise<T> {
+  const runId = randomUUID();
+  const tmp = await mkdtemp(join(env.tmpDir, 'compute-worker-task-'));
+  const scope: TaskScope = { runId, labels: taskLabels(env, taskUuid, runId), tmp };
+  try {
+    return await work(scope);
+  } finally {
+    try {
+      await env.engine.removeByLabels(scope.labels);
+    } catch (error) {
+      log.error({ err: error, runId }, 'could not remove the containers and volumes of the task');
+    }
+    await rm(tmp, { recursive: true, force: true }).catch((error) =>
+      log.error({ err: error, tmp }, 'could not remove the temp folder of the task'),
+    );
+  }
+}

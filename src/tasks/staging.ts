@@ -1,0 +1,104 @@
+import { createReadStream, createWriteStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { sanitizeTar, tarFromFiles } from '../archive/safe-tar.js';
+import type { StorageKind } from '../clients/types.js';
+import { WorkerError } from '../errors.js';
+import type { TaskEnv, TaskRun } from './context.js';
+
+/** Numeric owner of the files the worker puts in volumes: the containers' user. */
+export function containerOwner(user: string): { uid: number; gid: number } {
+  const m = /^(\d+)(?::(\d+))?$/.exec(user);
+  if (!m) {
+    throw new WorkerError(
+      'CONFIG_INVALID',
+      `--user must be numeric uid or uid:gid, got "${user}"`,
+      {
+        hint: 'the worker writes volume files owned by this id, so a user name cannot be used',
+      },
+    );
+  }
+  const uid = Number(m[1]);
+  return { uid, gid: m[2] === undefined ? uid : Number(m[2]) };
+}
+
+export interface DataFile {
+  kind: StorageKind;
+  uuid: string;
+  /** Name of the file inside the volume. */
+  name: string;
+}
+
+/**
+ * Streams storage blobs into a volume as one tar, each blob an entry, without holding a
+ * blob in memory. A blob of unknown length is spooled to the task's private folder first,
+ * since a tar header needs the size before the bytes.
+ */
+export async function stageFiles(
+  env: TaskEnv,
+  run: TaskRun,
+  volume: string,
+  files: DataFile[],
+  options: { tmp: string; dirs?: string[] },
+): Promise<number> {
+  const owner = containerOwner(env.limits.user);
+  let total = 0;
+  async function* entries() {
+    for (const dir of options.dirs ?? []) yield { name: dir, type: 'directory' as const };
+    for (const file of files) {
+      const blob = await env.storage.getBlob(file.kind, file.uuid, run.signal);
+      let size = blob.size;
+      let stream: Readable = blob.stream;
+      if (size === undefined) {
+        const spool = join(options.tmp, `spool-${file.uuid}`);
+        await pipeline(blob.stream, createWriteStream(spool, { mode: 0o600 }), {
+          signal: run.signal,
+        });
+        size = (await stat(spool)).size;
+        stream = createReadStream(spool);
+      }
+      total += size;
+      run.onEvent?.({ type: 'staged', name: `${file.kind}/${file.uuid}`, bytes: size });
+      yield { name: file.name, size, stream };
+    }
+  }
+  await env.engine.importVolume(volume, tarFromFiles(entries(), owner), run.signal);
+  return total;
+}
+
+/** An empty volume whose root (and these folders) the containers' user can write. */
+export async function prepareEmpty(
+  env: TaskEnv,
+  run: TaskRun,
+  volume: string,
+  dirs: string[] = [],
+) {
+  const owner = containerOwner(env.limits.user);
+  async function* entries() {
+    for (const dir of dirs) yield { name: dir, type: 'directory' as const };
+  }
+  await env.engine.importVolume(volume, tarFromFiles(entries(), owner), run.signal);
+}
+
+/** Unpacks an untrusted model .tar.gz from storage into a volume, refusing anything unsafe. */
+export async function stageModel(env: TaskEnv, run: TaskRun, volume: string, modelUuid: string) {
+  const owner = containerOwner(env.limits.user);
+  const blob = await env.storage.getBlob('model', modelUuid, run.signal);
+  run.onEvent?.({ type: 'staged', name: `model/${modelUuid}`, bytes: blob.size ?? 0 });
+  const clean = sanitizeTar(blob.stream, { gzip: true, ...owner });
+  // A stream error inside the archive surfaces on the sanitized stream; pass it on
+  // as the reason the import failed.
+  let archiveError: unknown;
+  clean.on('error', (error) => {
+    archiveError = error;
+  });
+  try {
+    await env.engine.importVolume(volume, clean, run.signal);
+  } catch (error) {
+    throw archiveError ?? error;
+  }
+  if (archiveError) throw archiveError;
+  return blob.size ?? 0;
+}
