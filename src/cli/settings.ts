@@ -1,0 +1,140 @@
+import { randomUUID } from 'node:crypto';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import {
+  createOrchestratorClient,
+  createStorageClient,
+  readPasswordFile,
+} from '../clients/config.js';
+import { defaultStateDir, defaultTmpDir } from '../config/paths.js';
+import { createEngine } from '../engine/engine.js';
+import { DEFAULT_LIMITS } from '../engine/limits.js';
+import type { EngineOptions, RunLimits } from '../engine/types.js';
+import { WorkerError } from '../errors.js';
+import type { TaskEnv } from '../tasks/context.js';
+import { containerOwner } from '../tasks/staging.js';
+
+/** The parsed values of `taskFlags` (see flags.ts). */
+export interface TaskFlagValues {
+  engine?: 'podman' | 'docker';
+  'engine-path'?: string;
+  'oci-runtime'?: string;
+  'docker-timeout': number;
+  'build-timeout'?: number;
+  memory: number;
+  cpus: number;
+  'pids-limit': number;
+  'tmpfs-size': number;
+  'shm-size': number;
+  user: string;
+  'log-tail-lines': number;
+  'learn-timeout': number;
+  'predict-timeout': number;
+  'storage-host'?: string;
+  'storage-port'?: number;
+  'storage-user'?: string;
+  'storage-password'?: string;
+  'storage-password-file'?: string;
+  'storage-dir'?: string;
+  'orchestrator-host'?: string;
+  'orchestrator-port'?: number;
+  'orchestrator-user'?: string;
+  'orchestrator-password'?: string;
+  'orchestrator-password-file'?: string;
+  'orchestrator-ledger'?: string;
+  'state-dir'?: string;
+}
+
+export function engineOptions(flags: TaskFlagValues): EngineOptions {
+  return {
+    engine: flags.engine,
+    enginePath: flags['engine-path'],
+    ociRuntime: flags['oci-runtime'],
+    buildTimeoutMs: flags['build-timeout'] ?? flags['docker-timeout'],
+    callTimeoutMs: flags['docker-timeout'],
+  };
+}
+
+export function runLimits(flags: TaskFlagValues): RunLimits {
+  containerOwner(flags.user); // a non-numeric user is refused before anything runs
+  return {
+    ...DEFAULT_LIMITS,
+    memoryBytes: flags.memory,
+    cpus: flags.cpus,
+    pidsLimit: flags['pids-limit'],
+    tmpfsBytes: flags['tmpfs-size'],
+    shmBytes: flags['shm-size'],
+    user: flags.user,
+  };
+}
+
+async function password(
+  flags: TaskFlagValues,
+  service: 'storage' | 'orchestrator',
+): Promise<string> {
+  const file = flags[`${service}-password-file`];
+  return file ? readPasswordFile(file) : (flags[`${service}-password`] ?? 'p');
+}
+
+/** The worker's id survives restarts, so its containers left by a crash can be found by label. */
+export async function workerId(stateDir: string): Promise<string> {
+  const file = join(stateDir, 'worker-id');
+  try {
+    const id = (await readFile(file, 'utf8')).trim();
+    if (/^[0-9a-f-]{36}$/.test(id)) return id;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+  }
+  const id = randomUUID();
+  await writeFile(file, `${id}\n`, { mode: 0o644 });
+  return id;
+}
+
+export async function prepareStateDir(flags: TaskFlagValues): Promise<string> {
+  const dir = flags['state-dir'] ?? defaultStateDir();
+  try {
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+  } catch (error) {
+    throw new WorkerError('CONFIG_INVALID', `cannot create the state folder ${dir}`, {
+      cause: error,
+      detail: (error as Error).message,
+      hint: 'pass --state-dir with a folder this user can write',
+    });
+  }
+  return dir;
+}
+
+/** Everything a task needs, from the flags: detects the engine and opens the clients. */
+export async function buildTaskEnv(flags: TaskFlagValues): Promise<TaskEnv & { stateDir: string }> {
+  const stateDir = await prepareStateDir(flags);
+  const limits = runLimits(flags);
+  const engine = await createEngine(engineOptions(flags));
+  const storage = createStorageClient({
+    host: flags['storage-host'] ?? '',
+    port: flags['storage-port'] ?? 80,
+    user: flags['storage-user'] ?? 'u',
+    password: await password(flags, 'storage'),
+    localDir: flags['storage-dir'] ?? join(stateDir, 'storage'),
+  });
+  const orchestrator = createOrchestratorClient({
+    host: flags['orchestrator-host'] ?? '',
+    port: flags['orchestrator-port'] ?? 80,
+    user: flags['orchestrator-user'] ?? 'u',
+    password: await password(flags, 'orchestrator'),
+    ledgerFile: flags['orchestrator-ledger'] ?? join(stateDir, 'orchestrator.jsonl'),
+  });
+  return {
+    stateDir,
+    engine,
+    storage,
+    orchestrator,
+    workerId: await workerId(stateDir),
+    limits,
+    learnTimeoutMs: flags['learn-timeout'],
+    predictTimeoutMs: flags['predict-timeout'],
+    workflowTimeoutMs: flags['docker-timeout'],
+    logTailLines: flags['log-tail-lines'],
+    logTailBytes: 256 * 1024,
+    tmpDir: defaultTmpDir(),
+  };
+}
