@@ -93,41 +93,48 @@ export const timeoutFlags = {
   }),
 };
 
-function serviceFlags(service: 'storage' | 'orchestrator', label: string) {
+function serviceFlags<S extends 'storage' | 'orchestrator'>(service: S, label: string) {
   const upper = service.toUpperCase();
+  const host = Flags.string({
+    description: `Host of the ${label} API (http:// or https:// prefix allowed). Leave blank to use the built-in local ${label}.`,
+    default: '',
+    env: env(`${upper}_HOST`),
+  });
+  const port = Flags.integer({
+    description: `TCP port of the ${label} API.`,
+    default: 80,
+    min: 1,
+    max: 65535,
+    env: env(`${upper}_PORT`),
+  });
+  const user = Flags.string({
+    description: `Basic Authentication user of the ${label} API.`,
+    default: 'u',
+    env: env(`${upper}_USER`),
+  });
+  const password = Flags.string({
+    description: `Basic Authentication password of the ${label} API. Prefer --${service}-password-file or the environment: a flag shows in ps.`,
+    default: 'p',
+    env: env(`${upper}_PASSWORD`),
+  });
+  const passwordFile = Flags.string({
+    description: `File holding the ${label} password (overrides --${service}-password).`,
+    env: env(`${upper}_PASSWORD_FILE`),
+  });
   return {
-    [`${service}-host`]: Flags.string({
-      description: `Host of the ${label} API (http:// or https:// prefix allowed). Leave blank to use the built-in local ${label}.`,
-      default: '',
-      env: env(`${upper}_HOST`),
-    }),
-    [`${service}-port`]: Flags.integer({
-      description: `TCP port of the ${label} API.`,
-      default: 80,
-      min: 1,
-      max: 65535,
-      env: env(`${upper}_PORT`),
-    }),
-    [`${service}-user`]: Flags.string({
-      description: `Basic Authentication user of the ${label} API.`,
-      default: 'u',
-      env: env(`${upper}_USER`),
-    }),
-    [`${service}-password`]: Flags.string({
-      description: `Basic Authentication password of the ${label} API. Prefer --${service}-password-file or the environment: a flag shows in ps.`,
-      default: 'p',
-      env: env(`${upper}_PASSWORD`),
-    }),
-    [`${service}-password-file`]: Flags.string({
-      description: `File holding the ${label} password (overrides --${service}-password).`,
-      env: env(`${upper}_PASSWORD_FILE`),
-    }),
-  } as const;
+    [`${service}-host`]: host,
+    [`${service}-port`]: port,
+    [`${service}-user`]: user,
+    [`${service}-password`]: password,
+    [`${service}-password-file`]: passwordFile,
+  } as Record<`${S}-host` | `${S}-user` | `${S}-password`, typeof host> &
+    Record<`${S}-port`, typeof port> &
+    Record<`${S}-password-file`, typeof passwordFile>;
 }
 
 export const serviceFlagSet = {
-  ...(serviceFlags('storage', 'storage') as ServiceFlags<'storage'>),
-  ...(serviceFlags('orchestrator', 'orchestrator') as ServiceFlags<'orchestrator'>),
+  ...serviceFlags('storage', 'storage'),
+  ...serviceFlags('orchestrator', 'orchestrator'),
   'storage-dir': Flags.string({
     description:
       'Folder of the built-in local storage (used when --storage-host is blank). Default: <state-dir>/storage.',
@@ -145,11 +152,91 @@ export const serviceFlagSet = {
   }),
 };
 
-type ServiceFlags<S extends string> = {
-  [K in `${S}-host` | `${S}-user` | `${S}-password`]: ReturnType<typeof Flags.string>;
-} & { [K in `${S}-port`]: ReturnType<typeof Flags.integer> } & {
-  [K in `${S}-password-file`]: ReturnType<typeof Flags.string>;
-};
-
 /** Every flag that changes how a task runs: shared by `run` and `task exec`. */
 export const taskFlags = { ...engineFlags, ...limitFlags, ...timeoutFlags, ...serviceFlagSet };
+
+/** The daemon's own flags: where NSQ is, how much runs at once, how it retries and stops. */
+export const runFlags = {
+  'nsqlookupd-urls': Flags.string({
+    description:
+      'HTTP address of an nsqlookupd (host:port or URL). Repeatable, or comma-separated.',
+    multiple: true,
+    delimiter: ',',
+    env: env('NSQLOOKUPD_URLS'),
+  }),
+  'nsqd-tcp-addresses': Flags.string({
+    description:
+      'TCP address (host:port) of an nsqd to connect to directly, without nsqlookupd. Repeatable, or comma-separated.',
+    multiple: true,
+    delimiter: ',',
+    env: env('NSQD_TCP_ADDRESSES'),
+  }),
+  'learn-parallelism': Flags.integer({
+    description: 'Number of learning tasks this worker runs in parallel.',
+    default: 1,
+    min: 1,
+    env: env('LEARN_PARALLELISM'),
+  }),
+  'predict-parallelism': Flags.integer({
+    description: 'Number of prediction tasks this worker runs in parallel.',
+    default: 1,
+    min: 1,
+    env: env('PREDICT_PARALLELISM'),
+  }),
+  'max-attempts': Flags.integer({
+    description:
+      'Deliveries of a task before it is reported failed, for passing errors (a service down, an engine hiccup). Errors of the task itself fail at once.',
+    default: 5,
+    min: 1,
+    env: env('MAX_ATTEMPTS'),
+  }),
+  'retry-delay': durationFlag({
+    description: 'Delay before the first retry; it doubles with each attempt, with jitter.',
+    default: parseDuration('10s'),
+    defaultHelp: async () => '10s',
+    env: env('RETRY_DELAY'),
+  }),
+  'retry-max-delay': durationFlag({
+    description: 'Longest delay between two attempts.',
+    default: parseDuration('10m'),
+    defaultHelp: async () => '10m0s',
+    env: env('RETRY_MAX_DELAY'),
+  }),
+  'shutdown-grace': durationFlag({
+    description:
+      'On SIGTERM or SIGINT, how long running tasks may go on before they are cancelled and requeued. A second signal stops at once.',
+    default: parseDuration('30s'),
+    defaultHelp: async () => '30s',
+    env: env('SHUTDOWN_GRACE'),
+  }),
+  'lookupd-poll-interval': durationFlag({
+    description:
+      'How often nsqlookupd is asked for nsqd, and lost connections retried (at least 1s).',
+    default: parseDuration('60s'),
+    defaultHelp: async () => '1m0s',
+    env: env('LOOKUPD_POLL_INTERVAL'),
+  }),
+  'log-format': Flags.option({
+    options: ['auto', 'json', 'text'] as const,
+    description:
+      'Log lines as JSON objects, or readable text; auto: text on a terminal, else JSON.',
+    default: 'auto' as const,
+    env: env('LOG_FORMAT'),
+  })(),
+  'log-level': Flags.option({
+    options: ['debug', 'info', 'warn', 'error'] as const,
+    description: "Least important log lines shown (debug includes the containers' output).",
+    default: 'info' as const,
+    env: env('LOG_LEVEL'),
+  })(),
+};
+
+/** Every long flag name, for reading command lines written for the original single-dash worker. */
+export const knownFlagNames: ReadonlySet<string> = new Set([
+  ...Object.keys(taskFlags),
+  ...Object.keys(runFlags),
+  'json',
+  'type',
+  'help',
+  'version',
+]);

@@ -1,0 +1,73 @@
+import { BaseCommand } from '../src/cli/base-command.js';
+import { runFlags, taskFlags } from '../src/cli/flags.js';
+import { buildTaskEnv } from '../src/cli/settings.js';
+import { WorkerError } from '../src/errors.js';
+import { createLogger } from '../src/log.js';
+import { Journal } from '../src/worker/journal.js';
+import { Worker } from '../src/worker/worker.js';
+
+export default class Run extends BaseCommand {
+  static override summary = 'Take learn and predict tasks from NSQ and run them.';
+  static override description =
+    `Consumes topic "train" (learn tasks) and topic "prediction" (predict tasks) on channel
+"compute", finding nsqd through nsqlookupd or connecting to nsqd directly. Each task is
+claimed from the orchestrator, run in hardened containers, and reported. Passing errors are
+retried with backoff; errors of the task itself are reported failed at once. SIGTERM or
+SIGINT drains: no new tasks, running ones get --shutdown-grace, then are cancelled and
+requeued. Flags of the original worker, written with one dash, are accepted as they are.`;
+  static override examples = [
+    '<%= config.bin %> run --nsqlookupd-urls 10.0.0.5:4161 --storage-host storage --orchestrator-host orchestrator',
+    '<%= config.bin %> run -nsqlookupd-urls 127.0.0.1:4161 -learn-timeout 20m0s -learn-parallelism 2',
+    '<%= config.bin %> run --nsqd-tcp-addresses 127.0.0.1:4150 --log-format json',
+  ];
+  static override flags = { ...runFlags, ...taskFlags };
+
+  async run(): Promise<void> {
+    const { flags } = await this.parse(Run);
+    const lookupdUrls = flags['nsqlookupd-urls'] ?? [];
+    const nsqdAddresses = flags['nsqd-tcp-addresses'] ?? [];
+    if (lookupdUrls.length === 0 && nsqdAddresses.length === 0) {
+      throw new WorkerError('CONFIG_INVALID', 'no NSQ to take tasks from', {
+        hint: 'pass --nsqlookupd-urls host:4161 or --nsqd-tcp-addresses host:4150',
+      });
+    }
+    const log = createLogger({ level: flags['log-level'], format: flags['log-format'] });
+    const env = await buildTaskEnv(flags);
+    log.info(
+      {
+        engine: env.engine.info,
+        storage: env.storage.description,
+        orchestrator: env.orchestrator.description,
+      },
+      'engine and services',
+    );
+    const worker = new Worker({
+      env,
+      log,
+      journal: new Journal(env.stateDir),
+      retry: {
+        maxAttempts: flags['max-attempts'],
+        baseDelayMs: flags['retry-delay'],
+        maxDelayMs: flags['retry-max-delay'],
+      },
+      lookupdUrls,
+      nsqdAddresses,
+      parallelism: { learn: flags['learn-parallelism'], predict: flags['predict-parallelism'] },
+      pollIntervalMs: flags['lookupd-poll-interval'],
+      shutdownGraceMs: flags['shutdown-grace'],
+    });
+
+    let signals = 0;
+    const stopped = new Promise<void>((resolve) => {
+      const onSignal = (signal: NodeJS.Signals) => {
+        signals++;
+        log.warn({ signal }, signals === 1 ? 'stopping: draining running tasks' : 'stopping now');
+        worker.stop(signals > 1).then(resolve, resolve);
+      };
+      process.on('SIGTERM', onSignal);
+      process.on('SIGINT', onSignal);
+    });
+    await worker.start();
+    await stopped;
+  }
+}

@@ -1,0 +1,138 @@
+import type { EventEmitter } from 'node:events';
+import nsq from 'nsqjs';
+
+/** The parts of an nsqjs 0.13 message the worker uses (its typings lag the library). */
+export interface NsqMessage {
+  readonly id: string;
+  readonly body: Buffer;
+  readonly attempts: number;
+  readonly hasResponded: boolean;
+  /** The connection's msg_timeout and nsqd's max_msg_timeout, in ms, from IDENTIFY. */
+  readonly msgTimeout: number;
+  readonly maxMsgTimeout: number;
+  timeUntilTimeout(hard?: boolean): number | null;
+  finish(): void;
+  requeue(delay?: number, backoff?: boolean): void;
+  touch(): void;
+}
+
+interface NsqdConnection extends EventEmitter {
+  readonly nsqdHost: string;
+  readonly nsqdPort: number;
+  readonly msgTimeout: number;
+  readonly maxMsgTimeout: number;
+  readonly nsqdVersion: string | null;
+}
+
+/**
+ * A delivered message and the connection it came on. nsqd only accepts FIN, REQ and
+ * TOUCH for a message on the connection that received it, and nsqjs writes to a dead
+ * socket silently, so the worker must know when that connection is gone: the lease is
+ * lost and NSQ will deliver the message again after its timeout.
+ */
+export class Lease {
+  lost = false;
+  constructor(
+    readonly message: NsqMessage,
+    readonly nsqd: string,
+    private readonly holders: Set<Lease>,
+  ) {
+    holders.add(this);
+  }
+
+  /** The worker is done with the message: its connection need not track it any more. */
+  release(): void {
+    this.holders.delete(this);
+  }
+}
+
+export interface NsqdInfo {
+  address: string;
+  msgTimeoutMs: number;
+  maxMsgTimeoutMs: number;
+  version: string | null;
+}
+
+export interface ReaderOptions {
+  topic: string;
+  channel: string;
+  lookupdUrls: string[];
+  nsqdAddresses: string[];
+  maxInFlight: number;
+  /** How often nsqlookupd is asked, and lost direct connections retried (nsqjs: at least 1 s). */
+  pollIntervalMs: number;
+  heartbeatIntervalMs?: number;
+}
+
+export interface ReaderHandlers {
+  onMessage(lease: Lease): void;
+  onError(error: Error): void;
+  onNsqdReady?(info: NsqdInfo): void;
+  onNsqdClosed?(address: string): void;
+}
+
+export interface TopicReader {
+  connect(): void;
+  /** RDY 0 on every connection: nothing new is delivered. */
+  pause(): void;
+  close(): void;
+}
+
+/** Opens an nsqjs Reader whose messages come wrapped in a Lease that knows its connection. */
+export function openReader(options: ReaderOptions, handlers: ReaderHandlers): TopicReader {
+  const leases = new Map<NsqdConnection, Set<Lease>>();
+  const pending = new WeakMap<NsqMessage, Lease>();
+
+  class LeaseReader extends nsq.Reader {
+    // nsqjs registers its own connection listeners here; the worker's run first, because
+    // nsqjs hands messages to the Reader on the next tick.
+    registerConnectionListeners(conn: NsqdConnection): void {
+      (
+        nsq.Reader.prototype as unknown as { registerConnectionListeners(c: NsqdConnection): void }
+      ).registerConnectionListeners.call(this, conn);
+      const address = `${conn.nsqdHost}:${conn.nsqdPort}`;
+      const held = new Set<Lease>();
+      leases.set(conn, held);
+      conn.on('message', (message: NsqMessage) => {
+        pending.set(message, new Lease(message, address, held));
+      });
+      conn.on('ready', () =>
+        handlers.onNsqdReady?.({
+          address,
+          msgTimeoutMs: conn.msgTimeout,
+          maxMsgTimeoutMs: conn.maxMsgTimeout,
+          version: conn.nsqdVersion,
+        }),
+      );
+      conn.on('closed', () => {
+        for (const lease of leases.get(conn) ?? []) lease.lost = true;
+        leases.delete(conn);
+        handlers.onNsqdClosed?.(address);
+      });
+    }
+  }
+  const reader = new LeaseReader(options.topic, options.channel, {
+    lookupdHTTPAddresses: options.lookupdUrls,
+    nsqdTCPAddresses: options.nsqdAddresses,
+    maxInFlight: options.maxInFlight,
+    lookupdPollInterval: Math.max(1, Math.round(options.pollIntervalMs / 1000)),
+    heartbeatInterval: Math.max(1, Math.round((options.heartbeatIntervalMs ?? 30_000) / 1000)),
+    // No maxAttempts: the worker counts attempts itself, so nsqjs never auto-finishes.
+    maxAttempts: 0,
+  });
+  const events = reader as unknown as EventEmitter;
+  events.on('message', (message: NsqMessage) => {
+    const lease = pending.get(message);
+    if (!lease) return;
+    pending.delete(message);
+    handlers.onMessage(lease);
+  });
+  // Without listeners nsqjs's errors (E_FIN_FAILED, lookupd unreachable) crash the process.
+  events.on('error', (error: Error) => handlers.onError(error));
+
+  return {
+    connect: () => reader.connect(),
+    pause: () => reader.pause(),
+    close: () => reader.close(),
+  };
+}

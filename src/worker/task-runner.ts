@@ -1,0 +1,244 @@
+import { toWorkerError, WorkerError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { TaskEnv, TaskKind } from '../tasks/context.js';
+import { executeTask, type ParsedTask, type TaskReport } from '../tasks/run-task.js';
+import { parseTask, readableTaskUuid } from '../tasks/schemas.js';
+import type { Journal } from './journal.js';
+import type { Lease } from './nsq-reader.js';
+import { decideRetry, type RetryPolicy } from './retry-policy.js';
+
+export interface RunnerDeps {
+  env: TaskEnv;
+  journal: Journal;
+  retry: RetryPolicy;
+  log: Logger;
+}
+
+/** How a message ended, for the worker's counters and the tests' assertions. */
+export type MessageOutcome =
+  | 'done'
+  | 'failed'
+  | 'requeued'
+  | 'taken-elsewhere'
+  | 'invalid'
+  | 'cancelled'
+  | 'lease-lost';
+
+/**
+ * Runs the task of one NSQ message from claim to FIN or REQ. The message stays in flight
+ * (touched) for as long as the task runs; the retry policy decides between requeue and
+ * failure; a lost connection means the message belongs to NSQ again and is not answered.
+ */
+export async function runMessage(
+  deps: RunnerDeps,
+  kind: TaskKind,
+  lease: Lease,
+  signal: AbortSignal,
+): Promise<MessageOutcome> {
+  const message = lease.message;
+  const base = deps.log.child({ kind, message: message.id, attempt: message.attempts });
+
+  let parsed: ParsedTask;
+  try {
+    parsed = parseTask(JSON.parse(message.body.toString('utf8')), kind);
+  } catch (error) {
+    return finishInvalid(deps, kind, lease, error, base);
+  }
+  const uuid = parsed.task.uuid;
+  const log = base.child({ task: uuid });
+  const stopTouching = keepInFlight(lease, log);
+  try {
+    await deps.journal.write({
+      taskUuid: uuid,
+      kind,
+      messageId: message.id,
+      attempts: message.attempts,
+      startedAt: new Date().toISOString(),
+    });
+    try {
+      await deps.env.orchestrator.claim(
+        kind === 'learn' ? 'learnuplet' : 'preduplet',
+        uuid,
+        deps.env.workerId,
+        signal,
+      );
+    } catch (error) {
+      if (error instanceof WorkerError && error.code === 'TASK_TAKEN' && message.attempts === 1) {
+        log.info('the orchestrator says another worker has this task: not running it');
+        answer(lease, log, () => message.finish());
+        return 'taken-elsewhere';
+      }
+      // A redelivery finds its task already taken (by this worker's earlier attempt,
+      // or one that crashed): it proceeds.
+      if (!(error instanceof WorkerError && error.code === 'TASK_TAKEN')) {
+        return await settleFailure(
+          deps,
+          lease,
+          {
+            kind,
+            uuid,
+            steps: [],
+            status: 'failed',
+            error: toWorkerError(error, 'ORCHESTRATOR_FAILED'),
+          },
+          log,
+          signal,
+        );
+      }
+    }
+
+    log.info('task started');
+    const report = await executeTask(
+      deps.env,
+      {
+        signal,
+        onEvent: (event) => {
+          if (event.type === 'step-start') {
+            log.info({ step: event.step }, 'step started');
+            void deps.journal
+              .write({
+                taskUuid: uuid,
+                kind,
+                messageId: message.id,
+                attempts: message.attempts,
+                startedAt: new Date().toISOString(),
+                step: event.step,
+              })
+              .catch((error) => log.warn({ err: error }, 'could not update the journal'));
+          } else if (event.type === 'log') {
+            log.debug({ step: event.step, stream: event.stream }, event.line);
+          }
+        },
+      },
+      parsed,
+      log,
+    );
+    if (report.status === 'done') {
+      log.info(
+        { steps: report.steps, performance: report.performance, prediction: report.predictionUuid },
+        'task done',
+      );
+      return answer(lease, log, () => message.finish()) ? 'done' : 'lease-lost';
+    }
+    return await settleFailure(deps, lease, report, log, signal);
+  } finally {
+    stopTouching();
+    lease.release();
+    await deps.journal
+      .remove(message.id)
+      .catch((error) => log.warn({ err: error }, 'could not update the journal'));
+  }
+}
+
+async function settleFailure(
+  deps: RunnerDeps,
+  lease: Lease,
+  report: TaskReport,
+  log: Logger,
+  signal: AbortSignal,
+): Promise<MessageOutcome> {
+  const message = lease.message;
+  const error = report.error ?? new WorkerError('INTERNAL', 'the task failed without a reason');
+  if (signal.aborted) {
+    // Shutdown: hand the message back at once, for another worker or the next start.
+    log.warn({ step: report.failedStep }, 'task cancelled by shutdown: requeued');
+    return answer(lease, log, () => message.requeue(0, false)) ? 'cancelled' : 'lease-lost';
+  }
+  const decision = decideRetry(error, message.attempts, deps.retry);
+  if (decision.action === 'requeue') {
+    log.warn(
+      { step: report.failedStep, err: error.toJSON(), delayMs: decision.delayMs },
+      'task failed for a passing reason: requeued',
+    );
+    return answer(lease, log, () => message.requeue(decision.delayMs, false))
+      ? 'requeued'
+      : 'lease-lost';
+  }
+  log.error({ step: report.failedStep, err: error.toJSON() }, `task failed: ${decision.reason}`);
+  try {
+    await deps.env.orchestrator.reportFailed(report.kind, report.uuid, decision.reason);
+  } catch (reportError) {
+    // Finishing now would lose the task: the orchestrator would never hear of it.
+    log.error(
+      { err: reportError },
+      'could not report the failure to the orchestrator: requeued to report it later',
+    );
+    return answer(lease, log, () => message.requeue(deps.retry.maxDelayMs, false))
+      ? 'requeued'
+      : 'lease-lost';
+  }
+  return answer(lease, log, () => message.finish()) ? 'failed' : 'lease-lost';
+}
+
+function finishInvalid(
+  deps: RunnerDeps,
+  kind: TaskKind,
+  lease: Lease,
+  error: unknown,
+  log: Logger,
+): Promise<MessageOutcome> {
+  const reason =
+    error instanceof WorkerError
+      ? error.message
+      : `the message is not JSON: ${(error as Error).message}`;
+  let uuid: string | undefined;
+  try {
+    uuid = readableTaskUuid(JSON.parse(lease.message.body.toString('utf8')));
+  } catch {
+    uuid = undefined;
+  }
+  log.error(
+    { task: uuid, body: lease.message.body.subarray(0, 512).toString('utf8') },
+    `invalid task message, finished: ${reason}`,
+  );
+  const done = async (): Promise<MessageOutcome> => {
+    if (uuid) {
+      await deps.env.orchestrator
+        .reportFailed(kind, uuid, reason)
+        .catch((reportError) =>
+          log.warn({ err: reportError, task: uuid }, 'could not report the invalid task'),
+        );
+    }
+    answer(lease, log, () => lease.message.finish());
+    lease.release();
+    return 'invalid';
+  };
+  return done();
+}
+
+/** Answers nsqd unless the connection that delivered the message is gone. */
+function answer(lease: Lease, log: Logger, respond: () => void): boolean {
+  if (lease.lost) {
+    log.warn(
+      { nsqd: lease.nsqd },
+      'the connection to nsqd was lost while the task ran: NSQ delivers the message again',
+    );
+    return false;
+  }
+  respond();
+  return true;
+}
+
+/**
+ * Touches the message well before its timeout for as long as the task runs. nsqd never
+ * extends a message past delivery + max-msg-timeout, so that moment is logged.
+ */
+function keepInFlight(lease: Lease, log: Logger): () => void {
+  const message = lease.message;
+  const every = Math.max(500, Math.floor(message.msgTimeout / 3));
+  let warned = false;
+  const timer = setInterval(() => {
+    if (lease.lost || message.hasResponded) return;
+    const hard = message.timeUntilTimeout(true);
+    if (!warned && hard !== null && hard < every) {
+      warned = true;
+      log.warn(
+        { maxMsgTimeoutMs: message.maxMsgTimeout },
+        "the task outlives nsqd's --max-msg-timeout: NSQ will deliver it again while it runs",
+      );
+    }
+    message.touch();
+  }, every);
+  timer.unref();
+  return () => clearInterval(timer);
+}

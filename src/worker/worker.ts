@@ -1,0 +1,194 @@
+import { formatDuration } from '../config/duration.js';
+import { LABEL_WORKER } from '../engine/types.js';
+import type { Logger } from '../log.js';
+import type { TaskEnv, TaskKind } from '../tasks/context.js';
+import type { Journal } from './journal.js';
+import { type Lease, type NsqdInfo, openReader, type TopicReader } from './nsq-reader.js';
+import type { RetryPolicy } from './retry-policy.js';
+import { type MessageOutcome, runMessage } from './task-runner.js';
+
+export const TOPICS: Record<TaskKind, string> = { learn: 'train', predict: 'prediction' };
+export const CHANNEL = 'compute';
+
+export interface WorkerOptions {
+  env: TaskEnv;
+  journal: Journal;
+  log: Logger;
+  retry: RetryPolicy;
+  lookupdUrls: string[];
+  nsqdAddresses: string[];
+  parallelism: Record<TaskKind, number>;
+  pollIntervalMs: number;
+  shutdownGraceMs: number;
+  heartbeatIntervalMs?: number;
+  onOutcome?: (kind: TaskKind, outcome: MessageOutcome) => void;
+}
+
+interface Running {
+  controller: AbortController;
+  done: Promise<unknown>;
+}
+
+/**
+ * The daemon: one NSQ reader per topic, at most N tasks per topic at once, each message
+ * kept in flight while its task runs, and a shutdown that hands unfinished work back.
+ */
+export class Worker {
+  private readonly readers = new Map<TaskKind, TopicReader>();
+  private readonly running: Record<TaskKind, Set<Running>> = {
+    learn: new Set(),
+    predict: new Set(),
+  };
+  private draining = false;
+  private stopped?: Promise<void>;
+
+  constructor(private readonly options: WorkerOptions) {}
+
+  /** Removes what a previous run left, then starts taking messages. */
+  async start(): Promise<void> {
+    await this.recover();
+    for (const kind of ['learn', 'predict'] as const) {
+      const reader = openReader(
+        {
+          topic: TOPICS[kind],
+          channel: CHANNEL,
+          lookupdUrls: this.options.lookupdUrls,
+          nsqdAddresses: this.options.nsqdAddresses,
+          maxInFlight: this.options.parallelism[kind],
+          pollIntervalMs: this.options.pollIntervalMs,
+          heartbeatIntervalMs: this.options.heartbeatIntervalMs,
+        },
+        {
+          onMessage: (lease) => this.accept(kind, lease),
+          onError: (error) =>
+            this.options.log.warn({ topic: TOPICS[kind], err: error }, `nsq: ${error.message}`),
+          onNsqdReady: (info) => this.checkNsqd(kind, info),
+          onNsqdClosed: (address) =>
+            this.options.log.warn(
+              { topic: TOPICS[kind], nsqd: address },
+              'connection to nsqd closed; it will be tried again',
+            ),
+        },
+      );
+      this.readers.set(kind, reader);
+      reader.connect();
+    }
+    this.options.log.info(
+      {
+        worker: this.options.env.workerId,
+        learnParallelism: this.options.parallelism.learn,
+        predictParallelism: this.options.parallelism.predict,
+      },
+      'worker started',
+    );
+  }
+
+  private accept(kind: TaskKind, lease: Lease): void {
+    const log = this.options.log.child({ kind, message: lease.message.id });
+    // A message can arrive beyond the limit (already in transit when RDY dropped, or the
+    // low-RDY rotation between several nsqd): hand it back at once, without backoff.
+    if (this.draining || this.running[kind].size >= this.options.parallelism[kind]) {
+      log.debug('no free slot: message handed back');
+      if (!lease.lost) lease.message.requeue(0, false);
+      lease.release();
+      return;
+    }
+    const controller = new AbortController();
+    const entry: Running = { controller, done: Promise.resolve() };
+    this.running[kind].add(entry);
+    entry.done = runMessage(this.options, kind, lease, controller.signal)
+      .then((outcome) => this.options.onOutcome?.(kind, outcome))
+      .catch((error) => log.error({ err: error }, 'unexpected error while running a message'))
+      .finally(() => this.running[kind].delete(entry));
+  }
+
+  private checkNsqd(kind: TaskKind, info: NsqdInfo): void {
+    const { env, log } = this.options;
+    log.info(
+      {
+        nsqd: info.address,
+        topic: TOPICS[kind],
+        msgTimeoutMs: info.msgTimeoutMs,
+        maxMsgTimeoutMs: info.maxMsgTimeoutMs,
+      },
+      'connected to nsqd',
+    );
+    const timeout = kind === 'learn' ? env.learnTimeoutMs : env.predictTimeoutMs;
+    if (info.maxMsgTimeoutMs > 0 && timeout > info.maxMsgTimeoutMs) {
+      log.warn(
+        { nsqd: info.address, topic: TOPICS[kind] },
+        `${kind} tasks may run ${formatDuration(timeout)} (--${kind}-timeout), but nsqd at ${info.address} keeps a message in flight at most ${formatDuration(info.maxMsgTimeoutMs)}: a longer task is delivered again to another worker while it runs. Raise nsqd's --max-msg-timeout above ${formatDuration(timeout)}, or lower --${kind}-timeout.`,
+      );
+    }
+  }
+
+  /** Containers and volumes a crashed run left are removed; interrupted tasks are named. */
+  private async recover(): Promise<void> {
+    const { env, journal, log } = this.options;
+    await journal.open();
+    const { entries, unreadable } = await journal.takeLeftovers();
+    for (const entry of entries) {
+      log.warn(
+        {
+          task: entry.taskUuid,
+          kind: entry.kind,
+          step: entry.step ?? 'claim',
+          attempt: entry.attempts,
+          startedAt: entry.startedAt,
+        },
+        'a previous run was interrupted during this task; NSQ delivers it again',
+      );
+    }
+    if (unreadable.length) log.warn({ files: unreadable }, 'unreadable journal entries removed');
+    const removed = await env.engine.removeByLabels({ [LABEL_WORKER]: env.workerId });
+    if (removed.containers.length || removed.volumes.length) {
+      log.warn(removed, 'removed containers and volumes left by a previous run');
+    }
+  }
+
+  get activeTasks(): number {
+    return this.running.learn.size + this.running.predict.size;
+  }
+
+  /**
+   * Stops taking messages, lets running tasks finish within the grace period, then
+   * cancels the rest (their containers removed, their messages requeued at once), then
+   * closes the connections. Safe to call twice; `now` skips the grace period.
+   */
+  stop(now = false): Promise<void> {
+    if (now) this.cancelAll('second signal: stopping now');
+    if (this.stopped) return this.stopped;
+    this.draining = true;
+    this.stopped = this.drain(now);
+    return this.stopped;
+  }
+
+  private async drain(now: boolean): Promise<void> {
+    const { log, shutdownGraceMs } = this.options;
+    for (const reader of this.readers.values()) reader.pause();
+    const all = () => [...this.running.learn, ...this.running.predict].map((r) => r.done);
+    if (!now && this.activeTasks > 0) {
+      log.info(
+        { tasks: this.activeTasks, graceMs: shutdownGraceMs },
+        'waiting for running tasks to finish',
+      );
+      let timer: NodeJS.Timeout | undefined;
+      const graceOver = new Promise<'timeout'>((resolve) => {
+        timer = setTimeout(() => resolve('timeout'), shutdownGraceMs);
+      });
+      const result = await Promise.race([Promise.allSettled(all()), graceOver]);
+      clearTimeout(timer);
+      if (result === 'timeout') this.cancelAll('shutdown grace period over');
+    }
+    await Promise.allSettled(all());
+    for (const reader of this.readers.values()) reader.close();
+    log.info('worker stopped');
+  }
+
+  private cancelAll(reason: string): void {
+    const tasks = [...this.running.learn, ...this.running.predict];
+    if (tasks.length)
+      this.options.log.warn({ tasks: tasks.length }, `cancelling running tasks: ${reason}`);
+    for (const task of tasks) task.controller.abort(new Error(reason));
+  }
+}
