@@ -227,9 +227,11 @@ export class HttpService {
         { cause: error },
       );
     }
-    if (code?.startsWith('ERR_TLS') || /CERT|SELF_SIGNED|UNABLE_TO_VERIFY/.test(code ?? '')) {
-      return new WorkerError(this.errorCode, `${this.label(call)}: TLS failed (${message})`, {
-        hint: `check the certificate of ${this.baseUrl.host}, or that --${this.service}-host names the right scheme`,
+    if (/^ERR_(SSL|TLS)_|CERT|SELF_SIGNED|UNABLE_TO_VERIFY/.test(code ?? '')) {
+      // A certificate or a scheme that does not match the server does not fix itself.
+      return new WorkerError(this.errorCode, `${this.label(call)}: TLS failed (${code})`, {
+        hint: `check the certificate of ${this.baseUrl.host}, and that --${this.service}-host says https:// only for a TLS port`,
+        detail: message.trim(),
         cause: error,
       });
     }

@@ -83,10 +83,12 @@ export class HttpStorageClient implements StorageClient {
         signal,
       });
     } catch (error) {
-      // The model's own stream failing (packing the tar) is not the storage's fault.
-      const own = body.errored;
+      // The model's own stream failing (packing the tar) is not the storage's fault;
+      // undici's own errors (a length that does not match) are already explained.
+      const own = body.errored as { code?: unknown } | null;
       if (!body.destroyed) body.destroy();
-      throw own ? toWorkerError(own) : error;
+      const fromUndici = typeof own?.code === 'string' && own.code.startsWith('UND_ERR');
+      throw own && !fromUndici ? toWorkerError(own) : error;
     }
   }
 
