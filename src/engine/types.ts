@@ -17,6 +17,11 @@ export interface EngineInfo {
   /** The host mounts cgroup v1 plus a v2 "unified" tree (crun cannot run there). */
   cgroupHybrid: boolean;
   storageDriver: string;
+  /**
+   * Limits the engine cannot apply here and that are therefore left out of `run`
+   * (rootless podman on cgroup v1); empty when every limit is enforced.
+   */
+  unenforcedLimits?: UnenforcedLimit[];
 }
 
 export interface EngineOptions {
@@ -124,5 +129,10 @@ export interface Engine {
   /** create, start, wait with a deadline that kills, inspect, remove. */
   run(spec: RunSpec): Promise<RunResult>;
   /** Force-removes the containers, then the volumes, that carry all of these labels. */
-  removeByLabels(labels: Record<string, string>): Promise<{ containers: string[]; volumes: string[] }>;
+  removeByLabels(
+    labels: Record<string, string>,
+  ): Promise<{ containers: string[]; volumes: string[] }>;
 }
+
+/** Limits that the engine cannot enforce on this host (see EngineInfo.unenforcedLimits). */
+export type UnenforcedLimit = 'memory' | 'cpus' | 'pids';

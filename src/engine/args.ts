@@ -1,0 +1,175 @@
+import { formatSize } from '../config/size.js';
+import {
+  type EngineInfo,
+  LABEL_MANAGED,
+  type RunLimits,
+  type RunSpec,
+  type VolumeMount,
+} from './types.js';
+
+/**
+ * Pure builders of engine CLI arguments. Nothing here runs anything; exec.ts does.
+ * `info` carries the engine's name and the quirks they depend on.
+ */
+type Quirks = Pick<EngineInfo, 'name' | 'ociRuntimeOverride' | 'unenforcedLimits'>;
+
+/** Container logs kept on disk by the engine (they are streamed out while the task runs). */
+export const ENGINE_LOG_MAX = '64m';
+/** conmon's own kill comes this long after the worker's deadline: a backstop if the worker dies. */
+export const CONMON_GRACE_SECONDS = 30;
+
+export function labelArgs(labels: Record<string, string>): string[] {
+  return Object.entries({ ...labels, [LABEL_MANAGED]: 'true' }).flatMap(([key, value]) => [
+    '--label',
+    `${key}=${value}`,
+  ]);
+}
+
+export function labelFilterArgs(labels: Record<string, string>): string[] {
+  return Object.entries(labels).flatMap(([key, value]) => ['--filter', `label=${key}=${value}`]);
+}
+
+/** Hardening and resource limits of a container that runs a submission. */
+export function limitArgs(info: Quirks, limits: RunLimits): string[] {
+  const skip = new Set(info.unenforcedLimits ?? []);
+  const args = [
+    '--network=none',
+    '--cap-drop=ALL',
+    '--security-opt',
+    'no-new-privileges',
+    '--read-only',
+    '--tmpfs',
+    `/tmp:rw,nosuid,nodev,size=${formatSize(limits.tmpfsBytes)},mode=1777`,
+    '--user',
+    limits.user,
+    '--ulimit',
+    `nofile=${limits.nofile}:${limits.nofile}`,
+    '--ulimit',
+    `nproc=${limits.nproc}:${limits.nproc}`,
+    '--shm-size',
+    formatSize(limits.shmBytes),
+    '--init',
+  ];
+  // podman would add unsized tmpfs on /run and /var/tmp to a read-only root; /tmp is enough.
+  if (info.name === 'podman') args.push('--read-only-tmpfs=false');
+  if (!skip.has('pids')) args.push('--pids-limit', String(limits.pidsLimit));
+  if (!skip.has('memory')) {
+    const memory = formatSize(limits.memoryBytes);
+    args.push('--memory', memory, '--memory-swap', memory);
+  }
+  if (!skip.has('cpus')) args.push('--cpus', String(limits.cpus));
+  return args;
+}
+
+export function mountArgs(mounts: readonly VolumeMount[]): string[] {
+  return mounts.flatMap((m) => ['-v', `${m.volume}:${m.target}${m.readOnly ? ':ro' : ''}`]);
+}
+
+export function runtimeArgs(info: Quirks): string[] {
+  return info.ociRuntimeOverride ? ['--runtime', info.ociRuntimeOverride] : [];
+}
+
+/** `create` of a task container: hardened, limited, labelled, never started by this call. */
+export function createArgs(info: Quirks, name: string, spec: RunSpec): string[] {
+  const args = ['create', '--name', name, ...runtimeArgs(info), ...limitArgs(info, spec.limits)];
+  args.push('--log-opt', `max-size=${ENGINE_LOG_MAX}`);
+  if (info.name === 'podman') {
+    args.push('--timeout', String(Math.ceil(spec.timeoutMs / 1000) + CONMON_GRACE_SECONDS));
+  }
+  args.push(...labelArgs(spec.labels), ...mountArgs(spec.mounts), ...(spec.extraArgs ?? []));
+  return [...args, spec.image, ...spec.command];
+}
+
+/** The same as createArgs: kept as the name readers look for; containers are never `run` directly. */
+export const runArgs = createArgs;
+
+export interface BuildArgsInput {
+  tag: string;
+  contextDir: string;
+  /** Absolute path of the Containerfile/Dockerfile (docker needs it when it is not `Dockerfile`). */
+  containerfile: string;
+  labels: Record<string, string>;
+}
+
+export function buildArgs(info: Quirks, input: BuildArgsInput): string[] {
+  const common = ['--tag', input.tag, '--force-rm', ...labelArgs(input.labels)];
+  if (info.name === 'podman') {
+    // podman finds Containerfile or Dockerfile in the context itself.
+    return [
+      'build',
+      '--network=none',
+      '--pull=never',
+      ...runtimeArgs(info),
+      ...common,
+      input.contextDir,
+    ];
+  }
+  return ['build', '--network', 'none', ...common, '--file', input.containerfile, input.contextDir];
+}
+
+export function imageExistsArgs(info: Quirks, image: string): string[] {
+  return info.name === 'podman'
+    ? ['image', 'exists', image]
+    : ['image', 'inspect', '--format', '{{.Id}}', image];
+}
+
+export function volumeCreateArgs(name: string, labels: Record<string, string>): string[] {
+  return ['volume', 'create', ...labelArgs(labels), name];
+}
+
+export function volumeImportArgs(volume: string): string[] {
+  return ['volume', 'import', volume, '-'];
+}
+
+/** Where the helper container mounts the volume it copies into or out of. */
+export const HELPER_MOUNT = '/mnt';
+
+/** A container that is created, never started, only to reach a volume with `cp`. */
+export function helperCreateArgs(
+  image: string,
+  name: string,
+  volume: string,
+  labels: Record<string, string>,
+): string[] {
+  return [
+    'create',
+    '--name',
+    name,
+    '--network',
+    'none',
+    ...labelArgs(labels),
+    '-v',
+    `${volume}:${HELPER_MOUNT}`,
+    image,
+    '/nothing',
+  ];
+}
+
+export function copyInArgs(container: string): string[] {
+  // --archive keeps the uid/gid written in the tar headers, as podman's volume import does.
+  return ['cp', '--archive', '-', `${container}:${HELPER_MOUNT}`];
+}
+
+export function copyOutArgs(container: string): string[] {
+  return ['cp', `${container}:${HELPER_MOUNT}/.`, '-'];
+}
+
+export function containerListArgs(labels: Record<string, string>): string[] {
+  return ['ps', '--all', '--quiet', '--no-trunc', ...labelFilterArgs(labels)];
+}
+
+export function volumeListArgs(labels: Record<string, string>): string[] {
+  return ['volume', 'ls', '--quiet', ...labelFilterArgs(labels)];
+}
+
+export function removeContainersArgs(ids: readonly string[]): string[] {
+  return ['rm', '--force', ...ids];
+}
+
+export function removeVolumesArgs(names: readonly string[]): string[] {
+  return ['volume', 'rm', '--force', ...names];
+}
+
+export function stateInspectArgs(name: string): string[] {
+  return ['inspect', '--type', 'container', '--format', '{{json .State}}', name];
+}

@@ -1,0 +1,150 @@
+import { createHash } from 'node:crypto';
+import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { extractTarToDir } from '../archive/safe-tar.js';
+import { WorkerError } from '../errors.js';
+import { buildArgs, imageExistsArgs } from './args.js';
+import { checkContainerfile } from './containerfile-check.js';
+import type { EngineContext } from './context.js';
+import { capDetail, execEngineRaw, hintFor } from './exec.js';
+import type { BuildRequest, BuildResult } from './types.js';
+
+const ROLE = /^[a-z0-9][a-z0-9_.-]{0,63}$/;
+const MAX_CONTAINERFILE_BYTES = 1024 * 1024;
+
+/**
+ * Builds localhost/compute-worker/<role>:<sha256 of the context bytes>. The context is
+ * hashed while it is extracted (checked, into a folder only this user can read) and the
+ * folder is removed whatever happens. A context built before costs one existence check.
+ */
+export async function buildImage(ctx: EngineContext, request: BuildRequest): Promise<BuildResult> {
+  if (!ROLE.test(request.role)) {
+    throw new WorkerError('INTERNAL', `invalid image role "${request.role}"`);
+  }
+  const started = Date.now();
+  // mkdtemp creates the folder with mode 0700.
+  const dir = await mkdtemp(join(tmpdir(), 'cw-build-'));
+  try {
+    const digest = await hashAndExtract(request, dir);
+    const image = `localhost/compute-worker/${request.role}:${digest}`;
+    const call = { timeoutMs: ctx.options.callTimeoutMs, signal: request.signal };
+    if ((await execEngineRaw(ctx.cli, imageExistsArgs(ctx.info, image), call)).exitCode === 0) {
+      return { image, digest, cached: true, durationMs: Date.now() - started };
+    }
+    const containerfile = await checkContainerfiles(dir);
+    await runBuild(ctx, request, image, dir, containerfile);
+    return { image, digest, cached: false, durationMs: Date.now() - started };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+async function hashAndExtract(request: BuildRequest, dir: string): Promise<string> {
+  const hash = createHash('sha256');
+  // Hashes exactly the bytes the extractor reads (a 'data' listener would race it).
+  const tee = new Transform({
+    transform(chunk: Buffer, _encoding, done) {
+      hash.update(chunk);
+      done(null, chunk);
+    },
+  });
+  const feeding = pipeline(request.context, tee);
+  const extracting = extractTarToDir(tee, dir, { gzip: true }).catch((error: unknown) => {
+    tee.destroy();
+    request.context.destroy();
+    throw error;
+  });
+  const [extracted, fed] = await Promise.allSettled([extracting, feeding]);
+  // A rejected archive explains more than the broken pipe it causes, and a failed download
+  // more than the truncated archive it causes.
+  if (extracted.status === 'rejected' && extracted.reason instanceof WorkerError)
+    throw extracted.reason;
+  if (fed.status === 'rejected') {
+    if (fed.reason instanceof WorkerError) throw fed.reason;
+    throw new WorkerError('ARCHIVE_REJECTED', 'The build context could not be read', {
+      cause: fed.reason,
+    });
+  }
+  if (extracted.status === 'rejected') throw extracted.reason;
+  return hash.digest('hex');
+}
+
+/** Checks every Containerfile/Dockerfile at the root (builders differ in which they take); returns the one docker uses. */
+async function checkContainerfiles(dir: string): Promise<string> {
+  const names = (await readdir(dir)).filter((name) =>
+    ['containerfile', 'dockerfile'].includes(name.toLowerCase()),
+  );
+  if (names.length === 0) {
+    throw new WorkerError(
+      'BUILD_CONTEXT_REJECTED',
+      'The build context has no Dockerfile or Containerfile at its root',
+      {
+        hint: 'put a Dockerfile (or Containerfile) at the top of the .tar.gz, not inside a folder',
+      },
+    );
+  }
+  for (const name of names) {
+    const path = join(dir, name);
+    if ((await stat(path)).size > MAX_CONTAINERFILE_BYTES) {
+      throw new WorkerError(
+        'BUILD_CONTEXT_REJECTED',
+        `The build context's ${name} is larger than 1 MiB`,
+      );
+    }
+    checkContainerfile(await readFile(path, 'utf8'), name);
+  }
+  const preferred = ['Dockerfile', 'Containerfile', 'dockerfile', 'containerfile'].find((n) =>
+    names.includes(n),
+  );
+  return join(dir, preferred ?? (names[0] as string));
+}
+
+async function runBuild(
+  ctx: EngineContext,
+  request: BuildRequest,
+  image: string,
+  dir: string,
+  containerfile: string,
+): Promise<void> {
+  const args = buildArgs(ctx.info, {
+    tag: image,
+    contextDir: dir,
+    containerfile,
+    labels: request.labels,
+  });
+  const result = await execEngineRaw(ctx.cli, args, {
+    timeoutMs: ctx.options.buildTimeoutMs,
+    signal: request.signal,
+    onLine: (line) => request.onOutputLine?.(line),
+    tailLines: 200,
+    tailBytes: 32 * 1024,
+  });
+  if (result.cancelled) throw new WorkerError('CANCELLED', 'The image build was cancelled');
+  const detail = capDetail(result.outputTail);
+  if (result.timedOut) {
+    throw new WorkerError(
+      'BUILD_FAILED',
+      `The image build did not finish within ${ctx.options.buildTimeoutMs} ms`,
+      {
+        detail,
+        hint: 'the build context takes too long to build: make it smaller, or raise --build-timeout',
+      },
+    );
+  }
+  if (result.exitCode === 0) return;
+  // A host problem (crun on hybrid cgroups, a full disk) is not the context's fault.
+  const hint = hintFor(result.outputTail);
+  if (hint) {
+    throw new WorkerError('ENGINE_FAILED', `${ctx.cli.name} build failed on this host`, {
+      retryable: true,
+      detail,
+      hint,
+    });
+  }
+  throw new WorkerError('BUILD_FAILED', `The image build failed (exit code ${result.exitCode})`, {
+    detail,
+  });
+}

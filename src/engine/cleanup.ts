@@ -1,0 +1,67 @@
+import { z } from 'zod';
+import { WorkerError } from '../errors.js';
+import {
+  containerListArgs,
+  removeContainersArgs,
+  removeVolumesArgs,
+  volumeListArgs,
+} from './args.js';
+import type { EngineContext } from './context.js';
+import { execEngine } from './exec.js';
+
+const labelsSchema = z.record(z.string(), z.string()).nullable();
+
+/**
+ * Force-removes the containers, then the volumes, that carry all of these labels: a task's
+ * leftovers when it ends, or every orphan of a worker after a crash.
+ */
+export async function removeByLabels(
+  ctx: EngineContext,
+  labels: Record<string, string>,
+): Promise<{ containers: string[]; volumes: string[] }> {
+  // No labels would match everything on the host, including what is not ours.
+  if (Object.keys(labels).length === 0) {
+    throw new WorkerError('INTERNAL', 'removeByLabels needs at least one label');
+  }
+  const call = { timeoutMs: ctx.options.callTimeoutMs };
+  const containers = await matching(
+    ctx,
+    words(await execEngine(ctx.cli, containerListArgs(labels), call)),
+    labels,
+    ['inspect', '--type', 'container', '--format', '{{json .Config.Labels}}'],
+  );
+  if (containers.length > 0) await execEngine(ctx.cli, removeContainersArgs(containers), call);
+  const volumes = await matching(
+    ctx,
+    words(await execEngine(ctx.cli, volumeListArgs(labels), call)),
+    labels,
+    ['volume', 'inspect', '--format', '{{json .Labels}}'],
+  );
+  if (volumes.length > 0) await execEngine(ctx.cli, removeVolumesArgs(volumes), call);
+  return { containers, volumes };
+}
+
+/**
+ * podman 4.3 joins several `label=` filters of `volume ls` with OR, so the candidates are
+ * checked against every label here.
+ */
+async function matching(
+  ctx: EngineContext,
+  candidates: string[],
+  labels: Record<string, string>,
+  inspect: string[],
+): Promise<string[]> {
+  if (candidates.length === 0) return [];
+  const out = await execEngine(ctx.cli, [...inspect, ...candidates], {
+    timeoutMs: ctx.options.callTimeoutMs,
+  });
+  const found = out.split('\n').filter((line) => line.trim() !== '');
+  return candidates.filter((_, i) => {
+    const have = labelsSchema.parse(JSON.parse(found[i] ?? 'null')) ?? {};
+    return Object.entries(labels).every(([key, value]) => have[key] === value);
+  });
+}
+
+function words(text: string): string[] {
+  return text.split(/\s+/).filter(Boolean);
+}

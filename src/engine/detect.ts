@@ -1,0 +1,165 @@
+import { access, constants, readFile } from 'node:fs/promises';
+import { basename, delimiter, join } from 'node:path';
+import { z } from 'zod';
+import { WorkerError } from '../errors.js';
+import { type EngineCli, execEngine } from './exec.js';
+import type { EngineInfo, EngineOptions, UnenforcedLimit } from './types.js';
+
+const podmanInfoSchema = z.object({
+  host: z.object({
+    cgroupVersion: z.string(),
+    ociRuntime: z.object({ name: z.string() }).optional(),
+    security: z.object({ rootless: z.boolean() }),
+  }),
+  store: z.object({ graphDriverName: z.string() }),
+  version: z.object({ Version: z.string() }),
+});
+
+const dockerInfoSchema = z.object({
+  ServerVersion: z.string(),
+  CgroupVersion: z.string().optional(),
+  DefaultRuntime: z.string().optional(),
+  Driver: z.string(),
+  SecurityOptions: z.array(z.string()).nullish(),
+});
+
+/** Finds the engine CLI and describes it: every quirk of the engine layer is keyed on this. */
+export async function detectEngine(
+  options: Pick<EngineOptions, 'engine' | 'enginePath' | 'ociRuntime' | 'callTimeoutMs'>,
+): Promise<EngineInfo> {
+  const cli = await findCli(options);
+  const hybrid = await hostCgroupHybrid();
+  const info =
+    cli.name === 'podman' ? await podmanInfo(cli, options) : await dockerInfo(cli, options);
+  const result: EngineInfo = {
+    ...info,
+    cgroupHybrid: hybrid,
+    ociRuntime: options.ociRuntime ?? info.ociRuntime,
+    ...(options.ociRuntime ? { ociRuntimeOverride: options.ociRuntime } : {}),
+  };
+  result.unenforcedLimits = unenforcedLimits(result);
+  return result;
+}
+
+/** Rootless podman on cgroup v1 has no delegated cgroups: memory, cpu and pids limits cannot be applied. */
+export function unenforcedLimits(
+  info: Pick<EngineInfo, 'name' | 'rootless' | 'cgroupVersion'>,
+): UnenforcedLimit[] {
+  return info.name === 'podman' && info.rootless && info.cgroupVersion === 1
+    ? ['memory', 'cpus', 'pids']
+    : [];
+}
+
+async function findCli(options: Pick<EngineOptions, 'engine' | 'enginePath'>): Promise<EngineCli> {
+  if (options.enginePath) {
+    const name =
+      options.engine ?? (basename(options.enginePath).includes('docker') ? 'docker' : 'podman');
+    if (!(await isExecutable(options.enginePath)))
+      throw notFound(`${options.enginePath} is not an executable file`);
+    return { name, path: options.enginePath };
+  }
+  for (const name of options.engine ? [options.engine] : (['podman', 'docker'] as const)) {
+    const path = await onPath(name);
+    if (path) return { name, path };
+  }
+  throw notFound(
+    options.engine ? `${options.engine} is not on PATH` : 'neither podman nor docker is on PATH',
+  );
+}
+
+function notFound(why: string): WorkerError {
+  return new WorkerError('ENGINE_NOT_FOUND', `No container engine: ${why}`, {
+    hint: 'install podman and runc (apt-get install podman runc) or docker, or pass --engine-path (COMPUTE_WORKER_ENGINE_PATH)',
+  });
+}
+
+async function onPath(name: string): Promise<string | undefined> {
+  for (const dir of (process.env.PATH ?? '').split(delimiter)) {
+    if (dir && (await isExecutable(join(dir, name)))) return join(dir, name);
+  }
+  return undefined;
+}
+
+async function isExecutable(path: string): Promise<boolean> {
+  try {
+    await access(path, constants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+type BaseInfo = Omit<EngineInfo, 'cgroupHybrid' | 'ociRuntimeOverride'>;
+
+async function podmanInfo(
+  cli: EngineCli,
+  options: Pick<EngineOptions, 'callTimeoutMs'>,
+): Promise<BaseInfo> {
+  const raw = await execEngine(cli, ['info', '--format', 'json'], {
+    timeoutMs: options.callTimeoutMs,
+  });
+  const info = parseJson(podmanInfoSchema, raw, cli);
+  return {
+    name: 'podman',
+    path: cli.path,
+    version: info.version.Version,
+    clientVersion: info.version.Version,
+    rootless: info.host.security.rootless,
+    ociRuntime: info.host.ociRuntime?.name ?? 'unknown',
+    cgroupVersion: info.host.cgroupVersion === 'v2' ? 2 : 1,
+    storageDriver: info.store.graphDriverName,
+  };
+}
+
+async function dockerInfo(
+  cli: EngineCli,
+  options: Pick<EngineOptions, 'callTimeoutMs'>,
+): Promise<BaseInfo> {
+  const call = { timeoutMs: options.callTimeoutMs };
+  const [rawInfo, rawClient] = await Promise.all([
+    execEngine(cli, ['info', '--format', '{{json .}}'], call),
+    execEngine(cli, ['version', '--format', '{{json .Client.Version}}'], call),
+  ]);
+  const info = parseJson(dockerInfoSchema, rawInfo, cli);
+  return {
+    name: 'docker',
+    path: cli.path,
+    version: info.ServerVersion,
+    clientVersion: parseJson(z.string(), rawClient, cli),
+    rootless: (info.SecurityOptions ?? []).some((option) => option.includes('name=rootless')),
+    ociRuntime: info.DefaultRuntime ?? 'runc',
+    cgroupVersion: info.CgroupVersion === '2' ? 2 : 1,
+    storageDriver: info.Driver,
+  };
+}
+
+function parseJson<T>(schema: z.ZodType<T>, raw: string, cli: EngineCli): T {
+  try {
+    return schema.parse(JSON.parse(raw));
+  } catch (error) {
+    throw new WorkerError(
+      'ENGINE_FAILED',
+      `${cli.path} info gave an answer this worker does not understand`,
+      {
+        retryable: false,
+        detail: raw.slice(0, 2000),
+        cause: error,
+        hint: 'use podman 4+ or docker 20.10+',
+      },
+    );
+  }
+}
+
+/** cgroup v1 controllers plus a v2 "unified" tree: the hybrid layout crun refuses. */
+async function hostCgroupHybrid(): Promise<boolean> {
+  try {
+    const mounts = (await readFile('/proc/self/mounts', 'utf8'))
+      .split('\n')
+      .map((line) => line.split(' '));
+    const v1 = mounts.some((m) => m[2] === 'cgroup');
+    const v2 = mounts.some((m) => m[2] === 'cgroup2');
+    return v1 && v2;
+  } catch {
+    return false;
+  }
+}

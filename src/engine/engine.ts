@@ -1,0 +1,27 @@
+import { buildImage } from './build.js';
+import { removeByLabels } from './cleanup.js';
+import type { EngineContext } from './context.js';
+import { detectEngine } from './detect.js';
+import { runContainer } from './run.js';
+import type { Engine, EngineInfo, EngineOptions } from './types.js';
+import { createVolume, exportVolume, importVolume } from './volumes.js';
+
+/** Detects the engine once and returns the worker's one door to it. */
+export async function createEngine(options: EngineOptions): Promise<Engine> {
+  const info = await detectEngine(options);
+  return engineFor(info, options);
+}
+
+/** An Engine over an already detected engine (doctor detects first, then probes). */
+export function engineFor(info: EngineInfo, options: EngineOptions): Engine {
+  const ctx: EngineContext = { cli: { name: info.name, path: info.path }, info, options };
+  return {
+    info,
+    buildImage: (request) => buildImage(ctx, request),
+    createVolume: (labels) => createVolume(ctx, labels),
+    importVolume: (volume, tar, signal) => importVolume(ctx, volume, tar, signal),
+    exportVolume: (volume, signal) => exportVolume(ctx, volume, signal),
+    run: (spec) => runContainer(ctx, spec),
+    removeByLabels: (labels) => removeByLabels(ctx, labels),
+  };
+}

@@ -1,0 +1,211 @@
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { execa, type ResultPromise } from 'execa';
+import { WorkerError } from '../errors.js';
+import { LineSplitter, LogTail } from './log-tail.js';
+
+/**
+ * The one place that runs the engine CLI. Every call is bounded in time and in captured
+ * output, cancellable, and a failure becomes a WorkerError with the engine's own words.
+ */
+export interface ExecOptions {
+  timeoutMs: number;
+  signal?: AbortSignal;
+  /** Bytes fed to the CLI's stdin (a tar stream for volume import, docker cp). */
+  input?: Readable;
+  /** Cap of the captured stdout; more is an error (an inspect that large is not normal). */
+  maxStdoutBytes?: number;
+  /** Lines of stdout and stderr as they come (build output, container logs). */
+  onLine?: (line: string, stream: 'stdout' | 'stderr') => void;
+  /** Tail kept of stderr (and of stdout when it is streamed to onLine). */
+  tailLines?: number;
+  tailBytes?: number;
+  env?: Record<string, string>;
+}
+
+export interface ExecResult {
+  exitCode: number;
+  stdout: string;
+  /** Last lines of stderr (and of stdout when streamed), size-capped. */
+  outputTail: string;
+  timedOut: boolean;
+  cancelled: boolean;
+}
+
+const DEFAULT_MAX_STDOUT = 16 * 1024 * 1024;
+const DETAIL_BYTES = 8 * 1024;
+
+export interface EngineCli {
+  name: 'podman' | 'docker';
+  path: string;
+}
+
+/** Runs the CLI and returns what happened; does not throw on a non-zero exit. */
+export async function execEngineRaw(
+  cli: EngineCli,
+  args: readonly string[],
+  options: ExecOptions,
+): Promise<ExecResult> {
+  const subprocess = spawnEngine(cli, args, options);
+  const maxStdout = options.maxStdoutBytes ?? DEFAULT_MAX_STDOUT;
+  const tail = new LogTail(options.tailLines ?? 200, options.tailBytes ?? 64 * 1024);
+  const stdoutChunks: Buffer[] = [];
+  let stdoutBytes = 0;
+  let stdoutOverflow = false;
+  const streamLines = (stream: 'stdout' | 'stderr') =>
+    new LineSplitter((line) => {
+      tail.push(line);
+      options.onLine?.(line, stream);
+    });
+  const errLines = streamLines('stderr');
+  const outLines = options.onLine ? streamLines('stdout') : undefined;
+  subprocess.stderr?.on('data', (chunk: Buffer) => errLines.write(chunk));
+  subprocess.stdout?.on('data', (chunk: Buffer) => {
+    if (outLines) return outLines.write(chunk);
+    stdoutBytes += chunk.length;
+    if (stdoutBytes > maxStdout) {
+      if (!stdoutOverflow) subprocess.kill('SIGKILL');
+      stdoutOverflow = true;
+      return;
+    }
+    stdoutChunks.push(chunk);
+  });
+  const feeding = options.input ? feed(options.input, subprocess) : Promise.resolve(undefined);
+  const result = await subprocess;
+  const inputError = await feeding;
+  errLines.end();
+  outLines?.end();
+  const failure = result as { code?: string; originalMessage?: string };
+  if (failure.code === 'ENOENT') {
+    throw new WorkerError(
+      'ENGINE_NOT_FOUND',
+      `The container engine CLI ${cli.path} was not found`,
+      {
+        hint: 'install podman (apt-get install podman runc) or docker, or pass --engine-path',
+      },
+    );
+  }
+  if (stdoutOverflow) {
+    throw new WorkerError(
+      'ENGINE_FAILED',
+      `${cli.name} ${args[0]} wrote more than ${maxStdout} bytes`,
+      {
+        retryable: true,
+      },
+    );
+  }
+  // The input's own failure (e.g. an archive that was rejected) explains more than the engine's.
+  if (inputError instanceof WorkerError) throw inputError;
+  const exitCode = result.exitCode ?? (result.failed ? 1 : 0);
+  // A broken stdin pipe is only news when the CLI itself succeeded.
+  if (inputError && exitCode === 0 && !result.timedOut && !result.isCanceled) {
+    throw new WorkerError('ENGINE_FAILED', `Feeding ${cli.name} ${args[0]} failed: ${inputError}`, {
+      retryable: true,
+      cause: inputError,
+    });
+  }
+  return {
+    exitCode,
+    stdout: Buffer.concat(stdoutChunks).toString(),
+    outputTail: tail.toString(),
+    timedOut: result.timedOut,
+    cancelled: result.isCanceled,
+  };
+}
+
+/** Runs the CLI and returns its stdout; a non-zero exit, timeout or abort throws. */
+export async function execEngine(
+  cli: EngineCli,
+  args: readonly string[],
+  options: ExecOptions,
+): Promise<string> {
+  const result = await execEngineRaw(cli, args, options);
+  checkResult(cli, args, result, options.timeoutMs);
+  return result.stdout;
+}
+
+export function checkResult(
+  cli: EngineCli,
+  args: readonly string[],
+  result: ExecResult,
+  timeoutMs: number,
+): void {
+  const what = `${cli.name} ${args.slice(0, 2).join(' ')}`;
+  if (result.cancelled) throw new WorkerError('CANCELLED', `${what} was cancelled`);
+  if (result.timedOut) {
+    throw new WorkerError('ENGINE_FAILED', `${what} did not finish within ${timeoutMs} ms`, {
+      retryable: true,
+      detail: capDetail(result.outputTail),
+      hint: 'the engine may be overloaded or stuck: check `podman ps` / `docker ps` and the engine service',
+    });
+  }
+  if (result.exitCode !== 0) throw engineFailure(what, result.exitCode, result.outputTail);
+}
+
+export function engineFailure(what: string, exitCode: number, stderr: string): WorkerError {
+  return new WorkerError('ENGINE_FAILED', `${what} failed with exit code ${exitCode}`, {
+    retryable: true,
+    detail: capDetail(stderr),
+    hint: hintFor(stderr),
+  });
+}
+
+/** Known engine failures on real hosts, and what fixes them. */
+export function hintFor(stderr: string): string | undefined {
+  if (stderr.includes('cgroups in hybrid mode not supported')) {
+    return "crun cannot run on this host's hybrid cgroups: install runc and pass --oci-runtime runc (or COMPUTE_WORKER_OCI_RUNTIME=runc)";
+  }
+  if (stderr.includes('setrlimit')) {
+    return "the engine's default ulimits exceed this host's hard limits: keep explicit --ulimit nofile/nproc values at or below `ulimit -Hn` / `ulimit -Hu`";
+  }
+  if (/cannot connect to the docker daemon|docker\.sock/i.test(stderr)) {
+    return 'start the docker daemon (dockerd) or choose podman with --engine podman';
+  }
+  if (/no space left on device/i.test(stderr)) {
+    return "the engine's storage is full: remove unused images and volumes (podman system prune)";
+  }
+  if (/newuidmap|subuid|subgid/i.test(stderr)) {
+    return 'rootless podman needs entries for this user in /etc/subuid and /etc/subgid and the uidmap package';
+  }
+  return undefined;
+}
+
+export function capDetail(text: string): string {
+  const bytes = Buffer.from(text);
+  return bytes.length <= DETAIL_BYTES
+    ? text
+    : `…${bytes.subarray(bytes.length - DETAIL_BYTES).toString()}`;
+}
+
+/** Starts the CLI with its stdout as a stream, for callers that consume it (volume export, logs). */
+export function spawnEngine(
+  cli: EngineCli,
+  args: readonly string[],
+  options: Pick<ExecOptions, 'timeoutMs' | 'signal' | 'input' | 'env'>,
+): ResultPromise<{ buffer: false }> {
+  return execa(cli.path, args, {
+    buffer: false,
+    reject: false,
+    stdin: options.input ? 'pipe' : 'ignore',
+    stdout: 'pipe',
+    stderr: 'pipe',
+    timeout: options.timeoutMs,
+    cancelSignal: options.signal,
+    forceKillAfterDelay: 5_000,
+    env: { LC_ALL: 'C', ...options.env },
+  }) as unknown as ResultPromise<{ buffer: false }>;
+}
+
+async function feed(
+  input: Readable,
+  subprocess: ResultPromise<{ buffer: false }>,
+): Promise<unknown> {
+  if (!subprocess.stdin) return new Error('no stdin');
+  try {
+    await pipeline(input, subprocess.stdin);
+    return undefined;
+  } catch (error) {
+    input.destroy();
+    return error;
+  }
+}

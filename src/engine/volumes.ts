@@ -1,0 +1,114 @@
+import { randomBytes } from 'node:crypto';
+import { PassThrough, type Readable } from 'node:stream';
+import { WorkerError } from '../errors.js';
+import {
+  copyInArgs,
+  copyOutArgs,
+  helperCreateArgs,
+  removeContainersArgs,
+  volumeCreateArgs,
+  volumeImportArgs,
+} from './args.js';
+import { type EngineContext, transferTimeoutMs } from './context.js';
+import { capDetail, engineFailure, execEngine, spawnEngine } from './exec.js';
+import { LineSplitter, LogTail } from './log-tail.js';
+import { ensureRootfsImage } from './rootfs-image.js';
+
+/**
+ * Named volumes filled and read as tar streams, so no host folder is ever shared with a
+ * container. podman fills a volume with `volume import`; otherwise a volume is reached
+ * through a helper container that is created, never started, with `cp`.
+ *
+ * Ownership: imported files keep the uid/gid of their tar headers. The volume's root
+ * folder becomes writable by the container's user: podman hands an unused volume's root
+ * to the user of the first container that mounts it; docker copies the helper image's
+ * /mnt (mode 0777) onto a new volume's root, done at creation.
+ */
+export async function createVolume(
+  ctx: EngineContext,
+  labels: Record<string, string>,
+): Promise<string> {
+  const name = `cw-vol-${randomBytes(8).toString('hex')}`;
+  await execEngine(ctx.cli, volumeCreateArgs(name, labels), {
+    timeoutMs: ctx.options.callTimeoutMs,
+  });
+  if (ctx.info.name === 'docker') await withHelper(ctx, name, async () => {});
+  return name;
+}
+
+export async function importVolume(
+  ctx: EngineContext,
+  volume: string,
+  input: Readable,
+  signal?: AbortSignal,
+): Promise<void> {
+  const call = { timeoutMs: transferTimeoutMs(ctx.options), signal, input };
+  if (ctx.info.name === 'podman') {
+    await execEngine(ctx.cli, volumeImportArgs(volume), call);
+    return;
+  }
+  await withHelper(ctx, volume, (helper) => execEngine(ctx.cli, copyInArgs(helper), call));
+}
+
+export function exportVolume(ctx: EngineContext, volume: string, signal?: AbortSignal): Readable {
+  const out = new PassThrough();
+  // Not `podman volume export`: it opens /dev/stdout, which fails when stdout is a socket (as Node's pipes are).
+  const stream = () =>
+    withHelper(ctx, volume, (helper) => streamInto(ctx, copyOutArgs(helper), out, signal));
+  stream().then(
+    () => out.end(),
+    (error: unknown) => out.destroy(error instanceof Error ? error : new Error(String(error))),
+  );
+  return out;
+}
+
+async function streamInto(
+  ctx: EngineContext,
+  args: string[],
+  out: PassThrough,
+  signal?: AbortSignal,
+): Promise<void> {
+  const sub = spawnEngine(ctx.cli, args, { timeoutMs: transferTimeoutMs(ctx.options), signal });
+  const tail = new LogTail(50, 8 * 1024);
+  const lines = new LineSplitter((line) => tail.push(line));
+  sub.stderr?.on('data', (chunk: Buffer) => lines.write(chunk));
+  // The reader went away: stop the engine instead of letting it block on a full pipe.
+  const onClose = () => sub.kill();
+  out.on('close', onClose);
+  sub.stdout?.pipe(out, { end: false });
+  const result = await sub;
+  out.off('close', onClose);
+  lines.end();
+  const what = `${ctx.cli.name} ${args.slice(0, 2).join(' ')}`;
+  if (result.isCanceled) throw new WorkerError('CANCELLED', `${what} was cancelled`);
+  if (result.timedOut) {
+    throw new WorkerError('ENGINE_FAILED', `${what} timed out`, {
+      retryable: true,
+      detail: capDetail(tail.toString()),
+    });
+  }
+  if (result.exitCode !== 0) throw engineFailure(what, result.exitCode ?? 1, tail.toString());
+}
+
+/** The helper image holds only an empty, world-writable /mnt. */
+async function helperImage(ctx: EngineContext): Promise<string> {
+  return ensureRootfsImage(ctx, 'volume-helper', [
+    { name: 'mnt/', type: 'directory', mode: 0o777 },
+  ]);
+}
+
+async function withHelper<T>(
+  ctx: EngineContext,
+  volume: string,
+  use: (helper: string) => Promise<T>,
+): Promise<T> {
+  const image = await helperImage(ctx);
+  const helper = `cw-helper-${randomBytes(8).toString('hex')}`;
+  const call = { timeoutMs: ctx.options.callTimeoutMs };
+  await execEngine(ctx.cli, helperCreateArgs(image, helper, volume, {}), call);
+  try {
+    return await use(helper);
+  } finally {
+    await execEngine(ctx.cli, removeContainersArgs([helper]), call).catch(() => undefined);
+  }
+}

@@ -1,0 +1,294 @@
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it, type TestContext } from 'vitest';
+import { createArgs } from '../../src/engine/args.js';
+import { createEngine } from '../../src/engine/engine.js';
+import { execEngine } from '../../src/engine/exec.js';
+import { DEFAULT_LIMITS } from '../../src/engine/limits.js';
+import {
+  type Engine,
+  LABEL_TASK,
+  LABEL_WORKER,
+  type RunLimits,
+  type RunSpec,
+} from '../../src/engine/types.js';
+import { WorkerError } from '../../src/errors.js';
+import { busyboxContext } from './busybox-context.js';
+import { filesOfTar, readableOf, tarOf } from './engine-tar.js';
+import { type EngineVariant, requireEngines } from './engine-variants.js';
+
+const MIB = 1024 ** 2;
+const TEST_LIMITS: RunLimits = {
+  ...DEFAULT_LIMITS,
+  memoryBytes: 256 * MIB,
+  tmpfsBytes: 64 * MIB,
+  shmBytes: 64 * MIB,
+};
+
+/** The engine layer's conformance suite: the same promises, proven by real containers, on every engine. */
+export function defineConformanceSuite(variant: EngineVariant): void {
+  describe(`engine conformance: ${variant.id}`, () => {
+    const worker = `test-${variant.id}-${randomBytes(4).toString('hex')}`;
+    const labels = { [LABEL_WORKER]: worker };
+    let engine: Engine | undefined;
+    let image = '';
+
+    beforeAll(async () => {
+      const why = variant.unavailable();
+      if (why) {
+        if (requireEngines)
+          throw new Error(`${variant.id} is required (CW_TEST_REQUIRE_ENGINES=1) but ${why}`);
+        return;
+      }
+      try {
+        engine = await createEngine(variant.options);
+      } catch (error) {
+        if (requireEngines) throw error;
+        return;
+      }
+      image = (
+        await engine.buildImage({
+          role: 'conformance',
+          context: readableOf(await busyboxContext()),
+          labels,
+        })
+      ).image;
+    });
+
+    afterAll(async () => {
+      await engine?.removeByLabels(labels);
+    });
+
+    const ready = (ctx: TestContext): Engine => {
+      if (!engine) ctx.skip();
+      return engine as Engine;
+    };
+
+    const run = (e: Engine, script: string, extra: Partial<RunSpec> = {}) =>
+      e.run({
+        image,
+        command: ['sh', '-c', script],
+        mounts: [],
+        labels,
+        limits: TEST_LIMITS,
+        timeoutMs: 60_000,
+        logTailLines: 200,
+        logTailBytes: 64 * 1024,
+        ...extra,
+      });
+
+    it('runs with no network interface but lo, no capabilities, a read-only root and a non-root user', async (ctx) => {
+      const e = ready(ctx);
+      const result = await run(
+        e,
+        [
+          "grep : /proc/net/dev | cut -d: -f1 | tr -d ' ' | sed 's/^/if=/'",
+          'grep -E "^Cap(Eff|Prm|Bnd)" /proc/self/status',
+          'touch /rootfs-probe 2>/dev/null && echo root=writable || echo root=readonly',
+          'touch /tmp/probe && echo tmp=writable',
+          'echo uid=$(id -u)',
+        ].join('; '),
+      );
+      expect(result.exitCode).toBe(0);
+      const lines = result.logTail.split('\n');
+      expect(lines.filter((l) => l.startsWith('if='))).toEqual(['if=lo']);
+      for (const cap of ['CapEff', 'CapPrm', 'CapBnd']) {
+        expect(lines).toContainEqual(expect.stringMatching(new RegExp(`^${cap}:\\s+0+$`)));
+      }
+      expect(lines).toContain('root=readonly');
+      expect(lines).toContain('tmp=writable');
+      expect(lines).toContain('uid=1000');
+    });
+
+    it('kills a process that allocates beyond the memory limit and says OOM (or reports that it cannot)', async (ctx) => {
+      const e = ready(ctx);
+      if ((e.info.unenforcedLimits ?? []).includes('memory')) {
+        expect(e.info.rootless && e.info.cgroupVersion === 1).toBe(true);
+        return;
+      }
+      const result = await run(
+        e,
+        'echo started; exec dd if=/dev/zero of=/dev/null bs=200M count=1',
+        {
+          limits: { ...TEST_LIMITS, memoryBytes: 48 * MIB },
+        },
+      );
+      expect(result.exitCode).toBe(137);
+      expect(result.oomKilled).toBe(true);
+      expect(result.timedOut).toBe(false);
+    });
+
+    it('stops a fork loop at the pids limit (or, rootless on cgroup v1, at the nproc ulimit)', async (ctx) => {
+      const e = ready(ctx);
+      const unenforced = (e.info.unenforcedLimits ?? []).includes('pids');
+      // nproc counts every process of the uid on the host: rootless maps it to a private uid.
+      const limits = unenforced ? { ...TEST_LIMITS, nproc: 32 } : { ...TEST_LIMITS, pidsLimit: 32 };
+      const loop =
+        'i=0; while [ $i -lt 300 ]; do sleep 120 & i=$((i+1)); echo $i > /tmp/count; done; echo all-forked';
+      const result = await run(e, `sh -c '${loop}' 2>&1; read n < /tmp/count; echo forked=$n`, {
+        limits,
+      });
+      const forked = Number(/forked=(\d+)/.exec(result.logTail)?.[1]);
+      expect(result.logTail).not.toContain('all-forked');
+      expect(forked).toBeGreaterThan(5);
+      expect(forked).toBeLessThan(32);
+    });
+
+    it('kills a container at its deadline and leaves nothing behind', async (ctx) => {
+      const e = ready(ctx);
+      const task = `deadline-${randomBytes(4).toString('hex')}`;
+      const result = await run(e, 'sleep 600', {
+        timeoutMs: 2_000,
+        labels: { ...labels, [LABEL_TASK]: task },
+      });
+      expect(result.timedOut).toBe(true);
+      expect(result.oomKilled).toBe(false);
+      expect(result.durationMs).toBeLessThan(30_000);
+      const left = await execEngine(
+        e.info,
+        ['ps', '--all', '--quiet', '--filter', `label=${LABEL_TASK}=${task}`],
+        {
+          timeoutMs: 30_000,
+        },
+      );
+      expect(left.trim()).toBe('');
+    });
+
+    it('kills a container when its run is cancelled', async (ctx) => {
+      const e = ready(ctx);
+      const controller = new AbortController();
+      const running = run(e, 'echo started; sleep 600', {
+        signal: controller.signal,
+        onLogLine: (line) => line === 'started' && controller.abort(),
+      });
+      const result = await running;
+      expect(result.cancelled).toBe(true);
+      expect(result.timedOut).toBe(false);
+    });
+
+    it('streams every log line and keeps only a bounded tail', async (ctx) => {
+      const e = ready(ctx);
+      const seen: string[] = [];
+      const result = await run(
+        e,
+        'i=1; while [ $i -le 500 ]; do echo line-$i; i=$((i+1)); done; echo oops >&2',
+        {
+          logTailLines: 10,
+          onLogLine: (line) => seen.push(line),
+        },
+      );
+      expect(seen.filter((l) => l.startsWith('line-'))).toHaveLength(500);
+      expect(seen).toContain('oops');
+      const tail = result.logTail.split('\n');
+      expect(tail.length).toBeLessThanOrEqual(10);
+      expect(tail).toContain('line-500');
+    });
+
+    it('round-trips files through a volume byte for byte, and a non-root user can write into it', async (ctx) => {
+      const e = ready(ctx);
+      const random = randomBytes(3 * MIB + 17);
+      const volume = await e.createVolume(labels);
+      const owner = { uid: 1000, gid: 1000 };
+      await e.importVolume(
+        volume,
+        readableOf(
+          await tarOf([
+            { name: 'sub', ...owner },
+            { name: 'sub/random.bin', content: random, ...owner },
+            { name: 'start.txt', content: 'from the worker\n', ...owner },
+          ]),
+        ),
+      );
+      const result = await run(
+        e,
+        'cat /data/start.txt && echo written > /data/new.txt && echo more >> /data/start.txt && mkdir /data/out && sha256sum /data/sub/random.bin',
+        { mounts: [{ volume, target: '/data' }] },
+      );
+      expect(result.logTail).toContain('from the worker');
+      expect(result.exitCode).toBe(0);
+      const files = await filesOfTar(e.exportVolume(volume));
+      expect(files.get('sub/random.bin')?.equals(random)).toBe(true);
+      expect(files.get('new.txt')?.toString()).toBe('written\n');
+      expect(files.get('start.txt')?.toString()).toBe('from the worker\nmore\n');
+    });
+
+    it('lets a non-root user write into a new empty volume', async (ctx) => {
+      const e = ready(ctx);
+      const volume = await e.createVolume(labels);
+      const result = await run(e, 'echo out > /out/pred.txt', {
+        mounts: [{ volume, target: '/out' }],
+      });
+      expect(result.exitCode).toBe(0);
+      const files = await filesOfTar(e.exportVolume(volume));
+      expect(files.get('pred.txt')?.toString()).toBe('out\n');
+    });
+
+    it('finds and removes every container and volume by label', async (ctx) => {
+      const e = ready(ctx);
+      const task = { ...labels, [LABEL_TASK]: `cleanup-${randomBytes(4).toString('hex')}` };
+      const volume = await e.createVolume(task);
+      const orphan = `cw-orphan-${randomBytes(4).toString('hex')}`;
+      // A container left behind by a worker that crashed: created with the task's labels.
+      const spec: RunSpec = {
+        image,
+        command: ['true'],
+        mounts: [{ volume, target: '/data' }],
+        labels: task,
+        limits: TEST_LIMITS,
+        timeoutMs: 10_000,
+        logTailLines: 1,
+        logTailBytes: 1024,
+      };
+      await execEngine(e.info, createArgs(e.info, orphan, spec), { timeoutMs: 30_000 });
+      const removed = await e.removeByLabels(task);
+      expect(removed.volumes).toEqual([volume]);
+      expect(removed.containers).toHaveLength(1);
+      expect(await e.removeByLabels(task)).toEqual({ containers: [], volumes: [] });
+    });
+
+    it('builds a context once: the second build of the same bytes is a cache hit', async (ctx) => {
+      const e = ready(ctx);
+      const context = await busyboxContext({
+        files: { 'note.txt': randomBytes(8).toString('hex') },
+      });
+      const first = await e.buildImage({
+        role: 'conformance',
+        context: readableOf(context),
+        labels,
+      });
+      const second = await e.buildImage({
+        role: 'conformance',
+        context: readableOf(context),
+        labels,
+      });
+      expect(first.cached).toBe(false);
+      expect(second).toMatchObject({ cached: true, image: first.image, digest: first.digest });
+      expect(first.image).toBe(`localhost/compute-worker/conformance:${first.digest}`);
+      await execEngine(e.info, ['rmi', first.image], { timeoutMs: 30_000 });
+    });
+
+    it('rejects a Containerfile that asks for the host network', async (ctx) => {
+      const e = ready(ctx);
+      const context = await busyboxContext({
+        extraLines: ['ARG NET=host', 'RUN --network=$NET ["/bin/busybox","true"]'],
+      });
+      const error = await e
+        .buildImage({ role: 'conformance', context: readableOf(context), labels })
+        .catch((x) => x);
+      expect(error).toBeInstanceOf(WorkerError);
+      expect(error).toMatchObject({ code: 'BUILD_CONTEXT_REJECTED', retryable: false });
+    });
+
+    it('reports a failing build as BUILD_FAILED with its output', async (ctx) => {
+      const e = ready(ctx);
+      const context = await busyboxContext({
+        extraLines: [`RUN ["/bin/sh","-c","echo broken-step-${variant.id}; exit 3"]`],
+      });
+      const error = await e
+        .buildImage({ role: 'conformance', context: readableOf(context), labels })
+        .catch((x) => x);
+      expect(error).toBeInstanceOf(WorkerError);
+      expect(error).toMatchObject({ code: 'BUILD_FAILED', retryable: false });
+      expect(error.detail).toContain(`broken-step-${variant.id}`);
+    });
+  });
+}

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs podman as the rootless test user, for use as an engine path by tests that run as root
+# (scripts/setup-test-engines.sh prepares the user). stdin, stdout and stderr pass through.
+set -euo pipefail
+user="${CW_ROOTLESS_USER:-cwrootless}"
+uid="$(id -u "$user")"
+home="$(getent passwd "$user" | cut -d: -f6)"
+as_user=(runuser -u "$user" -- env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+  HOME="$home" USER="$user" XDG_RUNTIME_DIR="/run/user/$uid")
+cd /
+# The worker extracts a build context into a folder only its own user can read; when that
+# user is root and podman runs as the test user, hand podman a copy it can read.
+if [ "${1:-}" = build ] && [ "$#" -ge 2 ] && [ -d "${!#}" ]; then
+  context="${!#}"
+  copy="$(runuser -u "$user" -- mktemp -d)"
+  trap 'rm -rf "$copy"' EXIT
+  cp -a "$context/." "$copy/"
+  chown -R "$user:" "$copy"
+  set -- "${@:1:$#-1}" "$copy"
+  "${as_user[@]}" podman "$@"
+  exit
+fi
+exec "${as_user[@]}" podman "$@"
