@@ -141,4 +141,22 @@ describe('nsqjs Reader against the nsqd stand-in', () => {
     expect(a.messages.length).toBeGreaterThan(0);
     expect(b.messages.length).toBeGreaterThan(0);
   });
+
+  it('with several nsqd: no ready event, one nsqd_connected each, all drained', async () => {
+    const [a, b] = [await nsqd(), await nsqd()];
+    if (!a || !b) throw new Error('two nsqd expected');
+    const lookupd = await startNsqlookupd({ nsqds: [a, b] });
+    stopping.push(lookupd);
+    a.publish('train', ['a1', 'a2', 'a3']);
+    b.publish('train', ['b1', 'b2', 'b3']);
+    const w = watchReader({ lookupdHTTPAddresses: [lookupd.address], maxInFlight: 1 });
+    w.reader.on('message', (m) => setTimeout(() => m.finish(), 20));
+    await until(() => w.messages.length === 6, 10_000, 'six messages from two nsqd');
+    const names = w.events.map((e) => e.name);
+    expect(names.filter((e) => e === 'nsqd_connected')).toHaveLength(2);
+    // reader.js emits 'ready' only while exactly one connection exists
+    expect(names).not.toContain('ready');
+    const bodies = w.messages.map((m) => m.body.toString()).sort();
+    expect(bodies).toEqual(['a1', 'a2', 'a3', 'b1', 'b2', 'b3']);
+  });
 });
