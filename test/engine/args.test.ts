@@ -1,0 +1,174 @@
+import { describe, expect, it } from 'vitest';
+import {
+  buildArgs,
+  containerListArgs,
+  copyInArgs,
+  copyOutArgs,
+  createArgs,
+  imageExistsArgs,
+  limitArgs,
+  volumeCreateArgs,
+  volumeImportArgs,
+} from '../../src/engine/args.js';
+import { unenforcedLimits } from '../../src/engine/detect.js';
+import { DEFAULT_LIMITS } from '../../src/engine/limits.js';
+import { LABEL_MANAGED, type RunSpec } from '../../src/engine/types.js';
+
+const podman = { name: 'podman' as const, unenforcedLimits: [] };
+const docker = { name: 'docker' as const, unenforcedLimits: [] };
+const rootlessV1 = {
+  name: 'podman' as const,
+  unenforcedLimits: unenforcedLimits({ name: 'podman', rootless: true, cgroupVersion: 1 }),
+};
+
+const spec: RunSpec = {
+  image: 'localhost/compute-worker/submission:abc',
+  command: ['-T', 'train', '-V', '/data'],
+  mounts: [
+    { volume: 'vol-train', target: '/data/train' },
+    { volume: 'vol-model', target: '/data/model', readOnly: true },
+  ],
+  labels: { 'compute-worker.task': 't1' },
+  limits: DEFAULT_LIMITS,
+  timeoutMs: 90_500,
+  logTailLines: 100,
+  logTailBytes: 65536,
+};
+
+/** The value following a flag, e.g. valueOf(args, '--memory') -> '4g'. */
+const valueOf = (args: string[], flag: string) => args[args.indexOf(flag) + 1];
+const valuesOf = (args: string[], flag: string) =>
+  args.flatMap((a, i) => (a === flag ? [args[i + 1]] : []));
+
+describe('limitArgs', () => {
+  it('hardens every container: no network, no capabilities, no privilege gain, read-only root', () => {
+    const args = limitArgs(podman, DEFAULT_LIMITS);
+    expect(args).toEqual(
+      expect.arrayContaining(['--network=none', '--cap-drop=ALL', '--read-only', '--init']),
+    );
+    expect(valueOf(args, '--security-opt')).toBe('no-new-privileges');
+    expect(valueOf(args, '--user')).toBe('1000:1000');
+    expect(valueOf(args, '--tmpfs')).toBe('/tmp:rw,nosuid,nodev,size=1g,mode=1777');
+  });
+
+  it('sets every resource limit with finite values, swap equal to memory', () => {
+    const args = limitArgs(docker, DEFAULT_LIMITS);
+    expect(valueOf(args, '--memory')).toBe('4g');
+    expect(valueOf(args, '--memory-swap')).toBe('4g');
+    expect(valueOf(args, '--pids-limit')).toBe('256');
+    expect(valueOf(args, '--shm-size')).toBe('1g');
+    expect(Number(valueOf(args, '--cpus'))).toBeGreaterThan(0);
+    expect(valuesOf(args, '--ulimit')).toEqual(['nofile=1024:1024', 'nproc=1024:1024']);
+  });
+
+  it('turns off podman read-only extra tmpfs mounts, which have no size; docker has none', () => {
+    expect(limitArgs(podman, DEFAULT_LIMITS)).toContain('--read-only-tmpfs=false');
+    expect(limitArgs(docker, DEFAULT_LIMITS)).not.toContain('--read-only-tmpfs=false');
+  });
+
+  it('leaves out the cgroup limits rootless podman on cgroup v1 cannot apply, and keeps the ulimits', () => {
+    expect(rootlessV1.unenforcedLimits).toEqual(['memory', 'cpus', 'pids']);
+    const args = limitArgs(rootlessV1, DEFAULT_LIMITS);
+    for (const flag of ['--memory', '--memory-swap', '--cpus', '--pids-limit'])
+      expect(args).not.toContain(flag);
+    expect(valuesOf(args, '--ulimit')).toHaveLength(2);
+    expect(unenforcedLimits({ name: 'podman', rootless: false, cgroupVersion: 1 })).toEqual([]);
+    expect(unenforcedLimits({ name: 'podman', rootless: true, cgroupVersion: 2 })).toEqual([]);
+  });
+
+  it('writes sizes that are not whole units in bytes', () => {
+    const args = limitArgs(docker, { ...DEFAULT_LIMITS, memoryBytes: 1_500_000_001 });
+    expect(valueOf(args, '--memory')).toBe('1500000001');
+  });
+});
+
+describe('createArgs', () => {
+  it('creates a named, labelled container with its mounts, image and command last', () => {
+    const args = createArgs(podman, 'cw-run-1', spec);
+    expect(args.slice(0, 3)).toEqual(['create', '--name', 'cw-run-1']);
+    expect(args.slice(-5)).toEqual([spec.image, '-T', 'train', '-V', '/data']);
+    expect(valuesOf(args, '--label')).toEqual(['compute-worker.task=t1', `${LABEL_MANAGED}=true`]);
+    expect(valuesOf(args, '-v')).toEqual(['vol-train:/data/train', 'vol-model:/data/model:ro']);
+  });
+
+  it("gives podman's conmon its own deadline after the worker's, as a backstop; docker has none", () => {
+    expect(valueOf(createArgs(podman, 'n', spec), '--timeout')).toBe(String(91 + 30));
+    expect(createArgs(docker, 'n', spec)).not.toContain('--timeout');
+  });
+
+  it('passes --runtime only when an OCI runtime was chosen', () => {
+    expect(createArgs(podman, 'n', spec)).not.toContain('--runtime');
+    expect(
+      valueOf(createArgs({ ...podman, ociRuntimeOverride: 'runc' }, 'n', spec), '--runtime'),
+    ).toBe('runc');
+  });
+
+  it('puts extra caller flags before the image, never after it', () => {
+    const args = createArgs(docker, 'n', { ...spec, extraArgs: ['--gpus', 'all'] });
+    expect(args.indexOf('--gpus')).toBeLessThan(args.indexOf(spec.image));
+  });
+});
+
+describe('buildArgs', () => {
+  const input = {
+    tag: 'localhost/compute-worker/workflow:d1',
+    contextDir: '/tmp/ctx',
+    containerfile: '/tmp/ctx/Dockerfile',
+    labels: { a: 'b' },
+  };
+
+  it('podman builds without network and never pulls', () => {
+    const args = buildArgs({ ...podman, ociRuntimeOverride: 'runc' }, input);
+    expect(args[0]).toBe('build');
+    expect(args).toEqual(expect.arrayContaining(['--network=none', '--pull=never', '--force-rm']));
+    expect(valueOf(args, '--runtime')).toBe('runc');
+    expect(valueOf(args, '--tag')).toBe(input.tag);
+    expect(args.at(-1)).toBe('/tmp/ctx');
+  });
+
+  it('docker builds without network, from the named file', () => {
+    const args = buildArgs(docker, input);
+    expect(valueOf(args, '--network')).toBe('none');
+    expect(valueOf(args, '--file')).toBe('/tmp/ctx/Dockerfile');
+    expect(args.some((a) => a.startsWith('--pull'))).toBe(false);
+    expect(valuesOf(args, '--label')).toEqual(['a=b', `${LABEL_MANAGED}=true`]);
+  });
+});
+
+describe('volume and lookup arguments', () => {
+  it('creates labelled volumes and imports from stdin', () => {
+    expect(volumeCreateArgs('v1', { t: '1' })).toEqual([
+      'volume',
+      'create',
+      '--label',
+      't=1',
+      '--label',
+      `${LABEL_MANAGED}=true`,
+      'v1',
+    ]);
+    expect(volumeImportArgs('v1')).toEqual(['volume', 'import', 'v1', '-']);
+  });
+
+  it('copies through the helper container, keeping owners on the way in', () => {
+    expect(copyInArgs('h1')).toEqual(['cp', '--archive', '-', 'h1:/mnt']);
+    expect(copyOutArgs('h1')).toEqual(['cp', 'h1:/mnt/.', '-']);
+  });
+
+  it('checks an image cheaply: podman image exists, docker image inspect', () => {
+    expect(imageExistsArgs(podman, 'i')).toEqual(['image', 'exists', 'i']);
+    expect(imageExistsArgs(docker, 'i').slice(0, 2)).toEqual(['image', 'inspect']);
+  });
+
+  it('lists containers by every label', () => {
+    expect(containerListArgs({ a: '1', b: '2' })).toEqual([
+      'ps',
+      '--all',
+      '--quiet',
+      '--no-trunc',
+      '--filter',
+      'label=a=1',
+      '--filter',
+      'label=b=2',
+    ]);
+  });
+});
