@@ -35,9 +35,9 @@ const spec: RunSpec = {
   logTailBytes: 65536,
 };
 
-/** The value following a flag, e.g. valueOf(args, '--memory') -> '4g'. */
-const valueOf = (args: string[], flag: string) => args[args.indexOf(flag) + 1];
-const valuesOf = (args: string[], flag: string) =>
+/** The value following a flag, e.g. flagValue(args, '--memory') -> '4g'. */
+const flagValue = (args: string[], flag: string) => args[args.indexOf(flag) + 1];
+const flagValues = (args: string[], flag: string) =>
   args.flatMap((a, i) => (a === flag ? [args[i + 1]] : []));
 
 describe('limitArgs', () => {
@@ -46,19 +46,19 @@ describe('limitArgs', () => {
     expect(args).toEqual(
       expect.arrayContaining(['--network=none', '--cap-drop=ALL', '--read-only', '--init']),
     );
-    expect(valueOf(args, '--security-opt')).toBe('no-new-privileges');
-    expect(valueOf(args, '--user')).toBe('1000:1000');
-    expect(valueOf(args, '--tmpfs')).toBe('/tmp:rw,nosuid,nodev,size=1g,mode=1777');
+    expect(flagValue(args, '--security-opt')).toBe('no-new-privileges');
+    expect(flagValue(args, '--user')).toBe('1000:1000');
+    expect(flagValue(args, '--tmpfs')).toBe('/tmp:rw,nosuid,nodev,size=1g,mode=1777');
   });
 
   it('sets every resource limit with finite values, swap equal to memory', () => {
     const args = limitArgs(docker, DEFAULT_LIMITS);
-    expect(valueOf(args, '--memory')).toBe('4g');
-    expect(valueOf(args, '--memory-swap')).toBe('4g');
-    expect(valueOf(args, '--pids-limit')).toBe('256');
-    expect(valueOf(args, '--shm-size')).toBe('1g');
-    expect(Number(valueOf(args, '--cpus'))).toBeGreaterThan(0);
-    expect(valuesOf(args, '--ulimit')).toEqual(['nofile=1024:1024', 'nproc=1024:1024']);
+    expect(flagValue(args, '--memory')).toBe('4g');
+    expect(flagValue(args, '--memory-swap')).toBe('4g');
+    expect(flagValue(args, '--pids-limit')).toBe('256');
+    expect(flagValue(args, '--shm-size')).toBe('1g');
+    expect(Number(flagValue(args, '--cpus'))).toBeGreaterThan(0);
+    expect(flagValues(args, '--ulimit')).toEqual(['nofile=1024:1024', 'nproc=1024:1024']);
   });
 
   it('turns off podman read-only extra tmpfs mounts, which have no size; docker has none', () => {
@@ -71,14 +71,14 @@ describe('limitArgs', () => {
     const args = limitArgs(rootlessV1, DEFAULT_LIMITS);
     for (const flag of ['--memory', '--memory-swap', '--cpus', '--pids-limit'])
       expect(args).not.toContain(flag);
-    expect(valuesOf(args, '--ulimit')).toHaveLength(2);
+    expect(flagValues(args, '--ulimit')).toHaveLength(2);
     expect(unenforcedLimits({ name: 'podman', rootless: false, cgroupVersion: 1 })).toEqual([]);
     expect(unenforcedLimits({ name: 'podman', rootless: true, cgroupVersion: 2 })).toEqual([]);
   });
 
   it('writes sizes that are not whole units in bytes', () => {
     const args = limitArgs(docker, { ...DEFAULT_LIMITS, memoryBytes: 1_500_000_001 });
-    expect(valueOf(args, '--memory')).toBe('1500000001');
+    expect(flagValue(args, '--memory')).toBe('1500000001');
   });
 });
 
@@ -87,19 +87,22 @@ describe('createArgs', () => {
     const args = createArgs(podman, 'cw-run-1', spec);
     expect(args.slice(0, 3)).toEqual(['create', '--name', 'cw-run-1']);
     expect(args.slice(-5)).toEqual([spec.image, '-T', 'train', '-V', '/data']);
-    expect(valuesOf(args, '--label')).toEqual(['compute-worker.task=t1', `${LABEL_MANAGED}=true`]);
-    expect(valuesOf(args, '-v')).toEqual(['vol-train:/data/train', 'vol-model:/data/model:ro']);
+    expect(flagValues(args, '--label')).toEqual([
+      'compute-worker.task=t1',
+      `${LABEL_MANAGED}=true`,
+    ]);
+    expect(flagValues(args, '-v')).toEqual(['vol-train:/data/train', 'vol-model:/data/model:ro']);
   });
 
   it("gives podman's conmon its own deadline after the worker's, as a backstop; docker has none", () => {
-    expect(valueOf(createArgs(podman, 'n', spec), '--timeout')).toBe(String(91 + 30));
+    expect(flagValue(createArgs(podman, 'n', spec), '--timeout')).toBe(String(91 + 30));
     expect(createArgs(docker, 'n', spec)).not.toContain('--timeout');
   });
 
   it('passes --runtime only when an OCI runtime was chosen', () => {
     expect(createArgs(podman, 'n', spec)).not.toContain('--runtime');
     expect(
-      valueOf(createArgs({ ...podman, ociRuntimeOverride: 'runc' }, 'n', spec), '--runtime'),
+      flagValue(createArgs({ ...podman, ociRuntimeOverride: 'runc' }, 'n', spec), '--runtime'),
     ).toBe('runc');
   });
 
@@ -121,17 +124,17 @@ describe('buildArgs', () => {
     const args = buildArgs({ ...podman, ociRuntimeOverride: 'runc' }, input);
     expect(args[0]).toBe('build');
     expect(args).toEqual(expect.arrayContaining(['--network=none', '--pull=never', '--force-rm']));
-    expect(valueOf(args, '--runtime')).toBe('runc');
-    expect(valueOf(args, '--tag')).toBe(input.tag);
+    expect(flagValue(args, '--runtime')).toBe('runc');
+    expect(flagValue(args, '--tag')).toBe(input.tag);
     expect(args.at(-1)).toBe('/tmp/ctx');
   });
 
   it('docker builds without network, from the named file', () => {
     const args = buildArgs(docker, input);
-    expect(valueOf(args, '--network')).toBe('none');
-    expect(valueOf(args, '--file')).toBe('/tmp/ctx/Dockerfile');
+    expect(flagValue(args, '--network')).toBe('none');
+    expect(flagValue(args, '--file')).toBe('/tmp/ctx/Dockerfile');
     expect(args.some((a) => a.startsWith('--pull'))).toBe(false);
-    expect(valuesOf(args, '--label')).toEqual(['a=b', `${LABEL_MANAGED}=true`]);
+    expect(flagValues(args, '--label')).toEqual(['a=b', `${LABEL_MANAGED}=true`]);
   });
 });
 

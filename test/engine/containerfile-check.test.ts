@@ -44,7 +44,7 @@ describe('checkContainerfile', () => {
       file('FROM a', 'RUN \\', '  # a comment inside', '  --network=host curl x'),
     ],
     ['an ARG default', file('ARG NET=host', 'FROM a', 'RUN --network=$NET curl x')],
-    ['a braced ARG', file('FROM a', 'ARG NET=host', 'RUN --network=${NET} curl x')],
+    ['a braced ARG', file('FROM a', 'ARG NET=host', `RUN --network=\${NET} curl x`)],
     ['an ARG without a value', file('FROM a', 'ARG NET', 'RUN --network=$NET curl x')],
     ['an unknown variable', file('FROM a', 'RUN --network=$UNSET curl x')],
     ['a cache mount', file('FROM a', 'RUN --mount=type=cache,target=/root/.cache pip install x')],
