@@ -69,5 +69,6 @@ requeued. Flags of the original worker, written with one dash, are accepted as t
     });
     await worker.start();
     await stopped;
+    await Promise.all([env.storage.close(), env.orchestrator.close()]);
   }
 }

@@ -65,6 +65,11 @@ export class HttpStorageClient implements StorageClient {
     return { stream, size: Number.isSafeInteger(length) && length >= 0 ? length : undefined };
   }
 
+  /**
+   * The raw .tar.gz with its exact Content-Length. A 409 means storage already holds
+   * model_end: the uuid belongs to this learn task alone, so that is an earlier attempt of
+   * the same task (NSQ delivers a task again after a crash), and counts as uploaded.
+   */
   async uploadModel(
     uuid: string,
     algo: string,
@@ -79,7 +84,7 @@ export class HttpStorageClient implements StorageClient {
         path: `/model?${query}`,
         headers: { 'content-type': 'application/octet-stream', 'content-length': String(size) },
         body,
-        ok: [201],
+        ok: [201, 409],
         signal,
       });
     } catch (error) {
