@@ -1,31 +1,13 @@
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { Writer } from 'nsqjs';
-import { afterEach, describe, expect, it } from 'vitest';
-import {
-  channelOf,
-  type Nsqd,
-  RawNsqClient,
-  startNsqd,
-  startNsqlookupd,
-} from '../support/nsq/index.js';
-import { closeReaders, sleep, until, watchReader } from './nsqjs-helpers.js';
+import { describe, expect, it } from 'vitest';
+import { RawNsqClient } from '../support/nsq/index.js';
+import { compute, sleep, standIns, until, watchReader } from './nsqjs-helpers.js';
 
 // Connection life with the real nsqjs: heartbeats, rejection, restarts, lost leases.
 
-const stopping: { stop(): Promise<unknown> }[] = [];
-afterEach(async () => {
-  closeReaders();
-  await Promise.all(stopping.splice(0).map((s) => s.stop()));
-});
-
-async function nsqd(opts: Parameters<typeof startNsqd>[0] = {}): Promise<Nsqd> {
-  const n = await startNsqd(opts);
-  stopping.push(n);
-  return n;
-}
-
-const compute = (n: Nsqd) => channelOf(n.stats(), 'train', 'compute');
+const { nsqd, lookupd: startLookupd } = standIns();
 
 describe('nsqjs connections to the nsqd stand-in', () => {
   it('keeps a connection alive over several heartbeats answered by nsqjs', async () => {
@@ -80,8 +62,7 @@ describe('nsqjs connections to the nsqd stand-in', () => {
 
   it('after a clean restart, found again through nsqlookupd, in-flight work comes back', async () => {
     const n = await nsqd();
-    const lookupd = await startNsqlookupd({ nsqds: [n] });
-    stopping.push(lookupd);
+    const lookupd = await startLookupd([n]);
     n.publish('train', 'kept');
     const w = watchReader({ lookupdHTTPAddresses: [lookupd.address] });
     await until(() => w.messages.length === 1, 5000, 'the message');
@@ -145,8 +126,7 @@ describe('nsqlookupd stand-in HTTP answers', () => {
 
   it('answers /lookup like nsqlookupd 1.3.0', async () => {
     const n = await nsqd();
-    const lookupd = await startNsqlookupd({ nsqds: [n] });
-    stopping.push(lookupd);
+    const lookupd = await startLookupd([n]);
     const base = `http://${lookupd.address}`;
     const missing = await fetch(`${base}/lookup?topic=train`);
     expect(missing.status).toBe(404);

@@ -1,22 +1,10 @@
-import { afterEach, describe, expect, it } from 'vitest';
-import { channelOf, type Nsqd, startNsqd, startNsqlookupd } from '../support/nsq/index.js';
-import { closeReaders, sleep, until, watchReader } from './nsqjs-helpers.js';
+import { describe, expect, it } from 'vitest';
+import { channelOf } from '../support/nsq/index.js';
+import { compute, sleep, standIns, until, watchReader } from './nsqjs-helpers.js';
 
 // The real nsqjs Reader against the stand-in: what a worker relies on.
 
-const stopping: { stop(): Promise<unknown> }[] = [];
-afterEach(async () => {
-  closeReaders();
-  await Promise.all(stopping.splice(0).map((s) => s.stop()));
-});
-
-async function nsqd(opts: Parameters<typeof startNsqd>[0] = {}): Promise<Nsqd> {
-  const n = await startNsqd(opts);
-  stopping.push(n);
-  return n;
-}
-
-const compute = (n: Nsqd) => channelOf(n.stats(), 'train', 'compute');
+const { nsqd, lookupd: startLookupd } = standIns();
 
 describe('nsqjs Reader against the nsqd stand-in', () => {
   it('receives through a direct nsqd address and finishes', async () => {
@@ -40,8 +28,7 @@ describe('nsqjs Reader against the nsqd stand-in', () => {
 
   it('finds nsqd through nsqlookupd, and polls again for a topic that appears later', async () => {
     const n = await nsqd();
-    const lookupd = await startNsqlookupd({ nsqds: [n] });
-    stopping.push(lookupd);
+    const lookupd = await startLookupd([n]);
     const w = watchReader({ lookupdHTTPAddresses: [lookupd.address] });
     await until(() => lookupd.lookups.length >= 1, 5000, 'a first lookup');
     expect(w.events.some((e) => e.name === 'nsqd_connected')).toBe(false);
@@ -145,8 +132,7 @@ describe('nsqjs Reader against the nsqd stand-in', () => {
   it('with several nsqd: no ready event, one nsqd_connected each, all drained', async () => {
     const [a, b] = [await nsqd(), await nsqd()];
     if (!a || !b) throw new Error('two nsqd expected');
-    const lookupd = await startNsqlookupd({ nsqds: [a, b] });
-    stopping.push(lookupd);
+    const lookupd = await startLookupd([a, b]);
     a.publish('train', ['a1', 'a2', 'a3']);
     b.publish('train', ['b1', 'b2', 'b3']);
     const w = watchReader({ lookupdHTTPAddresses: [lookupd.address], maxInFlight: 1 });

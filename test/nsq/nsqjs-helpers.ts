@@ -1,4 +1,14 @@
 import { type Message, Reader, type ReaderConnectionConfigOptions } from 'nsqjs';
+import { afterEach } from 'vitest';
+import {
+  type ChannelStats,
+  channelOf,
+  type Nsqd,
+  type NsqdOptions,
+  type Nsqlookupd,
+  startNsqd,
+  startNsqlookupd,
+} from '../support/nsq/index.js';
 
 /** A real nsqjs Reader with everything it emits written down. */
 export interface Watched {
@@ -43,3 +53,28 @@ export async function until(cond: () => boolean, timeoutMs: number, what: string
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Stand-ins for one test file, stopped with every open reader after each test. */
+export function standIns() {
+  const stopping: { stop(): Promise<unknown> }[] = [];
+  afterEach(async () => {
+    closeReaders();
+    await Promise.all(stopping.splice(0).map((s) => s.stop()));
+  });
+  return {
+    async nsqd(opts: NsqdOptions = {}): Promise<Nsqd> {
+      const n = await startNsqd(opts);
+      stopping.push(n);
+      return n;
+    },
+    async lookupd(nsqds: Nsqd[]): Promise<Nsqlookupd> {
+      const l = await startNsqlookupd({ nsqds });
+      stopping.push(l);
+      return l;
+    },
+  };
+}
+
+/** The stats of channel compute of topic train, where every test works. */
+export const compute = (n: Nsqd): ChannelStats | undefined =>
+  channelOf(n.stats(), 'train', 'compute');
