@@ -4,6 +4,7 @@ import { createArgs } from '../../src/engine/args.js';
 import { createEngine } from '../../src/engine/engine.js';
 import { execEngine } from '../../src/engine/exec.js';
 import { DEFAULT_LIMITS } from '../../src/engine/limits.js';
+import { probeEngine } from '../../src/engine/probe.js';
 import {
   type Engine,
   LABEL_TASK,
@@ -289,6 +290,25 @@ export function defineConformanceSuite(variant: EngineVariant): void {
       expect(error).toBeInstanceOf(WorkerError);
       expect(error).toMatchObject({ code: 'BUILD_FAILED', retryable: false });
       expect(error.detail).toContain(`broken-step-${variant.id}`);
+    });
+
+    it("passes doctor's probe: built and run hardened, nothing failing", async (ctx) => {
+      const e = ready(ctx);
+      const checks = await probeEngine(e, { limits: TEST_LIMITS });
+      expect(checks.filter((c) => c.status === 'fail')).toEqual([]);
+      expect(checks.map((c) => c.name)).toEqual(
+        expect.arrayContaining([
+          'engine',
+          'build',
+          'run',
+          'network',
+          'capabilities',
+          'read-only-root',
+          'user',
+        ]),
+      );
+      const limits = checks.find((c) => c.name === 'resource-limits');
+      expect(limits?.status).toBe((e.info.unenforcedLimits ?? []).length > 0 ? 'warn' : 'pass');
     });
   });
 }

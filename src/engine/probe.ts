@@ -1,0 +1,200 @@
+import { randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { Readable } from 'node:stream';
+import { toWorkerError } from '../errors.js';
+import { DEFAULT_LIMITS } from './limits.js';
+import { BUSYBOX_CONTAINERFILE, contextTarGz } from './probe-context.js';
+import { type Engine, LABEL_WORKER, type RunLimits } from './types.js';
+
+export type CheckStatus = 'pass' | 'warn' | 'fail';
+
+/** One finding about the host's engine, as doctor prints it. */
+export interface ProbeCheck {
+  name: string;
+  status: CheckStatus;
+  message: string;
+  hint?: string;
+  detail?: string;
+}
+
+export interface ProbeOptions {
+  /** A static busybox for the probe image (Debian: busybox-static). */
+  busyboxPath?: string;
+  /** The limits tasks will run with; the probe container runs with them too. */
+  limits?: RunLimits;
+  timeoutMs?: number;
+}
+
+/**
+ * Builds a tiny image (no registry needed) and runs it hardened as a task would run,
+ * then checks from inside that the isolation holds. Never throws: every failure is a check.
+ */
+export async function probeEngine(
+  engine: Engine,
+  options: ProbeOptions = {},
+): Promise<ProbeCheck[]> {
+  const checks = staticChecks(engine);
+  const labels = { [LABEL_WORKER]: `probe-${randomBytes(4).toString('hex')}` };
+  try {
+    const image = await probeImage(engine, options, labels, checks);
+    if (image) checks.push(...(await probeRun(engine, image, options, labels)));
+  } finally {
+    await engine.removeByLabels(labels).catch(() => undefined);
+  }
+  return checks;
+}
+
+function staticChecks(engine: Engine): ProbeCheck[] {
+  const info = engine.info;
+  const checks: ProbeCheck[] = [
+    {
+      name: 'engine',
+      status: 'pass',
+      message: `${info.name} ${info.version} (${info.rootless ? 'rootless' : 'rootful'}), OCI runtime ${info.ociRuntime}, cgroup v${info.cgroupVersion}${info.cgroupHybrid ? ' (hybrid)' : ''}, storage ${info.storageDriver}`,
+    },
+  ];
+  if (info.ociRuntime === 'crun' && info.cgroupHybrid) {
+    checks.push({
+      name: 'oci-runtime',
+      status: 'fail',
+      message:
+        "crun cannot run containers on this host's hybrid cgroups (cgroup v1 plus a v2 unified tree)",
+      hint: 'install runc and pass --oci-runtime runc (or COMPUTE_WORKER_OCI_RUNTIME=runc)',
+    });
+  }
+  const unenforced = info.unenforcedLimits ?? [];
+  checks.push(
+    unenforced.length === 0
+      ? {
+          name: 'resource-limits',
+          status: 'pass',
+          message: 'memory, CPU and process limits are enforced',
+        }
+      : {
+          name: 'resource-limits',
+          status: 'warn',
+          message: `${unenforced.join(', ')} limits cannot be enforced here (rootless podman on cgroup v1): a submission can use the whole host`,
+          hint: 'run the worker with rootful podman, or on a cgroup v2 host that delegates the memory, cpu and pids controllers to the user',
+        },
+  );
+  return checks;
+}
+
+async function probeImage(
+  engine: Engine,
+  options: ProbeOptions,
+  labels: Record<string, string>,
+  checks: ProbeCheck[],
+): Promise<string | undefined> {
+  const busyboxPath = options.busyboxPath ?? '/bin/busybox';
+  let busybox: Buffer;
+  try {
+    busybox = await readFile(busyboxPath);
+  } catch {
+    checks.push({
+      name: 'build',
+      status: 'fail',
+      message: `no static busybox at ${busyboxPath} to build the probe image from`,
+      hint: 'install busybox-static (apt-get install busybox-static)',
+    });
+    return undefined;
+  }
+  try {
+    const context = await contextTarGz({
+      Containerfile: `${BUSYBOX_CONTAINERFILE.join('\n')}\n`,
+      busybox,
+    });
+    const built = await engine.buildImage({
+      role: 'probe',
+      context: Readable.from([context]),
+      labels,
+    });
+    checks.push({
+      name: 'build',
+      status: 'pass',
+      message: `builds without network${built.cached ? ' (probe image cached)' : ''}: ${built.image}`,
+    });
+    return built.image;
+  } catch (error) {
+    checks.push(failed('build', 'cannot build an image without network', error));
+    return undefined;
+  }
+}
+
+const PROBE_SCRIPT = [
+  "grep : /proc/net/dev | cut -d: -f1 | tr -d ' ' | sed 's/^/if=/'",
+  'grep ^CapEff /proc/self/status',
+  'touch /probe 2>/dev/null && echo root=writable || echo root=readonly',
+  'echo uid=$(id -u)',
+].join('; ');
+
+async function probeRun(
+  engine: Engine,
+  image: string,
+  options: ProbeOptions,
+  labels: Record<string, string>,
+): Promise<ProbeCheck[]> {
+  const limits = options.limits ?? DEFAULT_LIMITS;
+  let lines: string[];
+  try {
+    const result = await engine.run({
+      image,
+      command: ['sh', '-c', PROBE_SCRIPT],
+      mounts: [],
+      labels,
+      limits,
+      timeoutMs: options.timeoutMs ?? 60_000,
+      logTailLines: 100,
+      logTailBytes: 16 * 1024,
+    });
+    if (result.exitCode !== 0) {
+      return [
+        {
+          name: 'run',
+          status: 'fail',
+          message: `the probe container exited with ${result.exitCode}`,
+          detail: result.logTail,
+        },
+      ];
+    }
+    lines = result.logTail.split('\n');
+  } catch (error) {
+    return [failed('run', 'cannot run a hardened container', error)];
+  }
+  const interfaces = lines.filter((l) => l.startsWith('if=')).map((l) => l.slice(3));
+  const capEff = lines.find((l) => l.startsWith('CapEff:'))?.split(/\s+/)[1] ?? '?';
+  const uid = lines.find((l) => l.startsWith('uid='))?.slice(4);
+  const expectedUid = limits.user.split(':')[0];
+  return [
+    { name: 'run', status: 'pass', message: 'runs a hardened container' },
+    verdict(
+      'network',
+      interfaces.join(',') === 'lo',
+      `network interfaces: ${interfaces.join(', ') || 'none'}`,
+    ),
+    verdict('capabilities', /^0+$/.test(capEff), `effective capabilities: ${capEff}`),
+    verdict(
+      'read-only-root',
+      lines.includes('root=readonly'),
+      lines.includes('root=readonly')
+        ? 'root filesystem is read-only'
+        : 'root filesystem is writable',
+    ),
+    verdict('user', uid === expectedUid, `runs as uid ${uid ?? '?'}`),
+  ];
+}
+
+function verdict(name: string, ok: boolean, message: string): ProbeCheck {
+  return { name, status: ok ? 'pass' : 'fail', message };
+}
+
+function failed(name: string, message: string, error: unknown): ProbeCheck {
+  const e = toWorkerError(error);
+  return {
+    name,
+    status: 'fail',
+    message: `${message}: ${e.message}`,
+    hint: e.hint,
+    detail: e.detail,
+  };
+}
