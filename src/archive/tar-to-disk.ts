@@ -58,13 +58,18 @@ export async function extractTarToDir(
       }
     }
   } catch (error) {
-    if (error instanceof WorkerError) throw error;
-    throw new WorkerError('INTERNAL', `could not extract the ${label} into ${dir}`, {
-      detail: error instanceof Error ? error.message : String(error),
-      cause: error,
-    });
+    throw diskFailure(error, `could not extract the ${label} into ${dir}`);
   }
   return { entries, bytes };
+}
+
+/** A local file system failure (full disk, a symlink where the file should go) is the worker's. */
+function diskFailure(error: unknown, message: string): WorkerError {
+  if (error instanceof WorkerError) return error;
+  return new WorkerError('INTERNAL', message, {
+    detail: error instanceof Error ? error.message : String(error),
+    cause: error,
+  });
 }
 
 /**
@@ -80,18 +85,17 @@ export async function extractEntryToFile(
 ): Promise<{ name: string; size: number } | undefined> {
   const label = options.label ?? 'archive';
   const wanted = wantedNames(names, options.limits);
+  const maxBytes = options.maxBytes ?? Number.POSITIVE_INFINITY;
   let found: { name: string; size: number } | undefined;
-  for await (const entry of readTarEntries(input, { ...options, gzip: false })) {
-    if (found || !wanted.includes(entry.name)) continue;
-    requireFile(entry, label);
-    const handle = await open(file, REPLACE, 0o600);
-    const size = await writeBody(
-      handle,
-      entry,
-      options.maxBytes ?? Number.POSITIVE_INFINITY,
-      label,
-    );
-    found = { name: entry.name, size };
+  try {
+    for await (const entry of readTarEntries(input, { ...options, gzip: false })) {
+      if (found || !wanted.includes(entry.name)) continue;
+      requireFile(entry, label);
+      const handle = await open(file, REPLACE, 0o600);
+      found = { name: entry.name, size: await writeBody(handle, entry, maxBytes, label) };
+    }
+  } catch (error) {
+    throw diskFailure(error, `could not copy '${showName(wanted[0] ?? '')}' out of the ${label}`);
   }
   return found;
 }
