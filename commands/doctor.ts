@@ -1,0 +1,77 @@
+import { join } from 'node:path';
+import { Flags } from '@oclif/core';
+import { BaseCommand } from '../src/cli/base-command.js';
+import { runFlags, taskFlags } from '../src/cli/flags.js';
+import { engineOptions, prepareStateDir, runLimits } from '../src/cli/settings.js';
+import { createStorageClient, readPasswordFile } from '../src/clients/config.js';
+import type { Check } from '../src/doctor/check.js';
+import { runDoctor, verdict } from '../src/doctor/doctor.js';
+
+const MARK = { pass: 'ok  ', warn: 'warn', fail: 'FAIL' } as const;
+
+export default class Doctor extends BaseCommand {
+  static override summary = 'Check that this host can run tasks safely.';
+  static override description =
+    `Detects the container engine, builds a probe image without network and runs it with the
+limits tasks get, checking from inside that it has no network but loopback, no capabilities,
+a read-only root and a non-root user; then checks storage, the orchestrator and NSQ (that
+nsqd's --max-msg-timeout lets a task stay in flight as long as it may run). Takes the same
+flags as run. Exit code 1 when the host cannot run tasks.`;
+  static override examples = [
+    '<%= config.bin %> doctor',
+    '<%= config.bin %> doctor --oci-runtime runc --nsqlookupd-urls 127.0.0.1:4161 --json',
+  ];
+  static override flags = {
+    json: Flags.boolean({ description: 'Print the checks as one JSON object.', default: false }),
+    'nsqlookupd-urls': runFlags['nsqlookupd-urls'],
+    'nsqd-tcp-addresses': runFlags['nsqd-tcp-addresses'],
+    ...taskFlags,
+  };
+
+  async run(): Promise<void> {
+    const { flags } = await this.parse(Doctor);
+    const stateDir = await prepareStateDir(flags);
+    const password = flags['storage-password-file']
+      ? await readPasswordFile(flags['storage-password-file'])
+      : flags['storage-password'];
+    const storage = createStorageClient({
+      host: flags['storage-host'],
+      port: flags['storage-port'],
+      user: flags['storage-user'],
+      password,
+      localDir: flags['storage-dir'] ?? join(stateDir, 'storage'),
+    });
+    const checks = await runDoctor({
+      engine: engineOptions(flags),
+      limits: runLimits(flags),
+      storage,
+      orchestrator: flags['orchestrator-host']
+        ? { host: flags['orchestrator-host'], port: flags['orchestrator-port'] }
+        : { ledgerFile: flags['orchestrator-ledger'] ?? join(stateDir, 'orchestrator.jsonl') },
+      nsq: {
+        lookupdUrls: flags['nsqlookupd-urls'] ?? [],
+        nsqdAddresses: flags['nsqd-tcp-addresses'] ?? [],
+        learnTimeoutMs: flags['learn-timeout'],
+        predictTimeoutMs: flags['predict-timeout'],
+      },
+    });
+    await storage.close();
+    const result = verdict(checks);
+    if (flags.json) {
+      process.stdout.write(
+        `${JSON.stringify({ ready: result.ready, summary: result.summary, checks })}\n`,
+      );
+    } else {
+      process.stdout.write(checks.map(describe).join(''));
+      process.stdout.write(`\n${result.summary}\n`);
+    }
+    if (!result.ready) this.exit(1);
+  }
+}
+
+function describe(check: Check): string {
+  let text = `[${MARK[check.status]}] ${check.name}: ${check.message}\n`;
+  if (check.hint) text += `       hint: ${check.hint}\n`;
+  if (check.detail) text += `${check.detail.replace(/^/gm, '       | ')}\n`;
+  return text;
+}

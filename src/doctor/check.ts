@@ -1,0 +1,33 @@
+import { toWorkerError } from '../errors.js';
+
+export type CheckStatus = 'pass' | 'warn' | 'fail';
+
+/** One finding about the host, as doctor prints it. */
+export interface Check {
+  name: string;
+  status: CheckStatus;
+  message: string;
+  hint?: string;
+  detail?: string;
+}
+
+export function pass(name: string, message: string): Check {
+  return { name, status: 'pass', message };
+}
+
+export function warn(name: string, message: string, hint?: string): Check {
+  return { name, status: 'warn', message, ...(hint ? { hint } : {}) };
+}
+
+export function fail(name: string, message: string, error?: unknown, hint?: string): Check {
+  const e = error === undefined ? undefined : toWorkerError(error);
+  const text = e ? `${message}: ${e.message}` : message;
+  const h = hint ?? e?.hint;
+  return {
+    name,
+    status: 'fail',
+    message: text,
+    ...(h ? { hint: h } : {}),
+    ...(e?.detail ? { detail: e.detail } : {}),
+  };
+}

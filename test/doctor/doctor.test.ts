@@ -1,0 +1,109 @@
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { identifyNsqd } from '../../src/doctor/nsq.js';
+import { requireEngines, VARIANTS } from '../support/engine-variants.js';
+import { type Nsqd, type Nsqlookupd, startNsqd, startNsqlookupd } from '../support/nsq/index.js';
+
+const cli = join(import.meta.dirname, '..', '..', 'bin', 'run.js');
+const podman = VARIANTS['podman-rootful'];
+const why = podman.unavailable();
+if (why && requireEngines)
+  throw new Error(`rootful podman is required (CW_TEST_REQUIRE_ENGINES=1) but ${why}`);
+
+interface DoctorJson {
+  ready: boolean;
+  summary: string;
+  checks: { name: string; status: string; message: string; hint?: string }[];
+}
+
+describe('identifyNsqd', () => {
+  let nsqd: Nsqd;
+  beforeAll(async () => {
+    nsqd = await startNsqd({ msgTimeoutMs: 5000, maxMsgTimeoutMs: 6000 });
+  });
+  afterAll(() => nsqd.stop());
+
+  it("reads nsqd's message timeouts from its IDENTIFY answer", async () => {
+    const id = await identifyNsqd(nsqd.tcpAddress);
+    expect(id).toMatchObject({ msg_timeout: 5000, max_msg_timeout: 6000, version: '1.3.0' });
+  });
+
+  it('names the address when nothing listens there', async () => {
+    await expect(identifyNsqd('127.0.0.1:1')).rejects.toThrow(/ECONNREFUSED/);
+  });
+});
+
+describe.concurrent.skipIf(why)('compute-worker doctor', () => {
+  let dir: string;
+  let nsqd: Nsqd;
+  let lookupd: Nsqlookupd;
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'cw-doctor-'));
+    await mkdir(join(dir, 'storage'));
+    nsqd = await startNsqd({ maxMsgTimeoutMs: 6000 });
+    nsqd.publish('train', '{}');
+    lookupd = await startNsqlookupd();
+    lookupd.register(nsqd);
+  });
+  afterAll(async () => {
+    await nsqd.stop();
+    await lookupd.stop();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const doctor = (...args: string[]) =>
+    execa('node', [cli, 'doctor', '--json', '--state-dir', dir, '--oci-runtime', 'runc', ...args], {
+      reject: false,
+    });
+
+  it('says the host is ready after proving the probe container is isolated', async () => {
+    const result = await doctor();
+    const out = JSON.parse(result.stdout) as DoctorJson;
+    expect(out.summary, result.stdout).toMatch(/^ready/);
+    expect(result.exitCode).toBe(0);
+    const status = Object.fromEntries(out.checks.map((c) => [c.name, c.status]));
+    expect(status).toMatchObject({
+      engine: 'pass',
+      build: 'pass',
+      run: 'pass',
+      network: 'pass',
+      capabilities: 'pass',
+      'read-only-root': 'pass',
+      user: 'pass',
+      storage: 'pass',
+      orchestrator: 'pass',
+    });
+  });
+
+  it("warns, naming nsqd's flag, when nsqd cannot keep a task in flight as long as it may run", async () => {
+    const result = await doctor('--nsqlookupd-urls', lookupd.address, '--learn-timeout', '20m');
+    const out = JSON.parse(result.stdout) as DoctorJson;
+    const capped = out.checks.find((c) => c.name === 'nsqd-max-msg-timeout');
+    expect(capped?.status).toBe('warn');
+    expect(capped?.message).toContain('at most 6s');
+    expect(capped?.hint).toContain('--max-msg-timeout above 20m0s');
+    expect(out.checks.find((c) => c.name === 'nsqd')?.message).toContain(nsqd.tcpAddress);
+  });
+
+  it('fails with a non-zero exit code and a hint when there is no engine', async () => {
+    const result = await doctor('--engine-path', '/nonexistent/podman');
+    const out = JSON.parse(result.stdout) as DoctorJson;
+    expect(result.exitCode).toBe(1);
+    expect(out.ready).toBe(false);
+    const engine = out.checks.find((c) => c.name === 'engine');
+    expect(engine).toMatchObject({ status: 'fail' });
+    expect(engine?.message).toContain('/nonexistent/podman is not an executable file');
+    expect(engine?.hint).toContain('--engine-path');
+  });
+
+  it('fails when storage does not answer', async () => {
+    const result = await doctor('--storage-host', '127.0.0.1', '--storage-port', '1');
+    const out = JSON.parse(result.stdout) as DoctorJson;
+    expect(result.exitCode).toBe(1);
+    expect(out.checks.find((c) => c.name === 'storage')?.status).toBe('fail');
+  });
+});
