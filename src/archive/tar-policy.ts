@@ -39,12 +39,13 @@ export function resolveLimits(limits: Partial<TarLimits> = {}): TarLimits {
 }
 
 /**
- * Bytes of raw tar (headers, long names, padding, end blocks) allowed besides the entries' data.
- * Bounds archives made of endless zero blocks or pax headers without entries, which
- * tar-stream reads past without complaint.
+ * Bytes of raw tar allowed in all: the data plus, per entry, a header, padding and a pax or
+ * long-name record for a name and a link target, plus some end blocks. Bounds archives of
+ * endless zero blocks or of pax headers without entries, which tar-stream reads past.
  */
 export function rawByteCap(limits: TarLimits): number {
-  return limits.maxTotalBytes + limits.maxEntries * 3 * 512 + 64 * 1024 ** 2;
+  const perEntry = 3 * 512 + 2 * (limits.maxPathLength + 512);
+  return limits.maxTotalBytes + limits.maxEntries * perEntry + 16 * 1024 ** 2;
 }
 
 export type EntryType = 'file' | 'directory' | 'symlink' | 'link';

@@ -307,3 +307,12 @@ describe('extractTarToDir on disk', () => {
     expect(await readdir(join(root, 'elsewhere'))).toEqual([]);
   });
 });
+
+describe('extractTarToDir bounds the raw stream', () => {
+  it('stops a gzip bomb of zero blocks that holds no entries', async () => {
+    const bomb = gz(Buffer.alloc(40 * 1024 ** 2));
+    const limits = { maxEntries: 10, maxTotalBytes: 1024, maxPathLength: 256 };
+    const error = await rejection(extractTarToDir(streamOf(bomb), dir, { gzip: true, limits }));
+    expect(error.message).toMatch(/^archive is longer than its entries can explain/);
+  });
+});
