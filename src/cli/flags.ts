@@ -212,8 +212,8 @@ export const runFlags = {
   'lookupd-poll-interval': durationFlag({
     description:
       'How often nsqlookupd is asked for nsqd, and lost connections retried (at least 1s).',
-    default: parseDuration('60s'),
-    defaultHelp: async () => '1m0s',
+    default: parseDuration('10s'),
+    defaultHelp: async () => '10s',
     env: env('LOOKUPD_POLL_INTERVAL'),
   }),
   'log-format': Flags.option({

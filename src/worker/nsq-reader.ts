@@ -17,6 +17,8 @@ export interface NsqMessage {
 }
 
 interface NsqdConnection extends EventEmitter {
+  setRdy(count: number): void;
+  close(): void;
   readonly nsqdHost: string;
   readonly nsqdPort: number;
   readonly msgTimeout: number;
@@ -31,7 +33,10 @@ interface NsqdConnection extends EventEmitter {
  * lost and NSQ will deliver the message again after its timeout.
  */
 export class Lease {
+  /** The connection that delivered the message closed. */
   lost = false;
+  /** nsqd's max-msg-timeout passed: the message is in NSQ's hands again, whatever we do. */
+  expired = false;
   constructor(
     readonly message: NsqMessage,
     readonly nsqd: string,
@@ -96,14 +101,18 @@ export function openReader(options: ReaderOptions, handlers: ReaderHandlers): To
       conn.on('message', (message: NsqMessage) => {
         pending.set(message, new Lease(message, address, held));
       });
-      conn.on('ready', () =>
+      // 'ready' comes after SUB and again after every RDY: report the settings once.
+      let announced = false;
+      conn.on('ready', () => {
+        if (announced) return;
+        announced = true;
         handlers.onNsqdReady?.({
           address,
           msgTimeoutMs: conn.msgTimeout,
           maxMsgTimeoutMs: conn.maxMsgTimeout,
           version: conn.nsqdVersion,
-        }),
-      );
+        });
+      });
       conn.on('closed', () => {
         for (const lease of leases.get(conn) ?? []) lease.lost = true;
         leases.delete(conn);
@@ -130,9 +139,18 @@ export function openReader(options: ReaderOptions, handlers: ReaderHandlers): To
   // Without listeners nsqjs's errors (E_FIN_FAILED, lookupd unreachable) crash the process.
   events.on('error', (error: Error) => handlers.onError(error));
 
+  // nsqjs can lose track of a live connection when another one fails before SUB
+  // (readerrdy.js removes index -1), after which its pause() and close() miss it; the
+  // worker reaches every connection it saw itself.
   return {
     connect: () => reader.connect(),
-    pause: () => reader.pause(),
-    close: () => reader.close(),
+    pause: () => {
+      reader.pause();
+      for (const conn of leases.keys()) conn.setRdy(0);
+    },
+    close: () => {
+      reader.close();
+      for (const conn of leases.keys()) conn.close();
+    },
   };
 }

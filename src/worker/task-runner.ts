@@ -228,8 +228,12 @@ function keepInFlight(lease: Lease, log: Logger): () => void {
   const every = Math.max(500, Math.floor(message.msgTimeout / 3));
   let warned = false;
   const timer = setInterval(() => {
-    if (lease.lost || message.hasResponded) return;
+    if (lease.lost || lease.expired || message.hasResponded) return;
     const hard = message.timeUntilTimeout(true);
+    if (hard !== null && hard <= 0) {
+      lease.expired = true;
+      return;
+    }
     if (!warned && hard !== null && hard < every) {
       warned = true;
       log.warn(
