@@ -36,7 +36,7 @@ describe('identifyNsqd', () => {
   });
 });
 
-describe.concurrent.skipIf(why)('compute-worker doctor', () => {
+describe.skipIf(why).concurrent('compute-worker doctor', () => {
   let dir: string;
   let nsqd: Nsqd;
   let lookupd: Nsqlookupd;
