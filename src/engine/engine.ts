@@ -25,3 +25,7 @@ export function engineFor(info: EngineInfo, options: EngineOptions): Engine {
     removeByLabels: (labels) => removeByLabels(ctx, labels),
   };
 }
+
+export { detectEngine } from './detect.js';
+export { DEFAULT_LIMITS } from './limits.js';
+export { type CheckStatus, type ProbeCheck, type ProbeOptions, probeEngine } from './probe.js';

@@ -3,15 +3,8 @@ import { z } from 'zod';
 import { WorkerError } from '../errors.js';
 import { createArgs, removeContainersArgs, stateInspectArgs } from './args.js';
 import type { EngineContext } from './context.js';
-import {
-  capDetail,
-  engineFailure,
-  execEngine,
-  execEngineRaw,
-  hintFor,
-  spawnEngine,
-} from './exec.js';
-import { LineSplitter, LogTail } from './log-tail.js';
+import { capDetail, engineFailure, execEngine, execEngineRaw, hintFor } from './exec.js';
+import { LogTail } from './log-tail.js';
 import type { RunResult, RunSpec } from './types.js';
 
 const stateSchema = z.object({
@@ -19,8 +12,6 @@ const stateSchema = z.object({
   OOMKilled: z.boolean().optional(),
 });
 
-/** How long the logs reader may lag behind a container that has stopped. */
-const LOGS_DRAIN_MS = 10_000;
 const SIGKILL_EXIT = 137;
 
 /**
@@ -48,8 +39,6 @@ async function startAndWait(ctx: EngineContext, name: string, spec: RunSpec): Pr
   if (start.exitCode !== 0 || start.timedOut)
     throw startFailure(ctx, start.outputTail, start.exitCode);
 
-  const tail = new LogTail(spec.logTailLines, spec.logTailBytes);
-  const logs = followLogs(ctx, name, spec, tail);
   const remaining = Math.max(1, spec.timeoutMs - (Date.now() - started));
   const wait = await execEngineRaw(ctx.cli, ['wait', name], {
     timeoutMs: remaining,
@@ -67,7 +56,7 @@ async function startAndWait(ctx: EngineContext, name: string, spec: RunSpec): Pr
   const state = stateSchema.parse(
     JSON.parse(await execEngine(ctx.cli, stateInspectArgs(name), call)),
   );
-  await logs.drain();
+  const tail = await readLogs(ctx, name, spec);
   return {
     exitCode: state.ExitCode,
     oomKilled: isOom(ctx, spec, state, timedOut || cancelled),
@@ -98,32 +87,23 @@ function isOom(
   return memoryLimited && state.ExitCode === SIGKILL_EXIT;
 }
 
-/** Streams the container's output while it runs; the tail is bounded. */
-function followLogs(ctx: EngineContext, name: string, spec: RunSpec, tail: LogTail) {
-  const sub = spawnEngine(ctx.cli, ['logs', '--follow', name], {
-    timeoutMs: spec.timeoutMs + LOGS_DRAIN_MS,
-  });
-  const splitter = (stream: 'stdout' | 'stderr') =>
-    new LineSplitter((line) => {
+/**
+ * Reads the stopped container's output once, line by line: `podman logs --follow` started
+ * next to a short-lived container can stop before the end (podman 4.3), so logs are read
+ * after the container has stopped. Only a bounded tail is kept.
+ */
+async function readLogs(ctx: EngineContext, name: string, spec: RunSpec): Promise<LogTail> {
+  const tail = new LogTail(spec.logTailLines, spec.logTailBytes);
+  await execEngineRaw(ctx.cli, ['logs', name], {
+    timeoutMs: ctx.options.callTimeoutMs,
+    onLine: (line, stream) => {
       tail.push(line);
       spec.onLogLine?.(line, stream);
-    });
-  const out = splitter('stdout');
-  const err = splitter('stderr');
-  sub.stdout?.on('data', (chunk: Buffer) => out.write(chunk));
-  sub.stderr?.on('data', (chunk: Buffer) => err.write(chunk));
-  const done = sub.then(() => {
-    out.end();
-    err.end();
-  });
-  return {
-    /** Waits for the reader to reach the end of a stopped container's output, within bounds. */
-    async drain(): Promise<void> {
-      const timer = setTimeout(() => sub.kill(), LOGS_DRAIN_MS);
-      await done;
-      clearTimeout(timer);
     },
-  };
+    tailLines: 1,
+    tailBytes: 1024,
+  });
+  return tail;
 }
 
 function startFailure(ctx: EngineContext, stderr: string, exitCode: number): WorkerError {

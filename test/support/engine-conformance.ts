@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it, type TestContext } from 'vitest';
 import { createArgs } from '../../src/engine/args.js';
-import { createEngine } from '../../src/engine/engine.js';
+import { createEngine, engineFor } from '../../src/engine/engine.js';
 import { execEngine } from '../../src/engine/exec.js';
 import { DEFAULT_LIMITS } from '../../src/engine/limits.js';
 import { probeEngine } from '../../src/engine/probe.js';
@@ -157,10 +157,8 @@ export function defineConformanceSuite(variant: EngineVariant): void {
     it('kills a container when its run is cancelled', async (ctx) => {
       const e = ready(ctx);
       const controller = new AbortController();
-      const running = run(e, 'echo started; sleep 600', {
-        signal: controller.signal,
-        onLogLine: (line) => line === 'started' && controller.abort(),
-      });
+      const running = run(e, 'sleep 600', { signal: controller.signal });
+      setTimeout(() => controller.abort(), 1_000);
       const result = await running;
       expect(result.cancelled).toBe(true);
       expect(result.timedOut).toBe(false);
@@ -193,6 +191,8 @@ export function defineConformanceSuite(variant: EngineVariant): void {
         volume,
         readableOf(
           await tarOf([
+            // A root entry as `tar -C dir -cf - .` writes it, owned by root: the volume root must stay writable.
+            { name: './' },
             { name: 'sub', ...owner },
             { name: 'sub/random.bin', content: random, ...owner },
             { name: 'start.txt', content: 'from the worker\n', ...owner },
@@ -290,6 +290,23 @@ export function defineConformanceSuite(variant: EngineVariant): void {
       expect(error).toBeInstanceOf(WorkerError);
       expect(error).toMatchObject({ code: 'BUILD_FAILED', retryable: false });
       expect(error.detail).toContain(`broken-step-${variant.id}`);
+    });
+
+    // podman 4.3 leaves a stopped build's RUN process running (and its working container):
+    // the step sleeps only 45 s so nothing lingers for long.
+    it('stops a build that runs past the build timeout', async (ctx) => {
+      const e = ready(ctx);
+      const impatient = engineFor(e.info, { ...variant.options, buildTimeoutMs: 3_000 });
+      const context = await busyboxContext({
+        extraLines: [`RUN ["/bin/sh","-c","echo ${randomBytes(4).toString('hex')}; sleep 45"]`],
+      });
+      const started = Date.now();
+      const error = await impatient
+        .buildImage({ role: 'conformance', context: readableOf(context), labels })
+        .catch((x) => x);
+      expect(error).toMatchObject({ code: 'BUILD_FAILED', retryable: false });
+      expect(error.message).toMatch(/did not finish within 3000 ms/);
+      expect(Date.now() - started).toBeLessThan(60_000);
     });
 
     it("passes doctor's probe: built and run hardened, nothing failing", async (ctx) => {

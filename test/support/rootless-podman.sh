@@ -17,7 +17,15 @@ if [ "${1:-}" = build ] && [ "$#" -ge 2 ] && [ -d "${!#}" ]; then
   cp -a "$context/." "$copy/"
   chown -R "$user:" "$copy"
   set -- "${@:1:$#-1}" "$copy"
-  "${as_user[@]}" podman "$@"
-  exit
+  # Pass a stop on to podman (runuser forwards it) instead of leaving the build running.
+  trap 'kill -TERM "$child" 2>/dev/null' TERM INT
+  "${as_user[@]}" podman "$@" &
+  child=$!
+  while :; do
+    status=0
+    wait "$child" || status=$?
+    kill -0 "$child" 2>/dev/null || break
+  done
+  exit "$status"
 fi
 exec "${as_user[@]}" podman "$@"
