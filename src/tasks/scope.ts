@@ -3,7 +3,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../log.js';
 import type { TaskEnv } from './context.js';
-import { taskLabels } from './volumes.js';
+import { LABEL_RUN, taskLabels } from './volumes.js';
 
 /** What one execution of one task owns: its labels (for the engine) and a private folder. */
 export interface TaskScope {
@@ -30,7 +30,10 @@ export async function withTaskScope<T>(
     return await work(scope);
   } finally {
     try {
-      await env.engine.removeByLabels(scope.labels);
+      // The run label alone: it is unique to this execution. With the worker's label too,
+      // podman 4.3 (which ORs label filters) lists the volumes of the worker's other
+      // running tasks, and one removed meanwhile makes the inspect, and so the cleanup, fail.
+      await env.engine.removeByLabels({ [LABEL_RUN]: runId });
     } catch (error) {
       log.error({ err: error, runId }, 'could not remove the containers and volumes of the task');
     }
