@@ -112,25 +112,30 @@ export async function runLearn(
     }),
   );
 
-  await steps.step('perf', () =>
-    runContainerStep(env, run, {
-      ...common,
-      step: 'perf',
-      owner: 'workflow',
-      image: images.workflow,
-      command: ['-T', 'perf', '-i', '/hidden_data', '-s', '/submission_data'],
-      mounts: [
-        { volume: v.hiddenTest, target: '/hidden_data/test', readOnly: true },
-        { volume: v.perf, target: '/hidden_data/perf' },
-        { volume: v.train, target: '/submission_data/train', readOnly: true },
-        { volume: v.trainPred, target: '/submission_data/train/pred', readOnly: true },
-        { volume: v.test, target: '/submission_data/test', readOnly: true },
-        { volume: v.testPred, target: '/submission_data/test/pred', readOnly: true },
-      ],
-      timeoutMs: env.workflowTimeoutMs,
-    }),
+  // performance.json is read inside the step, so a missing or invalid one fails "perf".
+  const performance = await steps.step(
+    'perf',
+    async () => {
+      await runContainerStep(env, run, {
+        ...common,
+        step: 'perf',
+        owner: 'workflow',
+        image: images.workflow,
+        command: ['-T', 'perf', '-i', '/hidden_data', '-s', '/submission_data'],
+        mounts: [
+          { volume: v.hiddenTest, target: '/hidden_data/test', readOnly: true },
+          { volume: v.perf, target: '/hidden_data/perf' },
+          { volume: v.train, target: '/submission_data/train', readOnly: true },
+          { volume: v.trainPred, target: '/submission_data/train/pred', readOnly: true },
+          { volume: v.test, target: '/submission_data/test', readOnly: true },
+          { volume: v.testPred, target: '/submission_data/test/pred', readOnly: true },
+        ],
+        timeoutMs: env.workflowTimeoutMs,
+      });
+      return readPerformance(env, run, v.perf);
+    },
+    (p) => `performance ${p.perf}`,
   );
-  const performance = await readPerformance(env, run, v.perf);
 
   const modelBytes = await steps.step(
     'upload',
