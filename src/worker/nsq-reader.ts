@@ -45,9 +45,29 @@ export class Lease {
     holders.add(this);
   }
 
+  private settled = false;
+  private readonly onSettled: (() => void)[] = [];
+
+  /** Calls `fn` once the message is answered (FIN or REQ) or let go of, whichever comes first. */
+  whenSettled(fn: () => void): void {
+    if (this.settled) fn();
+    else this.onSettled.push(fn);
+  }
+
+  /**
+   * FIN or REQ was sent: nsqd stops counting the message against RDY and may deliver the
+   * next one at once, before the task's own bookkeeping ends, so a slot is free from here.
+   */
+  settle(): void {
+    if (this.settled) return;
+    this.settled = true;
+    for (const fn of this.onSettled.splice(0)) fn();
+  }
+
   /** The worker is done with the message: its connection need not track it any more. */
   release(): void {
     this.holders.delete(this);
+    this.settle();
   }
 }
 

@@ -216,6 +216,7 @@ function answer(lease: Lease, log: Logger, respond: () => void): boolean {
     return false;
   }
   respond();
+  lease.settle();
   return true;
 }
 

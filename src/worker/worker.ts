@@ -39,6 +39,13 @@ export class Worker {
     learn: new Set(),
     predict: new Set(),
   };
+  /**
+   * Messages taken and not yet answered, per topic: what nsqd counts against RDY. A slot
+   * frees when the message is answered, not when the task's promise settles: nsqd may
+   * deliver the next message in between, and it must not be turned away (a hand-back
+   * counts as an attempt).
+   */
+  private readonly busy: Record<TaskKind, number> = { learn: 0, predict: 0 };
   private draining = false;
   private stopped?: Promise<void>;
 
@@ -87,12 +94,16 @@ export class Worker {
     const log = this.options.log.child({ kind, message: lease.message.id });
     // A message can arrive beyond the limit (already in transit when RDY dropped, or the
     // low-RDY rotation between several nsqd): hand it back at once, without backoff.
-    if (this.draining || this.running[kind].size >= this.options.parallelism[kind]) {
+    if (this.draining || this.busy[kind] >= this.options.parallelism[kind]) {
       log.debug('no free slot: message handed back');
       if (!lease.lost) lease.message.requeue(0, false);
       lease.release();
       return;
     }
+    this.busy[kind]++;
+    lease.whenSettled(() => {
+      this.busy[kind]--;
+    });
     const controller = new AbortController();
     const entry: Running = { controller, done: Promise.resolve() };
     this.running[kind].add(entry);
