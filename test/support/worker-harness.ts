@@ -1,0 +1,152 @@
+import type { RecordedRequest } from './http-stand-in.js';
+import {
+  channelOf,
+  type DeliveryRecord,
+  type Nsqd,
+  type NsqdOptions,
+  type NsqdStats,
+  startNsqd,
+} from './nsq/index.js';
+import { type OrchestratorServer, startOrchestratorServer } from './orchestrator-server.js';
+import { type StorageServer, startStorageServer } from './storage-server.js';
+import { seedFixtures, type WorkerFixtures } from './worker-fixtures.js';
+import { WorkerFleet, workerArgs } from './worker-process.js';
+
+export const TOPIC = { learn: 'train', predict: 'prediction' } as const;
+export const CHANNEL = 'compute';
+
+/**
+ * Everything a daemon test talks to, on 127.0.0.1 and free ports: an nsqd stand-in,
+ * storage and orchestrator stand-ins with distinctive passwords, the test images'
+ * build contexts in storage, and a fleet of worker processes.
+ */
+export interface Harness {
+  nsqd: Nsqd;
+  storage: StorageServer;
+  orchestrator: OrchestratorServer;
+  fixtures: WorkerFixtures;
+  fleet: WorkerFleet;
+  passwords: { storage: string; orchestrator: string };
+  /** The environment that gives a worker the services' passwords. */
+  env: Record<string, string>;
+  /** Common flags for a new worker with its own state folder, plus `extra`. */
+  args(extra?: string[], stateDir?: string): Promise<string[]>;
+  stop(): Promise<void>;
+}
+
+export async function startHarness(nsqdOptions: NsqdOptions = {}): Promise<Harness> {
+  const suffix = Math.random().toString(36).slice(2, 10);
+  const passwords = { storage: `st0rage-${suffix}-Secret`, orchestrator: `0rch-${suffix}-Secret` };
+  const [nsqd, storage, orchestrator] = await Promise.all([
+    startNsqd({ msgTimeoutMs: 3000, ...nsqdOptions }),
+    startStorageServer({ password: passwords.storage }),
+    startOrchestratorServer({ password: passwords.orchestrator }),
+  ]);
+  const fixtures = await seedFixtures(storage);
+  const fleet = new WorkerFleet();
+  return {
+    nsqd,
+    storage,
+    orchestrator,
+    fixtures,
+    fleet,
+    passwords,
+    env: {
+      COMPUTE_WORKER_STORAGE_PASSWORD: passwords.storage,
+      COMPUTE_WORKER_ORCHESTRATOR_PASSWORD: passwords.orchestrator,
+    },
+    async args(extra = [], stateDir) {
+      const dir = stateDir ?? (await fleet.newStateDir());
+      return [
+        '--nsqd-tcp-addresses',
+        nsqd.tcpAddress,
+        ...workerArgs({ storage, orchestrator }, dir),
+        ...extra,
+      ];
+    },
+    async stop() {
+      // CW_TEST_DEBUG=1 shows what each worker logged and what nsqd received.
+      if (process.env.CW_TEST_DEBUG) {
+        for (const w of fleet.workers) console.log(`worker ${w.pid}:\n${w.output}`);
+        const commands = nsqd.received.filter((c) => c.name !== 'NOP');
+        console.log(
+          commands
+            .map((c) => `${c.at} ${c.connectionId} ${c.name} ${c.params.join(' ')}`)
+            .join('\n'),
+        );
+      }
+      await fleet.cleanup();
+      await Promise.all([nsqd.stop(), storage.close(), orchestrator.close()]);
+    },
+  };
+}
+
+/** Every delivery of message `id` on topic's channel `compute`. */
+export function deliveriesOf(stats: NsqdStats, topic: string, id: string): DeliveryRecord[] {
+  return (channelOf(stats, topic, CHANNEL)?.deliveries ?? []).filter((d) => d.id === id);
+}
+
+/** The orchestrator reports about one task (`/learndone` or `/preddone`) with their bodies. */
+export function reportsOf(orchestrator: OrchestratorServer, uuid: string) {
+  return orchestrator.requests
+    .filter((r) => /^\/(learndone|preddone)\//.test(r.path) && r.path.endsWith(`/${uuid}`))
+    .map((r) => ({ path: r.path, status: r.status, body: r.body as Record<string, unknown> }));
+}
+
+export function claimsOf(orchestrator: OrchestratorServer, uuid: string) {
+  return orchestrator.requests.filter(
+    (r) => r.path.startsWith('/worker/') && r.path.endsWith(`/${uuid}`),
+  );
+}
+
+/** nsqd commands received naming message `id` (FIN, REQ, TOUCH). */
+export function commandsFor(nsqd: Nsqd, id: string) {
+  return nsqd.received.filter((c) => c.params[0] === id);
+}
+
+/** Polls until `cond` holds; the failure names what was awaited. */
+export async function until(cond: () => boolean, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline)
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Wall-clock time each request reached the stand-in (its record has none). */
+export function stampRequests(standIn: {
+  requests: RecordedRequest[];
+}): Map<RecordedRequest, number> {
+  const times = new Map<RecordedRequest, number>();
+  const original = standIn.requests.push.bind(standIn.requests);
+  standIn.requests.push = (...items: RecordedRequest[]) => {
+    for (const item of items) times.set(item, Date.now());
+    return original(...items);
+  };
+  return times;
+}
+
+/**
+ * What an operator relies on in every worker's output: JSON lines only, each line about
+ * a message naming its task (unless the message had no readable uuid), and no password.
+ */
+export function logProblems(h: Harness, allowedWithoutTask: string[] = []): string[] {
+  const problems: string[] = [];
+  for (const w of h.fleet.workers) {
+    for (const line of w.other) problems.push(`not JSON: ${line}`);
+    for (const line of w.lines) {
+      if (line.message !== undefined && line.task === undefined) {
+        if (!allowedWithoutTask.some((text) => line.msg.includes(text)))
+          problems.push(`no task uuid: ${JSON.stringify(line)}`);
+      }
+    }
+    for (const secret of Object.values(h.passwords)) {
+      if (w.output.includes(secret))
+        problems.push(`password ${secret} in the output of worker ${w.pid}`);
+    }
+  }
+  return problems;
+}
