@@ -137,9 +137,9 @@ export interface TaskWorld {
 }
 
 /** Stand-ins for storage and orchestrator, and one podman engine, shared by a file's tests. */
-export async function startWorld(): Promise<TaskWorld> {
-  const storage = await startStorageServer();
-  const orchestrator = await startOrchestratorServer();
+export async function startWorld(password = 'p'): Promise<TaskWorld> {
+  const storage = await startStorageServer({ password });
+  const orchestrator = await startOrchestratorServer({ password });
   const engine = await createEngine(podman.options);
   const clients: { close(): Promise<void> }[] = [];
   const tmpDirs: string[] = [];
@@ -149,8 +149,8 @@ export async function startWorld(): Promise<TaskWorld> {
     async env(overrides = {}) {
       const tmpDir = await mkdtemp(join(tmpdir(), 'cw-task-test-'));
       tmpDirs.push(tmpDir);
-      const storageClient = new HttpStorageClient(serviceOptions(storage));
-      const orchestratorClient = new HttpOrchestratorClient(serviceOptions(orchestrator));
+      const storageClient = new HttpStorageClient(serviceOptions(storage, password));
+      const orchestratorClient = new HttpOrchestratorClient(serviceOptions(orchestrator, password));
       clients.push(storageClient, orchestratorClient);
       return {
         engine,
