@@ -128,6 +128,18 @@ export async function prebuild(
   );
 }
 
+/** The steps of a learn task, in order (SPEC section 5). */
+export const LEARN_STEPS = [
+  'build-workflow',
+  'build-submission',
+  'stage',
+  'detarget',
+  'train',
+  'perf',
+  'upload',
+  'report',
+];
+
 export interface TaskWorld {
   storage: StorageServer;
   orchestrator: OrchestratorServer;

@@ -4,6 +4,7 @@ import {
   doneReports,
   exampleContext,
   exampleData,
+  LEARN_STEPS,
   leftovers,
   newIds,
   podmanMissing,
@@ -105,16 +106,7 @@ describe.skipIf(podmanMissing !== undefined && !requireEngines)('learn and predi
     const learned = await runTask(world, env, first);
     expect(learned.report.error?.describe()).toBeUndefined();
     expect(learned.report.status).toBe('done');
-    expect(learned.report.steps.map((s) => s.step)).toEqual([
-      'build-workflow',
-      'build-submission',
-      'stage',
-      'detarget',
-      'train',
-      'perf',
-      'upload',
-      'report',
-    ]);
+    expect(learned.report.steps.map((s) => s.step)).toEqual(LEARN_STEPS);
 
     const [done] = doneReports(world, first.uuid);
     expect(done?.path).toBe(`/learndone/${first.uuid}`);

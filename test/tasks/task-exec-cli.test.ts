@@ -10,6 +10,7 @@ import {
   doneReports,
   exampleContext,
   exampleData,
+  LEARN_STEPS,
   leftovers,
   newIds,
   podman,
@@ -155,16 +156,7 @@ describe.skipIf(podmanMissing !== undefined && !requireEngines)('task exec', () 
       expect(json.model).toBe(task.model_end);
       expect(json.error).toBeUndefined();
       const steps = json.steps as { step: string; ms: number }[];
-      expect(steps.map((s) => s.step)).toEqual([
-        'build-workflow',
-        'build-submission',
-        'stage',
-        'detarget',
-        'train',
-        'perf',
-        'upload',
-        'report',
-      ]);
+      expect(steps.map((s) => s.step)).toEqual(LEARN_STEPS);
       for (const step of steps) expect(step.ms).toBeGreaterThanOrEqual(0);
       const performance = json.performance as { perf: number; test_perf: object };
       expect(performance.perf).toBeGreaterThan(0.7);
