@@ -8,6 +8,7 @@ import type { EngineInfo, EngineOptions, UnenforcedLimit } from './types.js';
 const podmanInfoSchema = z.object({
   host: z.object({
     cgroupVersion: z.string(),
+    cgroupControllers: z.array(z.string()).nullish(),
     ociRuntime: z.object({ name: z.string() }).optional(),
     security: z.object({ rootless: z.boolean() }),
   }),
@@ -31,23 +32,37 @@ export async function detectEngine(
   const hybrid = await hostCgroupHybrid();
   const info =
     cli.name === 'podman' ? await podmanInfo(cli, options) : await dockerInfo(cli, options);
+  const { cgroupControllers, ...described } = info;
   const result: EngineInfo = {
-    ...info,
+    ...described,
     cgroupHybrid: hybrid,
     ociRuntime: options.ociRuntime ?? info.ociRuntime,
     ...(options.ociRuntime ? { ociRuntimeOverride: options.ociRuntime } : {}),
   };
-  result.unenforcedLimits = unenforcedLimits(result);
+  result.unenforcedLimits = unenforcedLimits(result, cgroupControllers);
   return result;
 }
 
-/** Rootless podman on cgroup v1 has no delegated cgroups: memory, cpu and pids limits cannot be applied. */
+/**
+ * A rootless engine can only apply the cgroup limits whose controllers are delegated to
+ * its user: none on cgroup v1; on v2 those podman lists in `info` (systemd delegation).
+ */
 export function unenforcedLimits(
   info: Pick<EngineInfo, 'name' | 'rootless' | 'cgroupVersion'>,
+  controllers?: readonly string[],
 ): UnenforcedLimit[] {
-  return info.name === 'podman' && info.rootless && info.cgroupVersion === 1
-    ? ['memory', 'cpus', 'pids']
-    : [];
+  if (!info.rootless) return [];
+  if (info.cgroupVersion === 1) return ['memory', 'cpus', 'pids'];
+  // docker does not list delegated controllers: ask for the limits and let it refuse.
+  if (!controllers) return [];
+  const needed: [UnenforcedLimit, string][] = [
+    ['memory', 'memory'],
+    ['cpus', 'cpu'],
+    ['pids', 'pids'],
+  ];
+  return needed
+    .filter(([, controller]) => !controllers.includes(controller))
+    .map(([limit]) => limit);
 }
 
 async function findCli(options: Pick<EngineOptions, 'engine' | 'enginePath'>): Promise<EngineCli> {
@@ -89,7 +104,10 @@ async function isExecutable(path: string): Promise<boolean> {
   }
 }
 
-type BaseInfo = Omit<EngineInfo, 'cgroupHybrid' | 'ociRuntimeOverride'>;
+type BaseInfo = Omit<EngineInfo, 'cgroupHybrid' | 'ociRuntimeOverride'> & {
+  /** cgroup controllers the engine can use; undefined when the engine does not say. */
+  cgroupControllers?: string[];
+};
 
 async function podmanInfo(
   cli: EngineCli,
@@ -108,6 +126,7 @@ async function podmanInfo(
     ociRuntime: info.host.ociRuntime?.name ?? 'unknown',
     cgroupVersion: info.host.cgroupVersion === 'v2' ? 2 : 1,
     storageDriver: info.store.graphDriverName,
+    cgroupControllers: info.host.cgroupControllers ?? [],
   };
 }
 

@@ -73,7 +73,11 @@ describe('limitArgs', () => {
       expect(args).not.toContain(flag);
     expect(flagValues(args, '--ulimit')).toHaveLength(2);
     expect(unenforcedLimits({ name: 'podman', rootless: false, cgroupVersion: 1 })).toEqual([]);
-    expect(unenforcedLimits({ name: 'podman', rootless: true, cgroupVersion: 2 })).toEqual([]);
+    const rootlessV2 = { name: 'podman' as const, rootless: true, cgroupVersion: 2 as const };
+    expect(unenforcedLimits(rootlessV2, ['cpu', 'memory', 'pids'])).toEqual([]);
+    expect(unenforcedLimits(rootlessV2, ['memory', 'pids'])).toEqual(['cpus']);
+    expect(unenforcedLimits({ ...rootlessV2, name: 'docker' })).toEqual([]);
+    expect(unenforcedLimits({ ...rootlessV2, name: 'docker', cgroupVersion: 1 })).toHaveLength(3);
   });
 
   it('writes sizes that are not whole units in bytes', () => {
