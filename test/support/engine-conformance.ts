@@ -100,6 +100,14 @@ export function defineConformanceSuite(variant: EngineVariant): void {
       expect(lines).toContain('uid=1000');
     });
 
+    it('reports a command the image lacks as a failed run, not as an engine error', async (ctx) => {
+      const e = ready(ctx);
+      // The init process starts and cannot run the command: the submission is at fault.
+      const result = await run(e, '', { command: ['/no/such/command'] });
+      expect(result.exitCode).not.toBe(0);
+      expect(result).toMatchObject({ oomKilled: false, timedOut: false, cancelled: false });
+    });
+
     it('kills a process that allocates beyond the memory limit and says OOM (or reports that it cannot)', async (ctx) => {
       const e = ready(ctx);
       if ((e.info.unenforcedLimits ?? []).includes('memory')) {
