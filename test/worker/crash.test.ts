@@ -1,0 +1,80 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { predictTask } from '../support/worker-fixtures.js';
+import {
+  deliveriesOf,
+  type Harness,
+  logProblems,
+  reportsOf,
+  startHarness,
+  TOPIC,
+} from '../support/worker-harness.js';
+import { assertBuilt, hasPodman, requireEngines, WARN } from '../support/worker-process.js';
+
+// A worker killed with SIGKILL in the middle of a task: NSQ gives the message to
+// another worker after its timeout, and the killed worker, started again on the same
+// state folder, removes what it left and says which task and step were interrupted.
+
+describe.skipIf(!hasPodman && !requireEngines)('crash of a worker', () => {
+  let h: Harness;
+
+  beforeAll(async () => {
+    assertBuilt();
+    h = await startHarness({ msgTimeoutMs: 3000 });
+  });
+
+  afterAll(async () => {
+    const problems = h ? logProblems(h) : [];
+    await h?.stop();
+    expect(problems).toEqual([]);
+  });
+
+  it('the task is redelivered to another worker and done; the restart cleans up', async () => {
+    const task = predictTask(h.storage, h.orchestrator, h.fixtures, { sleep: 8 });
+    const [id] = h.nsqd.publish(TOPIC.predict, task.body) as [string];
+    const stateDir = await h.fleet.newStateDir();
+    const crashing = await h.fleet.start(await h.args([], stateDir), { env: h.env });
+    await crashing.waitForLine(
+      (l) => l.task === task.uuid && l.step === 'predict' && l.msg === 'step started',
+      120_000,
+      'the predict step to start',
+    );
+    const crashedId = await crashing.workerId();
+    const other = await h.fleet.start(await h.args(), { env: h.env });
+    await other.waitForLine((l) => l.msg === 'connected to nsqd', 60_000, 'the other worker');
+    crashing.kill('SIGKILL');
+    await crashing.exited;
+
+    await other.waitForLine(
+      (l) => l.task === task.uuid && l.msg === 'task done',
+      180_000,
+      'the other worker to finish the task',
+    );
+    const deliveries = deliveriesOf(h.nsqd.stats(), TOPIC.predict, id);
+    expect(deliveries.map((d) => d.attempts)).toEqual([1, 2]);
+    expect(deliveries[1]?.connectionId).not.toBe(deliveries[0]?.connectionId);
+    expect(reportsOf(h.orchestrator, task.uuid).map((r) => [r.body.status, r.status])).toEqual([
+      ['done', 200],
+    ]);
+
+    // What the dead worker left: its task volumes at least (the container may have ended).
+    const left = await h.fleet.leftovers(crashedId);
+    expect(left.volumes.length).toBeGreaterThan(0);
+
+    const restarted = await h.fleet.start(await h.args([], stateDir), { env: h.env });
+    const interrupted = await restarted.waitForLine(
+      (l) => l.msg.includes('interrupted'),
+      60_000,
+      'the interrupted task named',
+    );
+    expect(interrupted).toMatchObject({ level: WARN, task: task.uuid, step: 'predict' });
+    const removed = await restarted.waitForLine(
+      (l) => l.msg.includes('removed containers and volumes left by a previous run'),
+      60_000,
+      'the leftovers removed',
+    );
+    expect(removed.volumes).toEqual(expect.arrayContaining(left.volumes));
+    await restarted.waitForLine((l) => l.msg === 'worker started', 60_000, 'the restart');
+    expect(await h.fleet.leftovers(crashedId)).toEqual({ containers: [], volumes: [] });
+    expect(await restarted.workerId()).toBe(crashedId);
+  });
+});
