@@ -39,6 +39,7 @@ async function startAndWait(ctx: EngineContext, name: string, spec: RunSpec): Pr
   if (start.exitCode !== 0 || start.timedOut)
     throw startFailure(ctx, start.outputTail, start.exitCode);
 
+  const follow = spec.onLogLine ? followLogs(ctx, name, spec) : undefined;
   const remaining = Math.max(1, spec.timeoutMs - (Date.now() - started));
   const wait = await execEngineRaw(ctx.cli, ['wait', name], {
     timeoutMs: remaining,
@@ -56,7 +57,8 @@ async function startAndWait(ctx: EngineContext, name: string, spec: RunSpec): Pr
   const state = stateSchema.parse(
     JSON.parse(await execEngine(ctx.cli, stateInspectArgs(name), call)),
   );
-  const tail = await readLogs(ctx, name, spec);
+  const shown = (await follow?.stop()) ?? { stdout: 0, stderr: 0 };
+  const tail = await readLogs(ctx, name, spec, shown);
   return {
     exitCode: state.ExitCode,
     oomKilled: isOom(ctx, spec, state, timedOut || cancelled),
@@ -87,18 +89,52 @@ function isOom(
   return memoryLimited && state.ExitCode === SIGKILL_EXIT;
 }
 
+type LineCounts = Record<'stdout' | 'stderr', number>;
+
 /**
- * Reads the stopped container's output once, line by line: `podman logs --follow` started
- * next to a short-lived container can stop before the end (podman 4.3), so logs are read
- * after the container has stopped. Only a bounded tail is kept.
+ * Shows the container's lines as they come, for a person watching a task. `podman logs
+ * --follow` started next to a short-lived container can stop before the end (podman 4.3),
+ * so this is only for display: the complete output is read once the container stopped,
+ * and lines already shown here are not shown twice.
  */
-async function readLogs(ctx: EngineContext, name: string, spec: RunSpec): Promise<LogTail> {
+function followLogs(ctx: EngineContext, name: string, spec: RunSpec) {
+  const shown: LineCounts = { stdout: 0, stderr: 0 };
+  const controller = new AbortController();
+  const following = execEngineRaw(ctx.cli, ['logs', '--follow', name], {
+    timeoutMs: spec.timeoutMs + ctx.options.callTimeoutMs,
+    signal: controller.signal,
+    onLine: (line, stream) => {
+      shown[stream]++;
+      spec.onLogLine?.(line, stream);
+    },
+    tailLines: 1,
+    tailBytes: 1024,
+  }).catch(() => undefined);
+  return {
+    async stop(): Promise<LineCounts> {
+      // It ends by itself when the container stops; give it a moment to flush, then stop it.
+      const timer = setTimeout(() => controller.abort(), 2000);
+      await following;
+      clearTimeout(timer);
+      return shown;
+    },
+  };
+}
+
+/** Reads the stopped container's output once, line by line. Only a bounded tail is kept. */
+async function readLogs(
+  ctx: EngineContext,
+  name: string,
+  spec: RunSpec,
+  shown: LineCounts,
+): Promise<LogTail> {
   const tail = new LogTail(spec.logTailLines, spec.logTailBytes);
+  const seen: LineCounts = { stdout: 0, stderr: 0 };
   await execEngineRaw(ctx.cli, ['logs', name], {
     timeoutMs: ctx.options.callTimeoutMs,
     onLine: (line, stream) => {
       tail.push(line);
-      spec.onLogLine?.(line, stream);
+      if (++seen[stream] > shown[stream]) spec.onLogLine?.(line, stream);
     },
     tailLines: 1,
     tailBytes: 1024,

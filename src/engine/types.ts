@@ -70,7 +70,7 @@ export interface RunSpec {
   /** Keep at most this many of the last log lines / bytes in the result. */
   logTailLines: number;
   logTailBytes: number;
-  /** Called with each log line of the container (stdout and stderr), in order, once it has stopped. */
+  /** Called with each log line of the container (stdout and stderr) as it comes, each line once. */
   onLogLine?: (line: string, stream: 'stdout' | 'stderr') => void;
   /** Aborting kills and removes the container. */
   signal?: AbortSignal;

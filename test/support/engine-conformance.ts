@@ -190,6 +190,24 @@ export function defineConformanceSuite(variant: EngineVariant): void {
       expect(tail).toContain('line-500');
     });
 
+    it('shows log lines while the container still runs, each line once, in order', async (ctx) => {
+      const e = ready(ctx);
+      const seen: { line: string; at: number }[] = [];
+      const script =
+        'echo early; sleep 4; i=1; while [ $i -le 200 ]; do echo late-$i; i=$((i+1)); done';
+      const result = await run(e, script, {
+        onLogLine: (line) => seen.push({ line, at: Date.now() }),
+      });
+      const ended = Date.now();
+      expect(result.exitCode).toBe(0);
+      expect(seen.map((s) => s.line)).toEqual([
+        'early',
+        ...Array.from({ length: 200 }, (_, i) => `late-${i + 1}`),
+      ]);
+      // "early" came before the 4 s sleep was over, not when the run ended.
+      expect(ended - (seen[0]?.at ?? ended)).toBeGreaterThan(2000);
+    });
+
     it('round-trips files through a volume byte for byte, and a non-root user can write into it', async (ctx) => {
       const e = ready(ctx);
       const random = randomBytes(3 * MIB + 17);
