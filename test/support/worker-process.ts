@@ -212,6 +212,8 @@ export class WorkerFleet {
       reject: false,
       stdin: 'ignore',
       buffer: false,
+      // A draining worker may take longer than execa's 5 s before it escalates to SIGKILL.
+      forceKillAfterDelay: false,
     });
     const worker = new WorkerProcess(child, stateDir);
     this.workers.push(worker);
