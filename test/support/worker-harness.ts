@@ -29,8 +29,11 @@ export interface Harness {
   passwords: { storage: string; orchestrator: string };
   /** The environment that gives a worker the services' passwords. */
   env: Record<string, string>;
-  /** Common flags for a new worker with its own state folder, plus `extra`. */
-  args(extra?: string[], stateDir?: string): Promise<string[]>;
+  /**
+   * Common flags for a new worker with its own state folder (or `stateDir`), plus
+   * `extra`; it finds nsqd through `nsq` (default: nsqd's TCP address).
+   */
+  args(extra?: string[], stateDir?: string, nsq?: string[]): Promise<string[]>;
   stop(): Promise<void>;
 }
 
@@ -55,14 +58,9 @@ export async function startHarness(nsqdOptions: NsqdOptions = {}): Promise<Harne
       COMPUTE_WORKER_STORAGE_PASSWORD: passwords.storage,
       COMPUTE_WORKER_ORCHESTRATOR_PASSWORD: passwords.orchestrator,
     },
-    async args(extra = [], stateDir) {
+    async args(extra = [], stateDir, nsq = ['--nsqd-tcp-addresses', nsqd.tcpAddress]) {
       const dir = stateDir ?? (await fleet.newStateDir());
-      return [
-        '--nsqd-tcp-addresses',
-        nsqd.tcpAddress,
-        ...workerArgs({ storage, orchestrator }, dir),
-        ...extra,
-      ];
+      return [...nsq, ...workerArgs({ storage, orchestrator }, dir), ...extra];
     },
     async stop() {
       // CW_TEST_DEBUG=1 shows what each worker logged and what nsqd received.
