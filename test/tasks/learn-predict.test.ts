@@ -40,7 +40,7 @@ const sum = (counts: Record<string, number>) => Object.values(counts).reduce((a,
 
 describe
   .skipIf(podmanMissing !== undefined && !requireEngines)
-  .concurrent('learn and predict tasks', () => {
+  .concurrent('learn and predict tasks', { timeout: 300_000 }, () => {
     let world: TaskWorld;
     const ids = newIds('workflow', 'algo', 'train1', 'train2', 'test', 'predictData');
     let trainRows = 0;

@@ -36,191 +36,195 @@ const MODEL_CSV = [
   'gamma,1,0.5,1,3,2',
 ].join('\n');
 
-describe.skipIf(podmanMissing !== undefined && !requireEngines)('task exec', () => {
-  let world: TaskWorld;
-  let work: string;
-  const ids = newIds('workflow', 'algo', 'train', 'test', 'predictData', 'model');
+describe.skipIf(podmanMissing !== undefined && !requireEngines)(
+  'task exec',
+  { timeout: 300_000 },
+  () => {
+    let world: TaskWorld;
+    let work: string;
+    const ids = newIds('workflow', 'algo', 'train', 'test', 'predictData', 'model');
 
-  beforeAll(async () => {
-    if (!existsSync(join(root, 'dist/commands/task/exec.js'))) {
-      throw new Error('dist/ is missing: run `npm run build` before these tests');
-    }
-    world = await startWorld(PASSWORD);
-    work = await mkdtemp(join(tmpdir(), 'cw-cli-test-'));
-    await writeFile(join(work, 'storage-password'), `${PASSWORD}\n`, { mode: 0o600 });
-    const [problem, submission] = await Promise.all([
-      exampleContext('problem'),
-      exampleContext('submission'),
-    ]);
-    world.storage.seed('problem', ids.workflow, { blob: problem });
-    world.storage.seed('algo', ids.algo, { blob: submission });
-    world.storage.seed('data', ids.train, { blob: await exampleData('train-1.csv') });
-    world.storage.seed('data', ids.test, { blob: await exampleData('test.csv') });
-    world.storage.seed('data', ids.predictData, { blob: await exampleData('predict.csv') });
-    world.storage.seed('model', ids.model, {
-      blob: await tarGz({ 'model.csv': `${MODEL_CSV}\n` }),
-      meta: { uuid: ids.model, algo: ids.algo, timestamp_upload: 1 },
-    });
-    await prebuild(await world.env(), [
-      ['workflow', problem],
-      ['submission', submission],
-    ]);
-  });
-
-  afterAll(async () => {
-    await world?.close();
-    if (work) await rm(work, { recursive: true, force: true });
-  });
-
-  /** Runs the CLI on this task JSON with its own temp and state folders. */
-  async function taskExec(task: Record<string, unknown>, extra: string[] = []) {
-    const dir = await mkdtemp(join(work, 'run-'));
-    const file = join(dir, 'task.json');
-    await writeFile(file, JSON.stringify(task));
-    const tmp = join(dir, 'tmp');
-    await mkdir(tmp);
-    const result = await execa(
-      process.execPath,
-      [
-        join(root, 'bin/run.js'),
-        'task',
-        'exec',
-        file,
-        '--engine',
-        'podman',
-        '--engine-path',
-        podman.options.enginePath as string,
-        '--oci-runtime',
-        'runc',
-        '--storage-host',
-        world.storage.host,
-        '--storage-port',
-        String(world.storage.port),
-        '--storage-password-file',
-        join(dir, '..', 'storage-password'),
-        '--orchestrator-host',
-        world.orchestrator.host,
-        '--orchestrator-port',
-        String(world.orchestrator.port),
-        '--state-dir',
-        join(dir, 'state'),
-        ...extra,
-      ],
-      {
-        reject: false,
-        cwd: dir,
-        // The orchestrator password from the environment: it never shows in ps.
-        env: { TMPDIR: tmp, COMPUTE_WORKER_ORCHESTRATOR_PASSWORD: PASSWORD },
-        stdin: 'ignore',
-      },
-    );
-    return { ...result, tmp };
-  }
-
-  function learnTask(fields: Record<string, unknown> = {}) {
-    const task = {
-      ...newIds('uuid', 'model_end'),
-      workflow: ids.workflow,
-      algo: ids.algo,
-      train_data: [ids.train],
-      test_data: [ids.test],
-      model_start: null,
-      rank: 0,
-      worker: null,
-      status: 'todo',
-      ...fields,
-    };
-    world.orchestrator.addTask('learnuplet', task.uuid, 'pending');
-    return task;
-  }
-
-  /** No task temp folder left, and nothing of the task left in podman. */
-  async function expectClean(uuid: string, tmp: string) {
-    const left = await leftovers(uuid, tmp);
-    expect(left.containers).toEqual([]);
-    expect(left.volumes).toEqual([]);
-    expect((await readdir(tmp)).filter((name) => name.startsWith('compute-worker-task-'))).toEqual(
-      [],
-    );
-  }
-
-  describe.concurrent('runs', () => {
-    it('--json: a done learn task prints one result object and exits 0', async () => {
-      const task = learnTask();
-      const result = await taskExec(task, ['--json']);
-      expect(result.exitCode, result.stderr).toBe(0);
-      const lines = result.stdout.split('\n').filter((line) => line !== '');
-      expect(lines).toHaveLength(1);
-      const json = JSON.parse(lines[0] ?? '') as Record<string, unknown>;
-      expect(json).toMatchObject({ status: 'done', kind: 'learn', uuid: task.uuid });
-      expect(json.model).toBe(task.model_end);
-      expect(json.error).toBeUndefined();
-      const steps = json.steps as { step: string; ms: number }[];
-      expect(steps.map((s) => s.step)).toEqual(LEARN_STEPS);
-      for (const step of steps) expect(step.ms).toBeGreaterThanOrEqual(0);
-      const performance = json.performance as { perf: number; test_perf: object };
-      expect(performance.perf).toBeGreaterThan(0.7);
-      expect(Object.keys(performance.test_perf)).toEqual([ids.test]);
-      // Progress went to stderr, stdout kept for the result.
-      expect(result.stderr).toContain('> train');
-      expect(doneReports(world, task.uuid)[0]?.body).toMatchObject({
-        status: 'done',
-        perf: performance.perf,
-      });
-      await expectClean(task.uuid, result.tmp);
-    });
-
-    it('--json: a failed task prints the error, is reported failed and exits 1', async () => {
-      const missing = newIds('uuid').uuid;
-      const task = learnTask({ train_data: [missing] });
-      const result = await taskExec(task, ['--json']);
-      expect(result.exitCode, result.stderr).toBe(1);
-      const lines = result.stdout.split('\n').filter((line) => line !== '');
-      expect(lines).toHaveLength(1);
-      const json = JSON.parse(lines[0] ?? '') as Record<string, unknown>;
-      expect(json).toMatchObject({ status: 'failed', kind: 'learn', failedStep: 'stage' });
-      expect(json.performance).toBeUndefined();
-      expect(json.model).toBeUndefined();
-      const error = json.error as { code: string; message: string; retryable: boolean };
-      expect(error.code).toBe('STORAGE_FAILED');
-      expect(error.message).toContain(`data ${missing}`);
-      expect(error.retryable).toBe(false);
-      expect(Array.isArray(json.steps)).toBe(true);
-      expect(doneReports(world, task.uuid).map((r) => r.body)).toEqual([{ status: 'failed' }]);
-      await expectClean(task.uuid, result.tmp);
-    });
-
-    it('without a terminal, prints the steps, the container output and the result', async () => {
-      const task = { ...newIds('uuid'), model: ids.model, data: ids.predictData };
-      world.orchestrator.addTask('preduplet', task.uuid, 'pending');
-      const result = await taskExec(task);
-      expect(result.exitCode, result.stderr).toBe(0);
-      const out = result.stdout;
-      for (const step of ['build-submission', 'stage', 'predict', 'upload', 'report']) {
-        expect(out).toContain(`> ${step}\n`);
-        expect(out).toMatch(new RegExp(`  ${step} done in `));
+    beforeAll(async () => {
+      if (!existsSync(join(root, 'dist/commands/task/exec.js'))) {
+        throw new Error('dist/ is missing: run `npm run build` before these tests');
       }
-      expect(out).toContain(`staged data/${ids.predictData}`);
-      expect(out).toContain(`  | predicted 50 rows of ${ids.predictData}`);
-      const prediction = doneReports(world, task.uuid)[0]?.body as Record<string, string>;
-      expect(prediction.status).toBe('done');
-      expect(out).toContain(
-        `predict task ${task.uuid} done: prediction uploaded as ${prediction.prediction_storage_uuid}`,
-      );
-      expect(out).not.toContain('\u001b['); // no terminal colours into a pipe
-      await expectClean(task.uuid, result.tmp);
+      world = await startWorld(PASSWORD);
+      work = await mkdtemp(join(tmpdir(), 'cw-cli-test-'));
+      await writeFile(join(work, 'storage-password'), `${PASSWORD}\n`, { mode: 0o600 });
+      const [problem, submission] = await Promise.all([
+        exampleContext('problem'),
+        exampleContext('submission'),
+      ]);
+      world.storage.seed('problem', ids.workflow, { blob: problem });
+      world.storage.seed('algo', ids.algo, { blob: submission });
+      world.storage.seed('data', ids.train, { blob: await exampleData('train-1.csv') });
+      world.storage.seed('data', ids.test, { blob: await exampleData('test.csv') });
+      world.storage.seed('data', ids.predictData, { blob: await exampleData('predict.csv') });
+      world.storage.seed('model', ids.model, {
+        blob: await tarGz({ 'model.csv': `${MODEL_CSV}\n` }),
+        meta: { uuid: ids.model, algo: ids.algo, timestamp_upload: 1 },
+      });
+      await prebuild(await world.env(), [
+        ['workflow', problem],
+        ['submission', submission],
+      ]);
     });
 
-    it('an invalid task file exits 2 with a message naming the field', async () => {
-      const task = learnTask({ rank: 2, model_start: null });
-      const result = await taskExec(task);
-      expect(result.exitCode).toBe(2);
-      expect(result.stderr).toMatch(
-        /task field "model_start": must be a non-nil UUID when rank > 0/,
-      );
-      expect(result.stdout).toBe('');
-      // Nothing was started, nothing reported.
-      expect(doneReports(world, task.uuid)).toEqual([]);
+    afterAll(async () => {
+      await world?.close();
+      if (work) await rm(work, { recursive: true, force: true });
     });
-  });
-});
+
+    /** Runs the CLI on this task JSON with its own temp and state folders. */
+    async function taskExec(task: Record<string, unknown>, extra: string[] = []) {
+      const dir = await mkdtemp(join(work, 'run-'));
+      const file = join(dir, 'task.json');
+      await writeFile(file, JSON.stringify(task));
+      const tmp = join(dir, 'tmp');
+      await mkdir(tmp);
+      const result = await execa(
+        process.execPath,
+        [
+          join(root, 'bin/run.js'),
+          'task',
+          'exec',
+          file,
+          '--engine',
+          'podman',
+          '--engine-path',
+          podman.options.enginePath as string,
+          '--oci-runtime',
+          'runc',
+          '--storage-host',
+          world.storage.host,
+          '--storage-port',
+          String(world.storage.port),
+          '--storage-password-file',
+          join(dir, '..', 'storage-password'),
+          '--orchestrator-host',
+          world.orchestrator.host,
+          '--orchestrator-port',
+          String(world.orchestrator.port),
+          '--state-dir',
+          join(dir, 'state'),
+          ...extra,
+        ],
+        {
+          reject: false,
+          cwd: dir,
+          // The orchestrator password from the environment: it never shows in ps.
+          env: { TMPDIR: tmp, COMPUTE_WORKER_ORCHESTRATOR_PASSWORD: PASSWORD },
+          stdin: 'ignore',
+        },
+      );
+      return { ...result, tmp };
+    }
+
+    function learnTask(fields: Record<string, unknown> = {}) {
+      const task = {
+        ...newIds('uuid', 'model_end'),
+        workflow: ids.workflow,
+        algo: ids.algo,
+        train_data: [ids.train],
+        test_data: [ids.test],
+        model_start: null,
+        rank: 0,
+        worker: null,
+        status: 'todo',
+        ...fields,
+      };
+      world.orchestrator.addTask('learnuplet', task.uuid, 'pending');
+      return task;
+    }
+
+    /** No task temp folder left, and nothing of the task left in podman. */
+    async function expectClean(uuid: string, tmp: string) {
+      const left = await leftovers(uuid, tmp);
+      expect(left.containers).toEqual([]);
+      expect(left.volumes).toEqual([]);
+      expect(
+        (await readdir(tmp)).filter((name) => name.startsWith('compute-worker-task-')),
+      ).toEqual([]);
+    }
+
+    describe.concurrent('runs', () => {
+      it('--json: a done learn task prints one result object and exits 0', async () => {
+        const task = learnTask();
+        const result = await taskExec(task, ['--json']);
+        expect(result.exitCode, result.stderr).toBe(0);
+        const lines = result.stdout.split('\n').filter((line) => line !== '');
+        expect(lines).toHaveLength(1);
+        const json = JSON.parse(lines[0] ?? '') as Record<string, unknown>;
+        expect(json).toMatchObject({ status: 'done', kind: 'learn', uuid: task.uuid });
+        expect(json.model).toBe(task.model_end);
+        expect(json.error).toBeUndefined();
+        const steps = json.steps as { step: string; ms: number }[];
+        expect(steps.map((s) => s.step)).toEqual(LEARN_STEPS);
+        for (const step of steps) expect(step.ms).toBeGreaterThanOrEqual(0);
+        const performance = json.performance as { perf: number; test_perf: object };
+        expect(performance.perf).toBeGreaterThan(0.7);
+        expect(Object.keys(performance.test_perf)).toEqual([ids.test]);
+        // Progress went to stderr, stdout kept for the result.
+        expect(result.stderr).toContain('> train');
+        expect(doneReports(world, task.uuid)[0]?.body).toMatchObject({
+          status: 'done',
+          perf: performance.perf,
+        });
+        await expectClean(task.uuid, result.tmp);
+      });
+
+      it('--json: a failed task prints the error, is reported failed and exits 1', async () => {
+        const missing = newIds('uuid').uuid;
+        const task = learnTask({ train_data: [missing] });
+        const result = await taskExec(task, ['--json']);
+        expect(result.exitCode, result.stderr).toBe(1);
+        const lines = result.stdout.split('\n').filter((line) => line !== '');
+        expect(lines).toHaveLength(1);
+        const json = JSON.parse(lines[0] ?? '') as Record<string, unknown>;
+        expect(json).toMatchObject({ status: 'failed', kind: 'learn', failedStep: 'stage' });
+        expect(json.performance).toBeUndefined();
+        expect(json.model).toBeUndefined();
+        const error = json.error as { code: string; message: string; retryable: boolean };
+        expect(error.code).toBe('STORAGE_FAILED');
+        expect(error.message).toContain(`data ${missing}`);
+        expect(error.retryable).toBe(false);
+        expect(Array.isArray(json.steps)).toBe(true);
+        expect(doneReports(world, task.uuid).map((r) => r.body)).toEqual([{ status: 'failed' }]);
+        await expectClean(task.uuid, result.tmp);
+      });
+
+      it('without a terminal, prints the steps, the container output and the result', async () => {
+        const task = { ...newIds('uuid'), model: ids.model, data: ids.predictData };
+        world.orchestrator.addTask('preduplet', task.uuid, 'pending');
+        const result = await taskExec(task);
+        expect(result.exitCode, result.stderr).toBe(0);
+        const out = result.stdout;
+        for (const step of ['build-submission', 'stage', 'predict', 'upload', 'report']) {
+          expect(out).toContain(`> ${step}\n`);
+          expect(out).toMatch(new RegExp(`  ${step} done in `));
+        }
+        expect(out).toContain(`staged data/${ids.predictData}`);
+        expect(out).toContain(`  | predicted 50 rows of ${ids.predictData}`);
+        const prediction = doneReports(world, task.uuid)[0]?.body as Record<string, string>;
+        expect(prediction.status).toBe('done');
+        expect(out).toContain(
+          `predict task ${task.uuid} done: prediction uploaded as ${prediction.prediction_storage_uuid}`,
+        );
+        expect(out).not.toContain('\u001b['); // no terminal colours into a pipe
+        await expectClean(task.uuid, result.tmp);
+      });
+
+      it('an invalid task file exits 2 with a message naming the field', async () => {
+        const task = learnTask({ rank: 2, model_start: null });
+        const result = await taskExec(task);
+        expect(result.exitCode).toBe(2);
+        expect(result.stderr).toMatch(
+          /task field "model_start": must be a non-nil UUID when rank > 0/,
+        );
+        expect(result.stdout).toBe('');
+        // Nothing was started, nothing reported.
+        expect(doneReports(world, task.uuid)).toEqual([]);
+      });
+    });
+  },
+);
