@@ -148,28 +148,35 @@ describe.skipIf(podmanMissing !== undefined && !requireEngines)(
     }
 
     describe.concurrent('runs', () => {
-      it('--json: a done learn task prints one result object and exits 0', async () => {
-        const task = learnTask();
+      it('--json: a done predict task prints one result object and exits 0', async () => {
+        const task = { ...newIds('uuid'), model: ids.model, data: ids.predictData };
+        world.orchestrator.addTask('preduplet', task.uuid, 'pending');
         const result = await taskExec(task, ['--json']);
         expect(result.exitCode, result.stderr).toBe(0);
         const lines = result.stdout.split('\n').filter((line) => line !== '');
         expect(lines).toHaveLength(1);
         const json = JSON.parse(lines[0] ?? '') as Record<string, unknown>;
-        expect(json).toMatchObject({ status: 'done', kind: 'learn', uuid: task.uuid });
-        expect(json.model).toBe(task.model_end);
+        expect(json).toMatchObject({ status: 'done', kind: 'predict', uuid: task.uuid });
         expect(json.error).toBeUndefined();
+        expect(json.performance).toBeUndefined();
         const steps = json.steps as { step: string; ms: number }[];
-        expect(steps.map((s) => s.step)).toEqual(LEARN_STEPS);
+        expect(steps.map((s) => s.step)).toEqual([
+          'build-submission',
+          'stage',
+          'predict',
+          'upload',
+          'report',
+        ]);
         for (const step of steps) expect(step.ms).toBeGreaterThanOrEqual(0);
-        const performance = json.performance as { perf: number; test_perf: object };
-        expect(performance.perf).toBeGreaterThan(0.7);
-        expect(Object.keys(performance.test_perf)).toEqual([ids.test]);
-        // Progress went to stderr, stdout kept for the result.
-        expect(result.stderr).toContain('> train');
-        expect(doneReports(world, task.uuid)[0]?.body).toMatchObject({
+        expect(json.prediction).toMatch(/^[0-9a-f-]{36}$/);
+        expect(doneReports(world, task.uuid)[0]?.body).toEqual({
           status: 'done',
-          perf: performance.perf,
+          prediction_storage_uuid: json.prediction,
         });
+        expect(world.storage.blob('prediction', json.prediction as string)).toBeDefined();
+        // Progress and the container's output went to stderr, stdout kept for the result.
+        expect(result.stderr).toContain('> predict');
+        expect(result.stderr).toContain(`  | predicted 50 rows of ${ids.predictData}`);
         await expectClean(task.uuid, result.tmp);
       });
 
@@ -193,23 +200,23 @@ describe.skipIf(podmanMissing !== undefined && !requireEngines)(
         await expectClean(task.uuid, result.tmp);
       });
 
-      it('without a terminal, prints the steps, the container output and the result', async () => {
-        const task = { ...newIds('uuid'), model: ids.model, data: ids.predictData };
-        world.orchestrator.addTask('preduplet', task.uuid, 'pending');
+      it('without a terminal, prints the steps, the container output and the performance', async () => {
+        const task = learnTask();
         const result = await taskExec(task);
         expect(result.exitCode, result.stderr).toBe(0);
         const out = result.stdout;
-        for (const step of ['build-submission', 'stage', 'predict', 'upload', 'report']) {
+        for (const step of LEARN_STEPS) {
           expect(out).toContain(`> ${step}\n`);
           expect(out).toMatch(new RegExp(`  ${step} done in `));
         }
-        expect(out).toContain(`staged data/${ids.predictData}`);
-        expect(out).toContain(`  | predicted 50 rows of ${ids.predictData}`);
-        const prediction = doneReports(world, task.uuid)[0]?.body as Record<string, string>;
-        expect(prediction.status).toBe('done');
-        expect(out).toContain(
-          `predict task ${task.uuid} done: prediction uploaded as ${prediction.prediction_storage_uuid}`,
-        );
+        expect(out).toContain(`staged data/${ids.train}`);
+        expect(out).toContain(`  | detargeted ${ids.test}`);
+        expect(out).toContain(`  | predicted 200 rows of ${ids.test}`);
+        const done = doneReports(world, task.uuid)[0]?.body as { status: string; perf: number };
+        expect(done.status).toBe('done');
+        expect(out).toContain(`learn task ${task.uuid} done: performance ${done.perf}\n`);
+        expect(out).toContain(`  test ${ids.test}: `);
+        expect(out).toMatch(new RegExp(`  model uploaded as ${task.model_end}$`));
         expect(out).not.toContain('\u001b['); // no terminal colours into a pipe
         await expectClean(task.uuid, result.tmp);
       });
