@@ -144,6 +144,21 @@ async function settleFailure(
     log.warn({ step: report.failedStep }, 'task cancelled by shutdown: requeued');
     return answer(lease, log, () => message.requeue(0, false)) ? 'cancelled' : 'lease-lost';
   }
+  if (
+    report.failedStep === 'report' &&
+    error.code === 'ORCHESTRATOR_FAILED' &&
+    !error.retryable &&
+    message.attempts > 1
+  ) {
+    // A redelivery whose result the orchestrator refuses: an earlier attempt (on a lost
+    // connection, or before a crash) reported it already. Reporting it failed now could
+    // overwrite that result.
+    log.warn(
+      { err: error.toJSON() },
+      'the orchestrator refused the result of this redelivery: an earlier attempt reported the task; finished',
+    );
+    return answer(lease, log, () => message.finish()) ? 'done' : 'lease-lost';
+  }
   const decision = decideRetry(error, message.attempts, deps.retry);
   if (decision.action === 'requeue') {
     log.warn(
@@ -158,6 +173,15 @@ async function settleFailure(
   try {
     await deps.env.orchestrator.reportFailed(report.kind, report.uuid, decision.reason);
   } catch (reportError) {
+    if (reportError instanceof WorkerError && !reportError.retryable) {
+      // The orchestrator refuses it (the task is finished already, or unknown): asking
+      // again later gets the same answer.
+      log.error(
+        { err: reportError.toJSON() },
+        'the orchestrator refused the failure report; finished',
+      );
+      return answer(lease, log, () => message.finish()) ? 'failed' : 'lease-lost';
+    }
     // Finishing now would lose the task: the orchestrator would never hear of it.
     log.error(
       { err: reportError },

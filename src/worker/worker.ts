@@ -9,6 +9,7 @@ import { type MessageOutcome, runMessage } from './task-runner.js';
 
 export const TOPICS: Record<TaskKind, string> = { learn: 'train', predict: 'prediction' };
 export const CHANNEL = 'compute';
+const HAND_BACK_DELAY_MS = 2_000;
 
 export interface WorkerOptions {
   env: TaskEnv;
@@ -92,11 +93,14 @@ export class Worker {
 
   private accept(kind: TaskKind, lease: Lease): void {
     const log = this.options.log.child({ kind, message: lease.message.id });
-    // A message can arrive beyond the limit (already in transit when RDY dropped, or the
-    // low-RDY rotation between several nsqd): hand it back at once, without backoff.
+    // A message can arrive beyond the limit (already in transit when RDY dropped, the
+    // low-RDY rotation between several nsqd, or a new connection while a task of a lost
+    // one still runs): hand it back without backoff. Draining, at once, for another
+    // worker; otherwise after a pause, or the same connection would deliver it again at
+    // once, over and over, until a slot frees.
     if (this.draining || this.busy[kind] >= this.options.parallelism[kind]) {
       log.debug('no free slot: message handed back');
-      if (!lease.lost) lease.message.requeue(0, false);
+      if (!lease.lost) lease.message.requeue(this.draining ? 0 : HAND_BACK_DELAY_MS, false);
       lease.release();
       return;
     }

@@ -76,5 +76,5 @@ describe.skipIf(!hasPodman && !requireEngines)('crash of a worker', () => {
     await restarted.waitForLine((l) => l.msg === 'worker started', 60_000, 'the restart');
     expect(await h.fleet.leftovers(crashedId)).toEqual({ containers: [], volumes: [] });
     expect(await restarted.workerId()).toBe(crashedId);
-  });
+  }, 300_000);
 });

@@ -2,6 +2,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { type Nsqlookupd, startNsqlookupd } from '../support/nsq/index.js';
 import { predictTask } from '../support/worker-fixtures.js';
 import {
+  commandsFor,
   type Harness,
   logProblems,
   reportsOf,
@@ -67,12 +68,42 @@ describe.skipIf(!hasPodman && !requireEngines)('nsqd restarts and original comma
       { env: h.env },
     );
     await survivesRestart(worker);
-  });
+  }, 300_000);
 
   it('connected directly, a task published after an nsqd restart is done', async () => {
     const worker = await h.fleet.start(await h.args(), { env: h.env });
     await survivesRestart(worker);
-  });
+  }, 300_000);
+
+  it('a connection lost mid-task: the result is reported once, the redelivery is harmless', async () => {
+    const task = predictTask(h.storage, h.orchestrator, h.fixtures, { sleep: 6 });
+    const [id] = h.nsqd.publish(TOPIC.predict, task.body) as [string];
+    const worker = await h.fleet.start(await h.args(), { env: h.env });
+    await worker.waitForLine(
+      (l) => l.task === task.uuid && l.step === 'predict' && l.msg === 'step started',
+      120_000,
+      'the predict step to start',
+    );
+    // A clean restart keeps the message: it comes back with attempts 2 while the first
+    // run, whose connection is gone, still goes on.
+    await h.nsqd.restart({ clean: true, downMs: 500 });
+    await worker.waitForLine(
+      (l) => l.task === task.uuid && l.msg.includes('refused the result of this redelivery'),
+      180_000,
+      'the redelivery to end',
+    );
+    await h.nsqd.waitFor(
+      (s) => s.topics.some((t) => t.channels[0]?.finishCount === 1),
+      10_000,
+      'the message finished',
+    );
+    expect(worker.find('connection to nsqd was lost while the task ran')).toHaveLength(1);
+    const reports = reportsOf(h.orchestrator, task.uuid);
+    expect(reports[0]).toMatchObject({ status: 200, body: { status: 'done' } });
+    expect(reports.filter((r) => r.body.status === 'failed')).toEqual([]);
+    expect(h.orchestrator.task(task.uuid)?.status).toBe('done');
+    expect(commandsFor(h.nsqd, id).filter((c) => c.name === 'FIN')).toHaveLength(1);
+  }, 300_000);
 
   it("runs a task when started with the original worker's command line", async () => {
     const task = predictTask(h.storage, h.orchestrator, h.fixtures);
@@ -121,5 +152,5 @@ describe.skipIf(!hasPodman && !requireEngines)('nsqd restarts and original comma
     // The Go duration was read: 1h is past nsqd's default 15m cap, which the worker says.
     expect(worker.find('--predict-timeout')[0]?.msg).toContain('1h0m0s');
     expect(reportsOf(h.orchestrator, task.uuid).map((r) => r.body.status)).toEqual(['done']);
-  });
+  }, 300_000);
 });

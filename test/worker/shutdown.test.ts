@@ -61,7 +61,7 @@ describe.skipIf(!hasPodman && !requireEngines)('graceful shutdown', () => {
     const channel = h.nsqd.stats().topics.find((t) => t.name === TOPIC.predict)?.channels[0];
     expect(channel?.finishCount).toBe(1);
     expect((channel?.depth ?? 0) + (channel?.inFlight ?? 0)).toBe(1);
-  });
+  }, 240_000);
 
   it('past the grace period the task is cancelled, cleaned up, requeued and done later', async () => {
     const task = predictTask(h.storage, h.orchestrator, h.fixtures, { sleep: 60 });
@@ -93,7 +93,7 @@ describe.skipIf(!hasPodman && !requireEngines)('graceful shutdown', () => {
     );
     expect(deliveriesOf(h.nsqd.stats(), TOPIC.predict, id).map((d) => d.attempts)).toEqual([1, 2]);
     expect(reportsOf(h.orchestrator, task.uuid).map((r) => r.body.status)).toEqual(['done']);
-  });
+  }, 240_000);
 
   it('a second signal stops at once, still removing the containers', async () => {
     const task = predictTask(h.storage, h.orchestrator, h.fixtures, { sleep: 60 });
@@ -118,5 +118,5 @@ describe.skipIf(!hasPodman && !requireEngines)('graceful shutdown', () => {
     });
     expect(reportsOf(h.orchestrator, task.uuid)).toEqual([]);
     expect(commandsFor(h.nsqd, id).filter((c) => c.name === 'FIN')).toEqual([]);
-  });
+  }, 240_000);
 });

@@ -47,7 +47,7 @@ describe.skipIf(!hasPodman && !requireEngines)('long tasks', () => {
     expect(commands.filter((c) => c !== 'TOUCH')).toEqual(['FIN']);
     expect(deliveriesOf(h.nsqd.stats(), TOPIC.predict, id).map((d) => d.attempts)).toEqual([1]);
     expect(reportsOf(h.orchestrator, task.uuid).map((r) => r.body.status)).toEqual(['done']);
-  });
+  }, 240_000);
 });
 
 describe.skipIf(!hasPodman && !requireEngines)('start-up check of nsqd', () => {
@@ -81,5 +81,5 @@ describe.skipIf(!hasPodman && !requireEngines)('start-up check of nsqd', () => {
     expect(learn[0]?.msg).toContain('2m0s');
     // 30s fits in nsqd's 1m cap: nothing to say about predict tasks.
     expect(warnings.filter((l) => l.topic === TOPIC.predict)).toEqual([]);
-  });
+  }, 240_000);
 });
