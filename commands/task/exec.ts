@@ -1,11 +1,12 @@
 import { Args, Flags } from '@oclif/core';
-import { BaseCommand } from '../../src/cli/base-command.js';
+import { BaseCommand, exitCodeOf } from '../../src/cli/base-command.js';
 import { taskFlags } from '../../src/cli/flags.js';
 import { describeReport, progressPrinter, reportJson } from '../../src/cli/progress.js';
 import { buildTaskEnv } from '../../src/cli/settings.js';
 import { readTaskFile } from '../../src/cli/task-input.js';
+import { toWorkerError } from '../../src/errors.js';
 import { createLogger } from '../../src/log.js';
-import { executeTask, reportFailure } from '../../src/tasks/run-task.js';
+import { executeTask, type ParsedTask, reportFailure } from '../../src/tasks/run-task.js';
 
 export default class TaskExec extends BaseCommand {
   static override summary = 'Run one learn or predict task now, without NSQ.';
@@ -37,8 +38,20 @@ ledger are used. Exit code 0 only when the task is done.`;
 
   async run(): Promise<void> {
     const { args, flags } = await this.parse(TaskExec);
-    const parsed = await readTaskFile(args.file, flags.type);
-    const env = await buildTaskEnv(flags);
+    let parsed: ParsedTask;
+    let env: Awaited<ReturnType<typeof buildTaskEnv>>;
+    try {
+      parsed = await readTaskFile(args.file, flags.type);
+      env = await buildTaskEnv(flags);
+    } catch (error) {
+      // A --json caller gets its one object even when the task never started.
+      if (!flags.json) throw error;
+      const failure = toWorkerError(error);
+      const status = failure.code === 'TASK_INVALID' ? 'invalid' : 'error';
+      process.stdout.write(`${JSON.stringify({ status, error: failure.toJSON() })}\n`);
+      process.stderr.write(`Error: ${failure.describe()}\n`);
+      this.exit(exitCodeOf(failure));
+    }
     const log = createLogger({ level: 'warn' });
     const controller = new AbortController();
     const cancel = () => controller.abort(new Error('interrupted by a signal'));

@@ -13,7 +13,11 @@ export abstract class BaseCommand extends Command {
     }
     const failure = toWorkerError(error);
     process.stderr.write(`Error: ${failure.describe()}\n`);
-    const code = failure.code === 'CONFIG_INVALID' || failure.code === 'TASK_INVALID' ? 2 : 1;
-    this.exit(code);
+    this.exit(exitCodeOf(failure));
   }
+}
+
+/** 2 for a bad command line or input, 1 for anything else that went wrong. */
+export function exitCodeOf(error: WorkerError): number {
+  return error.code === 'CONFIG_INVALID' || error.code === 'TASK_INVALID' ? 2 : 1;
 }

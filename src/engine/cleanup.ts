@@ -7,7 +7,7 @@ import {
   volumeListArgs,
 } from './args.js';
 import type { EngineContext } from './context.js';
-import { execEngine } from './exec.js';
+import { execEngine, execEngineRaw } from './exec.js';
 
 const labelsSchema = z.record(z.string(), z.string()).nullable();
 
@@ -43,7 +43,8 @@ export async function removeByLabels(
 
 /**
  * podman 4.3 joins several `label=` filters of `volume ls` with OR, so the candidates are
- * checked against every label here.
+ * checked against every label here. One at a time: a candidate of another task may be
+ * removed by that task meanwhile, and is then simply not ours to remove.
  */
 async function matching(
   ctx: EngineContext,
@@ -51,15 +52,17 @@ async function matching(
   labels: Record<string, string>,
   inspect: string[],
 ): Promise<string[]> {
-  if (candidates.length === 0) return [];
-  const out = await execEngine(ctx.cli, [...inspect, ...candidates], {
-    timeoutMs: ctx.options.callTimeoutMs,
-  });
-  const found = out.split('\n').filter((line) => line.trim() !== '');
-  return candidates.filter((_, i) => {
-    const have = labelsSchema.parse(JSON.parse(found[i] ?? 'null')) ?? {};
-    return Object.entries(labels).every(([key, value]) => have[key] === value);
-  });
+  const checks = await Promise.all(
+    candidates.map(async (candidate) => {
+      const result = await execEngineRaw(ctx.cli, [...inspect, candidate], {
+        timeoutMs: ctx.options.callTimeoutMs,
+      });
+      if (result.exitCode !== 0) return false;
+      const have = labelsSchema.parse(JSON.parse(result.stdout.trim() || 'null')) ?? {};
+      return Object.entries(labels).every(([key, value]) => have[key] === value);
+    }),
+  );
+  return candidates.filter((_, i) => checks[i]);
 }
 
 function words(text: string): string[] {

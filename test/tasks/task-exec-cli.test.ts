@@ -232,6 +232,19 @@ describe.skipIf(podmanMissing !== undefined && !requireEngines)(
         // Nothing was started, nothing reported.
         expect(doneReports(world, task.uuid)).toEqual([]);
       });
+
+      it('an invalid task file with --json still prints one object naming the field', async () => {
+        const task = learnTask({ rank: 2, model_start: null });
+        const result = await taskExec(task, ['--json']);
+        expect(result.exitCode).toBe(2);
+        const out = JSON.parse(result.stdout) as {
+          status: string;
+          error: { code: string; message: string };
+        };
+        expect(out.status).toBe('invalid');
+        expect(out.error.code).toBe('TASK_INVALID');
+        expect(out.error.message).toMatch(/"model_start": must be a non-nil UUID when rank > 0/);
+      });
     });
   },
 );
