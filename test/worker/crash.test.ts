@@ -7,8 +7,15 @@ import {
   reportsOf,
   startHarness,
   TOPIC,
+  until,
 } from '../support/worker-harness.js';
-import { assertBuilt, hasPodman, requireEngines, WARN } from '../support/worker-process.js';
+import {
+  assertBuilt,
+  hasPodman,
+  requireEngines,
+  WARN,
+  type WorkerProcess,
+} from '../support/worker-process.js';
 
 // A worker killed with SIGKILL in the middle of a task: NSQ gives the message to
 // another worker after its timeout, and the killed worker, started again on the same
@@ -29,20 +36,27 @@ describe.skipIf(!hasPodman && !requireEngines)('crash of a worker', () => {
   });
 
   it('the task is redelivered to another worker and done; the restart cleans up', async () => {
-    const task = predictTask(h.storage, h.orchestrator, h.fixtures, { sleep: 8 });
+    const task = predictTask(h.storage, h.orchestrator, h.fixtures, { sleep: 30 });
+    // Two workers wait; whichever takes the task is killed in the middle of it.
+    const pair = [
+      await h.fleet.start(await h.args(), { env: h.env }),
+      await h.fleet.start(await h.args(), { env: h.env }),
+    ];
+    for (const w of pair) {
+      await w.waitForLine((l) => l.msg === 'connected to nsqd', 60_000, 'a worker connected');
+    }
     const [id] = h.nsqd.publish(TOPIC.predict, task.body) as [string];
-    const stateDir = await h.fleet.newStateDir();
-    const crashing = await h.fleet.start(await h.args([], stateDir), { env: h.env });
-    await crashing.waitForLine(
-      (l) => l.task === task.uuid && l.step === 'predict' && l.msg === 'step started',
-      120_000,
-      'the predict step to start',
-    );
+    const started = (w: WorkerProcess) =>
+      w.lines.some((l) => l.task === task.uuid && l.step === 'predict' && l.msg === 'step started');
+    await until(() => pair.some(started), 120_000, 'the predict step to start');
+    const crashing = pair.find(started) as WorkerProcess;
+    const other = pair.find((w) => w !== crashing) as WorkerProcess;
     const crashedId = await crashing.workerId();
-    const other = await h.fleet.start(await h.args(), { env: h.env });
-    await other.waitForLine((l) => l.msg === 'connected to nsqd', 60_000, 'the other worker');
     crashing.kill('SIGKILL');
     await crashing.exited;
+    expect(reportsOf(h.orchestrator, task.uuid)).toEqual([]);
+    // The second run need not wait as long.
+    h.storage.seed('data', task.data, { blob: '\n' });
 
     await other.waitForLine(
       (l) => l.task === task.uuid && l.msg === 'task done',
@@ -60,7 +74,7 @@ describe.skipIf(!hasPodman && !requireEngines)('crash of a worker', () => {
     const left = await h.fleet.leftovers(crashedId);
     expect(left.volumes.length).toBeGreaterThan(0);
 
-    const restarted = await h.fleet.start(await h.args([], stateDir), { env: h.env });
+    const restarted = await h.fleet.start(await h.args([], crashing.stateDir), { env: h.env });
     const interrupted = await restarted.waitForLine(
       (l) => l.msg.includes('interrupted'),
       60_000,
