@@ -47,14 +47,19 @@ export async function runMessage(
   const uuid = parsed.task.uuid;
   const log = base.child({ task: uuid });
   const stopTouching = keepInFlight(lease, log);
+  const entry = {
+    taskUuid: uuid,
+    kind,
+    messageId: message.id,
+    attempts: message.attempts,
+    startedAt: new Date().toISOString(),
+  };
+  // Journal writes go one after another: the step on disk is the last one started, no
+  // write lands after the entry is removed, and "step started" is logged once it is on
+  // disk, so a crash after that line leaves that step in the journal.
+  let journalled: Promise<void> = Promise.resolve();
   try {
-    await deps.journal.write({
-      taskUuid: uuid,
-      kind,
-      messageId: message.id,
-      attempts: message.attempts,
-      startedAt: new Date().toISOString(),
-    });
+    await deps.journal.write(entry);
     try {
       await deps.env.orchestrator.claim(
         kind === 'learn' ? 'learnuplet' : 'preduplet',
@@ -94,17 +99,11 @@ export async function runMessage(
         signal,
         onEvent: (event) => {
           if (event.type === 'step-start') {
-            log.info({ step: event.step }, 'step started');
-            void deps.journal
-              .write({
-                taskUuid: uuid,
-                kind,
-                messageId: message.id,
-                attempts: message.attempts,
-                startedAt: new Date().toISOString(),
-                step: event.step,
-              })
-              .catch((error) => log.warn({ err: error }, 'could not update the journal'));
+            const step = event.step;
+            journalled = journalled
+              .then(() => deps.journal.write({ ...entry, step }))
+              .catch((error) => log.warn({ err: error }, 'could not update the journal'))
+              .then(() => log.info({ step }, 'step started'));
           } else if (event.type === 'log') {
             log.debug({ step: event.step, stream: event.stream }, event.line);
           }
@@ -113,6 +112,7 @@ export async function runMessage(
       parsed,
       log,
     );
+    await journalled;
     if (report.status === 'done') {
       log.info(
         { steps: report.steps, performance: report.performance, prediction: report.predictionUuid },
@@ -124,6 +124,7 @@ export async function runMessage(
   } finally {
     stopTouching();
     lease.release();
+    await journalled;
     await deps.journal
       .remove(message.id)
       .catch((error) => log.warn({ err: error }, 'could not update the journal'));
