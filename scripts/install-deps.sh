@@ -19,7 +19,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# npm install, not npm ci: the lock file cannot list the linter's binaries for other
+# platforms (a registry that serves only this platform's), which npm ci refuses; npm
+# install keeps the locked versions and leaves the lock file as it is.
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  npm ci --no-audit --no-fund
+  npm install --no-audit --no-fund
 fi
 npm run build --silent
