@@ -14,6 +14,8 @@ export interface RecordedRequest {
   path: string;
   /** All headers except Authorization. */
   headers: Record<string, string | string[] | undefined>;
+  /** Wall-clock time (ms) the request arrived. */
+  at: number;
   /** The body as the route understood it (JSON, or a summary of an upload), once read. */
   body?: unknown;
   /** The status answered. */
@@ -107,7 +109,7 @@ export async function startStandIn(
   const server = createServer(async (req, res) => {
     const path = req.url ?? '/';
     const { authorization, ...headers } = req.headers;
-    const record: RecordedRequest = { method: req.method ?? '', path, headers };
+    const record: RecordedRequest = { method: req.method ?? '', path, headers, at: Date.now() };
     requests.push(record);
     res.on('finish', () => {
       record.status = res.statusCode;

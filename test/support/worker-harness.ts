@@ -1,4 +1,3 @@
-import type { RecordedRequest } from './http-stand-in.js';
 import {
   channelOf,
   type DeliveryRecord,
@@ -113,19 +112,6 @@ export async function until(cond: () => boolean, timeoutMs: number, what: string
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** Wall-clock time each request reached the stand-in (its record has none). */
-export function stampRequests(standIn: {
-  requests: RecordedRequest[];
-}): Map<RecordedRequest, number> {
-  const times = new Map<RecordedRequest, number>();
-  const original = standIn.requests.push.bind(standIn.requests);
-  standIn.requests.push = (...items: RecordedRequest[]) => {
-    for (const item of items) times.set(item, Date.now());
-    return original(...items);
-  };
-  return times;
-}
 
 /**
  * What an operator relies on in every worker's output: JSON lines only, each line about

@@ -1,13 +1,11 @@
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { RecordedRequest } from '../support/http-stand-in.js';
 import { learnTask, type SeededTask } from '../support/worker-fixtures.js';
 import {
   type Harness,
   logProblems,
   reportsOf,
   sleep,
-  stampRequests,
   startHarness,
   TOPIC,
 } from '../support/worker-harness.js';
@@ -43,7 +41,6 @@ function maxOverlap(intervals: [number, number][]): number {
 describe.skipIf(!hasPodman && !requireEngines)('parallelism', () => {
   let h: Harness;
   let worker: WorkerProcess;
-  let times: Map<RecordedRequest, number>;
   const tasks: SeededTask[] = [];
   /** Distinct tasks with a container of this worker, at each sample. */
   const samples: number[] = [];
@@ -51,7 +48,6 @@ describe.skipIf(!hasPodman && !requireEngines)('parallelism', () => {
   beforeAll(async () => {
     assertBuilt();
     h = await startHarness({ msgTimeoutMs: 10_000 });
-    times = stampRequests(h.orchestrator);
     for (let i = 0; i < 5; i++) {
       tasks.push(learnTask(h.storage, h.orchestrator, h.fixtures, { sleep: 3 }));
     }
@@ -97,7 +93,7 @@ describe.skipIf(!hasPodman && !requireEngines)('parallelism', () => {
       const claim = h.orchestrator.requests.find((r) => r.path === `/worker/learnuplet/${t.uuid}`);
       const done = h.orchestrator.requests.find((r) => r.path === `/learndone/${t.uuid}`);
       expect(claim && done).toBeTruthy();
-      return [times.get(claim as RecordedRequest) ?? 0, times.get(done as RecordedRequest) ?? 0];
+      return [claim?.at ?? 0, done?.at ?? 0];
     });
     expect(maxOverlap(intervals)).toBe(2);
   });
