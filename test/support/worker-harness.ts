@@ -1,3 +1,4 @@
+import { afterAll, afterEach, beforeAll, beforeEach, expect } from 'vitest';
 import {
   channelOf,
   type DeliveryRecord,
@@ -9,7 +10,7 @@ import {
 import { type OrchestratorServer, startOrchestratorServer } from './orchestrator-server.js';
 import { type StorageServer, startStorageServer } from './storage-server.js';
 import { seedFixtures, type WorkerFixtures } from './worker-fixtures.js';
-import { WorkerFleet, workerArgs } from './worker-process.js';
+import { assertBuilt, WorkerFleet, workerArgs } from './worker-process.js';
 
 export const TOPIC = { learn: 'train', predict: 'prediction' } as const;
 export const CHANNEL = 'compute';
@@ -133,4 +134,28 @@ export function logProblems(h: Harness, allowedWithoutTask: string[] = []): stri
     }
   }
   return problems;
+}
+
+/**
+ * Starts a harness before the file's tests (or each test) and stops it after, failing
+ * when a worker's output breaks what an operator relies on (see logProblems).
+ */
+export function useHarness(
+  nsqdOptions: NsqdOptions,
+  assign: (h: Harness) => void,
+  options: { each?: boolean; allowedWithoutTask?: string[]; checkLogs?: boolean } = {},
+): void {
+  let h: Harness | undefined;
+  (options.each ? beforeEach : beforeAll)(async () => {
+    assertBuilt();
+    h = await startHarness(nsqdOptions);
+    assign(h);
+  });
+  (options.each ? afterEach : afterAll)(async () => {
+    const problems =
+      h && options.checkLogs !== false ? logProblems(h, options.allowedWithoutTask) : [];
+    await h?.stop();
+    h = undefined;
+    expect(problems).toEqual([]);
+  });
 }

@@ -1,21 +1,14 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { predictTask } from '../support/worker-fixtures.js';
 import {
   deliveriesOf,
   type Harness,
-  logProblems,
   reportsOf,
-  startHarness,
   TOPIC,
   until,
+  useHarness,
 } from '../support/worker-harness.js';
-import {
-  assertBuilt,
-  hasPodman,
-  requireEngines,
-  WARN,
-  type WorkerProcess,
-} from '../support/worker-process.js';
+import { hasPodman, requireEngines, WARN, type WorkerProcess } from '../support/worker-process.js';
 
 // A worker killed with SIGKILL in the middle of a task: NSQ gives the message to
 // another worker after its timeout, and the killed worker, started again on the same
@@ -23,16 +16,8 @@ import {
 
 describe.skipIf(!hasPodman && !requireEngines)('crash of a worker', () => {
   let h: Harness;
-
-  beforeAll(async () => {
-    assertBuilt();
-    h = await startHarness({ msgTimeoutMs: 3000 });
-  });
-
-  afterAll(async () => {
-    const problems = h ? logProblems(h) : [];
-    await h?.stop();
-    expect(problems).toEqual([]);
+  useHarness({ msgTimeoutMs: 3000 }, (started) => {
+    h = started;
   });
 
   it('the task is redelivered to another worker and done; the restart cleans up', async () => {

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { RawNsqClient } from '../support/nsq/index.js';
 import { predictTask, type SeededTask } from '../support/worker-fixtures.js';
 import {
@@ -7,24 +7,24 @@ import {
   commandsFor,
   deliveriesOf,
   type Harness,
-  logProblems,
   reportsOf,
-  startHarness,
   TOPIC,
+  useHarness,
 } from '../support/worker-harness.js';
-import {
-  assertBuilt,
-  ERROR,
-  hasPodman,
-  requireEngines,
-  type WorkerProcess,
-} from '../support/worker-process.js';
+import { ERROR, hasPodman, requireEngines, type WorkerProcess } from '../support/worker-process.js';
 
 // One worker, every failure class at once: each message must end the way its class
 // says, seen from nsqd (FIN, REQ, deliveries), the orchestrator and the storage.
 
 describe.skipIf(!hasPodman && !requireEngines)('outcome of each failure class', () => {
   let h: Harness;
+  useHarness(
+    { msgTimeoutMs: 10_000 },
+    (started) => {
+      h = started;
+    },
+    { allowedWithoutTask: ['invalid task message'] },
+  );
   let worker: WorkerProcess;
   const ids = new Map<string, string>();
   let permanent: SeededTask;
@@ -45,8 +45,6 @@ describe.skipIf(!hasPodman && !requireEngines)('outcome of each failure class', 
   const storageHits = (data: string) => h.storage.requests.filter((r) => r.path.includes(data));
 
   beforeAll(async () => {
-    assertBuilt();
-    h = await startHarness({ msgTimeoutMs: 10_000 });
     const t = (behaviour = {}) => predictTask(h.storage, h.orchestrator, h.fixtures, behaviour);
     permanent = t({ exit: 3 });
     transient = t();
@@ -102,12 +100,6 @@ describe.skipIf(!hasPodman && !requireEngines)('outcome of each failure class', 
       240_000,
       'all seven messages finished',
     );
-  });
-
-  afterAll(async () => {
-    const problems = h ? logProblems(h, ['invalid task message']) : [];
-    await h?.stop();
-    expect(problems).toEqual([]);
   });
 
   it('a failing submission is reported failed once, finished, never delivered again', () => {

@@ -1,16 +1,8 @@
 import { execa } from 'execa';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { learnTask, type SeededTask } from '../support/worker-fixtures.js';
+import { type Harness, reportsOf, sleep, TOPIC, useHarness } from '../support/worker-harness.js';
 import {
-  type Harness,
-  logProblems,
-  reportsOf,
-  sleep,
-  startHarness,
-  TOPIC,
-} from '../support/worker-harness.js';
-import {
-  assertBuilt,
   hasPodman,
   ociRuntime,
   requireEngines,
@@ -40,14 +32,15 @@ function maxOverlap(intervals: [number, number][]): number {
 
 describe.skipIf(!hasPodman && !requireEngines)('parallelism', () => {
   let h: Harness;
+  useHarness({ msgTimeoutMs: 10_000 }, (started) => {
+    h = started;
+  });
   let worker: WorkerProcess;
   const tasks: SeededTask[] = [];
   /** Distinct tasks with a container of this worker, at each sample. */
   const samples: number[] = [];
 
   beforeAll(async () => {
-    assertBuilt();
-    h = await startHarness({ msgTimeoutMs: 10_000 });
     for (let i = 0; i < 5; i++) {
       tasks.push(learnTask(h.storage, h.orchestrator, h.fixtures, { sleep: 3 }));
     }
@@ -75,12 +68,6 @@ describe.skipIf(!hasPodman && !requireEngines)('parallelism', () => {
       if (worker.child.exitCode !== null) throw new Error(`worker exited:\n${worker.tail()}`);
     }
   }, 300_000);
-
-  afterAll(async () => {
-    const problems = h ? logProblems(h) : [];
-    await h?.stop();
-    expect(problems).toEqual([]);
-  });
 
   it('all five tasks are done, each reported once', () => {
     for (const t of tasks) {

@@ -1,16 +1,14 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { type Nsqlookupd, startNsqlookupd } from '../support/nsq/index.js';
 import { predictTask } from '../support/worker-fixtures.js';
 import {
   commandsFor,
   type Harness,
-  logProblems,
   reportsOf,
-  startHarness,
   TOPIC,
+  useHarness,
 } from '../support/worker-harness.js';
 import {
-  assertBuilt,
   hasPodman,
   ociRuntime,
   requireEngines,
@@ -23,19 +21,18 @@ import {
 
 describe.skipIf(!hasPodman && !requireEngines)('nsqd restarts and original command lines', () => {
   let h: Harness;
+  useHarness(
+    { msgTimeoutMs: 5000 },
+    (started) => {
+      h = started;
+    },
+    { each: true },
+  );
   let lookupd: Nsqlookupd | undefined;
 
-  beforeEach(async () => {
-    assertBuilt();
-    h = await startHarness({ msgTimeoutMs: 5000 });
-  });
-
   afterEach(async () => {
-    const problems = h ? logProblems(h) : [];
-    await h?.stop();
     await lookupd?.stop();
     lookupd = undefined;
-    expect(problems).toEqual([]);
   });
 
   const done = (w: WorkerProcess, uuid: string) =>

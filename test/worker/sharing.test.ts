@@ -1,32 +1,27 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { predictTask, type SeededTask } from '../support/worker-fixtures.js';
 import {
   claimsOf,
   type Harness,
-  logProblems,
   reportsOf,
-  startHarness,
   TOPIC,
   until,
+  useHarness,
 } from '../support/worker-harness.js';
-import {
-  assertBuilt,
-  hasPodman,
-  requireEngines,
-  type WorkerProcess,
-} from '../support/worker-process.js';
+import { hasPodman, requireEngines, type WorkerProcess } from '../support/worker-process.js';
 
 // Three worker processes on one channel share thirty predict tasks: nsqd hands each
 // message to one of them, and each task is reported done exactly once.
 
 describe.skipIf(!hasPodman && !requireEngines)('three workers share the work', () => {
   let h: Harness;
+  useHarness({ msgTimeoutMs: 10_000 }, (started) => {
+    h = started;
+  });
   const tasks: SeededTask[] = [];
   const workers: WorkerProcess[] = [];
 
   beforeAll(async () => {
-    assertBuilt();
-    h = await startHarness({ msgTimeoutMs: 10_000 });
     for (let i = 0; i < 30; i++) tasks.push(predictTask(h.storage, h.orchestrator, h.fixtures));
     h.nsqd.publish(
       TOPIC.predict,
@@ -56,12 +51,6 @@ describe.skipIf(!hasPodman && !requireEngines)('three workers share the work', (
       'thirty messages finished',
     );
   }, 330_000);
-
-  afterAll(async () => {
-    const problems = h ? logProblems(h) : [];
-    await h?.stop();
-    expect(problems).toEqual([]);
-  });
 
   it('each task is claimed once and reported done exactly once', () => {
     for (const t of tasks) {

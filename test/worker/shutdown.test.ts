@@ -1,21 +1,15 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { predictTask } from '../support/worker-fixtures.js';
 import {
   claimsOf,
   commandsFor,
   deliveriesOf,
   type Harness,
-  logProblems,
   reportsOf,
-  startHarness,
   TOPIC,
+  useHarness,
 } from '../support/worker-harness.js';
-import {
-  assertBuilt,
-  hasPodman,
-  requireEngines,
-  type WorkerProcess,
-} from '../support/worker-process.js';
+import { hasPodman, requireEngines, type WorkerProcess } from '../support/worker-process.js';
 
 // SIGTERM drains: no new message is taken, running tasks get --shutdown-grace, then are
 // cancelled (containers removed) and handed back to nsqd at once. A second signal does
@@ -23,17 +17,13 @@ import {
 
 describe.skipIf(!hasPodman && !requireEngines)('graceful shutdown', () => {
   let h: Harness;
-
-  beforeEach(async () => {
-    assertBuilt();
-    h = await startHarness({ msgTimeoutMs: 5000 });
-  });
-
-  afterEach(async () => {
-    const problems = h ? logProblems(h) : [];
-    await h?.stop();
-    expect(problems).toEqual([]);
-  });
+  useHarness(
+    { msgTimeoutMs: 5000 },
+    (started) => {
+      h = started;
+    },
+    { each: true },
+  );
 
   const predictStarted = (w: WorkerProcess, uuid: string) =>
     w.waitForLine(

@@ -1,16 +1,15 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { predictTask } from '../support/worker-fixtures.js';
 import {
   commandsFor,
   deliveriesOf,
   type Harness,
-  logProblems,
   reportsOf,
-  startHarness,
   TOPIC,
   until,
+  useHarness,
 } from '../support/worker-harness.js';
-import { assertBuilt, hasPodman, requireEngines, WARN } from '../support/worker-process.js';
+import { hasPodman, requireEngines, WARN } from '../support/worker-process.js';
 
 // A task much longer than nsqd's message timeout stays in flight because the worker
 // touches it; and the worker warns at start-up when nsqd's cap on touching is below a
@@ -18,16 +17,8 @@ import { assertBuilt, hasPodman, requireEngines, WARN } from '../support/worker-
 
 describe.skipIf(!hasPodman && !requireEngines)('long tasks', () => {
   let h: Harness;
-
-  beforeAll(async () => {
-    assertBuilt();
-    h = await startHarness({ msgTimeoutMs: 2000 });
-  });
-
-  afterAll(async () => {
-    const problems = h ? logProblems(h) : [];
-    await h?.stop();
-    expect(problems).toEqual([]);
+  useHarness({ msgTimeoutMs: 2000 }, (started) => {
+    h = started;
   });
 
   it('a task longer than the message timeout is touched, not redelivered, done once', async () => {
@@ -52,15 +43,13 @@ describe.skipIf(!hasPodman && !requireEngines)('long tasks', () => {
 
 describe.skipIf(!hasPodman && !requireEngines)('start-up check of nsqd', () => {
   let h: Harness;
-
-  beforeAll(async () => {
-    assertBuilt();
-    h = await startHarness({ maxMsgTimeoutMs: 60_000 });
-  });
-
-  afterAll(async () => {
-    await h?.stop();
-  });
+  useHarness(
+    { maxMsgTimeoutMs: 60_000 },
+    (started) => {
+      h = started;
+    },
+    { checkLogs: false },
+  );
 
   it("names nsqd's --max-msg-timeout when a task timeout is longer", async () => {
     const worker = await h.fleet.start(
