@@ -9,25 +9,30 @@ const env = (name: string) => `COMPUTE_WORKER_${name}`;
 export const engineFlags = {
   engine: Flags.option({
     options: ['podman', 'docker'] as const,
+    helpGroup: 'ENGINE',
     description: 'Container engine CLI to drive. Default: podman when on PATH, else docker.',
     env: env('ENGINE'),
   })(),
   'engine-path': Flags.string({
+    helpGroup: 'ENGINE',
     description: 'Path of the engine CLI binary, when it is not the one on PATH.',
     env: env('ENGINE_PATH'),
   }),
   'oci-runtime': Flags.string({
+    helpGroup: 'ENGINE',
     description:
       'OCI runtime passed to the engine as --runtime (runc, crun, runsc, ...). Needed where the default runtime cannot start containers, e.g. crun on hybrid cgroups.',
     env: env('OCI_RUNTIME'),
   }),
   'docker-timeout': durationFlag({
+    helpGroup: 'ENGINE',
     description: 'Bound for engine work other than the submission: builds and the workflow steps.',
     default: parseDuration('15m'),
     defaultHelp: async () => '15m0s',
     env: env('DOCKER_TIMEOUT'),
   }),
   'build-timeout': durationFlag({
+    helpGroup: 'ENGINE',
     description: 'Bound for one image build; a stuck build is killed. Default: --docker-timeout.',
     env: env('BUILD_TIMEOUT'),
   }),
@@ -36,40 +41,47 @@ export const engineFlags = {
 /** Limits of every container the worker runs. All finite. */
 export const limitFlags = {
   memory: sizeFlag({
+    helpGroup: 'CONTAINER LIMITS',
     description: 'Memory limit of a container (swap is set equal: no extra swap).',
     default: parseSize('4g'),
     defaultHelp: async () => '4g',
     env: env('MEMORY'),
   }),
   cpus: positiveNumberFlag({
+    helpGroup: 'CONTAINER LIMITS',
     description: 'CPUs a container may use.',
     default: 1,
     env: env('CPUS'),
   }),
   'pids-limit': Flags.integer({
+    helpGroup: 'CONTAINER LIMITS',
     description: 'Most processes and threads a container may have.',
     default: 256,
     min: 16,
     env: env('PIDS_LIMIT'),
   }),
   'tmpfs-size': sizeFlag({
+    helpGroup: 'CONTAINER LIMITS',
     description: 'Size of the writable /tmp of a container (its root is read-only).',
     default: parseSize('1g'),
     defaultHelp: async () => '1g',
     env: env('TMPFS_SIZE'),
   }),
   'shm-size': sizeFlag({
+    helpGroup: 'CONTAINER LIMITS',
     description: 'Size of /dev/shm of a container (data loaders often need more than 64m).',
     default: parseSize('1g'),
     defaultHelp: async () => '1g',
     env: env('SHM_SIZE'),
   }),
   user: Flags.string({
+    helpGroup: 'CONTAINER LIMITS',
     description: 'uid:gid the containers run as. Never root by default.',
     default: '1000:1000',
     env: env('USER'),
   }),
   'log-tail-lines': Flags.integer({
+    helpGroup: 'CONTAINER LIMITS',
     description: 'Last lines of a container log kept for error reports.',
     default: 2000,
     min: 1,
@@ -80,12 +92,14 @@ export const limitFlags = {
 /** How long the submission may run. */
 export const timeoutFlags = {
   'learn-timeout': durationFlag({
+    helpGroup: 'TIMEOUTS',
     description: 'After this delay, a learning task is timed out.',
     default: parseDuration('20m'),
     defaultHelp: async () => '20m0s',
     env: env('LEARN_TIMEOUT'),
   }),
   'predict-timeout': durationFlag({
+    helpGroup: 'TIMEOUTS',
     description: 'After this delay, a prediction task is timed out.',
     default: parseDuration('20m'),
     defaultHelp: async () => '20m0s',
@@ -96,11 +110,13 @@ export const timeoutFlags = {
 function serviceFlags<S extends 'storage' | 'orchestrator'>(service: S, label: string) {
   const upper = service.toUpperCase();
   const host = Flags.string({
+    helpGroup: 'SERVICES',
     description: `Host of the ${label} API (http:// or https:// prefix allowed). Leave blank to use the built-in local ${label}.`,
     default: '',
     env: env(`${upper}_HOST`),
   });
   const port = Flags.integer({
+    helpGroup: 'SERVICES',
     description: `TCP port of the ${label} API.`,
     default: 80,
     min: 1,
@@ -108,16 +124,19 @@ function serviceFlags<S extends 'storage' | 'orchestrator'>(service: S, label: s
     env: env(`${upper}_PORT`),
   });
   const user = Flags.string({
+    helpGroup: 'SERVICES',
     description: `Basic Authentication user of the ${label} API.`,
     default: 'u',
     env: env(`${upper}_USER`),
   });
   const password = Flags.string({
+    helpGroup: 'SERVICES',
     description: `Basic Authentication password of the ${label} API. Prefer --${service}-password-file or the environment: a flag shows in ps.`,
     default: 'p',
     env: env(`${upper}_PASSWORD`),
   });
   const passwordFile = Flags.string({
+    helpGroup: 'SERVICES',
     description: `File holding the ${label} password (overrides --${service}-password).`,
     env: env(`${upper}_PASSWORD_FILE`),
   });
@@ -136,16 +155,19 @@ export const serviceFlagSet = {
   ...serviceFlags('storage', 'storage'),
   ...serviceFlags('orchestrator', 'orchestrator'),
   'storage-dir': Flags.string({
+    helpGroup: 'SERVICES',
     description:
       'Folder of the built-in local storage (used when --storage-host is blank). Default: <state-dir>/storage.',
     env: env('STORAGE_DIR'),
   }),
   'orchestrator-ledger': Flags.string({
+    helpGroup: 'SERVICES',
     description:
       'JSON-lines file where the built-in local orchestrator records every report (used when --orchestrator-host is blank). Default: <state-dir>/orchestrator.jsonl.',
     env: env('ORCHESTRATOR_LEDGER'),
   }),
   'state-dir': Flags.string({
+    helpGroup: 'SERVICES',
     description:
       'Folder of the worker id, the journal of tasks in progress and the local services. Default: /var/lib/compute-worker as root, else ~/.local/state/compute-worker.',
     env: env('STATE_DIR'),
@@ -158,6 +180,7 @@ export const taskFlags = { ...engineFlags, ...limitFlags, ...timeoutFlags, ...se
 /** The daemon's own flags: where NSQ is, how much runs at once, how it retries and stops. */
 export const runFlags = {
   'nsqlookupd-urls': Flags.string({
+    helpGroup: 'NSQ',
     description:
       'HTTP address of an nsqlookupd (host:port or URL). Repeatable, or comma-separated.',
     multiple: true,
@@ -165,6 +188,7 @@ export const runFlags = {
     env: env('NSQLOOKUPD_URLS'),
   }),
   'nsqd-tcp-addresses': Flags.string({
+    helpGroup: 'NSQ',
     description:
       'TCP address (host:port) of an nsqd to connect to directly, without nsqlookupd. Repeatable, or comma-separated.',
     multiple: true,
@@ -172,18 +196,21 @@ export const runFlags = {
     env: env('NSQD_TCP_ADDRESSES'),
   }),
   'learn-parallelism': Flags.integer({
+    helpGroup: 'NSQ',
     description: 'Number of learning tasks this worker runs in parallel.',
     default: 1,
     min: 1,
     env: env('LEARN_PARALLELISM'),
   }),
   'predict-parallelism': Flags.integer({
+    helpGroup: 'NSQ',
     description: 'Number of prediction tasks this worker runs in parallel.',
     default: 1,
     min: 1,
     env: env('PREDICT_PARALLELISM'),
   }),
   'max-attempts': Flags.integer({
+    helpGroup: 'RETRIES AND SHUTDOWN',
     description:
       'Deliveries of a task before it is reported failed, for passing errors (a service down, an engine hiccup). Errors of the task itself fail at once.',
     default: 5,
@@ -191,18 +218,21 @@ export const runFlags = {
     env: env('MAX_ATTEMPTS'),
   }),
   'retry-delay': durationFlag({
+    helpGroup: 'RETRIES AND SHUTDOWN',
     description: 'Delay before the first retry; it doubles with each attempt, with jitter.',
     default: parseDuration('10s'),
     defaultHelp: async () => '10s',
     env: env('RETRY_DELAY'),
   }),
   'retry-max-delay': durationFlag({
+    helpGroup: 'RETRIES AND SHUTDOWN',
     description: 'Longest delay between two attempts.',
     default: parseDuration('10m'),
     defaultHelp: async () => '10m0s',
     env: env('RETRY_MAX_DELAY'),
   }),
   'shutdown-grace': durationFlag({
+    helpGroup: 'RETRIES AND SHUTDOWN',
     description:
       'On SIGTERM or SIGINT, how long running tasks may go on before they are cancelled and requeued. A second signal stops at once.',
     default: parseDuration('30s'),
@@ -210,6 +240,7 @@ export const runFlags = {
     env: env('SHUTDOWN_GRACE'),
   }),
   'lookupd-poll-interval': durationFlag({
+    helpGroup: 'NSQ',
     description:
       'How often nsqlookupd is asked for nsqd, and lost connections retried (at least 1s).',
     default: parseDuration('10s'),
@@ -218,6 +249,7 @@ export const runFlags = {
   }),
   'log-format': Flags.option({
     options: ['auto', 'json', 'text'] as const,
+    helpGroup: 'LOGS',
     description:
       'Log lines as JSON objects, or readable text; auto: text on a terminal, else JSON.',
     default: 'auto' as const,
@@ -225,6 +257,7 @@ export const runFlags = {
   })(),
   'log-level': Flags.option({
     options: ['debug', 'info', 'warn', 'error'] as const,
+    helpGroup: 'LOGS',
     description: "Least important log lines shown (debug includes the containers' output).",
     default: 'info' as const,
     env: env('LOG_LEVEL'),
