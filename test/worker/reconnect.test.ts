@@ -38,17 +38,21 @@ describe.skipIf(!hasPodman && !requireEngines)('nsqd restarts and original comma
   const done = (w: WorkerProcess, uuid: string) =>
     w.waitForLine((l) => l.task === uuid && l.msg === 'task done', 180_000, `task ${uuid} done`);
 
-  async function survivesRestart(worker: WorkerProcess) {
+  /** nsqd (and, when given, nsqlookupd too) goes away and comes back; the worker goes on. */
+  async function survivesRestart(worker: WorkerProcess, alsoDown?: Nsqlookupd) {
     const before = predictTask(h.storage, h.orchestrator, h.fixtures);
     h.nsqd.publish(TOPIC.predict, before.body);
     await done(worker, before.uuid);
 
+    await alsoDown?.stop();
     await h.nsqd.restart({ downMs: 1500 });
     await worker.waitForLine(
       (l) => l.msg.includes('connection to nsqd closed'),
       30_000,
       'the lost connection noticed',
     );
+    // With nsqlookupd down too, the worker can only find nsqd again once it is back.
+    await alsoDown?.start();
     const after = predictTask(h.storage, h.orchestrator, h.fixtures);
     h.nsqd.publish(TOPIC.predict, after.body);
     await done(worker, after.uuid);
@@ -56,7 +60,7 @@ describe.skipIf(!hasPodman && !requireEngines)('nsqd restarts and original comma
     expect(worker.child.exitCode).toBeNull();
   }
 
-  it('through nsqlookupd, a task published after an nsqd restart is done', async () => {
+  it('through nsqlookupd, a task published after nsqd and nsqlookupd restarted is done', async () => {
     lookupd = await startNsqlookupd({ nsqds: [h.nsqd] });
     // The topic exists before the worker asks nsqlookupd for it.
     h.nsqd.getTopic(TOPIC.predict);
@@ -64,7 +68,7 @@ describe.skipIf(!hasPodman && !requireEngines)('nsqd restarts and original comma
       await h.args([], undefined, ['--nsqlookupd-urls', lookupd.address]),
       { env: h.env },
     );
-    await survivesRestart(worker);
+    await survivesRestart(worker, lookupd);
   }, 300_000);
 
   it('connected directly, a task published after an nsqd restart is done', async () => {
