@@ -87,18 +87,12 @@ export async function stageModel(env: TaskEnv, run: TaskRun, volume: string, mod
   const owner = containerOwner(env.limits.user);
   const blob = await env.storage.getBlob('model', modelUuid, run.signal);
   run.onEvent?.({ type: 'staged', name: `model/${modelUuid}`, bytes: blob.size ?? 0 });
-  const clean = sanitizeTar(blob.stream, { gzip: true, ...owner });
-  // A stream error inside the archive surfaces on the sanitized stream; pass it on
-  // as the reason the import failed.
-  let archiveError: unknown;
-  clean.on('error', (error) => {
-    archiveError = error;
-  });
-  try {
-    await env.engine.importVolume(volume, clean, run.signal);
-  } catch (error) {
-    throw archiveError ?? error;
-  }
-  if (archiveError) throw archiveError;
+  // An unsafe entry fails the sanitized stream; the engine reports that error, not the
+  // broken pipe it causes.
+  await env.engine.importVolume(
+    volume,
+    sanitizeTar(blob.stream, { gzip: true, ...owner }),
+    run.signal,
+  );
   return blob.size ?? 0;
 }
