@@ -1,12 +1,12 @@
 import { randomUUID } from 'node:crypto';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   createOrchestratorClient,
   createStorageClient,
   readPasswordFile,
 } from '../clients/config.js';
-import { defaultStateDir, defaultTmpDir } from '../config/paths.js';
+import { defaultStateDir, workerTmpDir } from '../config/paths.js';
 import { createEngine } from '../engine/engine.js';
 import { DEFAULT_LIMITS } from '../engine/limits.js';
 import type { EngineOptions, RunLimits } from '../engine/types.js';
@@ -104,6 +104,26 @@ export async function prepareStateDir(flags: TaskFlagValues): Promise<string> {
   return dir;
 }
 
+/**
+ * The worker's temp folder, in a shared /tmp: it must be a real folder of this user that
+ * nobody else can enter, not something another user put there first.
+ */
+async function prepareTmpDir(dir: string): Promise<string> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const info = await lstat(dir);
+  const uid = process.getuid?.();
+  if (!info.isDirectory() || (uid !== undefined && info.uid !== uid) || (info.mode & 0o077) !== 0) {
+    throw new WorkerError(
+      'CONFIG_INVALID',
+      `the temp folder ${dir} is not a private folder of this user`,
+      {
+        hint: 'remove it, or set TMPDIR to a folder only this user can write',
+      },
+    );
+  }
+  return dir;
+}
+
 /** Everything a task needs, from the flags: detects the engine and opens the clients. */
 export async function buildTaskEnv(flags: TaskFlagValues): Promise<TaskEnv & { stateDir: string }> {
   const stateDir = await prepareStateDir(flags);
@@ -123,18 +143,19 @@ export async function buildTaskEnv(flags: TaskFlagValues): Promise<TaskEnv & { s
     password: await password(flags, 'orchestrator'),
     ledgerFile: flags['orchestrator-ledger'] ?? join(stateDir, 'orchestrator.jsonl'),
   });
+  const id = await workerId(stateDir);
   return {
     stateDir,
     engine,
     storage,
     orchestrator,
-    workerId: await workerId(stateDir),
+    workerId: id,
     limits,
     learnTimeoutMs: flags['learn-timeout'],
     predictTimeoutMs: flags['predict-timeout'],
     workflowTimeoutMs: flags['docker-timeout'],
     logTailLines: flags['log-tail-lines'],
     logTailBytes: 256 * 1024,
-    tmpDir: defaultTmpDir(),
+    tmpDir: await prepareTmpDir(workerTmpDir(id)),
   };
 }

@@ -8,7 +8,10 @@ export function defaultStateDir(): string {
   return join(base, 'compute-worker');
 }
 
-/** Parent of the worker's private per-task temp folders. */
-export function defaultTmpDir(): string {
-  return tmpdir();
+/**
+ * Parent of one worker's private per-task temp folders. One folder per worker id, so a
+ * restart after a crash can remove what the crashed run left, and only that.
+ */
+export function workerTmpDir(workerId: string): string {
+  return join(tmpdir(), `compute-worker-${workerId}`);
 }

@@ -1,3 +1,5 @@
+import { readdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import { formatDuration } from '../config/duration.js';
 import { LABEL_WORKER } from '../engine/types.js';
 import type { Logger } from '../log.js';
@@ -159,6 +161,12 @@ export class Worker {
     if (removed.containers.length || removed.volumes.length) {
       log.warn(removed, 'removed containers and volumes left by a previous run');
     }
+    // The task temp folders of a killed run (spooled blobs, packed models).
+    const folders = await readdir(env.tmpDir).catch(() => [] as string[]);
+    await Promise.all(
+      folders.map((name) => rm(join(env.tmpDir, name), { recursive: true, force: true })),
+    );
+    if (folders.length) log.warn({ folders }, 'removed temp folders left by a previous run');
   }
 
   get activeTasks(): number {

@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -142,9 +142,10 @@ describe.skipIf(podmanMissing !== undefined && !requireEngines)(
       const left = await leftovers(uuid, tmp);
       expect(left.containers).toEqual([]);
       expect(left.volumes).toEqual([]);
-      expect(
-        (await readdir(tmp)).filter((name) => name.startsWith('compute-worker-task-')),
-      ).toEqual([]);
+      // The worker keeps its task folders in <TMPDIR>/compute-worker-<worker id>.
+      const id = (await readFile(join(tmp, '..', 'state', 'worker-id'), 'utf8')).trim();
+      expect(await readdir(tmp)).toEqual([`compute-worker-${id}`]);
+      expect(await readdir(join(tmp, `compute-worker-${id}`))).toEqual([]);
     }
 
     describe.concurrent('runs', () => {

@@ -1,4 +1,6 @@
+import { readdir } from 'node:fs/promises';
 import { describe, expect, it } from 'vitest';
+import { workerTmpDir } from '../../src/config/paths.js';
 import { predictTask } from '../support/worker-fixtures.js';
 import {
   deliveriesOf,
@@ -74,6 +76,8 @@ describe.skipIf(!hasPodman && !requireEngines)('crash of a worker', () => {
     expect(removed.volumes).toEqual(expect.arrayContaining(left.volumes));
     await restarted.waitForLine((l) => l.msg === 'worker started', 60_000, 'the restart');
     expect(await h.fleet.leftovers(crashedId)).toEqual({ containers: [], volumes: [] });
+    // The dead run's task temp folder goes too.
+    expect(await readdir(workerTmpDir(crashedId))).toEqual([]);
     expect(await restarted.workerId()).toBe(crashedId);
   }, 300_000);
 });
