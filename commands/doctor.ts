@@ -1,9 +1,13 @@
-import { join } from 'node:path';
 import { Flags } from '@oclif/core';
 import { BaseCommand } from '../src/cli/base-command.js';
 import { runFlags, taskFlags } from '../src/cli/flags.js';
-import { engineOptions, prepareStateDir, runLimits } from '../src/cli/settings.js';
-import { createStorageClient, readPasswordFile } from '../src/clients/config.js';
+import {
+  engineOptions,
+  ledgerFile,
+  prepareStateDir,
+  runLimits,
+  storageFromFlags,
+} from '../src/cli/settings.js';
 import type { Check } from '../src/doctor/check.js';
 import { runDoctor, verdict } from '../src/doctor/doctor.js';
 
@@ -31,23 +35,14 @@ flags as run. Exit code 1 when the host cannot run tasks.`;
   async run(): Promise<void> {
     const { flags } = await this.parse(Doctor);
     const stateDir = await prepareStateDir(flags);
-    const password = flags['storage-password-file']
-      ? await readPasswordFile(flags['storage-password-file'])
-      : flags['storage-password'];
-    const storage = createStorageClient({
-      host: flags['storage-host'],
-      port: flags['storage-port'],
-      user: flags['storage-user'],
-      password,
-      localDir: flags['storage-dir'] ?? join(stateDir, 'storage'),
-    });
+    const storage = await storageFromFlags(flags, stateDir);
     const checks = await runDoctor({
       engine: engineOptions(flags),
       limits: runLimits(flags),
       storage,
       orchestrator: flags['orchestrator-host']
         ? { host: flags['orchestrator-host'], port: flags['orchestrator-port'] }
-        : { ledgerFile: flags['orchestrator-ledger'] ?? join(stateDir, 'orchestrator.jsonl') },
+        : { ledgerFile: ledgerFile(flags, stateDir) },
       nsq: {
         lookupdUrls: flags['nsqlookupd-urls'] ?? [],
         nsqdAddresses: flags['nsqd-tcp-addresses'] ?? [],

@@ -124,24 +124,34 @@ async function prepareTmpDir(dir: string): Promise<string> {
   return dir;
 }
 
-/** Everything a task needs, from the flags: detects the engine and opens the clients. */
-export async function buildTaskEnv(flags: TaskFlagValues): Promise<TaskEnv & { stateDir: string }> {
-  const stateDir = await prepareStateDir(flags);
-  const limits = runLimits(flags);
-  const engine = await createEngine(engineOptions(flags));
-  const storage = createStorageClient({
+/** Storage from the flags: the HTTP service, or the local folder when the host is blank. */
+export async function storageFromFlags(flags: TaskFlagValues, stateDir: string) {
+  return createStorageClient({
     host: flags['storage-host'] ?? '',
     port: flags['storage-port'] ?? 80,
     user: flags['storage-user'] ?? 'u',
     password: await password(flags, 'storage'),
     localDir: flags['storage-dir'] ?? join(stateDir, 'storage'),
   });
+}
+
+/** The local orchestrator's ledger file, used when the orchestrator host is blank. */
+export function ledgerFile(flags: TaskFlagValues, stateDir: string): string {
+  return flags['orchestrator-ledger'] ?? join(stateDir, 'orchestrator.jsonl');
+}
+
+/** Everything a task needs, from the flags: detects the engine and opens the clients. */
+export async function buildTaskEnv(flags: TaskFlagValues): Promise<TaskEnv & { stateDir: string }> {
+  const stateDir = await prepareStateDir(flags);
+  const limits = runLimits(flags);
+  const engine = await createEngine(engineOptions(flags));
+  const storage = await storageFromFlags(flags, stateDir);
   const orchestrator = createOrchestratorClient({
     host: flags['orchestrator-host'] ?? '',
     port: flags['orchestrator-port'] ?? 80,
     user: flags['orchestrator-user'] ?? 'u',
     password: await password(flags, 'orchestrator'),
-    ledgerFile: flags['orchestrator-ledger'] ?? join(stateDir, 'orchestrator.jsonl'),
+    ledgerFile: ledgerFile(flags, stateDir),
   });
   const id = await workerId(stateDir);
   return {
