@@ -195,7 +195,7 @@ async function settleFailure(
   return answer(lease, log, () => message.finish()) ? 'failed' : 'lease-lost';
 }
 
-function finishInvalid(
+async function finishInvalid(
   deps: RunnerDeps,
   kind: TaskKind,
   lease: Lease,
@@ -216,19 +216,16 @@ function finishInvalid(
     { task: uuid, body: lease.message.body.subarray(0, 512).toString('utf8') },
     `invalid task message, finished: ${reason}`,
   );
-  const done = async (): Promise<MessageOutcome> => {
-    if (uuid) {
-      await deps.env.orchestrator
-        .reportFailed(kind, uuid, reason)
-        .catch((reportError) =>
-          log.warn({ err: reportError, task: uuid }, 'could not report the invalid task'),
-        );
-    }
-    answer(lease, log, () => lease.message.finish());
-    lease.release();
-    return 'invalid';
-  };
-  return done();
+  if (uuid) {
+    await deps.env.orchestrator
+      .reportFailed(kind, uuid, reason)
+      .catch((reportError) =>
+        log.warn({ err: reportError, task: uuid }, 'could not report the invalid task'),
+      );
+  }
+  answer(lease, log, () => lease.message.finish());
+  lease.release();
+  return 'invalid';
 }
 
 /** Answers nsqd unless the connection that delivered the message is gone. */
