@@ -64,14 +64,11 @@ export async function runLearn(
         task.test_data.map((uuid) => ({ kind: 'data' as const, uuid, name: uuid })),
         { tmp: scope.tmp },
       );
+      // The submission's test folder holds the mount point of its predictions. The other
+      // volumes stay empty: a new volume is writable by the containers' user as it is.
       await prepareEmpty(env, run, v.test, ['pred']);
-      await prepareEmpty(env, run, v.trainPred);
-      await prepareEmpty(env, run, v.testPred);
-      await prepareEmpty(env, run, v.perf);
       if (task.rank > 0 && task.model_start) {
         bytes += await stageModel(env, run, v.model, task.model_start);
-      } else {
-        await prepareEmpty(env, run, v.model);
       }
       return bytes;
     },

@@ -7,7 +7,7 @@ import type { TaskEnv, TaskRun } from './context.js';
 import { buildImages } from './images.js';
 import type { PredictTask } from './schemas.js';
 import type { TaskScope } from './scope.js';
-import { prepareEmpty, stageFiles, stageModel } from './staging.js';
+import { stageFiles, stageModel } from './staging.js';
 import type { StepRecorder } from './steps.js';
 import { createVolumes } from './volumes.js';
 
@@ -34,7 +34,6 @@ export async function runPredict(
     async () => {
       const data = [{ kind: 'data' as const, uuid: task.data, name: task.data }];
       let bytes = await stageFiles(env, run, v.test, data, { tmp: scope.tmp, dirs: ['pred'] });
-      await prepareEmpty(env, run, v.testPred);
       bytes += await stageModel(env, run, v.model, task.model);
       return bytes;
     },

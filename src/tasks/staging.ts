@@ -68,13 +68,8 @@ export async function stageFiles(
   return total;
 }
 
-/** An empty volume whose root (and these folders) the containers' user can write. */
-export async function prepareEmpty(
-  env: TaskEnv,
-  run: TaskRun,
-  volume: string,
-  dirs: string[] = [],
-) {
+/** A volume holding only these empty folders, owned by the containers' user. */
+export async function prepareEmpty(env: TaskEnv, run: TaskRun, volume: string, dirs: string[]) {
   const owner = containerOwner(env.limits.user);
   async function* entries() {
     for (const dir of dirs) yield { name: dir, type: 'directory' as const };
