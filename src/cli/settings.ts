@@ -144,7 +144,10 @@ export function ledgerFile(flags: TaskFlagValues, stateDir: string): string {
 export async function buildTaskEnv(flags: TaskFlagValues): Promise<TaskEnv & { stateDir: string }> {
   const stateDir = await prepareStateDir(flags);
   const limits = runLimits(flags);
-  const engine = await createEngine(engineOptions(flags));
+  const id = await workerId(stateDir);
+  const tmpDir = await prepareTmpDir(workerTmpDir(id));
+  // The engine CLI runs in the worker's private temp folder (conmon drops files there).
+  const engine = await createEngine({ ...engineOptions(flags), workDir: tmpDir });
   const storage = await storageFromFlags(flags, stateDir);
   const orchestrator = createOrchestratorClient({
     host: flags['orchestrator-host'] ?? '',
@@ -153,7 +156,6 @@ export async function buildTaskEnv(flags: TaskFlagValues): Promise<TaskEnv & { s
     password: await password(flags, 'orchestrator'),
     ledgerFile: ledgerFile(flags, stateDir),
   });
-  const id = await workerId(stateDir);
   return {
     stateDir,
     engine,
@@ -166,6 +168,6 @@ export async function buildTaskEnv(flags: TaskFlagValues): Promise<TaskEnv & { s
     workflowTimeoutMs: flags['docker-timeout'],
     logTailLines: flags['log-tail-lines'],
     logTailBytes: 256 * 1024,
-    tmpDir: await prepareTmpDir(workerTmpDir(id)),
+    tmpDir,
   };
 }

@@ -14,7 +14,11 @@ export async function createEngine(options: EngineOptions): Promise<Engine> {
 
 /** An Engine over an already detected engine (doctor detects first, then probes). */
 export function engineFor(info: EngineInfo, options: EngineOptions): Engine {
-  const ctx: EngineContext = { cli: { name: info.name, path: info.path }, info, options };
+  const ctx: EngineContext = {
+    cli: { name: info.name, path: info.path, workDir: options.workDir },
+    info,
+    options,
+  };
   return {
     info,
     buildImage: (request) => buildImage(ctx, request),

@@ -1,3 +1,4 @@
+import { tmpdir } from 'node:os';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { execa, type ResultPromise } from 'execa';
@@ -38,6 +39,8 @@ const DETAIL_BYTES = 8 * 1024;
 export interface EngineCli {
   name: 'podman' | 'docker';
   path: string;
+  /** Where the CLI runs (see EngineOptions.workDir). */
+  workDir?: string;
 }
 
 /** Runs the CLI and returns what happened; does not throw on a non-zero exit. */
@@ -184,6 +187,7 @@ export function spawnEngine(
   options: Pick<ExecOptions, 'timeoutMs' | 'signal' | 'input' | 'env'>,
 ): ResultPromise<{ buffer: false }> {
   return execa(cli.path, args, {
+    cwd: cli.workDir ?? tmpdir(),
     buffer: false,
     reject: false,
     stdin: options.input ? 'pipe' : 'ignore',

@@ -35,6 +35,12 @@ export interface EngineOptions {
   buildTimeoutMs: number;
   /** Bound for any other engine call (inspect, volume import, ...). */
   callTimeoutMs: number;
+  /**
+   * Working folder of the engine CLI (default: the system temp folder). podman's conmon
+   * writes an `oom` file into it when a container runs out of memory, so it must not be
+   * wherever the worker happened to be started.
+   */
+  workDir?: string;
 }
 
 /** Resource limits of one container. Every one is finite: never "unlimited" for a submission. */

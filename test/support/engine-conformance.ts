@@ -1,4 +1,6 @@
 import { randomBytes } from 'node:crypto';
+import { existsSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, type TestContext } from 'vitest';
 import { createArgs } from '../../src/engine/args.js';
 import { createEngine, engineFor } from '../../src/engine/engine.js';
@@ -114,6 +116,10 @@ export function defineConformanceSuite(variant: EngineVariant): void {
         expect(e.info.rootless && e.info.cgroupVersion === 1).toBe(true);
         return;
       }
+      // podman's conmon drops an `oom` file in the CLI's working folder on an OOM kill:
+      // never in the folder the worker was started from.
+      const stray = join(process.cwd(), 'oom');
+      rmSync(stray, { force: true });
       const result = await run(
         e,
         'echo started; exec dd if=/dev/zero of=/dev/null bs=200M count=1',
@@ -124,6 +130,7 @@ export function defineConformanceSuite(variant: EngineVariant): void {
       expect(result.exitCode).toBe(137);
       expect(result.oomKilled).toBe(true);
       expect(result.timedOut).toBe(false);
+      expect(existsSync(stray)).toBe(false);
     });
 
     it('stops a fork loop at the pids limit (or, rootless on cgroup v1, at the nproc ulimit)', async (ctx) => {
