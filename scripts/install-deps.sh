@@ -19,10 +19,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-# npm install, not npm ci: the lock file cannot list the linter's binaries for other
-# platforms (a registry that serves only this platform's), which npm ci refuses; npm
-# install keeps the locked versions and leaves the lock file as it is.
+# npm ci installs exactly the locked versions; it runs again only when the lock file
+# is newer than what was installed.
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  npm install --no-audit --no-fund
+  npm ci --no-audit --no-fund
 fi
 npm run build --silent

@@ -10,10 +10,9 @@ if [ "$(id -u)" -eq 0 ]; then
 else
   echo "test.sh: not root, engines are not set up; run it as root to test them all" >&2
 fi
-# npm install, not npm ci: the lock file cannot list the linter's binaries for other
-# platforms (a registry that serves only this platform's), which npm ci refuses; npm
-# install keeps the locked versions and leaves the lock file as it is.
+# npm ci installs exactly the locked versions; it runs again only when the lock file
+# is newer than what was installed.
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  npm install --no-audit --no-fund
+  npm ci --no-audit --no-fund
 fi
 npm test
