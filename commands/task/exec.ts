@@ -1,21 +1,22 @@
 import { Args, Flags } from '@oclif/core';
-import { BaseCommand, exitCodeOf } from '../../src/cli/base-command.js';
+import { BaseCommand, EXIT, exitCodeOf } from '../../src/cli/base-command.js';
 import { taskFlags } from '../../src/cli/flags.js';
 import { describeReport, progressPrinter, reportJson } from '../../src/cli/progress.js';
 import { buildTaskEnv } from '../../src/cli/settings.js';
 import { readTaskFile } from '../../src/cli/task-input.js';
 import { toWorkerError } from '../../src/errors.js';
 import { createLogger } from '../../src/log.js';
+import { decideOutcome, faultOf, ONE_SHOT } from '../../src/tasks/outcome.js';
 import { executeTask, type ParsedTask, reportFailure } from '../../src/tasks/run-task.js';
 
 export default class TaskExec extends BaseCommand {
   static override summary = 'Run one learn or predict task now, without NSQ.';
-  static override description =
-    `Reads a task JSON (the message body the worker gets from NSQ) and runs it: builds the
-workflow and submission images, stages the data, runs the containers, uploads the model or
-the prediction and reports to the orchestrator. A failed task is reported failed. With blank
---storage-host and --orchestrator-host, the built-in local storage folder and orchestrator
-ledger are used. Exit code 0 only when the task is done.`;
+  // One line per paragraph: oclif wraps the lines itself and keeps every newline.
+  static override description = [
+    'Reads a task JSON (the message body the worker gets from NSQ) and runs it: builds the workflow and submission images, stages the data, runs the containers, uploads the model or the prediction and reports to the orchestrator. With blank --storage-host and --orchestrator-host, the built-in local storage folder and orchestrator ledger are used.',
+    "A task that fails by its own fault (an invalid task, a failing, timed-out or out-of-memory submission or workflow, a failing build, invalid outputs) is reported failed. A failure that is the worker's or its host's (an internal error, the engine, a service that is down, an interrupt) is not: the task is fine, run it again once the host is fixed.",
+    'Exit codes: 0 the task is done; 1 it failed by its own fault (reported failed); 2 a bad command line, configuration or task file; 3 the worker or its host could not run it (not reported). With --json, "status" is "done", "failed" (exit 1), "error" (exit 3) or "invalid", and "fault" says whose fault a failure was: "task" or "worker".',
+  ].join('\n\n');
   static override examples = [
     '<%= config.bin %> task exec learn.json',
     'cat predict.json | <%= config.bin %> task exec - --json',
@@ -48,7 +49,8 @@ ledger are used. Exit code 0 only when the task is done.`;
       if (!flags.json) throw error;
       const failure = toWorkerError(error);
       const status = failure.code === 'TASK_INVALID' ? 'invalid' : 'error';
-      process.stdout.write(`${JSON.stringify({ status, error: failure.toJSON() })}\n`);
+      const fault = faultOf(failure);
+      process.stdout.write(`${JSON.stringify({ status, fault, error: failure.toJSON() })}\n`);
       process.stderr.write(`Error: ${failure.describe()}\n`);
       this.exit(exitCodeOf(failure));
     }
@@ -65,17 +67,28 @@ ledger are used. Exit code 0 only when the task is done.`;
       parsed,
       log,
     );
-    const reportError = report.status === 'failed' ? await reportFailure(env, report) : undefined;
+    const outcome = decideOutcome(report, 1, ONE_SHOT);
+    const reportError = outcome.action === 'failed' ? await reportFailure(env, report) : undefined;
     await Promise.all([env.storage.close(), env.orchestrator.close()]);
 
     if (flags.json) {
-      const extra = reportError ? { reportError: reportError.toJSON() } : {};
+      const extra = {
+        ...(outcome.action === 'retry' ? { status: 'error' } : {}),
+        ...(outcome.action === 'done' ? {} : { fault: outcome.fault }),
+        ...(reportError ? { reportError: reportError.toJSON() } : {}),
+      };
       process.stdout.write(`${JSON.stringify(reportJson(report, extra))}\n`);
     } else {
       process.stdout.write(describeReport(report));
+      if (outcome.action === 'retry') {
+        process.stdout.write(
+          `not the task's fault: ${outcome.reason}. It was not reported failed: run it again once the worker or its host is fixed.\n`,
+        );
+      }
       if (reportError)
         process.stderr.write(`could not report the failure: ${reportError.describe()}\n`);
     }
-    if (report.status !== 'done') this.exit(1);
+    if (outcome.action === 'retry') this.exit(EXIT.workerFault);
+    if (outcome.action === 'failed') this.exit(EXIT.failed);
   }
 }

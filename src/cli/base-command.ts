@@ -17,7 +17,19 @@ export abstract class BaseCommand extends Command {
   }
 }
 
+/** Exit codes a script can test; `task exec` uses all of them. */
+export const EXIT = {
+  /** The task failed by its own fault (or, for other commands, anything else went wrong). */
+  failed: 1,
+  /** A bad command line, configuration or task file. */
+  usage: 2,
+  /** The worker or its host could not run the task; the task was not reported failed. */
+  workerFault: 3,
+} as const;
+
 /** 2 for a bad command line or input, 1 for anything else that went wrong. */
 export function exitCodeOf(error: WorkerError): number {
-  return error.code === 'CONFIG_INVALID' || error.code === 'TASK_INVALID' ? 2 : 1;
+  return error.code === 'CONFIG_INVALID' || error.code === 'TASK_INVALID'
+    ? EXIT.usage
+    : EXIT.failed;
 }

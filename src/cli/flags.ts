@@ -212,7 +212,7 @@ export const runFlags = {
   'max-attempts': Flags.integer({
     helpGroup: 'RETRIES AND SHUTDOWN',
     description:
-      'Deliveries of a task before it is reported failed, for passing errors (a service down, an engine hiccup). Errors of the task itself fail at once.',
+      "Deliveries of a task before it is reported failed, when the worker or its host is at fault (an internal error, the engine, a service down). The task's own faults fail at once.",
     default: 5,
     min: 1,
     env: env('MAX_ATTEMPTS'),

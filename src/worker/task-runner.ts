@@ -1,11 +1,11 @@
 import { toWorkerError, WorkerError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { TaskEnv, TaskKind } from '../tasks/context.js';
+import { decideOutcome, type RetryPolicy } from '../tasks/outcome.js';
 import { executeTask, type ParsedTask, type TaskReport } from '../tasks/run-task.js';
 import { parseTask, readableTaskUuid } from '../tasks/schemas.js';
 import type { Journal } from './journal.js';
 import type { Lease } from './nsq-reader.js';
-import { decideRetry, type RetryPolicy } from './retry-policy.js';
 
 export interface RunnerDeps {
   env: TaskEnv;
@@ -26,7 +26,7 @@ export type MessageOutcome =
 
 /**
  * Runs the task of one NSQ message from claim to FIN or REQ. The message stays in flight
- * (touched) for as long as the task runs; the retry policy decides between requeue and
+ * (touched) for as long as the task runs; tasks/outcome.ts decides between requeue and
  * failure; a lost connection means the message belongs to NSQ again and is not answered.
  */
 export async function runMessage(
@@ -76,7 +76,7 @@ export async function runMessage(
       // A redelivery finds its task already taken (by this worker's earlier attempt,
       // or one that crashed): it proceeds.
       if (!(error instanceof WorkerError && error.code === 'TASK_TAKEN')) {
-        return await settleFailure(
+        return await settle(
           deps,
           lease,
           {
@@ -113,14 +113,7 @@ export async function runMessage(
       log,
     );
     await journalled;
-    if (report.status === 'done') {
-      log.info(
-        { steps: report.steps, performance: report.performance, prediction: report.predictionUuid },
-        'task done',
-      );
-      return answer(lease, log, () => message.finish()) ? 'done' : 'lease-lost';
-    }
-    return await settleFailure(deps, lease, report, log, signal);
+    return await settle(deps, lease, report, log, signal);
   } finally {
     stopTouching();
     lease.release();
@@ -131,7 +124,8 @@ export async function runMessage(
   }
 }
 
-async function settleFailure(
+/** Answers the message as tasks/outcome.ts decides, with the daemon's own special cases. */
+async function settle(
   deps: RunnerDeps,
   lease: Lease,
   report: TaskReport,
@@ -140,12 +134,13 @@ async function settleFailure(
 ): Promise<MessageOutcome> {
   const message = lease.message;
   const error = report.error ?? new WorkerError('INTERNAL', 'the task failed without a reason');
-  if (signal.aborted) {
+  if (report.status === 'failed' && signal.aborted) {
     // Shutdown: hand the message back at once, for another worker or the next start.
     log.warn({ step: report.failedStep }, 'task cancelled by shutdown: requeued');
     return answer(lease, log, () => message.requeue(0, false)) ? 'cancelled' : 'lease-lost';
   }
   if (
+    report.status === 'failed' &&
     report.failedStep === 'report' &&
     error.code === 'ORCHESTRATOR_FAILED' &&
     !error.retryable &&
@@ -160,17 +155,32 @@ async function settleFailure(
     );
     return answer(lease, log, () => message.finish()) ? 'done' : 'lease-lost';
   }
-  const decision = decideRetry(error, message.attempts, deps.retry);
-  if (decision.action === 'requeue') {
+  const decision = decideOutcome(report, message.attempts, deps.retry);
+  if (decision.action === 'done') {
+    log.info(
+      { steps: report.steps, performance: report.performance, prediction: report.predictionUuid },
+      'task done',
+    );
+    return answer(lease, log, () => message.finish()) ? 'done' : 'lease-lost';
+  }
+  if (decision.action === 'retry') {
     log.warn(
-      { step: report.failedStep, err: error.toJSON(), delayMs: decision.delayMs },
-      'task failed for a passing reason: requeued',
+      {
+        step: report.failedStep,
+        err: error.toJSON(),
+        fault: decision.fault,
+        delayMs: decision.delayMs,
+      },
+      `not the submission's fault, requeued: ${decision.reason}`,
     );
     return answer(lease, log, () => message.requeue(decision.delayMs, false))
       ? 'requeued'
       : 'lease-lost';
   }
-  log.error({ step: report.failedStep, err: error.toJSON() }, `task failed: ${decision.reason}`);
+  log.error(
+    { step: report.failedStep, err: error.toJSON(), fault: decision.fault },
+    `task failed: ${decision.reason}`,
+  );
   try {
     await deps.env.orchestrator.reportFailed(report.kind, report.uuid, decision.reason);
   } catch (reportError) {

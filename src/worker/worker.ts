@@ -4,9 +4,9 @@ import { formatDuration } from '../config/duration.js';
 import { LABEL_WORKER } from '../engine/types.js';
 import type { Logger } from '../log.js';
 import type { TaskEnv, TaskKind } from '../tasks/context.js';
+import type { RetryPolicy } from '../tasks/outcome.js';
 import type { Journal } from './journal.js';
 import { type Lease, type NsqdInfo, openReader, type TopicReader } from './nsq-reader.js';
-import type { RetryPolicy } from './retry-policy.js';
 import { type MessageOutcome, runMessage } from './task-runner.js';
 
 export const TOPICS: Record<TaskKind, string> = { learn: 'train', predict: 'prediction' };

@@ -189,7 +189,12 @@ describe.skipIf(podmanMissing !== undefined && !requireEngines)(
         const lines = result.stdout.split('\n').filter((line) => line !== '');
         expect(lines).toHaveLength(1);
         const json = JSON.parse(lines[0] ?? '') as Record<string, unknown>;
-        expect(json).toMatchObject({ status: 'failed', kind: 'learn', failedStep: 'stage' });
+        expect(json).toMatchObject({
+          status: 'failed',
+          fault: 'task',
+          kind: 'learn',
+          failedStep: 'stage',
+        });
         expect(json.performance).toBeUndefined();
         expect(json.model).toBeUndefined();
         const error = json.error as { code: string; message: string; retryable: boolean };
@@ -245,6 +250,49 @@ describe.skipIf(podmanMissing !== undefined && !requireEngines)(
         expect(out.status).toBe('invalid');
         expect(out.error.code).toBe('TASK_INVALID');
         expect(out.error.message).toMatch(/"model_start": must be a non-nil UUID when rank > 0/);
+      });
+    });
+
+    // After the runs above, not beside them: more task exec processes at once made the
+    // first storage downloads fail (connection closed) on a loaded host.
+    describe('worker faults', () => {
+      it('--json: a storage outage is the worker fault: not reported, status error, exits 3', async () => {
+        const down = newIds('uuid').uuid;
+        world.storage.seed('data', down, { blob: await exampleData('train-1.csv') });
+        world.storage.fault(`/data/${down}/blob`, { status: 503 });
+        const task = learnTask({ train_data: [down] });
+        const result = await taskExec(task, ['--json']);
+        expect(result.exitCode, result.stderr).toBe(3);
+        const lines = result.stdout.split('\n').filter((line) => line !== '');
+        expect(lines).toHaveLength(1);
+        const json = JSON.parse(lines[0] ?? '') as Record<string, unknown>;
+        expect(json).toMatchObject({
+          status: 'error',
+          fault: 'worker',
+          kind: 'learn',
+          uuid: task.uuid,
+          failedStep: 'stage',
+        });
+        const error = json.error as { code: string; message: string; retryable: boolean };
+        expect(error).toMatchObject({ code: 'STORAGE_FAILED', retryable: true });
+        expect(error.message).toMatch(/503/);
+        // The task is fine: the orchestrator hears nothing, the operator runs it again.
+        expect(doneReports(world, task.uuid)).toEqual([]);
+        expect(world.orchestrator.task(task.uuid)?.status).toBe('pending');
+        await expectClean(task.uuid, result.tmp);
+      });
+
+      it("without a terminal, a worker fault says it is not the task's fault and exits 3", async () => {
+        const down = newIds('uuid').uuid;
+        world.storage.fault(`/data/${down}/blob`, { status: 503 });
+        const task = learnTask({ train_data: [down] });
+        const result = await taskExec(task);
+        expect(result.exitCode, result.stderr).toBe(3);
+        expect(result.stdout).toContain(`learn task ${task.uuid} failed at step stage: `);
+        expect(result.stdout).toMatch(
+          /not the task's fault: the worker could not run this task: .*503.*It was not reported failed: run it again/,
+        );
+        expect(doneReports(world, task.uuid)).toEqual([]);
       });
     });
   },
