@@ -7,7 +7,7 @@ import { pipeline } from 'node:stream/promises';
 import { extractTarToDir } from '../archive/safe-tar.js';
 import { WorkerError } from '../errors.js';
 import { buildArgs, imageExistsArgs } from './args.js';
-import { checkContainerfile } from './containerfile-check.js';
+import { type BuildPolicy, checkContainerfile } from './containerfile-check.js';
 import type { EngineContext } from './context.js';
 import { capDetail, execEngineRaw, hintFor } from './exec.js';
 import type { BuildRequest, BuildResult } from './types.js';
@@ -34,7 +34,7 @@ export async function buildImage(ctx: EngineContext, request: BuildRequest): Pro
     if ((await execEngineRaw(ctx.cli, imageExistsArgs(ctx.info, image), call)).exitCode === 0) {
       return { image, digest, cached: true, durationMs: Date.now() - started };
     }
-    const containerfile = await checkContainerfiles(dir);
+    const containerfile = await checkContainerfiles(dir, policyFor(ctx, request.role));
     await runBuild(ctx, request, image, dir, containerfile);
     return { image, digest, cached: false, durationMs: Date.now() - started };
   } finally {
@@ -72,8 +72,14 @@ async function hashAndExtract(request: BuildRequest, dir: string): Promise<strin
   return hash.digest('hex');
 }
 
+/** A submission is always built under the strict policy; the workflow as configured; anything else strictly. */
+export function policyFor(ctx: EngineContext, role: string): BuildPolicy {
+  if (role === 'workflow') return ctx.options.workflowBuildPolicy ?? 'trusted';
+  return 'strict';
+}
+
 /** Checks every Containerfile/Dockerfile at the root (builders differ in which they take); returns the one docker uses. */
-async function checkContainerfiles(dir: string): Promise<string> {
+async function checkContainerfiles(dir: string, policy: BuildPolicy): Promise<string> {
   const names = (await readdir(dir)).filter((name) =>
     ['containerfile', 'dockerfile'].includes(name.toLowerCase()),
   );
@@ -94,7 +100,7 @@ async function checkContainerfiles(dir: string): Promise<string> {
         `The build context's ${name} is larger than 1 MiB`,
       );
     }
-    checkContainerfile(await readFile(path, 'utf8'), name);
+    checkContainerfile(await readFile(path), name, policy);
   }
   const preferred = ['Dockerfile', 'Containerfile', 'dockerfile', 'containerfile'].find((n) =>
     names.includes(n),
