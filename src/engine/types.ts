@@ -22,6 +22,8 @@ export interface EngineInfo {
    * (rootless podman on cgroup v1); empty when every limit is enforced.
    */
   unenforcedLimits?: UnenforcedLimit[];
+  /** The buildah version podman builds with (`podman info`: host.buildahVersion); undefined for docker. */
+  buildahVersion?: string;
 }
 
 export interface EngineOptions {
