@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createEngine } from '../../src/engine/engine.js';
+import { createEngine, engineFor } from '../../src/engine/engine.js';
 import { execEngine, execEngineRaw } from '../../src/engine/exec.js';
 import { DEFAULT_LIMITS } from '../../src/engine/limits.js';
 import { contextTarGz } from '../../src/engine/probe-context.js';
@@ -49,10 +49,10 @@ describe.skipIf(why)('Containerfile policy, with real builds (rootful podman)', 
   const contextOf = (containerfile: string) =>
     contextTarGz({ Containerfile: containerfile, busybox, 'a.txt': 'a\n' });
 
-  async function expectRefused(role: string, containerfile: string, line: number) {
+  async function expectRefused(role: string, containerfile: string, line: number, e = engine) {
     const context = await contextOf(containerfile);
     const digest = createHash('sha256').update(context).digest('hex');
-    const error = await engine
+    const error = await e
       .buildImage({ role, context: readableOf(context), labels })
       .catch((e: unknown) => e);
     expect(error).toMatchObject({ code: 'BUILD_CONTEXT_REJECTED', retryable: false });
@@ -88,6 +88,11 @@ describe.skipIf(why)('Containerfile policy, with real builds (rootful podman)', 
       await expectRefused(role, await corpus('cache-mount-plus-operator'), 3);
     },
   );
+
+  it('checks the workflow like a submission under --workflow-build-policy strict', async () => {
+    const strict = engineFor(engine.info, { ...variant.options, workflowBuildPolicy: 'strict' });
+    await expectRefused('workflow', 'FROM scratch\nADD a.txt /a.txt\n', 2, strict);
+  });
 
   it('refuses VOLUME in a submission', async () => {
     await expectRefused('submission', await corpus('volume'), 2);
