@@ -19,7 +19,7 @@ export type BuildPolicy = 'strict' | 'trusted';
 
 const HINTS: Record<BuildPolicy, string> = {
   strict:
-    'a submission Containerfile may use FROM (images on this host, or earlier stages), COPY (from the context, or --from=<earlier stage>), RUN (no flags but --mount=type=tmpfs), ENV, ARG, WORKDIR, USER, LABEL, ENTRYPOINT and CMD; no ADD (use COPY), no heredocs, no "$" in flags, FROM or COPY sources',
+    'a submission Containerfile may use FROM (images on this host, or earlier stages), COPY (from the context, or --from=<earlier stage>), RUN (no flags but --mount=type=tmpfs[,target=<path>][,tmpfs-size=<up to 1g>]), ENV, ARG, WORKDIR, USER, LABEL, ENTRYPOINT and CMD; no ADD (use COPY), no heredocs, no "$" in flags, FROM or COPY sources',
   trusted:
     'build steps run without network: no RUN --network other than none, no cache/secret/ssh mounts, no --security=insecure, no ADD from a URL or git, no "$" in flags or ADD sources, no heredocs',
 };
@@ -93,7 +93,7 @@ function keywordOf(instruction: Instruction): string | undefined {
 const describe = (instruction: Instruction) => JSON.stringify(instruction.keyword.slice(0, 40));
 
 /** Could hold a heredoc for some builder: BuildKit removes quotes, escapes and variables before it looks for `<<WORD`. */
-const HEREDOC = /<[^\s<]*</;
+const HEREDOC = /<[^ \t<]*</;
 
 // ---- strict -------------------------------------------------------------------------
 
@@ -202,7 +202,10 @@ function strictCopy(rest: string, state: StrictState): string | undefined {
   return undefined;
 }
 
-const TMPFS_KEYS = new Set(['type', 'target', 'dst', 'destination', 'size']);
+// buildah names the size tmpfs-size, BuildKit size.
+const TMPFS_KEYS = new Set(['type', 'target', 'dst', 'destination', 'size', 'tmpfs-size']);
+const MAX_TMPFS_BYTES = 1024 ** 3;
+const UNITS: Record<string, number> = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 };
 
 function strictRun(rest: string): string | undefined {
   const { flags } = extractFlags(rest);
@@ -218,15 +221,19 @@ function strictMount(flag: string): string | undefined {
   if (!m) return 'only --mount=type=tmpfs is allowed';
   const seen = new Set<string>();
   for (const part of (m[1] as string).split(',')) {
-    const kv = /^([a-z]+)=([A-Za-z0-9/._-]+)$/.exec(part);
+    const kv = /^([a-z-]+)=([A-Za-z0-9/._-]+)$/.exec(part);
     const key = kv?.[1] as string;
     if (!kv || !TMPFS_KEYS.has(key) || seen.has(key)) {
-      return 'only --mount=type=tmpfs[,target=<path>][,size=<bytes>] is allowed';
+      return 'only --mount=type=tmpfs[,target=<path>][,tmpfs-size=<bytes>] is allowed';
     }
     seen.add(key);
     if (key === 'type' && kv[2] !== 'tmpfs') return 'only --mount=type=tmpfs is allowed';
-    if (key === 'size' && !/^[0-9]{1,12}[kmg]?$/i.test(kv[2] as string)) {
-      return 'a tmpfs size is a number of bytes, with k, m or g';
+    if (key.endsWith('size')) {
+      const size = /^([0-9]{1,12})([kmg]?)$/i.exec(kv[2] as string);
+      const bytes = size ? Number(size[1]) * (UNITS[(size[2] as string).toLowerCase()] ?? 0) : 0;
+      if (!size || bytes > MAX_TMPFS_BYTES) {
+        return 'a tmpfs size is a number of bytes (k, m or g) up to 1g';
+      }
     }
   }
   if (!seen.has('type')) return 'only --mount=type=tmpfs is allowed (the default type is bind)';

@@ -60,7 +60,8 @@ describe('the strict policy (submissions)', () => {
       file(
         'ARG VERSION=1',
         'FROM python:3.11 AS deps',
-        'RUN --mount=type=tmpfs,target=/scratch --mount=type=tmpfs,dst=/t,size=64m pip list',
+        'RUN --mount=type=tmpfs,target=/scratch --mount=type=tmpfs,dst=/t,tmpfs-size=64m pip list',
+        'RUN --mount=destination=/u,size=1g,type=tmpfs true',
         'FROM deps',
         'FROM scratch AS final',
         'COPY --from=deps /usr/lib /usr/lib',
