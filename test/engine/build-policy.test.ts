@@ -89,13 +89,53 @@ describe.skipIf(why)('Containerfile policy, with real builds (rootful podman)', 
     },
   );
 
-  it('checks the workflow like a submission under --workflow-build-policy strict', async () => {
+  it('checks the workflow like a submission under --workflow-build-policy strict, even when built before', async () => {
+    const containerfile = `FROM scratch\nADD a.txt /a.txt\nLABEL n=${randomBytes(4).toString('hex')}\n`;
+    const trusted = await engine.buildImage({
+      role: 'workflow',
+      context: readableOf(await contextOf(containerfile)),
+      labels,
+    });
+    images.push(trusted.image);
     const strict = engineFor(engine.info, { ...variant.options, workflowBuildPolicy: 'strict' });
-    await expectRefused('workflow', 'FROM scratch\nADD a.txt /a.txt\n', 2, strict);
+    const error = await strict
+      .buildImage({ role: 'workflow', context: readableOf(await contextOf(containerfile)), labels })
+      .catch((e: unknown) => e);
+    expect(error).toMatchObject({ code: 'BUILD_CONTEXT_REJECTED', retryable: false });
+    expect((error as Error).message).toContain('line 2: ADD is not allowed');
   });
 
   it('refuses VOLUME in a submission', async () => {
     await expectRefused('submission', await corpus('volume'), 2);
+  });
+
+  it('refuses a submission whose base image declares a VOLUME, and removes what it built', async () => {
+    const base = await engine.buildImage({
+      role: 'workflow',
+      context: readableOf(
+        await contextOf(
+          `FROM scratch\nCOPY busybox /bin/busybox\nVOLUME /data\nLABEL n=${randomBytes(4).toString('hex')}\n`,
+        ),
+      ),
+      labels,
+    });
+    images.push(base.image);
+    const alias = `localhost/cw-policy-base-${randomBytes(4).toString('hex')}:1`;
+    await execEngine(engine.info, ['tag', base.image, alias], { timeoutMs: 60_000 });
+    images.push(alias);
+    const context = await contextOf(`FROM ${alias}\nUSER 1000\n`);
+    const digest = createHash('sha256').update(context).digest('hex');
+    const error = await engine
+      .buildImage({ role: 'submission', context: readableOf(context), labels })
+      .catch((e: unknown) => e);
+    expect(error).toMatchObject({ code: 'BUILD_CONTEXT_REJECTED', retryable: false });
+    expect((error as Error).message).toContain('VOLUME /data');
+    const exists = await execEngineRaw(
+      engine.info,
+      ['image', 'exists', `localhost/compute-worker/submission:${digest}`],
+      { timeoutMs: 60_000 },
+    );
+    expect(exists.exitCode).toBe(1);
   });
 
   it('builds an allowed multi-stage submission with a tmpfs mount', async () => {
