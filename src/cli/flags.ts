@@ -36,6 +36,14 @@ export const engineFlags = {
     description: 'Bound for one image build; a stuck build is killed. Default: --docker-timeout.',
     env: env('BUILD_TIMEOUT'),
   }),
+  'workflow-build-policy': Flags.option({
+    options: ['trusted', 'strict'] as const,
+    helpGroup: 'ENGINE',
+    description:
+      'How the problem\'s workflow Containerfile is checked before it is built: trusted refuses what reaches the host or its network (RUN --network, cache/secret/ssh mounts, ADD of a URL, "$" in flags); strict applies the submissions\' allowlist. Submissions are always checked strictly.',
+    default: 'trusted',
+    env: env('WORKFLOW_BUILD_POLICY'),
+  })(),
 };
 
 /** Limits of every container the worker runs. All finite. */

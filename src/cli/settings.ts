@@ -43,6 +43,7 @@ export interface TaskFlagValues {
   'orchestrator-password-file'?: string;
   'orchestrator-ledger'?: string;
   'state-dir'?: string;
+  'workflow-build-policy'?: 'trusted' | 'strict';
 }
 
 export function engineOptions(flags: TaskFlagValues): EngineOptions {
@@ -52,6 +53,7 @@ export function engineOptions(flags: TaskFlagValues): EngineOptions {
     ociRuntime: flags['oci-runtime'],
     buildTimeoutMs: flags['build-timeout'] ?? flags['docker-timeout'],
     callTimeoutMs: flags['docker-timeout'],
+    workflowBuildPolicy: flags['workflow-build-policy'],
   };
 }
 

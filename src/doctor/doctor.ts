@@ -6,6 +6,7 @@ import type { StorageClient } from '../clients/types.js';
 import { createEngine } from '../engine/engine.js';
 import { probeEngine } from '../engine/probe.js';
 import type { Engine, EngineOptions, RunLimits } from '../engine/types.js';
+import { builderCheck } from './builder.js';
 import { type Check, fail, pass } from './check.js';
 import { checkNsq, type NsqCheckOptions } from './nsq.js';
 
@@ -32,6 +33,7 @@ export async function runDoctor(options: DoctorOptions): Promise<Check[]> {
     checks.push(
       ...(await probeEngine(engine, { limits: options.limits, busyboxPath: options.busyboxPath })),
     );
+    checks.push(builderCheck(engine.info, options.engine.workflowBuildPolicy));
   }
   checks.push(await checkStorage(options.storage));
   checks.push(await checkOrchestrator(options.orchestrator));

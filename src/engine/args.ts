@@ -113,6 +113,15 @@ export function imageExistsArgs(info: Quirks, image: string): string[] {
     : ['image', 'inspect', '--format', '{{.Id}}', image];
 }
 
+/** The image's declared volumes as JSON (null when none); podman and docker alike. */
+export function imageVolumesArgs(image: string): string[] {
+  return ['image', 'inspect', '--format', '{{json .Config.Volumes}}', image];
+}
+
+export function removeImageArgs(image: string): string[] {
+  return ['rmi', '--force', image];
+}
+
 export function volumeCreateArgs(name: string, labels: Record<string, string>): string[] {
   return ['volume', 'create', ...labelArgs(labels), name];
 }

@@ -6,10 +6,10 @@ import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { extractTarToDir } from '../archive/safe-tar.js';
 import { WorkerError } from '../errors.js';
-import { buildArgs, imageExistsArgs } from './args.js';
-import { checkContainerfile } from './containerfile-check.js';
+import { buildArgs, imageExistsArgs, imageVolumesArgs, removeImageArgs } from './args.js';
+import { type BuildPolicy, checkContainerfile } from './containerfile-check.js';
 import type { EngineContext } from './context.js';
-import { capDetail, execEngineRaw, hintFor } from './exec.js';
+import { capDetail, execEngine, execEngineRaw, hintFor } from './exec.js';
 import type { BuildRequest, BuildResult } from './types.js';
 
 const ROLE = /^[a-z0-9][a-z0-9_.-]{0,63}$/;
@@ -30,12 +30,15 @@ export async function buildImage(ctx: EngineContext, request: BuildRequest): Pro
   try {
     const digest = await hashAndExtract(request, dir);
     const image = `localhost/compute-worker/${request.role}:${digest}`;
+    // Checked before the cache: an image built under an older or looser policy is not reused.
+    const policy = policyFor(ctx, request.role);
+    const containerfile = await checkContainerfiles(dir, policy);
     const call = { timeoutMs: ctx.options.callTimeoutMs, signal: request.signal };
     if ((await execEngineRaw(ctx.cli, imageExistsArgs(ctx.info, image), call)).exitCode === 0) {
       return { image, digest, cached: true, durationMs: Date.now() - started };
     }
-    const containerfile = await checkContainerfiles(dir);
     await runBuild(ctx, request, image, dir, containerfile);
+    if (policy === 'strict') await refuseImageVolumes(ctx, image);
     return { image, digest, cached: false, durationMs: Date.now() - started };
   } finally {
     await rm(dir, { recursive: true, force: true });
@@ -72,8 +75,14 @@ async function hashAndExtract(request: BuildRequest, dir: string): Promise<strin
   return hash.digest('hex');
 }
 
+/** A submission is always built under the strict policy; the workflow as configured; anything else strictly. */
+export function policyFor(ctx: EngineContext, role: string): BuildPolicy {
+  if (role === 'workflow') return ctx.options.workflowBuildPolicy ?? 'trusted';
+  return 'strict';
+}
+
 /** Checks every Containerfile/Dockerfile at the root (builders differ in which they take); returns the one docker uses. */
-async function checkContainerfiles(dir: string): Promise<string> {
+async function checkContainerfiles(dir: string, policy: BuildPolicy): Promise<string> {
   const names = (await readdir(dir)).filter((name) =>
     ['containerfile', 'dockerfile'].includes(name.toLowerCase()),
   );
@@ -94,12 +103,33 @@ async function checkContainerfiles(dir: string): Promise<string> {
         `The build context's ${name} is larger than 1 MiB`,
       );
     }
-    checkContainerfile(await readFile(path, 'utf8'), name);
+    checkContainerfile(await readFile(path), name, policy);
   }
   const preferred = ['Dockerfile', 'Containerfile', 'dockerfile', 'containerfile'].find((n) =>
     names.includes(n),
   );
   return join(dir, preferred ?? (names[0] as string));
+}
+
+/**
+ * A base image's VOLUMEs are inherited, and each becomes an anonymous host volume when a
+ * container starts: a strictly checked image that has any is removed and refused.
+ */
+async function refuseImageVolumes(ctx: EngineContext, image: string): Promise<void> {
+  const call = { timeoutMs: ctx.options.callTimeoutMs };
+  const volumes = Object.keys(
+    (JSON.parse(await execEngine(ctx.cli, imageVolumesArgs(image), call)) as Record<
+      string,
+      unknown
+    > | null) ?? {},
+  );
+  if (volumes.length === 0) return;
+  await execEngineRaw(ctx.cli, removeImageArgs(image), call);
+  throw new WorkerError(
+    'BUILD_CONTEXT_REJECTED',
+    `The built image declares VOLUME ${volumes.slice(0, 5).join(', ')} (from its base image): a submission image may not`,
+    { hint: 'start FROM a base image without VOLUME instructions' },
+  );
 }
 
 async function runBuild(

@@ -11,6 +11,7 @@ const podmanInfoSchema = z.object({
     cgroupControllers: z.array(z.string()).nullish(),
     ociRuntime: z.object({ name: z.string() }).optional(),
     security: z.object({ rootless: z.boolean() }),
+    buildahVersion: z.string().optional(),
   }),
   store: z.object({ graphDriverName: z.string() }),
   version: z.object({ Version: z.string() }),
@@ -127,6 +128,7 @@ async function podmanInfo(
     cgroupVersion: info.host.cgroupVersion === 'v2' ? 2 : 1,
     storageDriver: info.store.graphDriverName,
     cgroupControllers: info.host.cgroupControllers ?? [],
+    ...(info.host.buildahVersion ? { buildahVersion: info.host.buildahVersion } : {}),
   };
 }
 

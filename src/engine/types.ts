@@ -22,6 +22,8 @@ export interface EngineInfo {
    * (rootless podman on cgroup v1); empty when every limit is enforced.
    */
   unenforcedLimits?: UnenforcedLimit[];
+  /** The buildah version podman builds with (`podman info`: host.buildahVersion); undefined for docker. */
+  buildahVersion?: string;
 }
 
 export interface EngineOptions {
@@ -41,6 +43,12 @@ export interface EngineOptions {
    * wherever the worker happened to be started.
    */
   workDir?: string;
+  /**
+   * How the problem's workflow Containerfile is checked: `trusted` (default) refuses what
+   * reaches the host or its network, `strict` applies the submissions' allowlist.
+   * Submissions are always checked strictly.
+   */
+  workflowBuildPolicy?: 'trusted' | 'strict';
 }
 
 /** Resource limits of one container. Every one is finite: never "unlimited" for a submission. */
@@ -98,7 +106,11 @@ export interface RunResult {
 }
 
 export interface BuildRequest {
-  /** "workflow" or "submission": part of the image name localhost/compute-worker/<role>:<digest>. */
+  /**
+   * "workflow" or "submission": part of the image name localhost/compute-worker/<role>:<digest>.
+   * It also picks the Containerfile policy: "workflow" gets EngineOptions.workflowBuildPolicy,
+   * any other role (a submission, the probe) the strict allowlist.
+   */
   role: string;
   /** A .tar.gz build context with a Dockerfile or Containerfile at its root. */
   context: Readable;

@@ -77,6 +77,8 @@ describe.skipIf(why).concurrent('compute-worker doctor', () => {
       storage: 'pass',
       orchestrator: 'pass',
     });
+    const builder = out.checks.find((c) => c.name === 'builder');
+    expect(builder?.message).toMatch(/^podman \S+ builds with buildah \d+\.\d+\.\d+/);
   });
 
   it("warns, naming nsqd's flag, when nsqd cannot keep a task in flight as long as it may run", async () => {

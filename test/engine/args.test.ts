@@ -6,7 +6,9 @@ import {
   copyOutArgs,
   createArgs,
   imageExistsArgs,
+  imageVolumesArgs,
   limitArgs,
+  removeImageArgs,
   volumeCreateArgs,
   volumeImportArgs,
 } from '../../src/engine/args.js';
@@ -164,6 +166,17 @@ describe('volume and lookup arguments', () => {
   it('checks an image cheaply: podman image exists, docker image inspect', () => {
     expect(imageExistsArgs(podman, 'i')).toEqual(['image', 'exists', 'i']);
     expect(imageExistsArgs(docker, 'i').slice(0, 2)).toEqual(['image', 'inspect']);
+  });
+
+  it("reads an image's declared volumes and removes an image", () => {
+    expect(imageVolumesArgs('i')).toEqual([
+      'image',
+      'inspect',
+      '--format',
+      '{{json .Config.Volumes}}',
+      'i',
+    ]);
+    expect(removeImageArgs('i')).toEqual(['rmi', '--force', 'i']);
   });
 
   it('lists containers by every label', () => {
