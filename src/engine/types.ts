@@ -22,6 +22,8 @@ export interface EngineInfo {
    * (rootless podman on cgroup v1); empty when every limit is enforced.
    */
   unenforcedLimits?: UnenforcedLimit[];
+  /** How GPUs reach a container: CDI `--device KIND=UUID`, or docker's `--gpus` through the NVIDIA hook. */
+  gpuDevices?: 'cdi' | 'nvidia-hook';
 }
 
 export interface EngineOptions {
@@ -80,6 +82,8 @@ export interface RunSpec {
   onLogLine?: (line: string, stream: 'stdout' | 'stderr') => void;
   /** Aborting kills and removes the container. */
   signal?: AbortSignal;
+  /** GPUs given to the container, by UUID; none when absent. */
+  gpus?: GpuDevices;
   /** Extra engine flags decided by the caller, e.g. GPU devices. Must come from a pure builder. */
   extraArgs?: string[];
 }
@@ -142,3 +146,9 @@ export interface Engine {
 
 /** Limits that the engine cannot enforce on this host (see EngineInfo.unenforcedLimits). */
 export type UnenforcedLimit = 'memory' | 'cpus' | 'pids';
+
+/** GPUs for one container: their UUIDs, and the CDI kind that names them (nvidia.com/gpu). */
+export interface GpuDevices {
+  kind: string;
+  uuids: readonly string[];
+}
