@@ -17,7 +17,7 @@ const docker = VARIANTS.docker;
 const SEE = [
   'for f in /dev/nvidia*; do [ -e "$f" ] && echo "dev=$f $(stat -c %u "$f")"; done',
   "grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status",
-  "awk '$2 == \"/\" { print \"root=\" $4 }' /proc/mounts",
+  'awk \'$2 == "/" { print "root=" $4 }\' /proc/mounts',
   'echo uid=$(id -u)',
   "grep : /proc/net/dev | cut -d: -f1 | tr -d ' ' | sed 's/^/if=/'",
 ].join('; ');
@@ -90,7 +90,7 @@ describe.skipIf(podman.unavailable() !== undefined && !requireEngines)(
       expect(none.filter((l) => l.startsWith('dev='))).toEqual([]);
     });
 
-    it('a GPU the CDI spec does not name is a host problem, not the submission\'s', async () => {
+    it("a GPU the CDI spec does not name is a host problem, not the submission's", async () => {
       const error = await see(['GPU-00000000-0000-0000-0000-00000000dead']).catch((e) => e);
       expect(error.code).toBe('ENGINE_FAILED');
       expect(error.retryable).toBe(true);

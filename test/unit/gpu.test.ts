@@ -138,12 +138,10 @@ describe('CDI specs and the toolkit', () => {
       await writeFile(join(dir, 'b.json'), '{"kind": "other.com/gpu", "cdiVersion": "0.5.0"}');
       await writeFile(join(dir, 'c.json'), '{ not json');
       const found = await findCdiSpecs('nvidia.com/gpu', [dir]);
-      expect(found.map((f) => [f.file.slice(dir.length + 1), f.error ? 'error' : 'spec'])).toEqual(
-        [
-          ['a.yaml', 'spec'],
-          ['c.json', 'error'],
-        ],
-      );
+      expect(found.map((f) => [f.file.slice(dir.length + 1), f.error ? 'error' : 'spec'])).toEqual([
+        ['a.yaml', 'spec'],
+        ['c.json', 'error'],
+      ]);
       const spec = found[0]?.spec;
       if (!spec) throw new Error('no spec');
       expect(usesAdditionalGids(spec)).toBe(true);
