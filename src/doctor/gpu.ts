@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { versionBelow } from '../config/version.js';
 import { BUSYBOX_CONTAINERFILE, contextTarGz } from '../engine/probe-context.js';
@@ -25,6 +26,8 @@ export interface GpuCheckOptions extends GpuDemand {
   cdiKind: string;
   limits: RunLimits;
   busyboxPath?: string;
+  /** Where nvidia-smi, nvidia-ctk and the docker hook are looked up (default: PATH). */
+  toolDir?: string;
 }
 
 const REGENERATE = 'nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml';
@@ -34,7 +37,7 @@ export async function checkGpus(engine: Engine | undefined, o: GpuCheckOptions):
   const asked = o.learnGpus + o.predictGpus > 0;
   let found: Gpu[];
   try {
-    found = await discoverGpus();
+    found = await discoverGpus(tool(o, 'nvidia-smi'));
   } catch (error) {
     if (!asked) return [skip('gpu', 'no GPU asked for (--learn-gpus and --predict-gpus are 0)')];
     return [fail('gpu-driver', 'nvidia-smi does not answer', error)];
@@ -62,9 +65,9 @@ export async function checkGpus(engine: Engine | undefined, o: GpuCheckOptions):
     checks.push(...found.checks);
     spec = found.spec;
   } else {
-    checks.push(await checkDockerHook());
+    checks.push(await checkDockerHook(o));
   }
-  checks.push(await checkToolkit());
+  checks.push(await checkToolkit(o));
   if (cdi && !spec) return [...checks, skip('gpu-smoke', 'no usable CDI spec to run with')];
   checks.push(...(await smokeRun(engine, o, pool[0] as Gpu, spec)));
   return checks;
@@ -94,23 +97,23 @@ async function checkSpec(
     };
   }
   const files = await findCdiSpecs(kind);
-  const broken = files.find((f) => f.error);
-  if (broken) {
-    const unreadable = broken.error?.startsWith('cannot be read');
-    return {
-      checks: [
-        fail(
-          'gpu-cdi',
-          `CDI spec ${broken.file} ${broken.error}`,
-          undefined,
-          unreadable
-            ? 'make it readable by the user the worker runs as (rootless podman reads it as that user)'
-            : `fix or regenerate it: ${REGENERATE}`,
-        ),
-      ],
-    };
-  }
   const specs = files.filter((f) => f.spec);
+  // A file that cannot be read or parsed may be of this kind: podman cannot use it either.
+  const broken = files.filter((f) => f.error);
+  const brokenCheck = (status: 'warn' | 'fail', lead: string) => {
+    const first = broken[0] as { file: string; error?: string };
+    const unreadable = first.error?.startsWith('cannot be read');
+    const hint = unreadable
+      ? 'make it readable by the user the worker runs as (rootless podman reads it as that user)'
+      : `fix or regenerate it: ${REGENERATE}`;
+    const message = `${lead}CDI spec ${first.file} ${first.error}${broken.length > 1 ? ` (and ${broken.length - 1} more)` : ''}`;
+    return status === 'fail'
+      ? fail('gpu-cdi', message, undefined, hint)
+      : warn('gpu-cdi-files', message, hint);
+  };
+  if (specs.length === 0 && broken.length) {
+    return { checks: [brokenCheck('fail', `no usable spec of kind ${kind}: `)] };
+  }
   if (specs.length === 0) {
     return {
       checks: [
@@ -137,9 +140,12 @@ async function checkSpec(
   }
   const { file, spec } = specs[0] as { file: string; spec: CdiSpec };
   const problem = await specProblem(spec, pool, reads, info.version);
-  const checks = problem
-    ? [fail('gpu-cdi', `CDI spec ${file}: ${problem.message}`, undefined, problem.hint)]
-    : [pass('gpu-cdi', `CDI spec ${file} (cdiVersion ${spec.cdiVersion}) names every pool GPU`)];
+  const checks: Check[] = broken.length ? [brokenCheck('warn', '')] : [];
+  checks.push(
+    ...(problem
+      ? [fail('gpu-cdi', `CDI spec ${file}: ${problem.message}`, undefined, problem.hint)]
+      : [pass('gpu-cdi', `CDI spec ${file} (cdiVersion ${spec.cdiVersion}) names every pool GPU`)]),
+  );
   const hooks = hookNames(spec);
   checks.push(
     hooks.length
@@ -188,8 +194,12 @@ async function specProblem(
   return undefined;
 }
 
-async function checkDockerHook(): Promise<Check> {
-  return (await onPath('nvidia-container-runtime-hook'))
+function tool(o: GpuCheckOptions, name: string): string {
+  return o.toolDir ? join(o.toolDir, name) : name;
+}
+
+async function checkDockerHook(o: GpuCheckOptions): Promise<Check> {
+  return (await onPath('nvidia-container-runtime-hook', o.toolDir))
     ? pass('gpu-docker-hook', 'nvidia-container-runtime-hook is on PATH for docker --gpus')
     : fail(
         'gpu-docker-hook',
@@ -199,8 +209,8 @@ async function checkDockerHook(): Promise<Check> {
       );
 }
 
-async function checkToolkit(): Promise<Check> {
-  const version = await toolkitVersion();
+async function checkToolkit(o: GpuCheckOptions): Promise<Check> {
+  const version = await toolkitVersion(tool(o, 'nvidia-ctk'));
   if (!version)
     return skip('gpu-toolkit', 'nvidia-ctk is not installed (a hook-less spec needs none)');
   const open = toolkitOpenCves(version);
