@@ -10,15 +10,18 @@ import {
 } from '../src/cli/settings.js';
 import type { Check } from '../src/doctor/check.js';
 import { runDoctor, verdict } from '../src/doctor/doctor.js';
+import { parseGpuSelection } from '../src/gpu/pool.js';
 
-const MARK = { pass: 'ok  ', warn: 'warn', fail: 'FAIL' } as const;
+const MARK = { pass: 'ok  ', warn: 'warn', fail: 'FAIL', skip: 'skip' } as const;
 
 export default class Doctor extends BaseCommand {
   static override summary = 'Check that this host can run tasks safely.';
   static override description =
     `Detects the container engine, builds a probe image without network and runs it with the
 limits tasks get, checking from inside that it has no network but loopback, no capabilities,
-a read-only root and a non-root user; then checks storage, the orchestrator and NSQ (that
+a read-only root and a non-root user; with --learn-gpus or --predict-gpus, checks the GPU
+chain (nvidia-smi, the pool, the CDI spec, the NVIDIA Container Toolkit's version, a
+hardened container given one GPU and one given none); then checks storage, the orchestrator and NSQ (that
 nsqd's --max-msg-timeout lets a task stay in flight as long as it may run). Takes the same
 flags as run. Exit code 1 when the host cannot run tasks.`;
   static override examples = [
@@ -29,6 +32,8 @@ flags as run. Exit code 1 when the host cannot run tasks.`;
     json: Flags.boolean({ description: 'Print the checks as one JSON object.', default: false }),
     'nsqlookupd-urls': runFlags['nsqlookupd-urls'],
     'nsqd-tcp-addresses': runFlags['nsqd-tcp-addresses'],
+    'learn-parallelism': runFlags['learn-parallelism'],
+    'predict-parallelism': runFlags['predict-parallelism'],
     ...taskFlags,
   };
 
@@ -36,9 +41,10 @@ flags as run. Exit code 1 when the host cannot run tasks.`;
     const { flags } = await this.parse(Doctor);
     const stateDir = await prepareStateDir(flags);
     const storage = await storageFromFlags(flags, stateDir);
+    const limits = runLimits(flags);
     const checks = await runDoctor({
       engine: engineOptions(flags),
-      limits: runLimits(flags),
+      limits,
       storage,
       orchestrator: flags['orchestrator-host']
         ? { host: flags['orchestrator-host'], port: flags['orchestrator-port'] }
@@ -48,6 +54,15 @@ flags as run. Exit code 1 when the host cannot run tasks.`;
         nsqdAddresses: flags['nsqd-tcp-addresses'] ?? [],
         learnTimeoutMs: flags['learn-timeout'],
         predictTimeoutMs: flags['predict-timeout'],
+      },
+      gpu: {
+        learnGpus: flags['learn-gpus'],
+        predictGpus: flags['predict-gpus'],
+        learnParallelism: flags['learn-parallelism'],
+        predictParallelism: flags['predict-parallelism'],
+        selection: parseGpuSelection(flags.gpus ?? 'all'),
+        cdiKind: flags['gpu-cdi-kind'],
+        limits,
       },
     });
     await storage.close();

@@ -32,12 +32,17 @@ requeued. Flags of the original worker, written with one dash, are accepted as t
       });
     }
     const log = createLogger({ level: flags['log-level'], format: flags['log-format'] });
-    const env = await buildTaskEnv(flags);
+    const parallelism = {
+      learn: flags['learn-parallelism'],
+      predict: flags['predict-parallelism'],
+    };
+    const env = await buildTaskEnv(flags, parallelism);
     log.info(
       {
         engine: env.engine.info,
         storage: env.storage.description,
         orchestrator: env.orchestrator.description,
+        gpus: env.gpus?.pool.gpus.map((g) => `${g.index}:${g.uuid}`),
       },
       'engine and services',
     );
@@ -52,7 +57,7 @@ requeued. Flags of the original worker, written with one dash, are accepted as t
       },
       lookupdUrls,
       nsqdAddresses,
-      parallelism: { learn: flags['learn-parallelism'], predict: flags['predict-parallelism'] },
+      parallelism,
       pollIntervalMs: flags['lookupd-poll-interval'],
       shutdownGraceMs: flags['shutdown-grace'],
     });

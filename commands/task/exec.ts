@@ -6,6 +6,7 @@ import { buildTaskEnv } from '../../src/cli/settings.js';
 import { readTaskFile } from '../../src/cli/task-input.js';
 import { toWorkerError } from '../../src/errors.js';
 import { createLogger } from '../../src/log.js';
+import { acquireTaskGpus, gpuNames } from '../../src/tasks/gpus.js';
 import { decideOutcome, faultOf, ONE_SHOT } from '../../src/tasks/outcome.js';
 import { executeTask, type ParsedTask, reportFailure } from '../../src/tasks/run-task.js';
 
@@ -61,12 +62,15 @@ export default class TaskExec extends BaseCommand {
     process.once('SIGTERM', cancel);
 
     const out = (text: string) => (flags.json ? process.stderr : process.stdout).write(text);
+    const gpus = acquireTaskGpus(env, parsed.type);
+    const names = gpuNames(gpus.gpus);
+    if (names) out(`GPUs: ${names.join(', ')}\n`);
     const report = await executeTask(
       env,
-      { signal: controller.signal, onEvent: progressPrinter(out) },
+      { signal: controller.signal, onEvent: progressPrinter(out), gpus: gpus.gpus },
       parsed,
       log,
-    );
+    ).finally(() => gpus.release());
     const outcome = decideOutcome(report, 1, ONE_SHOT);
     const reportError = outcome.action === 'failed' ? await reportFailure(env, report) : undefined;
     await Promise.all([env.storage.close(), env.orchestrator.close()]);

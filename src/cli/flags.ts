@@ -1,6 +1,7 @@
 import { Flags } from '@oclif/core';
 import { parseDuration } from '../config/duration.js';
 import { parseSize } from '../config/size.js';
+import { parseGpuSelection } from '../gpu/pool.js';
 import { durationFlag, positiveNumberFlag, sizeFlag } from './flag-types.js';
 
 const env = (name: string) => `COMPUTE_WORKER_${name}`;
@@ -182,8 +183,50 @@ export const serviceFlagSet = {
   }),
 };
 
+/** GPUs for submissions: each task its own, by UUID. */
+export const gpuFlags = {
+  'learn-gpus': Flags.integer({
+    helpGroup: 'GPUS',
+    description:
+      "GPUs given to the submission's container of each learn task, its own for as long as it runs. The workflow's containers get none.",
+    default: 0,
+    min: 0,
+    env: env('LEARN_GPUS'),
+  }),
+  'predict-gpus': Flags.integer({
+    helpGroup: 'GPUS',
+    description: "GPUs given to the submission's container of each predict task.",
+    default: 0,
+    min: 0,
+    env: env('PREDICT_GPUS'),
+  }),
+  gpus: Flags.string({
+    helpGroup: 'GPUS',
+    description:
+      'The GPUs this worker may hand out: all, none, or indices or UUIDs (0,1 or GPU-…). Workers on one host split its GPUs with it. Start-up fails when the pool cannot serve every task slot at once. Default: all.',
+    env: env('GPUS'),
+    parse: async (input) => {
+      parseGpuSelection(input);
+      return input;
+    },
+  }),
+  'gpu-cdi-kind': Flags.string({
+    helpGroup: 'GPUS',
+    description:
+      "CDI kind of the GPU devices in the host's CDI specs (/etc/cdi, /var/run/cdi): podman gets --device KIND=UUID.",
+    default: 'nvidia.com/gpu',
+    env: env('GPU_CDI_KIND'),
+  }),
+};
+
 /** Every flag that changes how a task runs: shared by `run` and `task exec`. */
-export const taskFlags = { ...engineFlags, ...limitFlags, ...timeoutFlags, ...serviceFlagSet };
+export const taskFlags = {
+  ...engineFlags,
+  ...limitFlags,
+  ...timeoutFlags,
+  ...serviceFlagSet,
+  ...gpuFlags,
+};
 
 /** The daemon's own flags: where NSQ is, how much runs at once, how it retries and stops. */
 export const runFlags = {

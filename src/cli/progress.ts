@@ -28,7 +28,7 @@ export function progressPrinter(write: Write): (event: TaskEvent) => void {
 
 /** The closing lines of a task on a terminal. */
 export function describeReport(report: TaskReport): string {
-  const head = `${report.kind} task ${report.uuid}`;
+  const head = `${report.kind} task ${report.uuid}${report.gpus ? ` (GPUs ${report.gpus.join(', ')})` : ''}`;
   if (report.status === 'done') {
     if (report.performance) {
       const perf = report.performance;
@@ -56,6 +56,7 @@ export function reportJson(
     kind: report.kind,
     uuid: report.uuid,
     steps: report.steps,
+    ...(report.gpus ? { gpus: report.gpus } : {}),
     ...(report.performance ? { performance: report.performance } : {}),
     ...(report.modelUuid && report.status === 'done' ? { model: report.modelUuid } : {}),
     ...(report.predictionUuid ? { prediction: report.predictionUuid } : {}),

@@ -11,7 +11,10 @@ import { createEngine } from '../engine/engine.js';
 import { DEFAULT_LIMITS } from '../engine/limits.js';
 import type { EngineOptions, RunLimits } from '../engine/types.js';
 import { WorkerError } from '../errors.js';
+import { discoverGpus } from '../gpu/discover.js';
+import { checkCapacity, GpuPool, parseGpuSelection, selectPool } from '../gpu/pool.js';
 import type { TaskEnv } from '../tasks/context.js';
+import type { TaskGpus } from '../tasks/gpus.js';
 import { containerOwner } from '../tasks/staging.js';
 
 /** The parsed values of `taskFlags` (see flags.ts). */
@@ -44,6 +47,34 @@ export interface TaskFlagValues {
   'orchestrator-ledger'?: string;
   'state-dir'?: string;
   'workflow-build-policy'?: 'trusted' | 'strict';
+  'learn-gpus': number;
+  'predict-gpus': number;
+  gpus?: string;
+  'gpu-cdi-kind': string;
+}
+
+/** Task slots of each kind: the daemon's parallelism, one each for a task run by hand. */
+export interface Parallelism {
+  learn: number;
+  predict: number;
+}
+
+/** The GPU pool, when tasks get GPUs: found with nvidia-smi once, refused when too small. */
+export async function gpuSettings(
+  flags: TaskFlagValues,
+  parallelism: Parallelism,
+): Promise<TaskGpus | undefined> {
+  const learn = flags['learn-gpus'];
+  const predict = flags['predict-gpus'];
+  if (learn + predict === 0) return undefined;
+  const pool = selectPool(await discoverGpus(), parseGpuSelection(flags.gpus ?? 'all'));
+  checkCapacity(pool, {
+    learnParallelism: parallelism.learn,
+    learnGpus: learn,
+    predictParallelism: parallelism.predict,
+    predictGpus: predict,
+  });
+  return { pool: new GpuPool(pool), learn, predict, cdiKind: flags['gpu-cdi-kind'] };
 }
 
 export function engineOptions(flags: TaskFlagValues): EngineOptions {
@@ -143,7 +174,11 @@ export function ledgerFile(flags: TaskFlagValues, stateDir: string): string {
 }
 
 /** Everything a task needs, from the flags: detects the engine and opens the clients. */
-export async function buildTaskEnv(flags: TaskFlagValues): Promise<TaskEnv & { stateDir: string }> {
+export async function buildTaskEnv(
+  flags: TaskFlagValues,
+  parallelism: Parallelism = { learn: 1, predict: 1 },
+): Promise<TaskEnv & { stateDir: string }> {
+  const gpus = await gpuSettings(flags, parallelism);
   const stateDir = await prepareStateDir(flags);
   const limits = runLimits(flags);
   const id = await workerId(stateDir);
@@ -171,5 +206,6 @@ export async function buildTaskEnv(flags: TaskFlagValues): Promise<TaskEnv & { s
     logTailLines: flags['log-tail-lines'],
     logTailBytes: 256 * 1024,
     tmpDir,
+    ...(gpus ? { gpus } : {}),
   };
 }

@@ -1,6 +1,6 @@
 import { toWorkerError } from '../errors.js';
 
-export type CheckStatus = 'pass' | 'warn' | 'fail';
+export type CheckStatus = 'pass' | 'warn' | 'fail' | 'skip';
 
 /** One finding about the host, as doctor prints it. */
 export interface Check {
@@ -17,6 +17,10 @@ export function pass(name: string, message: string): Check {
 
 export function warn(name: string, message: string, hint?: string): Check {
   return { name, status: 'warn', message, ...(hint ? { hint } : {}) };
+}
+
+export function skip(name: string, message: string): Check {
+  return { name, status: 'skip', message };
 }
 
 export function fail(name: string, message: string, error?: unknown, hint?: string): Check {

@@ -8,6 +8,7 @@ import { probeEngine } from '../engine/probe.js';
 import type { Engine, EngineOptions, RunLimits } from '../engine/types.js';
 import { builderCheck } from './builder.js';
 import { type Check, fail, pass } from './check.js';
+import { checkGpus, type GpuCheckOptions } from './gpu.js';
 import { checkNsq, type NsqCheckOptions } from './nsq.js';
 
 export interface DoctorOptions {
@@ -18,6 +19,7 @@ export interface DoctorOptions {
   orchestrator: { host: string; port: number } | { ledgerFile: string };
   nsq: NsqCheckOptions;
   busyboxPath?: string;
+  gpu?: GpuCheckOptions;
 }
 
 /** Every check of the host, in the order a person fixes them: engine, isolation, services, NSQ. */
@@ -34,6 +36,9 @@ export async function runDoctor(options: DoctorOptions): Promise<Check[]> {
       ...(await probeEngine(engine, { limits: options.limits, busyboxPath: options.busyboxPath })),
     );
     checks.push(builderCheck(engine.info, options.engine.workflowBuildPolicy));
+  }
+  if (options.gpu) {
+    checks.push(...(await checkGpus(engine, { busyboxPath: options.busyboxPath, ...options.gpu })));
   }
   checks.push(await checkStorage(options.storage));
   checks.push(await checkOrchestrator(options.orchestrator));

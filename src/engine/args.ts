@@ -1,6 +1,7 @@
 import { formatSize } from '../config/size.js';
 import {
   type EngineInfo,
+  type GpuDevices,
   LABEL_MANAGED,
   type RunLimits,
   type RunSpec,
@@ -11,7 +12,7 @@ import {
  * Pure builders of engine CLI arguments. Nothing here runs anything; exec.ts does.
  * `info` carries the engine's name and the quirks they depend on.
  */
-type Quirks = Pick<EngineInfo, 'name' | 'ociRuntimeOverride' | 'unenforcedLimits'>;
+type Quirks = Pick<EngineInfo, 'name' | 'ociRuntimeOverride' | 'unenforcedLimits' | 'gpuDevices'>;
 
 /** Container logs kept on disk by the engine (they are streamed out while the task runs). */
 export const ENGINE_LOG_MAX = '64m';
@@ -65,6 +66,18 @@ export function mountArgs(mounts: readonly VolumeMount[]): string[] {
   return mounts.flatMap((m) => ['-v', `${m.volume}:${m.target}${m.readOnly ? ':ro' : ''}`]);
 }
 
+/**
+ * GPUs by UUID: CDI device names (podman, docker with CDI), else docker's --gpus, whose
+ * value is CSV, so a list of devices is quoted as one field.
+ */
+export function gpuArgs(info: Quirks, gpus: GpuDevices | undefined): string[] {
+  if (!gpus || gpus.uuids.length === 0) return [];
+  if (info.name === 'docker' && info.gpuDevices !== 'cdi') {
+    return ['--gpus', `"device=${gpus.uuids.join(',')}"`];
+  }
+  return gpus.uuids.flatMap((uuid) => ['--device', `${gpus.kind}=${uuid}`]);
+}
+
 export function runtimeArgs(info: Quirks): string[] {
   return info.ociRuntimeOverride ? ['--runtime', info.ociRuntimeOverride] : [];
 }
@@ -76,7 +89,8 @@ export function createArgs(info: Quirks, name: string, spec: RunSpec): string[] 
   if (info.name === 'podman') {
     args.push('--timeout', String(Math.ceil(spec.timeoutMs / 1000) + CONMON_GRACE_SECONDS));
   }
-  args.push(...labelArgs(spec.labels), ...mountArgs(spec.mounts), ...(spec.extraArgs ?? []));
+  args.push(...labelArgs(spec.labels), ...mountArgs(spec.mounts), ...gpuArgs(info, spec.gpus));
+  args.push(...(spec.extraArgs ?? []));
   return [...args, spec.image, ...spec.command];
 }
 

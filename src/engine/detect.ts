@@ -23,6 +23,7 @@ const dockerInfoSchema = z.object({
   DefaultRuntime: z.string().optional(),
   Driver: z.string(),
   SecurityOptions: z.array(z.string()).nullish(),
+  CDISpecDirs: z.array(z.string()).nullish(),
 });
 
 /** Finds the engine CLI and describes it: every quirk of the engine layer is keyed on this. */
@@ -129,6 +130,7 @@ async function podmanInfo(
     storageDriver: info.store.graphDriverName,
     cgroupControllers: info.host.cgroupControllers ?? [],
     ...(info.host.buildahVersion ? { buildahVersion: info.host.buildahVersion } : {}),
+    gpuDevices: 'cdi',
   };
 }
 
@@ -151,6 +153,9 @@ async function dockerInfo(
     ociRuntime: info.DefaultRuntime ?? 'runc',
     cgroupVersion: info.CgroupVersion === '2' ? 2 : 1,
     storageDriver: info.Driver,
+    // A daemon with CDI enabled (docker 25+) lists its spec folders; older ones need the
+    // NVIDIA hook behind --gpus.
+    gpuDevices: (info.CDISpecDirs ?? []).length > 0 ? 'cdi' : 'nvidia-hook',
   };
 }
 

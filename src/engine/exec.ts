@@ -167,6 +167,12 @@ export function hintFor(stderr: string): string | undefined {
   if (/no space left on device/i.test(stderr)) {
     return "the engine's storage is full: remove unused images and volumes (podman system prune)";
   }
+  if (/could not select device driver .* capabilities: \[\[gpu\]\]/i.test(stderr)) {
+    return "docker gives GPUs through the NVIDIA Container Toolkit's hook (nvidia-container-runtime-hook), which this host lacks: install the toolkit, or use podman with a CDI spec";
+  }
+  if (/unresolvable CDI devices|\/dev\/nvidia/i.test(stderr)) {
+    return 'a GPU device of the CDI spec cannot be given to the container: run compute-worker doctor, and regenerate the spec (nvidia-ctk cdi generate) after a driver change';
+  }
   if (/newuidmap|subuid|subgid/i.test(stderr)) {
     return 'rootless podman needs entries for this user in /etc/subuid and /etc/subgid and the uidmap package';
   }

@@ -24,6 +24,8 @@ export interface EngineInfo {
   unenforcedLimits?: UnenforcedLimit[];
   /** The buildah version podman builds with (`podman info`: host.buildahVersion); undefined for docker. */
   buildahVersion?: string;
+  /** How GPUs reach a container: CDI `--device KIND=UUID`, or docker's `--gpus` through the NVIDIA hook. */
+  gpuDevices?: 'cdi' | 'nvidia-hook';
 }
 
 export interface EngineOptions {
@@ -88,6 +90,8 @@ export interface RunSpec {
   onLogLine?: (line: string, stream: 'stdout' | 'stderr') => void;
   /** Aborting kills and removes the container. */
   signal?: AbortSignal;
+  /** GPUs given to the container, by UUID; none when absent. */
+  gpus?: GpuDevices;
   /** Extra engine flags decided by the caller, e.g. GPU devices. Must come from a pure builder. */
   extraArgs?: string[];
 }
@@ -154,3 +158,9 @@ export interface Engine {
 
 /** Limits that the engine cannot enforce on this host (see EngineInfo.unenforcedLimits). */
 export type UnenforcedLimit = 'memory' | 'cpus' | 'pids';
+
+/** GPUs for one container: their UUIDs, and the CDI kind that names them (nvidia.com/gpu). */
+export interface GpuDevices {
+  kind: string;
+  uuids: readonly string[];
+}

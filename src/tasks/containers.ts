@@ -3,6 +3,7 @@ import { formatSize } from '../config/size.js';
 import type { RunResult, VolumeMount } from '../engine/types.js';
 import { WorkerError } from '../errors.js';
 import type { StepName, TaskEnv, TaskRun } from './context.js';
+import { submissionGpus } from './gpus.js';
 
 export interface ContainerStep {
   step: StepName;
@@ -31,6 +32,8 @@ export async function runContainerStep(
     logTailLines: env.logTailLines,
     logTailBytes: env.logTailBytes,
     signal: run.signal,
+    // The workflow (detarget, perf) never gets a GPU.
+    gpus: spec.owner === 'submission' ? submissionGpus(env, run) : undefined,
     onLogLine: (line, stream) => run.onEvent?.({ type: 'log', step: spec.step, line, stream }),
   });
   const failure = describeFailure(env, spec, result);

@@ -1,5 +1,7 @@
 import type { OrchestratorClient, StorageClient } from '../clients/types.js';
 import type { Engine, RunLimits } from '../engine/types.js';
+import type { Gpu } from '../gpu/discover.js';
+import type { TaskGpus } from './gpus.js';
 
 export type TaskKind = 'learn' | 'predict';
 
@@ -38,6 +40,8 @@ export interface TaskEnv {
   logTailBytes: number;
   /** Parent of the task's private temp folder. */
   tmpDir: string;
+  /** GPUs handed to submissions; absent when no task gets one. */
+  gpus?: TaskGpus;
 }
 
 /** One execution of one task. */
@@ -45,6 +49,8 @@ export interface TaskRun {
   /** Aborting cancels the task: containers killed and removed, requests dropped. */
   signal: AbortSignal;
   onEvent?: (event: TaskEvent) => void;
+  /** The GPUs this task holds (given to the submission's containers only). */
+  gpus?: readonly Gpu[];
 }
 
 export interface StepTiming {

@@ -1,6 +1,7 @@
 import { toWorkerError, type WorkerError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { StepName, StepTiming, TaskEnv, TaskKind, TaskRun } from './context.js';
+import { gpuNames } from './gpus.js';
 import { runLearn } from './learn.js';
 import { runPredict } from './predict.js';
 import type { LearnTask, Performance, PredictTask } from './schemas.js';
@@ -20,6 +21,8 @@ export interface TaskReport {
   performance?: Performance;
   modelUuid?: string;
   predictionUuid?: string;
+  /** The GPUs the submission was given, as index:UUID. */
+  gpus?: string[];
   /** The step that was running when the task failed. */
   failedStep?: StepName;
   error?: WorkerError;
@@ -33,7 +36,13 @@ export async function executeTask(
   log: Logger,
 ): Promise<TaskReport> {
   const steps = new StepRecorder(run);
-  const base = { kind: parsed.type, uuid: parsed.task.uuid, steps: steps.timings };
+  const gpus = gpuNames(run.gpus);
+  const base = {
+    kind: parsed.type,
+    uuid: parsed.task.uuid,
+    steps: steps.timings,
+    ...(gpus ? { gpus } : {}),
+  };
   try {
     return await withTaskScope(env, parsed.task.uuid, log, async (scope) => {
       if (parsed.type === 'learn') {

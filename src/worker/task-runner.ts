@@ -1,6 +1,7 @@
 import { toWorkerError, WorkerError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { TaskEnv, TaskKind } from '../tasks/context.js';
+import { acquireTaskGpus, gpuNames } from '../tasks/gpus.js';
 import { decideOutcome, type RetryPolicy } from '../tasks/outcome.js';
 import { executeTask, type ParsedTask, type TaskReport } from '../tasks/run-task.js';
 import { parseTask, readableTaskUuid } from '../tasks/schemas.js';
@@ -45,7 +46,11 @@ export async function runMessage(
     return finishInvalid(deps, kind, lease, error, base);
   }
   const uuid = parsed.task.uuid;
-  const log = base.child({ task: uuid });
+  // The task's GPUs are its own until its containers are removed (executeTask returned).
+  // The pool was sized for every slot at start-up, so a free message always finds them.
+  const gpus = acquireTaskGpus(deps.env, kind);
+  const named = gpuNames(gpus.gpus);
+  const log = base.child(named ? { task: uuid, gpus: named } : { task: uuid });
   const stopTouching = keepInFlight(lease, log);
   const entry = {
     taskUuid: uuid,
@@ -97,6 +102,7 @@ export async function runMessage(
       deps.env,
       {
         signal,
+        gpus: gpus.gpus,
         onEvent: (event) => {
           if (event.type === 'step-start') {
             const step = event.step;
@@ -115,6 +121,7 @@ export async function runMessage(
     await journalled;
     return await settle(deps, lease, report, log, signal);
   } finally {
+    gpus.release();
     stopTouching();
     lease.release();
     await journalled;
