@@ -1,7 +1,9 @@
+import { tmpdir } from 'node:os';
 import { Flags } from '@oclif/core';
 import { BaseCommand } from '../src/cli/base-command.js';
 import { runFlags, taskFlags } from '../src/cli/flags.js';
 import {
+  diskLimits,
   engineOptions,
   ledgerFile,
   prepareStateDir,
@@ -18,7 +20,8 @@ export default class Doctor extends BaseCommand {
   static override description =
     `Detects the container engine, builds a probe image without network and runs it with the
 limits tasks get, checking from inside that it has no network but loopback, no capabilities,
-a read-only root and a non-root user; then checks storage, the orchestrator and NSQ (that
+a read-only root and a non-root user; then the free space of the engine's storage and the
+temp folder (against --disk-limit and --min-free-disk), storage, the orchestrator and NSQ (that
 nsqd's --max-msg-timeout lets a task stay in flight as long as it may run). Takes the same
 flags as run. Exit code 1 when the host cannot run tasks.`;
   static override examples = [
@@ -36,6 +39,7 @@ flags as run. Exit code 1 when the host cannot run tasks.`;
     const { flags } = await this.parse(Doctor);
     const stateDir = await prepareStateDir(flags);
     const storage = await storageFromFlags(flags, stateDir);
+    const disk = diskLimits(flags);
     const checks = await runDoctor({
       engine: engineOptions(flags),
       limits: runLimits(flags),
@@ -48,6 +52,11 @@ flags as run. Exit code 1 when the host cannot run tasks.`;
         nsqdAddresses: flags['nsqd-tcp-addresses'] ?? [],
         learnTimeoutMs: flags['learn-timeout'],
         predictTimeoutMs: flags['predict-timeout'],
+      },
+      disk: {
+        limitBytes: disk.diskLimitBytes,
+        minFreeBytes: disk.minFreeDiskBytes,
+        tmpDir: tmpdir(),
       },
     });
     await storage.close();

@@ -43,6 +43,8 @@ export interface TaskFlagValues {
   'orchestrator-password-file'?: string;
   'orchestrator-ledger'?: string;
   'state-dir'?: string;
+  'disk-limit': number;
+  'min-free-disk'?: number;
 }
 
 export function engineOptions(flags: TaskFlagValues): EngineOptions {
@@ -140,6 +142,20 @@ export function ledgerFile(flags: TaskFlagValues, stateDir: string): string {
   return flags['orchestrator-ledger'] ?? join(stateDir, 'orchestrator.jsonl');
 }
 
+/** --disk-limit, and --min-free-disk (default: twice the limit). */
+export function diskLimits(flags: TaskFlagValues): {
+  diskLimitBytes: number;
+  minFreeDiskBytes: number;
+} {
+  const diskLimitBytes = flags['disk-limit'];
+  if (diskLimitBytes <= 0) {
+    throw new WorkerError('CONFIG_INVALID', '--disk-limit must be more than 0', {
+      hint: 'e.g. --disk-limit 20g',
+    });
+  }
+  return { diskLimitBytes, minFreeDiskBytes: flags['min-free-disk'] ?? 2 * diskLimitBytes };
+}
+
 /** Everything a task needs, from the flags: detects the engine and opens the clients. */
 export async function buildTaskEnv(flags: TaskFlagValues): Promise<TaskEnv & { stateDir: string }> {
   const stateDir = await prepareStateDir(flags);
@@ -169,5 +185,6 @@ export async function buildTaskEnv(flags: TaskFlagValues): Promise<TaskEnv & { s
     logTailLines: flags['log-tail-lines'],
     logTailBytes: 256 * 1024,
     tmpDir,
+    ...diskLimits(flags),
   };
 }

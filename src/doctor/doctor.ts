@@ -7,6 +7,7 @@ import { createEngine } from '../engine/engine.js';
 import { probeEngine } from '../engine/probe.js';
 import type { Engine, EngineOptions, RunLimits } from '../engine/types.js';
 import { type Check, fail, pass } from './check.js';
+import { checkDisk } from './disk.js';
 import { checkNsq, type NsqCheckOptions } from './nsq.js';
 
 export interface DoctorOptions {
@@ -17,6 +18,8 @@ export interface DoctorOptions {
   orchestrator: { host: string; port: number } | { ledgerFile: string };
   nsq: NsqCheckOptions;
   busyboxPath?: string;
+  /** --disk-limit and --min-free-disk, and the worker's temp folder, for the free-space checks. */
+  disk?: { limitBytes: number; minFreeBytes: number; tmpDir: string };
 }
 
 /** Every check of the host, in the order a person fixes them: engine, isolation, services, NSQ. */
@@ -32,6 +35,9 @@ export async function runDoctor(options: DoctorOptions): Promise<Check[]> {
     checks.push(
       ...(await probeEngine(engine, { limits: options.limits, busyboxPath: options.busyboxPath })),
     );
+  }
+  if (options.disk) {
+    checks.push(...(await checkDisk({ ...options.disk, engineStorage: engine?.info.graphRoot })));
   }
   checks.push(await checkStorage(options.storage));
   checks.push(await checkOrchestrator(options.orchestrator));

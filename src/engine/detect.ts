@@ -12,7 +12,7 @@ const podmanInfoSchema = z.object({
     ociRuntime: z.object({ name: z.string() }).optional(),
     security: z.object({ rootless: z.boolean() }),
   }),
-  store: z.object({ graphDriverName: z.string() }),
+  store: z.object({ graphDriverName: z.string(), graphRoot: z.string().optional() }),
   version: z.object({ Version: z.string() }),
 });
 
@@ -22,6 +22,7 @@ const dockerInfoSchema = z.object({
   DefaultRuntime: z.string().optional(),
   Driver: z.string(),
   SecurityOptions: z.array(z.string()).nullish(),
+  DockerRootDir: z.string().optional(),
 });
 
 /** Finds the engine CLI and describes it: every quirk of the engine layer is keyed on this. */
@@ -127,6 +128,7 @@ async function podmanInfo(
     cgroupVersion: info.host.cgroupVersion === 'v2' ? 2 : 1,
     storageDriver: info.store.graphDriverName,
     cgroupControllers: info.host.cgroupControllers ?? [],
+    ...(info.store.graphRoot ? { graphRoot: info.store.graphRoot } : {}),
   };
 }
 
@@ -149,6 +151,7 @@ async function dockerInfo(
     ociRuntime: info.DefaultRuntime ?? 'runc',
     cgroupVersion: info.CgroupVersion === '2' ? 2 : 1,
     storageDriver: info.Driver,
+    ...(info.DockerRootDir ? { graphRoot: info.DockerRootDir } : {}),
   };
 }
 

@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream';
+import type { TreeUsage, WalkOptions } from './volume-usage.js';
 
 /** What was found out about the container engine, once, at start-up. Every quirk is keyed on this. */
 export interface EngineInfo {
@@ -22,6 +23,8 @@ export interface EngineInfo {
    * (rootless podman on cgroup v1); empty when every limit is enforced.
    */
   unenforcedLimits?: UnenforcedLimit[];
+  /** Where the engine keeps images and volumes on the host (podman GraphRoot, docker DockerRootDir). */
+  graphRoot?: string;
 }
 
 export interface EngineOptions {
@@ -138,6 +141,10 @@ export interface Engine {
   removeByLabels(
     labels: Record<string, string>,
   ): Promise<{ containers: string[]; volumes: string[] }>;
+  /** The host folder of a volume's files, or undefined when the engine gives none. */
+  volumeMountpoint(volume: string): Promise<string | undefined>;
+  /** Allocated bytes under a volume's host folder; throws when it cannot be read. */
+  measureVolume(mountpoint: string, options: WalkOptions): Promise<TreeUsage>;
 }
 
 /** Limits that the engine cannot enforce on this host (see EngineInfo.unenforcedLimits). */

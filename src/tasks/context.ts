@@ -19,7 +19,8 @@ export type TaskEvent =
   | { type: 'step-start'; step: StepName }
   | { type: 'step-end'; step: StepName; ms: number; note?: string }
   | { type: 'staged'; name: string; bytes: number }
-  | { type: 'log'; step: StepName; line: string; stream: 'stdout' | 'stderr' };
+  | { type: 'log'; step: StepName; line: string; stream: 'stdout' | 'stderr' }
+  | { type: 'warning'; step: StepName; message: string };
 
 /** Everything a task needs from the world, fixed for the worker's lifetime. */
 export interface TaskEnv {
@@ -38,6 +39,10 @@ export interface TaskEnv {
   logTailBytes: number;
   /** Parent of the task's private temp folder. */
   tmpDir: string;
+  /** Most bytes the writable volumes of one container step may hold (--disk-limit). */
+  diskLimitBytes: number;
+  /** No new task is taken while the engine's storage or tmpDir has less free (--min-free-disk). */
+  minFreeDiskBytes: number;
 }
 
 /** One execution of one task. */

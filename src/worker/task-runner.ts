@@ -3,6 +3,7 @@ import type { Logger } from '../log.js';
 import type { TaskEnv, TaskKind } from '../tasks/context.js';
 import { executeTask, type ParsedTask, type TaskReport } from '../tasks/run-task.js';
 import { parseTask, readableTaskUuid } from '../tasks/schemas.js';
+import { type DiskGate, LOW_DISK_DELAY_MS } from './disk-gate.js';
 import type { Journal } from './journal.js';
 import type { Lease } from './nsq-reader.js';
 import { decideRetry, type RetryPolicy } from './retry-policy.js';
@@ -12,6 +13,8 @@ export interface RunnerDeps {
   journal: Journal;
   retry: RetryPolicy;
   log: Logger;
+  /** Whether the host has room for a new task (--min-free-disk); none = always. */
+  disk?: DiskGate;
 }
 
 /** How a message ended, for the worker's counters and the tests' assertions. */
@@ -22,7 +25,8 @@ export type MessageOutcome =
   | 'taken-elsewhere'
   | 'invalid'
   | 'cancelled'
-  | 'lease-lost';
+  | 'lease-lost'
+  | 'low-disk';
 
 /**
  * Runs the task of one NSQ message from claim to FIN or REQ. The message stays in flight
@@ -46,6 +50,13 @@ export async function runMessage(
   }
   const uuid = parsed.task.uuid;
   const log = base.child({ task: uuid });
+  // Before the claim: another worker with room should get this task, not this one.
+  if (await deps.disk?.check()) {
+    log.debug('low on disk space: message handed back');
+    answer(lease, log, () => message.requeue(LOW_DISK_DELAY_MS, false));
+    lease.release();
+    return 'low-disk';
+  }
   const stopTouching = keepInFlight(lease, log);
   const entry = {
     taskUuid: uuid,
@@ -106,6 +117,8 @@ export async function runMessage(
               .then(() => log.info({ step }, 'step started'));
           } else if (event.type === 'log') {
             log.debug({ step: event.step, stream: event.stream }, event.line);
+          } else if (event.type === 'warning') {
+            log.warn({ step: event.step }, event.message);
           }
         },
       },
