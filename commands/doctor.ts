@@ -1,7 +1,9 @@
+import { tmpdir } from 'node:os';
 import { Flags } from '@oclif/core';
 import { BaseCommand } from '../src/cli/base-command.js';
 import { runFlags, taskFlags } from '../src/cli/flags.js';
 import {
+  diskLimits,
   engineOptions,
   ledgerFile,
   prepareStateDir,
@@ -21,7 +23,9 @@ export default class Doctor extends BaseCommand {
 limits tasks get, checking from inside that it has no network but loopback, no capabilities,
 a read-only root and a non-root user; with --learn-gpus or --predict-gpus, checks the GPU
 chain (nvidia-smi, the pool, the CDI spec, the NVIDIA Container Toolkit's version, a
-hardened container given one GPU and one given none); then checks storage, the orchestrator and NSQ (that
+hardened container given one GPU and one given none); then the free space of the engine's
+storage and the temp folder (against --disk-limit and --min-free-disk), storage, the
+orchestrator and NSQ (that
 nsqd's --max-msg-timeout lets a task stay in flight as long as it may run). Takes the same
 flags as run. Exit code 1 when the host cannot run tasks.`;
   static override examples = [
@@ -42,6 +46,7 @@ flags as run. Exit code 1 when the host cannot run tasks.`;
     const stateDir = await prepareStateDir(flags);
     const storage = await storageFromFlags(flags, stateDir);
     const limits = runLimits(flags);
+    const disk = diskLimits(flags);
     const checks = await runDoctor({
       engine: engineOptions(flags),
       limits,
@@ -63,6 +68,11 @@ flags as run. Exit code 1 when the host cannot run tasks.`;
         selection: parseGpuSelection(flags.gpus ?? 'all'),
         cdiKind: flags['gpu-cdi-kind'],
         limits,
+      },
+      disk: {
+        limitBytes: disk.diskLimitBytes,
+        minFreeBytes: disk.minFreeDiskBytes,
+        tmpDir: tmpdir(),
       },
     });
     await storage.close();

@@ -20,7 +20,8 @@ export type ErrorCode =
   | 'ORCHESTRATOR_FAILED'
   | 'TASK_TAKEN'
   | 'CANCELLED'
-  | 'INTERNAL';
+  | 'INTERNAL'
+  | 'DISK_LIMIT';
 
 export interface WorkerErrorOptions {
   /** True when the same task may succeed if tried again later (a service was down, the engine hiccuped). */

@@ -96,6 +96,20 @@ export const limitFlags = {
     min: 1,
     env: env('LOG_TAIL_LINES'),
   }),
+  'disk-limit': sizeFlag({
+    helpGroup: 'CONTAINER LIMITS',
+    description:
+      'Most a task may write into its volumes (model, predictions, ...), measured every 2s while a container runs; past it the container is killed and the task fails.',
+    default: parseSize('20g'),
+    defaultHelp: async () => '20g',
+    env: env('DISK_LIMIT'),
+  }),
+  'min-free-disk': sizeFlag({
+    helpGroup: 'CONTAINER LIMITS',
+    description:
+      "The daemon takes no new task while the engine's storage or the worker's temp folder has less free space than this (the message is handed back to NSQ). Default: 2 x --disk-limit.",
+    env: env('MIN_FREE_DISK'),
+  }),
 };
 
 /** How long the submission may run. */

@@ -22,6 +22,9 @@ export function progressPrinter(write: Write): (event: TaskEvent) => void {
       case 'log':
         write(`  | ${event.line}\n`);
         break;
+      case 'warning':
+        write(`  warning: ${event.message}\n`);
+        break;
     }
   };
 }

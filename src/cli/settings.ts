@@ -51,6 +51,8 @@ export interface TaskFlagValues {
   'predict-gpus': number;
   gpus?: string;
   'gpu-cdi-kind': string;
+  'disk-limit': number;
+  'min-free-disk'?: number;
 }
 
 /** Task slots of each kind: the daemon's parallelism, one each for a task run by hand. */
@@ -173,6 +175,20 @@ export function ledgerFile(flags: TaskFlagValues, stateDir: string): string {
   return flags['orchestrator-ledger'] ?? join(stateDir, 'orchestrator.jsonl');
 }
 
+/** --disk-limit, and --min-free-disk (default: twice the limit). */
+export function diskLimits(flags: TaskFlagValues): {
+  diskLimitBytes: number;
+  minFreeDiskBytes: number;
+} {
+  const diskLimitBytes = flags['disk-limit'];
+  if (diskLimitBytes <= 0) {
+    throw new WorkerError('CONFIG_INVALID', '--disk-limit must be more than 0', {
+      hint: 'e.g. --disk-limit 20g',
+    });
+  }
+  return { diskLimitBytes, minFreeDiskBytes: flags['min-free-disk'] ?? 2 * diskLimitBytes };
+}
+
 /** Everything a task needs, from the flags: detects the engine and opens the clients. */
 export async function buildTaskEnv(
   flags: TaskFlagValues,
@@ -207,5 +223,6 @@ export async function buildTaskEnv(
     logTailBytes: 256 * 1024,
     tmpDir,
     ...(gpus ? { gpus } : {}),
+    ...diskLimits(flags),
   };
 }

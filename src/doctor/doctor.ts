@@ -8,6 +8,7 @@ import { probeEngine } from '../engine/probe.js';
 import type { Engine, EngineOptions, RunLimits } from '../engine/types.js';
 import { builderCheck } from './builder.js';
 import { type Check, fail, pass } from './check.js';
+import { checkDisk } from './disk.js';
 import { checkGpus, type GpuCheckOptions } from './gpu.js';
 import { checkNsq, type NsqCheckOptions } from './nsq.js';
 
@@ -20,6 +21,8 @@ export interface DoctorOptions {
   nsq: NsqCheckOptions;
   busyboxPath?: string;
   gpu?: GpuCheckOptions;
+  /** --disk-limit and --min-free-disk, and the worker's temp folder, for the free-space checks. */
+  disk?: { limitBytes: number; minFreeBytes: number; tmpDir: string };
 }
 
 /** Every check of the host, in the order a person fixes them: engine, isolation, services, NSQ. */
@@ -39,6 +42,9 @@ export async function runDoctor(options: DoctorOptions): Promise<Check[]> {
   }
   if (options.gpu) {
     checks.push(...(await checkGpus(engine, { busyboxPath: options.busyboxPath, ...options.gpu })));
+  }
+  if (options.disk) {
+    checks.push(...(await checkDisk({ ...options.disk, engineStorage: engine?.info.graphRoot })));
   }
   checks.push(await checkStorage(options.storage));
   checks.push(await checkOrchestrator(options.orchestrator));

@@ -196,3 +196,12 @@ export function removeVolumesArgs(names: readonly string[]): string[] {
 export function stateInspectArgs(name: string): string[] {
   return ['inspect', '--type', 'container', '--format', '{{json .State}}', name];
 }
+
+export function volumeMountpointArgs(volume: string): string[] {
+  return ['volume', 'inspect', '--format', '{{.Mountpoint}}', volume];
+}
+
+/** Allocated bytes under a path, counted inside rootless podman's user namespace. */
+export function duArgs(path: string): string[] {
+  return ['unshare', 'du', '--summarize', '--one-file-system', '--block-size=1', '--', path];
+}

@@ -13,7 +13,7 @@ const podmanInfoSchema = z.object({
     security: z.object({ rootless: z.boolean() }),
     buildahVersion: z.string().optional(),
   }),
-  store: z.object({ graphDriverName: z.string() }),
+  store: z.object({ graphDriverName: z.string(), graphRoot: z.string().optional() }),
   version: z.object({ Version: z.string() }),
 });
 
@@ -24,6 +24,7 @@ const dockerInfoSchema = z.object({
   Driver: z.string(),
   SecurityOptions: z.array(z.string()).nullish(),
   CDISpecDirs: z.array(z.string()).nullish(),
+  DockerRootDir: z.string().optional(),
 });
 
 /** Finds the engine CLI and describes it: every quirk of the engine layer is keyed on this. */
@@ -131,6 +132,7 @@ async function podmanInfo(
     cgroupControllers: info.host.cgroupControllers ?? [],
     ...(info.host.buildahVersion ? { buildahVersion: info.host.buildahVersion } : {}),
     gpuDevices: 'cdi',
+    ...(info.store.graphRoot ? { graphRoot: info.store.graphRoot } : {}),
   };
 }
 
@@ -156,6 +158,7 @@ async function dockerInfo(
     // A daemon with CDI enabled (docker 25+) lists its spec folders; older ones need the
     // NVIDIA hook behind --gpus.
     gpuDevices: (info.CDISpecDirs ?? []).length > 0 ? 'cdi' : 'nvidia-hook',
+    ...(info.DockerRootDir ? { graphRoot: info.DockerRootDir } : {}),
   };
 }
 

@@ -4,6 +4,7 @@ import type { EngineContext } from './context.js';
 import { detectEngine } from './detect.js';
 import { runContainer } from './run.js';
 import type { Engine, EngineInfo, EngineOptions } from './types.js';
+import { measureVolume, volumeMountpoint } from './volume-usage.js';
 import { createVolume, exportVolume, importVolume } from './volumes.js';
 
 /** Detects the engine once and returns the worker's one door to it. */
@@ -27,6 +28,8 @@ export function engineFor(info: EngineInfo, options: EngineOptions): Engine {
     exportVolume: (volume, signal) => exportVolume(ctx, volume, signal),
     run: (spec) => runContainer(ctx, spec),
     removeByLabels: (labels) => removeByLabels(ctx, labels),
+    volumeMountpoint: (volume) => volumeMountpoint(ctx, volume),
+    measureVolume: (mountpoint, options) => measureVolume(ctx, mountpoint, options),
   };
 }
 

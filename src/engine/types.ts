@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream';
+import type { TreeUsage, WalkOptions } from './volume-usage.js';
 
 /** What was found out about the container engine, once, at start-up. Every quirk is keyed on this. */
 export interface EngineInfo {
@@ -26,6 +27,8 @@ export interface EngineInfo {
   buildahVersion?: string;
   /** How GPUs reach a container: CDI `--device KIND=UUID`, or docker's `--gpus` through the NVIDIA hook. */
   gpuDevices?: 'cdi' | 'nvidia-hook';
+  /** Where the engine keeps images and volumes on the host (podman GraphRoot, docker DockerRootDir). */
+  graphRoot?: string;
 }
 
 export interface EngineOptions {
@@ -154,6 +157,10 @@ export interface Engine {
   removeByLabels(
     labels: Record<string, string>,
   ): Promise<{ containers: string[]; volumes: string[] }>;
+  /** The host folder of a volume's files, or undefined when the engine gives none. */
+  volumeMountpoint(volume: string): Promise<string | undefined>;
+  /** Allocated bytes under a volume's host folder; throws when it cannot be read. */
+  measureVolume(mountpoint: string, options: WalkOptions): Promise<TreeUsage>;
 }
 
 /** Limits that the engine cannot enforce on this host (see EngineInfo.unenforcedLimits). */

@@ -3,6 +3,7 @@ import { formatSize } from '../config/size.js';
 import type { RunResult, VolumeMount } from '../engine/types.js';
 import { WorkerError } from '../errors.js';
 import type { StepName, TaskEnv, TaskRun } from './context.js';
+import { watchDisk } from './disk-watch.js';
 import { submissionGpus } from './gpus.js';
 
 export interface ContainerStep {
@@ -22,20 +23,30 @@ export async function runContainerStep(
   run: TaskRun,
   spec: ContainerStep,
 ): Promise<RunResult> {
-  const result = await env.engine.run({
-    image: spec.image,
-    command: spec.command,
-    mounts: spec.mounts,
-    labels: { ...spec.labels, 'compute-worker.step': spec.step },
-    limits: env.limits,
-    timeoutMs: spec.timeoutMs,
-    logTailLines: env.logTailLines,
-    logTailBytes: env.logTailBytes,
-    signal: run.signal,
-    // The workflow (detarget, perf) never gets a GPU.
-    gpus: spec.owner === 'submission' ? submissionGpus(env, run) : undefined,
-    onLogLine: (line, stream) => run.onEvent?.({ type: 'log', step: spec.step, line, stream }),
-  });
+  const who = `the ${spec.owner}'s ${spec.step} step`;
+  const disk = watchDisk(env, run, spec.step, spec.mounts, who);
+  let result: RunResult;
+  try {
+    result = await env.engine.run({
+      image: spec.image,
+      command: spec.command,
+      mounts: spec.mounts,
+      labels: { ...spec.labels, 'compute-worker.step': spec.step },
+      limits: env.limits,
+      timeoutMs: spec.timeoutMs,
+      logTailLines: env.logTailLines,
+      logTailBytes: env.logTailBytes,
+      signal: disk.signal,
+      // The workflow (detarget, perf) never gets a GPU.
+      gpus: spec.owner === 'submission' ? submissionGpus(env, run) : undefined,
+      onLogLine: (line, stream) => run.onEvent?.({ type: 'log', step: spec.step, line, stream }),
+    });
+  } catch (error) {
+    throw (await disk.stop()) ?? error;
+  }
+  // Past the limit, the watcher's kill is not a cancel: the step failed.
+  const overLimit = await disk.stop();
+  if (overLimit) throw overLimit;
   const failure = describeFailure(env, spec, result);
   if (failure) throw failure;
   return result;

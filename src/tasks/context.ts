@@ -21,7 +21,8 @@ export type TaskEvent =
   | { type: 'step-start'; step: StepName }
   | { type: 'step-end'; step: StepName; ms: number; note?: string }
   | { type: 'staged'; name: string; bytes: number }
-  | { type: 'log'; step: StepName; line: string; stream: 'stdout' | 'stderr' };
+  | { type: 'log'; step: StepName; line: string; stream: 'stdout' | 'stderr' }
+  | { type: 'warning'; step: StepName; message: string };
 
 /** Everything a task needs from the world, fixed for the worker's lifetime. */
 export interface TaskEnv {
@@ -42,6 +43,10 @@ export interface TaskEnv {
   tmpDir: string;
   /** GPUs handed to submissions; absent when no task gets one. */
   gpus?: TaskGpus;
+  /** Most bytes the writable volumes of one container step may hold (--disk-limit). */
+  diskLimitBytes: number;
+  /** No new task is taken while the engine's storage or tmpDir has less free (--min-free-disk). */
+  minFreeDiskBytes: number;
 }
 
 /** One execution of one task. */

@@ -5,6 +5,7 @@ import { acquireTaskGpus, gpuNames } from '../tasks/gpus.js';
 import { decideOutcome, type RetryPolicy } from '../tasks/outcome.js';
 import { executeTask, type ParsedTask, type TaskReport } from '../tasks/run-task.js';
 import { parseTask, readableTaskUuid } from '../tasks/schemas.js';
+import { type DiskGate, LOW_DISK_DELAY_MS } from './disk-gate.js';
 import type { Journal } from './journal.js';
 import type { Lease } from './nsq-reader.js';
 
@@ -13,6 +14,8 @@ export interface RunnerDeps {
   journal: Journal;
   retry: RetryPolicy;
   log: Logger;
+  /** Whether the host has room for a new task (--min-free-disk); none = always. */
+  disk?: DiskGate;
 }
 
 /** How a message ended, for the worker's counters and the tests' assertions. */
@@ -23,7 +26,8 @@ export type MessageOutcome =
   | 'taken-elsewhere'
   | 'invalid'
   | 'cancelled'
-  | 'lease-lost';
+  | 'lease-lost'
+  | 'low-disk';
 
 /**
  * Runs the task of one NSQ message from claim to FIN or REQ. The message stays in flight
@@ -46,11 +50,19 @@ export async function runMessage(
     return finishInvalid(deps, kind, lease, error, base);
   }
   const uuid = parsed.task.uuid;
+  const taskLog = base.child({ task: uuid });
+  // Before the claim: another worker with room should get this task, not this one.
+  if (await deps.disk?.check()) {
+    taskLog.debug('low on disk space: message handed back');
+    answer(lease, taskLog, () => message.requeue(LOW_DISK_DELAY_MS, false));
+    lease.release();
+    return 'low-disk';
+  }
   // The task's GPUs are its own until its containers are removed (executeTask returned).
   // The pool was sized for every slot at start-up, so a free message always finds them.
   const gpus = acquireTaskGpus(deps.env, kind);
   const named = gpuNames(gpus.gpus);
-  const log = base.child(named ? { task: uuid, gpus: named } : { task: uuid });
+  const log = named ? taskLog.child({ gpus: named }) : taskLog;
   const stopTouching = keepInFlight(lease, log);
   const entry = {
     taskUuid: uuid,
@@ -112,6 +124,8 @@ export async function runMessage(
               .then(() => log.info({ step }, 'step started'));
           } else if (event.type === 'log') {
             log.debug({ step: event.step, stream: event.stream }, event.line);
+          } else if (event.type === 'warning') {
+            log.warn({ step: event.step }, event.message);
           }
         },
       },

@@ -5,6 +5,7 @@ import { LABEL_WORKER } from '../engine/types.js';
 import type { Logger } from '../log.js';
 import type { TaskEnv, TaskKind } from '../tasks/context.js';
 import type { RetryPolicy } from '../tasks/outcome.js';
+import { DiskGate } from './disk-gate.js';
 import type { Journal } from './journal.js';
 import { type Lease, type NsqdInfo, openReader, type TopicReader } from './nsq-reader.js';
 import { type MessageOutcome, runMessage } from './task-runner.js';
@@ -51,8 +52,15 @@ export class Worker {
   private readonly busy: Record<TaskKind, number> = { learn: 0, predict: 0 };
   private draining = false;
   private stopped?: Promise<void>;
+  private readonly disk: DiskGate;
 
-  constructor(private readonly options: WorkerOptions) {}
+  constructor(private readonly options: WorkerOptions) {
+    const { env, log } = options;
+    const folders = [{ what: "the worker's temp folder", path: env.tmpDir }];
+    if (env.engine.info.graphRoot)
+      folders.unshift({ what: "the engine's storage", path: env.engine.info.graphRoot });
+    this.disk = new DiskGate({ folders, minFreeBytes: env.minFreeDiskBytes, log });
+  }
 
   /** Removes what a previous run left, then starts taking messages. */
   async start(): Promise<void> {
@@ -113,7 +121,7 @@ export class Worker {
     const controller = new AbortController();
     const entry: Running = { controller, done: Promise.resolve() };
     this.running[kind].add(entry);
-    entry.done = runMessage(this.options, kind, lease, controller.signal)
+    entry.done = runMessage({ ...this.options, disk: this.disk }, kind, lease, controller.signal)
       .then((outcome) => this.options.onOutcome?.(kind, outcome))
       .catch((error) => log.error({ err: error }, 'unexpected error while running a message'))
       .finally(() => this.running[kind].delete(entry));

@@ -61,7 +61,7 @@ describe.skipIf(why).concurrent('compute-worker doctor', () => {
     });
 
   it('says the host is ready after proving the probe container is isolated', async () => {
-    const result = await doctor();
+    const result = await doctor('--disk-limit', '1m');
     const out = JSON.parse(result.stdout) as DoctorJson;
     expect(out.summary, result.stdout).toMatch(/^ready/);
     expect(result.exitCode).toBe(0);
@@ -76,6 +76,8 @@ describe.skipIf(why).concurrent('compute-worker doctor', () => {
       user: 'pass',
       storage: 'pass',
       orchestrator: 'pass',
+      "disk: engine's storage": 'pass',
+      'disk: temp folder': 'pass',
     });
     const builder = out.checks.find((c) => c.name === 'builder');
     expect(builder?.message).toMatch(/^podman \S+ builds with buildah \d+\.\d+\.\d+/);
@@ -100,6 +102,30 @@ describe.skipIf(why).concurrent('compute-worker doctor', () => {
     expect(engine).toMatchObject({ status: 'fail' });
     expect(engine?.message).toContain('/nonexistent/podman is not an executable file');
     expect(engine?.hint).toContain('--engine-path');
+  });
+
+  it('warns when the free space is under --min-free-disk', async () => {
+    const result = await doctor('--disk-limit', '1m', '--min-free-disk', '100000g');
+    const out = JSON.parse(result.stdout) as DoctorJson;
+    const disk = out.checks.filter((c) => c.name.startsWith('disk: '));
+    expect(disk.map((c) => [c.name, c.status])).toEqual([
+      ["disk: engine's storage", 'warn'],
+      ['disk: temp folder', 'warn'],
+    ]);
+    expect(disk[0]?.message).toMatch(
+      /^\/var\/lib\/containers\/storage has .* free, less than --min-free-disk 100000g: the daemon takes no task until there is room$/,
+    );
+    expect(disk[1]?.hint).toContain('--min-free-disk');
+  });
+
+  it('fails when a task may not fit in the free space', async () => {
+    const result = await doctor('--disk-limit', '100000g');
+    const out = JSON.parse(result.stdout) as DoctorJson;
+    expect(result.exitCode).toBe(1);
+    const storage = out.checks.find((c) => c.name === "disk: engine's storage");
+    expect(storage?.status).toBe('fail');
+    expect(storage?.message).toMatch(/free, less than --disk-limit 100000g: one task may not fit$/);
+    expect(storage?.hint).toContain('--disk-limit');
   });
 
   it('fails when storage does not answer', async () => {

@@ -176,6 +176,8 @@ export async function startWorld(password = 'p'): Promise<TaskWorld> {
         logTailLines: 200,
         logTailBytes: 64 * 1024,
         tmpDir,
+        diskLimitBytes: 20 * 1024 ** 3,
+        minFreeDiskBytes: 0,
         ...overrides,
       };
     },

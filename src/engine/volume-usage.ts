@@ -1,0 +1,114 @@
+import { lstat, opendir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { duArgs, volumeMountpointArgs } from './args.js';
+import type { EngineContext } from './context.js';
+import { execEngine } from './exec.js';
+
+/**
+ * What a volume holds, measured from the host: the engine's volumes have no quota on an
+ * ordinary filesystem, so the worker walks them itself.
+ */
+export interface TreeUsage {
+  /** Allocated bytes (st_blocks * 512): a sparse file counts what it really takes. */
+  bytes: number;
+  /** Files, folders and links seen. */
+  entries: number;
+  /** Folders the walk could not read (their content is not in `bytes`). */
+  unreadable: number;
+  /** The walk stopped at `maxEntries`: `bytes` is a lower bound. */
+  truncated: boolean;
+}
+
+export interface WalkOptions {
+  /** Stop after this many entries, so a tree of millions of empty files costs a bounded walk. */
+  maxEntries: number;
+  /** Stop as soon as this many bytes are counted: the answer is known. */
+  stopAtBytes?: number;
+}
+
+/** The host path of a named volume, or undefined when the engine gives none. */
+export async function volumeMountpoint(
+  ctx: EngineContext,
+  volume: string,
+): Promise<string | undefined> {
+  const out = await execEngine(ctx.cli, volumeMountpointArgs(volume), {
+    timeoutMs: ctx.options.callTimeoutMs,
+    maxStdoutBytes: 64 * 1024,
+  });
+  const path = out.trim();
+  return path.startsWith('/') ? path : undefined;
+}
+
+/**
+ * Sums the allocated size of everything under `root`, the root included, without following
+ * links and without leaving the root's filesystem (a mount inside a volume is not its data).
+ * Throws when the root does not exist (a remote engine's path, or the volume is gone).
+ */
+export async function measureTree(root: string, options: WalkOptions): Promise<TreeUsage> {
+  const top = await lstat(root, { bigint: false });
+  const usage: TreeUsage = { bytes: top.blocks * 512, entries: 1, unreadable: 0, truncated: false };
+  const full = () =>
+    usage.entries >= options.maxEntries ||
+    (options.stopAtBytes !== undefined && usage.bytes > options.stopAtBytes);
+  const folders = [root];
+  while (folders.length > 0 && !full()) {
+    const folder = folders.pop() as string;
+    let dir: Awaited<ReturnType<typeof opendir>>;
+    try {
+      dir = await opendir(folder, { bufferSize: 256 });
+    } catch {
+      usage.unreadable++;
+      continue;
+    }
+    try {
+      for await (const entry of dir) {
+        const path = join(folder, entry.name);
+        let info: Awaited<ReturnType<typeof lstat>>;
+        try {
+          info = await lstat(path);
+        } catch {
+          continue; // removed meanwhile
+        }
+        usage.entries++;
+        usage.bytes += info.blocks * 512;
+        if (info.isDirectory() && info.dev === top.dev) folders.push(path);
+        if (full()) break;
+      }
+    } catch {
+      usage.unreadable++; // the folder went away while it was read
+    }
+  }
+  usage.truncated = usage.entries >= options.maxEntries;
+  return usage;
+}
+
+/**
+ * Allocated bytes under `path` as seen from rootless podman's user namespace, where the
+ * container's users own their files: a folder a submission made private (mode 0700) is
+ * unreadable to the worker's own user outside it.
+ */
+export async function measureInUserNamespace(ctx: EngineContext, path: string): Promise<number> {
+  const out = await execEngine(ctx.cli, duArgs(path), {
+    timeoutMs: ctx.options.callTimeoutMs,
+    maxStdoutBytes: 64 * 1024,
+  });
+  const bytes = Number.parseInt(out.trim().split(/\s/)[0] ?? '', 10);
+  if (!Number.isFinite(bytes)) throw new Error(`du gave no size: ${out.slice(0, 200)}`);
+  return bytes;
+}
+
+/**
+ * What a volume's host folder holds. Rootless podman's worker user cannot read what a
+ * container made private, so there the count is taken again inside its user namespace.
+ */
+export async function measureVolume(
+  ctx: EngineContext,
+  path: string,
+  options: WalkOptions,
+): Promise<TreeUsage> {
+  const usage = await measureTree(path, options);
+  if (usage.unreadable === 0 || usage.truncated) return usage;
+  if (ctx.info.name !== 'podman' || !ctx.info.rootless || process.getuid?.() === 0) return usage;
+  const bytes = await measureInUserNamespace(ctx, path);
+  return { ...usage, bytes: Math.max(bytes, usage.bytes), unreadable: 0 };
+}

@@ -1,0 +1,62 @@
+import { randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, rm, symlink, truncate, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { measureTree } from '../../src/engine/volume-usage.js';
+
+// The walk behind --disk-limit, on real files: what a volume's folder holds on disk.
+
+describe('measureTree', () => {
+  let dir: string;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'cw-usage-'));
+  });
+  afterEach(() => rm(dir, { recursive: true, force: true }));
+
+  const MiB = 1024 ** 2;
+  const walk = (root: string, extra = {}) => measureTree(root, { maxEntries: 1000, ...extra });
+
+  it('counts the allocated bytes of nested files', async () => {
+    await mkdir(join(dir, 'a', 'b'), { recursive: true });
+    await writeFile(join(dir, 'a', 'b', 'weights'), randomBytes(3 * MiB));
+    await writeFile(join(dir, 'top'), randomBytes(MiB));
+    const usage = await walk(dir);
+    expect(usage.bytes).toBeGreaterThanOrEqual(4 * MiB);
+    expect(usage.bytes).toBeLessThan(5 * MiB);
+    expect(usage).toMatchObject({ entries: 5, unreadable: 0, truncated: false });
+  });
+
+  it('counts a sparse file by its blocks, not its apparent size', async () => {
+    await writeFile(join(dir, 'sparse'), '');
+    await truncate(join(dir, 'sparse'), 1024 ** 3);
+    expect((await walk(dir)).bytes).toBeLessThan(MiB);
+  });
+
+  it('does not follow a link out of the folder', async () => {
+    const outside = await mkdtemp(join(tmpdir(), 'cw-usage-outside-'));
+    try {
+      await writeFile(join(outside, 'big'), randomBytes(4 * MiB));
+      await symlink(join(outside, 'big'), join(dir, 'link-to-file'));
+      await symlink(outside, join(dir, 'link-to-folder'));
+      const usage = await walk(dir);
+      expect(usage.bytes).toBeLessThan(MiB);
+      expect(usage.entries).toBe(3);
+    } finally {
+      await rm(outside, { recursive: true, force: true });
+    }
+  });
+
+  it('stops at its bounds: many files, or enough bytes to know', async () => {
+    for (let i = 0; i < 50; i++) await writeFile(join(dir, `f${i}`), 'x');
+    expect(await walk(dir, { maxEntries: 10 })).toMatchObject({ truncated: true, entries: 10 });
+    await writeFile(join(dir, 'big'), randomBytes(2 * MiB));
+    const early = await walk(dir, { stopAtBytes: 1024 });
+    expect(early.bytes).toBeGreaterThan(1024);
+    expect(early.truncated).toBe(false);
+  });
+
+  it('throws when the folder is not there (a remote engine)', async () => {
+    await expect(walk(join(dir, 'missing'))).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+});
