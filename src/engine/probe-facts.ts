@@ -107,7 +107,7 @@ export function judgeProbe(
     'capabilities',
     noCaps,
     `capabilities inside: ${caps.join(', ')}`,
-    `every capability set must be empty: something adds capabilities (--privileged, --cap-add, or default_capabilities in ${engineConf})`,
+    `every capability set must be empty: something adds capabilities (--privileged, --cap-add, or the default capabilities in ${engineConf})`,
   );
 
   check(
@@ -121,7 +121,7 @@ export function judgeProbe(
     'seccomp',
     s.Seccomp === '2',
     `seccomp mode inside: ${s.Seccomp ?? '?'} (2 is filtering)`,
-    `the container runs without a seccomp filter: enable the engine's default seccomp profile (seccomp_profile in ${engineConf}; never seccomp=unconfined) on a kernel with CONFIG_SECCOMP_FILTER`,
+    `the container runs without a seccomp filter: enable the engine's default seccomp profile (the seccomp profile in ${engineConf}; never seccomp=unconfined) on a kernel with CONFIG_SECCOMP_FILTER`,
   );
 
   const root = mountAt(facts, '/');
@@ -129,19 +129,20 @@ export function judgeProbe(
     'read-only-root',
     root?.options.includes('ro') === true,
     `root filesystem is mounted ${root ? root.options[0] : 'nowhere'} (/proc/mounts)`,
-    'the root filesystem must be read-only: --read-only is not honoured (check read_only in containers.conf or the OCI runtime)',
+    `the root filesystem must be read-only: --read-only is not honoured (check ${engineConf} and the OCI runtime)`,
   );
 
-  const [uid, gid = uid] = limits.user.split(':');
+  // Without a gid in --user the engine picks the user's group: only a given gid is checked.
+  const [uid, gid] = limits.user.split(':');
   const ids = (v: string | undefined) => (v ?? '').split(/\s+/).filter(Boolean);
   const userOk =
     ids(s.Uid).length > 0 &&
     ids(s.Uid).every((v) => v === uid) &&
-    ids(s.Gid).every((v) => v === gid);
+    (gid === undefined || ids(s.Gid).every((v) => v === gid));
   check(
     'user',
     userOk,
-    `runs as uid ${ids(s.Uid)[0] ?? '?'}, gid ${ids(s.Gid)[0] ?? '?'} (expected ${uid}:${gid})`,
+    `runs as uid ${ids(s.Uid)[0] ?? '?'}, gid ${ids(s.Gid)[0] ?? '?'} (expected ${limits.user})`,
     'containers must run as the non-root --user: the engine did not apply it',
   );
 
