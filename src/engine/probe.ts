@@ -4,6 +4,7 @@ import { Readable } from 'node:stream';
 import { toWorkerError } from '../errors.js';
 import { DEFAULT_LIMITS } from './limits.js';
 import { BUSYBOX_CONTAINERFILE, contextTarGz } from './probe-context.js';
+import { judgeProbe, PROBE_INPUT, PROBE_SCRIPT, parseProbe } from './probe-facts.js';
 import { type Engine, LABEL_WORKER, type RunLimits } from './types.js';
 
 export type CheckStatus = 'pass' | 'warn' | 'fail';
@@ -23,6 +24,8 @@ export interface ProbeOptions {
   /** The limits tasks will run with; the probe container runs with them too. */
   limits?: RunLimits;
   timeoutMs?: number;
+  /** Flags the caller's tasks add to every container (GPU devices): the probe runs as they do. */
+  extraArgs?: string[];
 }
 
 /**
@@ -121,13 +124,6 @@ async function probeImage(
   }
 }
 
-const PROBE_SCRIPT = [
-  "grep : /proc/net/dev | cut -d: -f1 | tr -d ' ' | sed 's/^/if=/'",
-  'grep ^CapEff /proc/self/status',
-  'touch /probe 2>/dev/null && echo root=writable || echo root=readonly',
-  'echo uid=$(id -u)',
-].join('; ');
-
 async function probeRun(
   engine: Engine,
   image: string,
@@ -137,15 +133,17 @@ async function probeRun(
   const limits = options.limits ?? DEFAULT_LIMITS;
   let lines: string[];
   try {
+    const input = await engine.createVolume(labels);
     const result = await engine.run({
       image,
       command: ['sh', '-c', PROBE_SCRIPT],
-      mounts: [],
+      mounts: [{ volume: input, target: PROBE_INPUT, readOnly: true }],
       labels,
       limits,
       timeoutMs: options.timeoutMs ?? 60_000,
-      logTailLines: 100,
-      logTailBytes: 16 * 1024,
+      logTailLines: 400,
+      logTailBytes: 64 * 1024,
+      ...(options.extraArgs ? { extraArgs: options.extraArgs } : {}),
     });
     if (result.exitCode !== 0) {
       return [
@@ -161,31 +159,10 @@ async function probeRun(
   } catch (error) {
     return [failed('run', 'cannot run a hardened container', error)];
   }
-  const interfaces = lines.filter((l) => l.startsWith('if=')).map((l) => l.slice(3));
-  const capEff = lines.find((l) => l.startsWith('CapEff:'))?.split(/\s+/)[1] ?? '?';
-  const uid = lines.find((l) => l.startsWith('uid='))?.slice(4);
-  const expectedUid = limits.user.split(':')[0];
   return [
     { name: 'run', status: 'pass', message: 'runs a hardened container' },
-    verdict(
-      'network',
-      interfaces.join(',') === 'lo',
-      `network interfaces: ${interfaces.join(', ') || 'none'}`,
-    ),
-    verdict('capabilities', /^0+$/.test(capEff), `effective capabilities: ${capEff}`),
-    verdict(
-      'read-only-root',
-      lines.includes('root=readonly'),
-      lines.includes('root=readonly')
-        ? 'root filesystem is read-only'
-        : 'root filesystem is writable',
-    ),
-    verdict('user', uid === expectedUid, `runs as uid ${uid ?? '?'}`),
+    ...judgeProbe(parseProbe(lines), engine.info, limits),
   ];
-}
-
-function verdict(name: string, ok: boolean, message: string): ProbeCheck {
-  return { name, status: ok ? 'pass' : 'fail', message };
 }
 
 function failed(name: string, message: string, error: unknown): ProbeCheck {

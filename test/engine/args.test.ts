@@ -42,17 +42,145 @@ const flagValue = (args: string[], flag: string) => args[args.indexOf(flag) + 1]
 const flagValues = (args: string[], flag: string) =>
   args.flatMap((a, i) => (a === flag ? [args[i + 1]] : []));
 
-describe('limitArgs', () => {
-  it('hardens every container: no network, no capabilities, no privilege gain, read-only root', () => {
-    const args = limitArgs(podman, DEFAULT_LIMITS);
-    expect(args).toEqual(
-      expect.arrayContaining(['--network=none', '--cap-drop=ALL', '--read-only', '--init']),
-    );
-    expect(flagValue(args, '--security-opt')).toBe('no-new-privileges');
-    expect(flagValue(args, '--user')).toBe('1000:1000');
-    expect(flagValue(args, '--tmpfs')).toBe('/tmp:rw,nosuid,nodev,size=1g,mode=1777');
+/** Limits whose every value differs from the engines' defaults, so each flag shows. */
+const LIMITS = {
+  memoryBytes: 4 * 1024 ** 3,
+  cpus: 2,
+  pidsLimit: 256,
+  tmpfsBytes: 1024 ** 3,
+  shmBytes: 512 * 1024 ** 2,
+  user: '1000:1000',
+  nofile: 1024,
+  nproc: 1024,
+};
+
+/** Every hardening flag, exactly: an added flag (--privileged, --cap-add, ...) fails these. */
+const HARDENING = [
+  '--network=none',
+  '--cap-drop=ALL',
+  '--security-opt',
+  'no-new-privileges',
+  '--read-only',
+  '--tmpfs',
+  '/tmp:rw,nosuid,nodev,size=1g,mode=1777',
+  '--user',
+  '1000:1000',
+  '--ulimit',
+  'nofile=1024:1024',
+  '--ulimit',
+  'nproc=1024:1024',
+  '--shm-size',
+  '512m',
+  '--init',
+];
+const CGROUP_LIMITS = [
+  '--pids-limit',
+  '256',
+  '--memory',
+  '4g',
+  '--memory-swap',
+  '4g',
+  '--cpus',
+  '2',
+];
+
+describe('the exact arguments of a task container', () => {
+  it('podman, rootful', () => {
+    expect(limitArgs(podman, LIMITS)).toEqual([
+      ...HARDENING,
+      '--read-only-tmpfs=false',
+      ...CGROUP_LIMITS,
+    ]);
+    expect(
+      createArgs({ ...podman, ociRuntimeOverride: 'runc' }, 'cw-run-1', {
+        ...spec,
+        limits: LIMITS,
+      }),
+    ).toEqual([
+      'create',
+      '--name',
+      'cw-run-1',
+      '--runtime',
+      'runc',
+      ...HARDENING,
+      '--read-only-tmpfs=false',
+      ...CGROUP_LIMITS,
+      '--log-opt',
+      'max-size=64m',
+      '--timeout',
+      '121',
+      '--label',
+      'compute-worker.task=t1',
+      '--label',
+      `${LABEL_MANAGED}=true`,
+      '-v',
+      'vol-train:/data/train',
+      '-v',
+      'vol-model:/data/model:ro',
+      'localhost/compute-worker/submission:abc',
+      '-T',
+      'train',
+      '-V',
+      '/data',
+    ]);
   });
 
+  it('podman, rootless on cgroup v1: no cgroup limits, the rest unchanged', () => {
+    expect(limitArgs(rootlessV1, LIMITS)).toEqual([...HARDENING, '--read-only-tmpfs=false']);
+    expect(createArgs(rootlessV1, 'n', { ...spec, limits: LIMITS })).toEqual([
+      'create',
+      '--name',
+      'n',
+      ...HARDENING,
+      '--read-only-tmpfs=false',
+      '--log-opt',
+      'max-size=64m',
+      '--timeout',
+      '121',
+      '--label',
+      'compute-worker.task=t1',
+      '--label',
+      `${LABEL_MANAGED}=true`,
+      '-v',
+      'vol-train:/data/train',
+      '-v',
+      'vol-model:/data/model:ro',
+      'localhost/compute-worker/submission:abc',
+      '-T',
+      'train',
+      '-V',
+      '/data',
+    ]);
+  });
+
+  it('docker: no conmon deadline, no podman-only flag', () => {
+    expect(limitArgs(docker, LIMITS)).toEqual([...HARDENING, ...CGROUP_LIMITS]);
+    expect(createArgs(docker, 'n', { ...spec, limits: LIMITS })).toEqual([
+      'create',
+      '--name',
+      'n',
+      ...HARDENING,
+      ...CGROUP_LIMITS,
+      '--log-opt',
+      'max-size=64m',
+      '--label',
+      'compute-worker.task=t1',
+      '--label',
+      `${LABEL_MANAGED}=true`,
+      '-v',
+      'vol-train:/data/train',
+      '-v',
+      'vol-model:/data/model:ro',
+      'localhost/compute-worker/submission:abc',
+      '-T',
+      'train',
+      '-V',
+      '/data',
+    ]);
+  });
+});
+
+describe('limitArgs', () => {
   it('sets every resource limit with finite values, swap equal to memory', () => {
     const args = limitArgs(docker, DEFAULT_LIMITS);
     expect(flagValue(args, '--memory')).toBe('4g');

@@ -289,6 +289,41 @@ describe.skipIf(podmanMissing !== undefined && !requireEngines)(
       });
     });
 
+    it('the submission cannot write into its inputs: /data/train and /data/test refuse with EROFS', async () => {
+      const env = await world.env();
+      // Files it owns, in folders it owns: only the read-only mount stands in the way.
+      const attack = [
+        'try() { if out=$( (eval "$1") 2>&1 ); then echo "did: $1"; else echo "refused: $1: $out"; fi; }',
+        'for d in /data/train /data/test; do',
+        '  try "echo x > $d/x"',
+        '  try "mkdir $d/dir"',
+        '  for f in $d/*; do if [ -f "$f" ]; then try "echo x >> $f"; try "rm $f"; fi; done',
+        'done',
+        'try "echo x > /data/train/pred/allowed"',
+        'ls -ln /data/train /data/test',
+      ].join('\n');
+      const outcome = await runTask(
+        world,
+        env,
+        learn({ algo: ids.R, train_data: [data(attack)], test_data: [ids.test] }),
+      );
+      const refused = outcome.logs.filter((l) => l.startsWith('refused: '));
+      const did = outcome.logs.filter((l) => l.startsWith('did: '));
+      // x and dir in each folder, then append and remove on the train script and the test file.
+      expect(refused, outcome.logs.join('\n')).toHaveLength(8);
+      for (const line of refused) expect(line).toMatch(/Read-only file system$/);
+      // The command tried, without the error text (which names the script's own path).
+      const tried = refused.map((l) => l.slice('refused: '.length, l.indexOf(':', 9)));
+      expect(tried.filter((c) => c.includes(' /data/train/'))).toHaveLength(4);
+      expect(tried.filter((c) => c.includes(' /data/test/'))).toHaveLength(4);
+      expect(did).toEqual(['did: echo x > /data/train/pred/allowed']);
+      expect(await leftovers(outcome.report.uuid, env.tmpDir)).toEqual({
+        containers: [],
+        volumes: [],
+        tmp: [],
+      });
+    });
+
     it('the submission sees neither the hidden test data nor a network', async () => {
       const env = await world.env();
       // The hidden test data: the example's features, with classes no other file has.
