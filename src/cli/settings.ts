@@ -6,13 +6,13 @@ import {
   createStorageClient,
   readPasswordFile,
 } from '../clients/config.js';
+import { containerOwner } from '../config/owner.js';
 import { defaultStateDir, workerTmpDir } from '../config/paths.js';
 import { createEngine } from '../engine/engine.js';
 import { DEFAULT_LIMITS } from '../engine/limits.js';
 import type { EngineOptions, RunLimits } from '../engine/types.js';
 import { WorkerError } from '../errors.js';
 import type { TaskEnv } from '../tasks/context.js';
-import { containerOwner } from '../tasks/staging.js';
 
 /** The parsed values of `taskFlags` (see flags.ts). */
 export interface TaskFlagValues {
