@@ -7,6 +7,7 @@ import {
   createArgs,
   imageExistsArgs,
   limitArgs,
+  removeContainersArgs,
   volumeCreateArgs,
   volumeImportArgs,
 } from '../../src/engine/args.js';
@@ -177,5 +178,13 @@ describe('volume and lookup arguments', () => {
       '--filter',
       'label=b=2',
     ]);
+  });
+});
+
+describe('image VOLUMEs', () => {
+  it('podman backs them with a tmpfs; docker cannot, so removal takes anonymous volumes too', () => {
+    expect(createArgs(podman, 'n', spec)).toContain('--image-volume=tmpfs');
+    expect(createArgs(docker, 'n', spec)).not.toContain('--image-volume=tmpfs');
+    expect(removeContainersArgs(['a', 'b'])).toEqual(['rm', '--force', '--volumes', 'a', 'b']);
   });
 });
