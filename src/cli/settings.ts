@@ -43,6 +43,8 @@ export interface TaskFlagValues {
   'orchestrator-password-file'?: string;
   'orchestrator-ledger'?: string;
   'state-dir'?: string;
+  'max-prediction-size': number;
+  'max-model-size': number;
 }
 
 export function engineOptions(flags: TaskFlagValues): EngineOptions {
@@ -169,5 +171,7 @@ export async function buildTaskEnv(flags: TaskFlagValues): Promise<TaskEnv & { s
     logTailLines: flags['log-tail-lines'],
     logTailBytes: 256 * 1024,
     tmpDir,
+    maxPredictionBytes: flags['max-prediction-size'],
+    maxModelBytes: flags['max-model-size'],
   };
 }

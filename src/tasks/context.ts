@@ -38,6 +38,10 @@ export interface TaskEnv {
   logTailBytes: number;
   /** Parent of the task's private temp folder. */
   tmpDir: string;
+  /** Cap on the prediction bytes read back from the submission (--max-prediction-size). */
+  maxPredictionBytes: number;
+  /** Cap on a model's unpacked bytes, left by the submission or staged from storage (--max-model-size). */
+  maxModelBytes: number;
 }
 
 /** One execution of one task. */

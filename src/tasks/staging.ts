@@ -7,6 +7,7 @@ import { sanitizeTar, tarFromFiles } from '../archive/safe-tar.js';
 import type { StorageKind } from '../clients/types.js';
 import { containerOwner } from '../config/owner.js';
 import type { TaskEnv, TaskRun } from './context.js';
+import { startModelBudget } from './outputs.js';
 
 export interface DataFile {
   kind: StorageKind;
@@ -68,9 +69,11 @@ export async function stageModel(env: TaskEnv, run: TaskRun, volume: string, mod
   run.onEvent?.({ type: 'staged', name: `model/${modelUuid}`, bytes: blob.size ?? 0 });
   // An unsafe entry fails the sanitized stream; the engine reports that error, not the
   // broken pipe it causes.
+  // Counted unpacked while it streams: a gzip bomb stops at the cap, not on a full disk.
+  const budget = startModelBudget(env, modelUuid);
   await env.engine.importVolume(
     volume,
-    sanitizeTar(blob.stream, { gzip: true, ...owner }),
+    sanitizeTar(blob.stream, { gzip: true, ...owner, label: `model ${modelUuid}`, budget }),
     run.signal,
   );
   return blob.size ?? 0;

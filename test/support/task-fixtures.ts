@@ -176,6 +176,8 @@ export async function startWorld(password = 'p'): Promise<TaskWorld> {
         logTailLines: 200,
         logTailBytes: 64 * 1024,
         tmpDir,
+        maxPredictionBytes: 1024 ** 3,
+        maxModelBytes: 10 * 1024 ** 3,
         ...overrides,
       };
     },
