@@ -155,6 +155,8 @@ async function main() {
     logTailLines: 100,
     logTailBytes: 16 * 1024,
     tmpDir,
+    maxPredictionBytes: 1024 ** 3,
+    maxModelBytes: 10 * 1024 ** 3,
   };
   const task = parseTask({
     ...ids,

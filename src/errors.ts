@@ -21,7 +21,9 @@ export type ErrorCode =
   | 'TASK_TAKEN'
   | 'CANCELLED'
   | 'INTERNAL'
-  | 'DISK_LIMIT';
+  | 'DISK_LIMIT'
+  /** What the submission left (predictions, model) is not what the worker accepts: its fault. */
+  | 'OUTPUT_INVALID';
 
 export interface WorkerErrorOptions {
   /** True when the same task may succeed if tried again later (a service was down, the engine hiccuped). */

@@ -10,8 +10,10 @@ import {
   archiveRejected,
   type CheckedHeader,
   EntryPolicy,
+  type NotPlain,
   nameParts,
   resolveLimits,
+  type SizeBudget,
   showName,
   type TarLimits,
 } from './tar-policy.js';
@@ -19,7 +21,13 @@ import { readTarEntries } from './tar-reader.js';
 import { requireFile, tooLarge, wantedNames } from './tar-to-disk.js';
 import { type Owner, type TarWriter, writeTar } from './tar-writer.js';
 
-export { DEFAULT_TAR_LIMITS, type TarLimits } from './tar-policy.js';
+export {
+  DEFAULT_TAR_LIMITS,
+  describeEntryType,
+  type NotPlain,
+  SizeBudget,
+  type TarLimits,
+} from './tar-policy.js';
 export { extractEntryToFile, extractTarToDir } from './tar-to-disk.js';
 
 export interface SanitizeOptions extends Owner {
@@ -30,6 +38,8 @@ export interface SanitizeOptions extends Owner {
   /** Empty folders added at the top, e.g. ['pred']. */
   extraDirs?: string[];
   label?: string;
+  budget?: SizeBudget;
+  plainOnly?: (entry: NotPlain) => WorkerError;
 }
 
 /**
@@ -50,7 +60,13 @@ export function sanitizeTar(input: Readable, options: SanitizeOptions): Readable
       await makeFolders(writer, made, folderParts(extra, label).join('/'));
     }
     const under = (name: string) => [...prefix, name].join('/');
-    const entries = readTarEntries(input, { gzip: options.gzip, limits: options.limits, label });
+    const entries = readTarEntries(input, {
+      gzip: options.gzip,
+      limits: options.limits,
+      label,
+      budget: options.budget,
+      plainOnly: options.plainOnly,
+    });
     for await (const entry of entries) {
       signal.throwIfAborted();
       for (const parent of entry.newParents) await makeFolders(writer, made, under(parent));
@@ -119,7 +135,7 @@ export function tarFromFiles(
  */
 export function packFolderFromTar(
   input: Readable,
-  options: { folder?: string; limits?: Partial<TarLimits>; label?: string },
+  options: { folder?: string; limits?: Partial<TarLimits>; label?: string; budget?: SizeBudget },
 ): Readable {
   const label = options.label ?? 'volume export';
   return writeTar({ uid: 0, gid: 0 }, { gzip: true }, async (writer, signal) => {
@@ -130,6 +146,7 @@ export function packFolderFromTar(
       label,
       scope: options.folder ?? '',
       dropUnsafeLinks: true,
+      budget: options.budget,
     });
     for await (const entry of entries) {
       signal.throwIfAborted();

@@ -48,6 +48,71 @@ export function rawByteCap(limits: TarLimits): number {
   return limits.maxTotalBytes + limits.maxEntries * perEntry + 16 * 1024 ** 2;
 }
 
+/**
+ * A cap on the bytes of one or more archives that a person sets (a flag), shared by every
+ * stream that draws on it: the raw (decompressed) tar bytes are charged as they pass, and an
+ * entry whose declared size cannot fit fails at its header, before any of its data is read.
+ */
+export class SizeBudget {
+  private usedBytes = 0;
+
+  /** `exceeded` builds the error that names the setting; `at` is the entry, when known. */
+  constructor(
+    readonly maxBytes: number,
+    private readonly exceeded: (at?: string) => WorkerError,
+  ) {
+    if (!Number.isSafeInteger(maxBytes) || maxBytes < 0) {
+      throw new WorkerError('INTERNAL', 'a size budget must be a non-negative integer');
+    }
+  }
+
+  get used(): number {
+    return this.usedBytes;
+  }
+
+  /** Counts bytes that went by. */
+  charge(bytes: number, at?: string): void {
+    this.usedBytes += bytes;
+    if (this.usedBytes > this.maxBytes) throw this.exceeded(at);
+  }
+
+  /** Fails when `bytes` more cannot fit, without counting them (they are charged as they pass). */
+  fits(bytes: number, at?: string): void {
+    if (this.usedBytes + bytes > this.maxBytes) throw this.exceeded(at);
+  }
+}
+
+/** What a header's type is, in words, for messages: "a symbolic link", "a FIFO". */
+export function describeEntryType(type: string | null | undefined): string {
+  switch (type) {
+    case 'symlink':
+      return 'a symbolic link';
+    case 'link':
+      return 'a hard link';
+    case 'fifo':
+      return 'a FIFO';
+    case 'character-device':
+      return 'a character device';
+    case 'block-device':
+      return 'a block device';
+    case 'file':
+    case 'contiguous-file':
+      return 'a regular file';
+    case 'directory':
+      return 'a folder';
+    default:
+      return `an entry of type ${type ?? 'unknown'}`;
+  }
+}
+
+/** What `plainOnly` is told about an entry that is neither a regular file nor a folder (names shown safely). */
+export interface NotPlain {
+  name: string;
+  /** In words: "a symbolic link", "a FIFO". */
+  kind: string;
+  linkname?: string;
+}
+
 export type EntryType = 'file' | 'directory' | 'symlink' | 'link';
 
 /** An entry that passed every check; names are plain relative paths without './' or a final '/'. */
@@ -73,6 +138,10 @@ export interface PolicyOptions {
   scope?: string;
   /** Drop links that leave the archive folder instead of rejecting the archive. */
   dropUnsafeLinks?: boolean;
+  /** Entries' declared sizes must fit in it (raw bytes are charged by the reader). */
+  budget?: SizeBudget;
+  /** When set, only regular files and folders are allowed: anything else fails with this error. */
+  plainOnly?: (entry: NotPlain) => WorkerError;
 }
 
 type Seen = 'file' | 'directory' | 'symlink';
@@ -171,6 +240,7 @@ export class EntryPolicy {
       throw archiveRejected(`${label} has more than ${limits.maxEntries} entries`);
     }
     if (!Number.isSafeInteger(size) || size < 0) throw reject('has an invalid size');
+    this.options.budget?.fits(size, showName(raw));
     if (size > limits.maxEntryBytes) {
       throw reject(`is larger than the ${formatSize(limits.maxEntryBytes)} allowed per entry`);
     }
@@ -183,6 +253,7 @@ export class EntryPolicy {
 
     const parts = nameParts(raw, limits);
     if (typeof parts === 'string') throw reject(parts);
+    this.checkPlain(header, parts);
     const scoped = this.inScope(parts);
     if (scoped === undefined) return undefined;
     const name = scoped.join('/');
@@ -217,6 +288,17 @@ export class EntryPolicy {
       newParents,
       ...(linkname === undefined ? {} : { linkname }),
     };
+  }
+
+  private checkPlain(header: RawHeader, parts: string[]): void {
+    const { plainOnly } = this.options;
+    const type = header.type ?? 'unknown';
+    if (!plainOnly || ['file', 'contiguous-file', 'directory'].includes(type)) return;
+    throw plainOnly({
+      name: showName(parts.join('/') || '.'),
+      kind: describeEntryType(type),
+      ...(header.linkname ? { linkname: showName(header.linkname) } : {}),
+    });
   }
 
   private inScope(parts: string[]): string[] | undefined {

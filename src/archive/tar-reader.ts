@@ -8,9 +8,11 @@ import {
   archiveRejected,
   type CheckedHeader,
   EntryPolicy,
+  type NotPlain,
   type PolicyOptions,
   rawByteCap,
   resolveLimits,
+  type SizeBudget,
   TAR_STREAM_MAX_HEADER_BYTES,
   type TarLimits,
 } from './tar-policy.js';
@@ -22,6 +24,9 @@ export interface ReadOptions {
   label?: string;
   scope?: string;
   dropUnsafeLinks?: boolean;
+  /** A cap set by a person: raw (decompressed) bytes and declared sizes count against it. */
+  budget?: SizeBudget;
+  plainOnly?: (entry: NotPlain) => WorkerError;
 }
 
 export interface CheckedEntry extends CheckedHeader {
@@ -40,11 +45,19 @@ export async function* readTarEntries(
   input: Readable,
   options: ReadOptions,
 ): AsyncGenerator<CheckedEntry, { entries: number; bytes: number }> {
-  const limits = resolveLimits(options.limits);
+  const { budget } = options;
+  // The budget decides about sizes, with its own message; the default caps must not come first.
+  const limits = resolveLimits(
+    budget
+      ? { maxTotalBytes: budget.maxBytes, maxEntryBytes: budget.maxBytes, ...options.limits }
+      : options.limits,
+  );
   const label = options.label ?? 'archive';
   const policyOptions: PolicyOptions = { label, limits };
   if (options.scope !== undefined) policyOptions.scope = options.scope;
   if (options.dropUnsafeLinks) policyOptions.dropUnsafeLinks = true;
+  if (budget) policyOptions.budget = budget;
+  if (options.plainOnly) policyOptions.plainOnly = options.plainOnly;
   const policy = new EntryPolicy(policyOptions);
 
   const extract = tarExtract();
@@ -52,7 +65,7 @@ export async function* readTarEntries(
   const stages: (NodeJS.ReadableStream | NodeJS.WritableStream)[] = [
     input,
     ...(options.gzip ? [createGunzip()] : []),
-    new ByteCap(rawByteCap(limits), label),
+    new ByteCap(rawByteCap(limits), label, budget),
     extract as unknown as NodeJS.WritableStream,
   ];
   // The stage that fails first is the cause; the pipeline then destroys the others with its error.
@@ -146,12 +159,19 @@ class ByteCap extends Transform {
   constructor(
     private readonly cap: number,
     private readonly label: string,
+    private readonly budget?: SizeBudget,
   ) {
     super();
   }
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
     this.seen += chunk.length;
+    try {
+      this.budget?.charge(chunk.length);
+    } catch (error) {
+      callback(error as Error);
+      return;
+    }
     if (this.seen > this.cap) {
       callback(
         archiveRejected(

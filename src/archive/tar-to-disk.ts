@@ -11,7 +11,7 @@ import {
   showName,
   type TarLimits,
 } from './tar-policy.js';
-import { type CheckedEntry, readTarEntries } from './tar-reader.js';
+import { type CheckedEntry, type ReadOptions, readTarEntries } from './tar-reader.js';
 
 const CREATE_NEW = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
 const REPLACE = constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW;
@@ -81,7 +81,9 @@ export async function extractEntryToFile(
   input: Readable,
   names: string | string[],
   file: string,
-  options: { maxBytes?: number; limits?: Partial<TarLimits>; label?: string } = {},
+  options: Pick<ReadOptions, 'limits' | 'label' | 'budget' | 'plainOnly'> & {
+    maxBytes?: number;
+  } = {},
 ): Promise<{ name: string; size: number } | undefined> {
   const label = options.label ?? 'archive';
   const wanted = wantedNames(names, options.limits);

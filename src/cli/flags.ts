@@ -110,6 +110,22 @@ export const limitFlags = {
       "The daemon takes no new task while the engine's storage or the worker's temp folder has less free space than this (the message is handed back to NSQ). Default: 2 x --disk-limit.",
     env: env('MIN_FREE_DISK'),
   }),
+  'max-prediction-size': sizeFlag({
+    helpGroup: 'CONTAINER LIMITS',
+    description:
+      "Most bytes of the submission's predictions read back: the prediction volumes copied for the workflow's scoring, and a predict task's prediction file.",
+    default: parseSize('1g'),
+    defaultHelp: async () => '1g',
+    env: env('MAX_PREDICTION_SIZE'),
+  }),
+  'max-model-size': sizeFlag({
+    helpGroup: 'CONTAINER LIMITS',
+    description:
+      'Most bytes of a model: the one a submission leaves (packed for upload) and a start model from storage, counted unpacked.',
+    default: parseSize('10g'),
+    defaultHelp: async () => '10g',
+    env: env('MAX_MODEL_SIZE'),
+  }),
 };
 
 /** How long the submission may run. */

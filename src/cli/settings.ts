@@ -6,6 +6,7 @@ import {
   createStorageClient,
   readPasswordFile,
 } from '../clients/config.js';
+import { containerOwner } from '../config/owner.js';
 import { defaultStateDir, workerTmpDir } from '../config/paths.js';
 import { createEngine } from '../engine/engine.js';
 import { DEFAULT_LIMITS } from '../engine/limits.js';
@@ -15,7 +16,6 @@ import { discoverGpus } from '../gpu/discover.js';
 import { checkCapacity, GpuPool, parseGpuSelection, selectPool } from '../gpu/pool.js';
 import type { TaskEnv } from '../tasks/context.js';
 import type { TaskGpus } from '../tasks/gpus.js';
-import { containerOwner } from '../tasks/staging.js';
 
 /** The parsed values of `taskFlags` (see flags.ts). */
 export interface TaskFlagValues {
@@ -53,6 +53,8 @@ export interface TaskFlagValues {
   'gpu-cdi-kind': string;
   'disk-limit': number;
   'min-free-disk'?: number;
+  'max-prediction-size': number;
+  'max-model-size': number;
 }
 
 /** Task slots of each kind: the daemon's parallelism, one each for a task run by hand. */
@@ -224,5 +226,7 @@ export async function buildTaskEnv(
     tmpDir,
     ...(gpus ? { gpus } : {}),
     ...diskLimits(flags),
+    maxPredictionBytes: flags['max-prediction-size'],
+    maxModelBytes: flags['max-model-size'],
   };
 }

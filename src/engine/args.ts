@@ -88,6 +88,9 @@ export function createArgs(info: Quirks, name: string, spec: RunSpec): string[] 
   args.push('--log-opt', `max-size=${ENGINE_LOG_MAX}`);
   if (info.name === 'podman') {
     args.push('--timeout', String(Math.ceil(spec.timeoutMs / 1000) + CONMON_GRACE_SECONDS));
+    // An image's VOLUME would otherwise be a host volume without our labels, outliving the
+    // task; a tmpfs is charged to the container's memory and goes with it.
+    args.push('--image-volume=tmpfs');
   }
   args.push(...labelArgs(spec.labels), ...mountArgs(spec.mounts), ...gpuArgs(info, spec.gpus));
   args.push(...(spec.extraArgs ?? []));
@@ -185,8 +188,9 @@ export function volumeListArgs(labels: Record<string, string>): string[] {
   return ['volume', 'ls', '--quiet', ...labelFilterArgs(labels)];
 }
 
+/** --volumes: the anonymous volumes of an image's VOLUME go too (docker has no tmpfs for them). */
 export function removeContainersArgs(ids: readonly string[]): string[] {
-  return ['rm', '--force', ...ids];
+  return ['rm', '--force', '--volumes', ...ids];
 }
 
 export function removeVolumesArgs(names: readonly string[]): string[] {

@@ -47,6 +47,10 @@ export interface TaskEnv {
   diskLimitBytes: number;
   /** No new task is taken while the engine's storage or tmpDir has less free (--min-free-disk). */
   minFreeDiskBytes: number;
+  /** Cap on the prediction bytes read back from the submission (--max-prediction-size). */
+  maxPredictionBytes: number;
+  /** Cap on a model's unpacked bytes, left by the submission or staged from storage (--max-model-size). */
+  maxModelBytes: number;
 }
 
 /** One execution of one task. */

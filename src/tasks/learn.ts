@@ -7,6 +7,7 @@ import { WorkerError } from '../errors.js';
 import { runContainerStep } from './containers.js';
 import type { TaskEnv, TaskRun } from './context.js';
 import { buildImages } from './images.js';
+import { copyPredictions, leftModelBudget, predictionBudget } from './outputs.js';
 import { type LearnTask, type Performance, PerformanceSchema } from './schemas.js';
 import type { TaskScope } from './scope.js';
 import { prepareEmpty, stageFiles, stageModel } from './staging.js';
@@ -45,6 +46,8 @@ export async function runLearn(
     'test',
     'testPred',
     'model',
+    'trainPredChecked',
+    'testPredChecked',
   ] as const);
 
   await steps.step(
@@ -110,9 +113,19 @@ export async function runLearn(
   );
 
   // performance.json is read inside the step, so a missing or invalid one fails "perf".
+  // The workflow scores checked copies of the predictions, never the submission's volumes.
   const performance = await steps.step(
     'perf',
     async () => {
+      const budget = predictionBudget(env);
+      await copyPredictions(env, run, v.trainPred, v.trainPredChecked, {
+        folder: '/data/train/pred',
+        budget,
+      });
+      await copyPredictions(env, run, v.testPred, v.testPredChecked, {
+        folder: '/data/test/pred',
+        budget,
+      });
       await runContainerStep(env, run, {
         ...common,
         step: 'perf',
@@ -123,9 +136,9 @@ export async function runLearn(
           { volume: v.hiddenTest, target: '/hidden_data/test', readOnly: true },
           { volume: v.perf, target: '/hidden_data/perf' },
           { volume: v.train, target: '/submission_data/train', readOnly: true },
-          { volume: v.trainPred, target: '/submission_data/train/pred', readOnly: true },
+          { volume: v.trainPredChecked, target: '/submission_data/train/pred', readOnly: true },
           { volume: v.test, target: '/submission_data/test', readOnly: true },
-          { volume: v.testPred, target: '/submission_data/test/pred', readOnly: true },
+          { volume: v.testPredChecked, target: '/submission_data/test/pred', readOnly: true },
         ],
         timeoutMs: env.workflowTimeoutMs,
       });
@@ -139,7 +152,9 @@ export async function runLearn(
     async () => {
       const file = join(scope.tmp, 'model.tar.gz');
       await pipeline(
-        packFolderFromTar(env.engine.exportVolume(v.model, run.signal), {}),
+        packFolderFromTar(env.engine.exportVolume(v.model, run.signal), {
+          budget: leftModelBudget(env),
+        }),
         createWriteStream(file, { mode: 0o600 }),
         { signal: run.signal },
       );

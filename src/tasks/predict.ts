@@ -5,6 +5,7 @@ import { WorkerError } from '../errors.js';
 import { runContainerStep } from './containers.js';
 import type { TaskEnv, TaskRun } from './context.js';
 import { buildImages } from './images.js';
+import { onlyPlainPredictions, predictionBudget } from './outputs.js';
 import type { PredictTask } from './schemas.js';
 import type { TaskScope } from './scope.js';
 import { stageFiles, stageModel } from './staging.js';
@@ -61,10 +62,16 @@ export async function runPredict(
     'upload',
     async () => {
       const file = join(scope.tmp, 'prediction');
+      // The prediction goes to storage as a regular file read under the cap, as in learn.
       const found = await extractEntryToFile(
         env.engine.exportVolume(v.testPred, run.signal),
         [task.data, `pred_${task.data}`],
         file,
+        {
+          label: 'prediction folder /data/test/pred',
+          budget: predictionBudget(env),
+          plainOnly: onlyPlainPredictions('/data/test/pred'),
+        },
       );
       if (!found) {
         throw new WorkerError(

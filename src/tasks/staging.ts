@@ -5,24 +5,9 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { sanitizeTar, tarFromFiles } from '../archive/safe-tar.js';
 import type { StorageKind } from '../clients/types.js';
-import { WorkerError } from '../errors.js';
+import { containerOwner } from '../config/owner.js';
 import type { TaskEnv, TaskRun } from './context.js';
-
-/** Numeric owner of the files the worker puts in volumes: the containers' user. */
-export function containerOwner(user: string): { uid: number; gid: number } {
-  const m = /^(\d+)(?::(\d+))?$/.exec(user);
-  if (!m) {
-    throw new WorkerError(
-      'CONFIG_INVALID',
-      `--user must be numeric uid or uid:gid, got "${user}"`,
-      {
-        hint: 'the worker writes volume files owned by this id, so a user name cannot be used',
-      },
-    );
-  }
-  const uid = Number(m[1]);
-  return { uid, gid: m[2] === undefined ? uid : Number(m[2]) };
-}
+import { startModelBudget } from './outputs.js';
 
 export interface DataFile {
   kind: StorageKind;
@@ -84,9 +69,11 @@ export async function stageModel(env: TaskEnv, run: TaskRun, volume: string, mod
   run.onEvent?.({ type: 'staged', name: `model/${modelUuid}`, bytes: blob.size ?? 0 });
   // An unsafe entry fails the sanitized stream; the engine reports that error, not the
   // broken pipe it causes.
+  // Counted unpacked while it streams: a gzip bomb stops at the cap, not on a full disk.
+  const budget = startModelBudget(env, modelUuid);
   await env.engine.importVolume(
     volume,
-    sanitizeTar(blob.stream, { gzip: true, ...owner }),
+    sanitizeTar(blob.stream, { gzip: true, ...owner, label: `model ${modelUuid}`, budget }),
     run.signal,
   );
   return blob.size ?? 0;

@@ -8,6 +8,7 @@ import {
   imageExistsArgs,
   imageVolumesArgs,
   limitArgs,
+  removeContainersArgs,
   removeImageArgs,
   volumeCreateArgs,
   volumeImportArgs,
@@ -318,5 +319,13 @@ describe('volume and lookup arguments', () => {
       '--filter',
       'label=b=2',
     ]);
+  });
+});
+
+describe('image VOLUMEs', () => {
+  it('podman backs them with a tmpfs; docker cannot, so removal takes anonymous volumes too', () => {
+    expect(createArgs(podman, 'n', spec)).toContain('--image-volume=tmpfs');
+    expect(createArgs(docker, 'n', spec)).not.toContain('--image-volume=tmpfs');
+    expect(removeContainersArgs(['a', 'b'])).toEqual(['rm', '--force', '--volumes', 'a', 'b']);
   });
 });

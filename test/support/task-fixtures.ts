@@ -178,6 +178,8 @@ export async function startWorld(password = 'p'): Promise<TaskWorld> {
         tmpDir,
         diskLimitBytes: 20 * 1024 ** 3,
         minFreeDiskBytes: 0,
+        maxPredictionBytes: 1024 ** 3,
+        maxModelBytes: 10 * 1024 ** 3,
         ...overrides,
       };
     },
