@@ -138,7 +138,22 @@ export async function prepareStateDir(flags: TaskFlagValues): Promise<string> {
       hint: 'pass --state-dir with a folder this user can write',
     });
   }
+  await prepareLocalServices(flags, dir);
   return dir;
+}
+
+/**
+ * The built-in local storage folder and orchestrator ledger, where they are the defaults
+ * inside the state folder: created empty, like the state folder, so a fresh host works.
+ * A folder or ledger named by a flag is left for doctor to check: a typo stays visible.
+ */
+async function prepareLocalServices(flags: TaskFlagValues, stateDir: string): Promise<void> {
+  if (!flags['storage-host']?.trim() && !flags['storage-dir']) {
+    await mkdir(join(stateDir, 'storage'), { recursive: true, mode: 0o700 });
+  }
+  if (!flags['orchestrator-host']?.trim() && !flags['orchestrator-ledger']) {
+    await writeFile(ledgerFile(flags, stateDir), '', { flag: 'a', mode: 0o600 });
+  }
 }
 
 /**

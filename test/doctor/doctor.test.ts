@@ -1,4 +1,4 @@
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -87,6 +87,30 @@ describe.skipIf(why).concurrent('compute-worker doctor', () => {
     });
     const builder = out.checks.find((c) => c.name === 'builder');
     expect(builder?.message).toMatch(/^podman \S+ builds with buildah \d+\.\d+\.\d+/);
+  });
+
+  it('on a fresh host with the defaults, creates the empty local storage and ledger and is ready', async () => {
+    const fresh = join(dir, 'fresh-state');
+    const result = await execa(
+      'node',
+      [
+        cli,
+        'doctor',
+        '--json',
+        '--state-dir',
+        fresh,
+        '--oci-runtime',
+        'runc',
+        '--disk-limit',
+        '1m',
+      ],
+      { reject: false },
+    );
+    const out = JSON.parse(result.stdout) as DoctorJson;
+    expect(out.checks.filter((c) => c.status === 'fail')).toEqual([]);
+    expect(result.exitCode).toBe(0);
+    expect(await readdir(join(fresh, 'storage'))).toEqual([]);
+    expect(await readFile(join(fresh, 'orchestrator.jsonl'), 'utf8')).toBe('');
   });
 
   it("warns, naming nsqd's flag, when nsqd cannot keep a task in flight as long as it may run", async () => {
