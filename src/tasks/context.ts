@@ -38,6 +38,8 @@ export interface TaskEnv {
   logTailBytes: number;
   /** Parent of the task's private temp folder. */
   tmpDir: string;
+  /** Cap of a blob without Content-Length spooled to the temp folder (default 10 GiB). */
+  spoolCapBytes?: number;
 }
 
 /** One execution of one task. */
