@@ -1,3 +1,5 @@
+import { StringDecoder } from 'node:string_decoder';
+
 /**
  * Keeps the last lines of a stream of text, bounded both in lines and in bytes, so a
  * chatty container or build never grows the worker's memory.
@@ -36,14 +38,34 @@ export class LogTail {
   }
 }
 
-/** Splits chunks of a byte stream into lines; a trailing partial line is flushed at the end. */
+// C0 controls but tab, DEL, and C1 controls (as code points, after UTF-8 decoding).
+// biome-ignore lint/suspicious/noControlCharactersInRegex: matching them is the point
+const CONTROL = /[\u0000-\u0008\u000a-\u001f\u007f-\u009f]/g;
+
+/**
+ * Makes a line of untrusted output (a container's, a build's) harmless on a terminal and
+ * in a text log: each control character but tab becomes a visible escape such as `\x1b`,
+ * so an OSC title, a clear-screen, a carriage return that overwrites the line, or a C1
+ * control reaches no terminal as a command. Invalid UTF-8 was already replaced by U+FFFD
+ * when the bytes were decoded.
+ */
+export function cleanLine(line: string): string {
+  return line.replace(CONTROL, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+}
+
+/**
+ * Splits chunks of a byte stream into clean lines (see cleanLine); a trailing partial
+ * line is flushed at the end. Every line of container and build output passes here.
+ */
 export class LineSplitter {
   private rest = '';
+  // Decodes UTF-8 across chunk boundaries; invalid bytes become U+FFFD.
+  private readonly decoder = new StringDecoder('utf8');
 
   constructor(private readonly onLine: (line: string) => void) {}
 
   write(chunk: Buffer | string): void {
-    const text = this.rest + chunk.toString();
+    const text = this.rest + (typeof chunk === 'string' ? chunk : this.decoder.write(chunk));
     const parts = text.split('\n');
     this.rest = parts.pop() ?? '';
     // A line that never ends is still bounded: pass it on in pieces.
@@ -51,11 +73,13 @@ export class LineSplitter {
       parts.push(this.rest);
       this.rest = '';
     }
-    for (const part of parts) this.onLine(part.endsWith('\r') ? part.slice(0, -1) : part);
+    for (const part of parts)
+      this.onLine(cleanLine(part.endsWith('\r') ? part.slice(0, -1) : part));
   }
 
   end(): void {
-    if (this.rest) this.onLine(this.rest);
+    const last = this.rest + this.decoder.end();
+    if (last) this.onLine(cleanLine(last));
     this.rest = '';
   }
 }
