@@ -1,6 +1,7 @@
 import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, type Dispatcher, request } from 'undici';
+import { cleanLine } from '../config/text.js';
 import { type ErrorCode, WorkerError } from '../errors.js';
 
 /**
@@ -280,7 +281,7 @@ export class HttpService {
     } catch {
       throw new WorkerError(this.errorCode, `${this.label(call)}: the answer is not JSON`, {
         retryable: true,
-        detail: text.slice(0, ERROR_BODY_CAP),
+        detail: cleanLines(text.slice(0, ERROR_BODY_CAP)),
       });
     }
   }
@@ -345,7 +346,7 @@ export class HttpService {
     return new WorkerError(this.errorCode, answered, {
       // 5xx, 408 and 429 are the service's own trouble or load: it may pass.
       retryable: status >= 500 || status === 408 || status === 429,
-      detail: said === body ? undefined : body,
+      detail: said === body ? undefined : cleanLines(body),
     });
   }
 
@@ -376,16 +377,22 @@ export async function answerWords(body: Readable): Promise<string> {
   return serviceWords(await readCapped(body, ERROR_BODY_CAP));
 }
 
+/** A service's text, line by line without control characters, for a log or a terminal. */
+function cleanLines(text: string): string {
+  return text.split(/\r?\n/).map(cleanLine).join('\n');
+}
+
 /** The service's words: `{"error": "..."}` as SPEC says, else the body text itself. */
 function serviceWords(body: string): string {
   const text = body.trim();
   try {
     const parsed = JSON.parse(text) as { error?: unknown };
-    if (typeof parsed?.error === 'string') return parsed.error;
+    if (typeof parsed?.error === 'string') return cleanLine(parsed.error);
   } catch {
     // not JSON: the text is all there is
   }
-  return text.replace(/\s+/g, ' ').slice(0, 300);
+  // A service's words reach logs and terminals: no control characters.
+  return cleanLine(text.replace(/\s+/g, ' ').slice(0, 300));
 }
 
 /**

@@ -182,6 +182,15 @@ describe('error answers with endless bodies', () => {
     await clientLeftEarly(storage);
   });
 
+  it('shows the control characters of a service’s words as escapes', async () => {
+    const uuid = randomUUID();
+    storage.fault(`/data/${uuid}`, { status: 400, body: { error: '\x1b]0;title\x07\x1b[2Jbad' } });
+    const error = await caught(storageClient().getMetadata('data', uuid));
+    expect(error.message).toBe(
+      `storage GET /data/${uuid} answered 400: \\x1b]0;title\\x07\\x1b[2Jbad`,
+    );
+  });
+
   it('reads a few KiB of an endless 400 to a report', async () => {
     const uuid = randomUUID();
     orchestrator.fault(`/learndone/${uuid}`, {
