@@ -1,12 +1,18 @@
 import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, type Dispatcher, request } from 'undici';
+import { cleanLine } from '../config/text.js';
 import { type ErrorCode, WorkerError } from '../errors.js';
 
 /**
  * The HTTP plumbing shared by the storage and orchestrator clients: one keep-alive
- * connection pool per service, Basic Auth, idle timeouts, and the mapping of every
- * failure to a WorkerError that says whether trying again later can help.
+ * connection pool per service, Basic Auth, idle timeouts, total deadlines, capped
+ * answers, and the mapping of every failure to a WorkerError that says whether trying
+ * again later can help.
+ *
+ * A service is not trusted to be small or quick: a JSON answer is read up to
+ * `maxJsonBytes`, an error answer's body up to a few KiB, and every call ends by its
+ * deadline even when bytes keep dripping in (each byte resets the silence timeout).
  */
 
 export type ServiceName = 'storage' | 'orchestrator';
@@ -22,6 +28,16 @@ export interface HttpServiceOptions {
   getAttempts?: number;
   /** Pause before the second try, quadrupled for each further one (default 250 ms). */
   retryDelayMs?: number;
+  /**
+   * Total deadline of one call, whatever arrives meanwhile (default 2 minutes, at least
+   * twice `timeoutMs`). A blob transfer gets this plus the time its bytes take at
+   * `minTransferRate`.
+   */
+  deadlineMs?: number;
+  /** The slowest average a blob transfer may keep, in bytes a second (default 256 KiB/s). */
+  minTransferRate?: number;
+  /** Cap of a JSON answer, counted while it is read (default 1 MiB). */
+  maxJsonBytes?: number;
 }
 
 export interface HttpCall {
@@ -35,9 +51,18 @@ export interface HttpCall {
   ok: readonly number[];
   /** What is asked for, as a person names it ("data 4b6f..."): used when the service has none. */
   what?: string;
+  /**
+   * Marks a blob transfer: the bytes it moves so far (an upload's size, a download's
+   * count). Its deadline grows by their time at the slowest transfer rate allowed, and
+   * lasts until the answer's body is closed.
+   */
+  transferred?: () => number;
 }
 
 const DEFAULT_TIMEOUT_MS = 30_000;
+const DEFAULT_DEADLINE_MS = 120_000;
+const DEFAULT_MIN_TRANSFER_RATE = 256 * 1024;
+const DEFAULT_MAX_JSON_BYTES = 1024 * 1024;
 const ERROR_BODY_CAP = 2048;
 
 /**
@@ -114,6 +139,11 @@ export class HttpService {
   private readonly errorCode: ErrorCode;
   private readonly getAttempts: number;
   private readonly retryDelayMs: number;
+  private readonly deadlineMs: number;
+  private readonly minTransferRate: number;
+  private readonly maxJsonBytes: number;
+  /** The deadline of each call's latest try, to name it when it ends a call. */
+  private readonly deadlines = new WeakMap<object, Deadline>();
   private closed = false;
 
   constructor(service: ServiceName, options: HttpServiceOptions) {
@@ -133,6 +163,9 @@ export class HttpService {
     this.errorCode = service === 'storage' ? 'STORAGE_FAILED' : 'ORCHESTRATOR_FAILED';
     this.getAttempts = Math.max(1, options.getAttempts ?? 3);
     this.retryDelayMs = options.retryDelayMs ?? 250;
+    this.deadlineMs = options.deadlineMs ?? Math.max(DEFAULT_DEADLINE_MS, 2 * timeout);
+    this.minTransferRate = options.minTransferRate ?? DEFAULT_MIN_TRANSFER_RATE;
+    this.maxJsonBytes = options.maxJsonBytes ?? DEFAULT_MAX_JSON_BYTES;
   }
 
   /** "storage https://host:443" — never the credentials. */
@@ -151,7 +184,9 @@ export class HttpService {
         return await this.sendOnce(call);
       } catch (error) {
         const failure = error as WorkerError;
-        if (call.method !== 'GET' || !failure.retryable || attempt >= this.getAttempts)
+        // A try that used up its whole deadline is not tried again within this call.
+        const late = this.deadlines.get(call)?.signal.aborted === true;
+        if (call.method !== 'GET' || !failure.retryable || late || attempt >= this.getAttempts)
           throw failure;
         try {
           await sleep(this.retryDelayMs * 4 ** (attempt - 1), undefined, { signal: call.signal });
@@ -162,8 +197,17 @@ export class HttpService {
     }
   }
 
+  /**
+   * One try. Its deadline runs until the answer's body is closed (read to its end or
+   * destroyed), so a caller reading a body that drips is stopped too.
+   */
   private async sendOnce(call: HttpCall): Promise<Dispatcher.ResponseData> {
     const url = `${this.baseUrl.origin}${this.prefix}${call.path}`;
+    const deadline = new Deadline(this.deadlineMs, this.minTransferRate, call.transferred, (ms) =>
+      this.deadlineError(call, ms),
+    );
+    this.deadlines.set(call, deadline);
+    const signal = call.signal ? AbortSignal.any([call.signal, deadline.signal]) : deadline.signal;
     let response: Dispatcher.ResponseData;
     try {
       response = await request(url, {
@@ -171,41 +215,73 @@ export class HttpService {
         dispatcher: this.agent,
         headers: { ...call.headers, authorization: this.authorization },
         body: call.body,
-        signal: call.signal,
+        signal,
       });
     } catch (error) {
+      deadline.clear();
       throw this.failure(call, error);
     }
+    if (response.body.destroyed) deadline.clear();
+    else response.body.once('close', () => deadline.clear());
     if (call.ok.includes(response.statusCode)) return response;
-    const body = await readCapped(response.body);
+    const body = await readCapped(response.body, ERROR_BODY_CAP);
     throw this.statusError(call, response.statusCode, body);
   }
 
-  /** Sends a request whose answer body does not matter, and consumes that body. */
+  /**
+   * Sends a request whose answer body does not matter, and consumes that body: a few
+   * KiB of it at most, the connection is dropped rather than drained further.
+   */
   async sendAndDrain(call: HttpCall): Promise<number> {
     const response = await this.send(call);
     try {
-      await response.body.dump();
+      await response.body.dump({ limit: ERROR_BODY_CAP });
     } catch (error) {
       throw this.failure(call, error);
     }
     return response.statusCode;
   }
 
-  /** Sends a request and parses its answer as JSON. */
+  /**
+   * Sends a request and parses its answer as JSON, read up to `maxJsonBytes`. An answer
+   * that is larger or not JSON is the service's fault, not the task's: it is retryable,
+   * so a task that needed it is tried again later, as often as the retry policy allows.
+   */
   async sendForJson(call: HttpCall): Promise<unknown> {
     const response = await this.send(call);
-    let text: string;
+    const cap = this.maxJsonBytes;
+    const tooLarge = () =>
+      new WorkerError(
+        this.errorCode,
+        `${this.label(call)}: the answer is larger than ${cap} bytes, the most a JSON answer may be`,
+        {
+          retryable: true,
+          hint: `check that --${this.service}-host names the ${this.service} service`,
+        },
+      );
+    if (Number(response.headers['content-length']) > cap) {
+      response.body.destroy();
+      throw tooLarge();
+    }
+    const chunks: Buffer[] = [];
+    let bytes = 0;
     try {
-      text = await response.body.text();
+      for await (const chunk of response.body as AsyncIterable<Buffer>) {
+        bytes += chunk.length;
+        // Leaving the loop destroys the body: the rest is never read.
+        if (bytes > cap) throw tooLarge();
+        chunks.push(chunk);
+      }
     } catch (error) {
       throw this.failure(call, error);
     }
+    const text = Buffer.concat(chunks).toString('utf8');
     try {
       return JSON.parse(text);
     } catch {
       throw new WorkerError(this.errorCode, `${this.label(call)}: the answer is not JSON`, {
-        detail: text.slice(0, ERROR_BODY_CAP),
+        retryable: true,
+        detail: cleanLines(text.slice(0, ERROR_BODY_CAP)),
       });
     }
   }
@@ -218,6 +294,8 @@ export class HttpService {
       if (reason instanceof WorkerError) return reason;
       return new WorkerError('CANCELLED', `${this.label(call)}: cancelled`, { cause: error });
     }
+    const deadline = this.deadlines.get(call)?.signal;
+    if (deadline?.aborted && deadline.reason instanceof WorkerError) return deadline.reason;
     const code = errorCode(error);
     const message = error instanceof Error ? error.message : String(error);
     if (code === 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH') {
@@ -268,8 +346,19 @@ export class HttpService {
     return new WorkerError(this.errorCode, answered, {
       // 5xx, 408 and 429 are the service's own trouble or load: it may pass.
       retryable: status >= 500 || status === 408 || status === 429,
-      detail: said === body ? undefined : body,
+      detail: said === body ? undefined : cleanLines(body),
     });
+  }
+
+  private deadlineError(call: HttpCall, ms: number): WorkerError {
+    const what = call.transferred
+      ? `the transfer was slower than ${this.minTransferRate} bytes a second on average`
+      : 'the call did not finish in time';
+    return new WorkerError(
+      this.errorCode,
+      `${this.label(call)}: ${what} (deadline ${ms} ms) (${this.baseUrl.host})`,
+      { retryable: true },
+    );
   }
 
   private label(call: Pick<HttpCall, 'method' | 'path'>): string {
@@ -283,9 +372,14 @@ export class HttpService {
   }
 }
 
-/** Reads an answer's body as the service's words, capped, consuming all of it. */
+/** Reads an answer's body as the service's words, capped; the rest is not read. */
 export async function answerWords(body: Readable): Promise<string> {
-  return serviceWords(await readCapped(body));
+  return serviceWords(await readCapped(body, ERROR_BODY_CAP));
+}
+
+/** A service's text, line by line without control characters, for a log or a terminal. */
+function cleanLines(text: string): string {
+  return text.split(/\r?\n/).map(cleanLine).join('\n');
 }
 
 /** The service's words: `{"error": "..."}` as SPEC says, else the body text itself. */
@@ -293,26 +387,80 @@ function serviceWords(body: string): string {
   const text = body.trim();
   try {
     const parsed = JSON.parse(text) as { error?: unknown };
-    if (typeof parsed?.error === 'string') return parsed.error;
+    if (typeof parsed?.error === 'string') return cleanLine(parsed.error);
   } catch {
     // not JSON: the text is all there is
   }
-  return text.replace(/\s+/g, ' ').slice(0, 300);
+  // A service's words reach logs and terminals: no control characters.
+  return cleanLine(text.replace(/\s+/g, ' ').slice(0, 300));
 }
 
-/** Reads the first bytes of an error answer and discards the rest, so the connection can be reused. */
-async function readCapped(body: Readable): Promise<string> {
+/**
+ * Reads the first `cap` bytes of an error answer. A body that ends within them leaves the
+ * connection for reuse; a longer one is destroyed, since an endless body never ends.
+ */
+async function readCapped(body: Readable, cap: number): Promise<string> {
   const chunks: Buffer[] = [];
   let kept = 0;
   try {
     for await (const chunk of body as AsyncIterable<Buffer>) {
-      if (kept < ERROR_BODY_CAP) {
-        chunks.push(chunk.subarray(0, ERROR_BODY_CAP - kept));
-        kept += Math.min(chunk.length, ERROR_BODY_CAP - kept);
-      }
+      chunks.push(chunk.subarray(0, cap - kept));
+      kept += Math.min(chunk.length, cap - kept);
+      if (kept >= cap) break; // destroys the body
     }
   } catch {
     // a broken error body: what arrived is enough to explain the status
   }
+  if (!body.destroyed && kept >= cap) body.destroy();
   return Buffer.concat(chunks).toString('utf8');
+}
+
+/**
+ * A call's total deadline. For a transfer it grows with the bytes moved, by their time
+ * at the slowest rate allowed: a download that keeps that pace is never cut, one that
+ * drips is cut soon after the base deadline.
+ */
+class Deadline {
+  private readonly controller = new AbortController();
+  private readonly started = Date.now();
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly baseMs: number,
+    private readonly bytesPerSecond: number,
+    private readonly transferred: (() => number) | undefined,
+    private readonly expired: (ms: number) => WorkerError,
+  ) {
+    this.schedule(this.allowedMs());
+  }
+
+  get signal(): AbortSignal {
+    return this.controller.signal;
+  }
+
+  private allowedMs(): number {
+    const bytes = this.transferred?.() ?? 0;
+    return this.baseMs + (bytes * 1000) / this.bytesPerSecond;
+  }
+
+  private schedule(ms: number): void {
+    // setTimeout holds at most 2^31-1 ms; a longer wait is checked again then.
+    this.timer = setTimeout(() => this.check(), Math.min(Math.max(1, ms), 2 ** 31 - 1));
+  }
+
+  private check(): void {
+    const allowed = this.allowedMs();
+    const left = this.started + allowed - Date.now();
+    if (left > 0) {
+      this.schedule(left);
+      return;
+    }
+    this.timer = undefined;
+    this.controller.abort(this.expired(Math.round(allowed)));
+  }
+
+  clear(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+  }
 }

@@ -30,7 +30,7 @@ export class HttpOrchestratorClient implements OrchestratorClient {
     });
     if (response.statusCode === 200) {
       // Taken: an answer body cut short changes nothing.
-      await response.body.dump().catch(() => undefined);
+      await response.body.dump({ limit: 2048 }).catch(() => undefined);
       return;
     }
     const said = await answerWords(response.body);

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
-import { PassThrough, Readable } from 'node:stream';
+import { Readable, Transform } from 'node:stream';
 import { toWorkerError, WorkerError } from '../errors.js';
 import { describeIssues, type ModelMetadata, ModelMetadataSchema } from '../tasks/schemas.js';
 import { type HttpCall, HttpService, type HttpServiceOptions } from './http.js';
@@ -44,19 +44,28 @@ export class HttpStorageClient implements StorageClient {
   /**
    * The blob's bytes as they arrive. Errors while reading become WorkerErrors;
    * destroying the stream (or aborting `signal`) aborts the download. A caller that
-   * gives up before reading must destroy the stream to free the connection.
+   * gives up before reading must destroy the stream to free the connection. The
+   * download's deadline grows with the bytes read (see HttpServiceOptions.deadlineMs).
    */
   async getBlob(kind: StorageKind, uuid: string, signal?: AbortSignal): Promise<Blob> {
+    let received = 0;
     const call: HttpCall = {
       method: 'GET',
       path: `/${kind}/${encodeURIComponent(uuid)}/blob`,
       ok: [200],
       signal,
       what: `${kind} ${uuid}`,
+      transferred: () => received,
     };
     const response = await this.http.send(call);
     const length = Number(response.headers['content-length']);
-    const stream = new PassThrough({ highWaterMark: 1 << 16 });
+    const stream = new Transform({
+      highWaterMark: 1 << 16,
+      transform(chunk: Buffer, _encoding, done) {
+        received += chunk.length;
+        done(null, chunk);
+      },
+    });
     response.body.on('error', (error) => stream.destroy(this.http.failure(call, error)));
     stream.on('close', () => {
       if (!response.body.destroyed) response.body.destroy();
@@ -86,6 +95,7 @@ export class HttpStorageClient implements StorageClient {
         body,
         ok: [201, 409],
         signal,
+        transferred: () => size,
       });
     } catch (error) {
       // The model's own stream failing (packing the tar) is not the storage's fault;
@@ -116,6 +126,7 @@ export class HttpStorageClient implements StorageClient {
       body: form.body,
       ok: [201, 409],
       signal,
+      transferred: () => form.length,
     });
     if (status === 201) return;
     const existing = (await this.getMetadata('prediction', uuid, signal)) as { size?: unknown };

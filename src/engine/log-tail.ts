@@ -1,3 +1,8 @@
+import { StringDecoder } from 'node:string_decoder';
+import { cleanLine } from '../config/text.js';
+
+export { cleanLine };
+
 /**
  * Keeps the last lines of a stream of text, bounded both in lines and in bytes, so a
  * chatty container or build never grows the worker's memory.
@@ -36,14 +41,19 @@ export class LogTail {
   }
 }
 
-/** Splits chunks of a byte stream into lines; a trailing partial line is flushed at the end. */
+/**
+ * Splits chunks of a byte stream into clean lines (see cleanLine); a trailing partial
+ * line is flushed at the end. Every line of container and build output passes here.
+ */
 export class LineSplitter {
   private rest = '';
+  // Decodes UTF-8 across chunk boundaries; invalid bytes become U+FFFD.
+  private readonly decoder = new StringDecoder('utf8');
 
   constructor(private readonly onLine: (line: string) => void) {}
 
   write(chunk: Buffer | string): void {
-    const text = this.rest + chunk.toString();
+    const text = this.rest + (typeof chunk === 'string' ? chunk : this.decoder.write(chunk));
     const parts = text.split('\n');
     this.rest = parts.pop() ?? '';
     // A line that never ends is still bounded: pass it on in pieces.
@@ -51,11 +61,13 @@ export class LineSplitter {
       parts.push(this.rest);
       this.rest = '';
     }
-    for (const part of parts) this.onLine(part.endsWith('\r') ? part.slice(0, -1) : part);
+    for (const part of parts)
+      this.onLine(cleanLine(part.endsWith('\r') ? part.slice(0, -1) : part));
   }
 
   end(): void {
-    if (this.rest) this.onLine(this.rest);
+    const last = this.rest + this.decoder.end();
+    if (last) this.onLine(cleanLine(last));
     this.rest = '';
   }
 }

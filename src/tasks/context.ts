@@ -51,6 +51,8 @@ export interface TaskEnv {
   maxPredictionBytes: number;
   /** Cap on a model's unpacked bytes, left by the submission or staged from storage (--max-model-size). */
   maxModelBytes: number;
+  /** Cap of a blob without Content-Length spooled to the temp folder (default 10 GiB). */
+  spoolCapBytes?: number;
 }
 
 /** One execution of one task. */

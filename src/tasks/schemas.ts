@@ -170,6 +170,16 @@ export function parseTask(json: unknown, type?: 'learn' | 'predict'): ParsedTask
     : { type: 'predict', task: result.data as PredictTask };
 }
 
+/** The kind of task a message's fields say it is; undefined when they say neither or both. */
+export function taskKindOf(json: unknown): 'learn' | 'predict' | undefined {
+  if (!isObject(json)) return undefined;
+  try {
+    return guessType(json);
+  } catch {
+    return undefined;
+  }
+}
+
 /** The uuid of a message that failed validation, when it can be read, so the failure can be reported. */
 export function readableTaskUuid(json: unknown): string | undefined {
   if (!isObject(json)) return undefined;

@@ -1,11 +1,12 @@
 import { createReadStream, createWriteStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Readable } from 'node:stream';
+import { type Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { sanitizeTar, tarFromFiles } from '../archive/safe-tar.js';
 import type { StorageKind } from '../clients/types.js';
 import { containerOwner } from '../config/owner.js';
+import { WorkerError } from '../errors.js';
 import type { TaskEnv, TaskRun } from './context.js';
 import { startModelBudget } from './outputs.js';
 
@@ -16,10 +17,13 @@ export interface DataFile {
   name: string;
 }
 
+/** Default cap of a spooled blob: a blob without Content-Length could be endless. */
+export const SPOOL_CAP_BYTES = 10 * 1024 ** 3;
+
 /**
  * Streams storage blobs into a volume as one tar, each blob an entry, without holding a
  * blob in memory. A blob of unknown length is spooled to the task's private folder first,
- * since a tar header needs the size before the bytes.
+ * since a tar header needs the size before the bytes; the spool stops at its cap.
  */
 export async function stageFiles(
   env: TaskEnv,
@@ -38,7 +42,22 @@ export async function stageFiles(
       let stream: Readable = blob.stream;
       if (size === undefined) {
         const spool = join(options.tmp, `spool-${file.uuid}`);
-        await pipeline(blob.stream, createWriteStream(spool, { mode: 0o600 }), {
+        const cap = env.spoolCapBytes ?? SPOOL_CAP_BYTES;
+        let spooled = 0;
+        const capped = new Transform({
+          transform(chunk: Buffer, _encoding, done) {
+            spooled += chunk.length;
+            if (spooled <= cap) return done(null, chunk);
+            done(
+              new WorkerError(
+                'STORAGE_FAILED',
+                `storage sent ${file.kind} ${file.uuid} without its size, and more than the ${cap} bytes the worker spools to disk`,
+                { hint: 'storage must answer a blob with its Content-Length' },
+              ),
+            );
+          },
+        });
+        await pipeline(blob.stream, capped, createWriteStream(spool, { mode: 0o600 }), {
           signal: run.signal,
         });
         size = (await stat(spool)).size;

@@ -4,7 +4,7 @@ import type { TaskEnv, TaskKind } from '../tasks/context.js';
 import { acquireTaskGpus, gpuNames } from '../tasks/gpus.js';
 import { decideOutcome, type RetryPolicy } from '../tasks/outcome.js';
 import { executeTask, type ParsedTask, type TaskReport } from '../tasks/run-task.js';
-import { parseTask, readableTaskUuid } from '../tasks/schemas.js';
+import { parseTask, readableTaskUuid, taskKindOf } from '../tasks/schemas.js';
 import { type DiskGate, LOW_DISK_DELAY_MS } from './disk-gate.js';
 import type { Journal } from './journal.js';
 import type { Lease } from './nsq-reader.js';
@@ -238,16 +238,28 @@ async function finishInvalid(
       ? error.message
       : `the message is not JSON: ${(error as Error).message}`;
   let uuid: string | undefined;
+  let shape: TaskKind | undefined;
   try {
-    uuid = readableTaskUuid(JSON.parse(lease.message.body.toString('utf8')));
+    const json: unknown = JSON.parse(lease.message.body.toString('utf8'));
+    uuid = readableTaskUuid(json);
+    shape = taskKindOf(json);
   } catch {
     uuid = undefined;
   }
+  // Reported only on the topic's own route: a predict message on the learn topic is no
+  // learn task, and /learndone/ must not hear of a uuid it may give to another task.
+  const reported = uuid !== undefined && shape === kind;
+  const why =
+    uuid === undefined || reported
+      ? ''
+      : shape === undefined
+        ? ' (not reported: its fields are those of neither or both kinds of task)'
+        : ` (not reported: its fields are those of a ${shape} task, not of a ${kind} task)`;
   log.error(
     { task: uuid, body: lease.message.body.subarray(0, 512).toString('utf8') },
-    `invalid task message, finished: ${reason}`,
+    `invalid task message, finished${why}: ${reason}`,
   );
-  if (uuid) {
+  if (reported && uuid) {
     await deps.env.orchestrator
       .reportFailed(kind, uuid, reason)
       .catch((reportError) =>

@@ -133,6 +133,20 @@ describe('HttpStorageClient downloads', () => {
     expect(error.describe()).not.toContain('nope');
   });
 
+  it('is refused its credentials before any fault of the path shows', async () => {
+    const wrong = new HttpStorageClient({
+      host: server.host,
+      port: server.port,
+      user: 'alice',
+      password: 'nope',
+    });
+    server.fault('/health', { status: 503 });
+    const error = await caught(wrong.health());
+    await wrong.close();
+    expect(error.message).toContain('refused the credentials');
+    expect(server.requests.map((r) => r.status)).toEqual([401]);
+  });
+
   it('tries a GET again after a 5xx, and reports a lasting 5xx as retryable', async () => {
     const uuid = randomUUID();
     server.seed('data', uuid, { meta: { uuid, name: 'x' } });
@@ -187,6 +201,15 @@ describe('HttpStorageClient uploads', () => {
     expect(request?.status).toBe(201);
     expect(sha256(server.blob('model', uuid) as Buffer)).toBe(sha256(data));
     expect(server.object('model', uuid)?.meta).toMatchObject({ uuid, algo });
+  });
+
+  it('counts a 409 for a model uuid storage holds as uploaded, keeping the first model', async () => {
+    const uuid = randomUUID();
+    const algo = randomUUID();
+    await client.uploadModel(uuid, algo, Readable.from([Buffer.from('first')]), 5);
+    await client.uploadModel(uuid, algo, Readable.from([Buffer.from('again!')]), 6);
+    expect(server.requests.map((r) => r.status)).toEqual([201, 409]);
+    expect(server.blob('model', uuid)?.toString()).toBe('first');
   });
 
   it('fails, and stores nothing, when the model is shorter than announced', async () => {

@@ -22,12 +22,29 @@ export interface RecordedRequest {
   status?: number;
   /** Set when the connection closes: false if the answer was cut off (the client went away). */
   completed?: boolean;
+  /** Bytes of a streamed fault's body written before it stopped. */
+  sent?: number;
+}
+
+/**
+ * An answer body written chunk after chunk, as fast as the client reads it or one chunk
+ * every `intervalMs`, `count` chunks (default: until the client goes away). Without
+ * `length` it has no Content-Length (chunked); with it, that length is announced.
+ */
+export interface StreamFault {
+  status: number;
+  chunk: string | Buffer;
+  count?: number;
+  intervalMs?: number;
+  length?: number;
+  contentType?: string;
 }
 
 export type Fault = { times?: number } & (
   | { status: number; body?: unknown }
   | { close: true }
   | { delayMs: number }
+  | { stream: StreamFault }
 );
 
 export interface StandInOptions {
@@ -63,6 +80,35 @@ export function sendJson(res: ServerResponse, status: number, body: unknown): vo
     'content-length': Buffer.byteLength(text),
   });
   res.end(text);
+}
+
+/** Writes a streamed fault's body, minding backpressure, until done or the client leaves. */
+async function sendStream(res: ServerResponse, fault: StreamFault, record: RecordedRequest) {
+  const chunk = Buffer.from(fault.chunk);
+  const headers: Record<string, string | number> = {
+    'content-type': fault.contentType ?? 'application/octet-stream',
+  };
+  if (fault.length !== undefined) headers['content-length'] = fault.length;
+  res.writeHead(fault.status, headers);
+  record.sent = 0;
+  const count = fault.count ?? Number.POSITIVE_INFINITY;
+  for (let i = 0; i < count && !res.destroyed; i++) {
+    if (fault.intervalMs) await sleep(fault.intervalMs);
+    if (res.destroyed) break;
+    record.sent += chunk.length;
+    if (!res.write(chunk)) {
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          res.off('drain', done);
+          res.off('close', done);
+          resolve();
+        };
+        res.on('drain', done);
+        res.on('close', done);
+      });
+    }
+  }
+  if (!res.destroyed) res.end();
 }
 
 export async function readBody(req: IncomingMessage): Promise<Buffer> {
@@ -118,6 +164,13 @@ export async function startStandIn(
       record.completed = res.writableFinished;
     });
     try {
+      // As a real service: a stranger is refused before anything else happens.
+      if (authorization !== expected) {
+        await readBody(req);
+        res.setHeader('www-authenticate', `Basic realm="${realm}"`);
+        sendJson(res, 401, { error: 'unauthorized: wrong user or password' });
+        return;
+      }
       const active = faults.find((f) => f.left > 0 && matches(f.match, record.method, path));
       if (active) {
         active.left -= 1;
@@ -126,18 +179,17 @@ export async function startStandIn(
           req.socket.destroy();
           return;
         }
+        if ('stream' in fault) {
+          await readBody(req);
+          await sendStream(res, fault.stream, record);
+          return;
+        }
         if ('status' in fault) {
           await readBody(req);
           sendJson(res, fault.status, fault.body ?? { error: `injected fault ${fault.status}` });
           return;
         }
         await sleep(fault.delayMs);
-      }
-      if (authorization !== expected) {
-        await readBody(req);
-        res.setHeader('www-authenticate', `Basic realm="${realm}"`);
-        sendJson(res, 401, { error: 'unauthorized: wrong user or password' });
-        return;
       }
       await route(req, res, new URL(path, 'http://stand-in'), record);
     } catch (error) {

@@ -13,7 +13,8 @@ import {
 /**
  * A storage service that speaks SPEC.md section 3 strictly, for tests: Basic Auth,
  * Content-Length required on model uploads, multipart fields in the order uuid, size,
- * blob with a size that matches, 201 on uploads, 409 for a prediction uuid that exists.
+ * blob with a size that matches, 201 on uploads, 409 for a model or prediction uuid that
+ * exists (the first upload stays).
  */
 
 const KINDS = ['problem', 'algo', 'model', 'data', 'prediction'] as const;
@@ -92,6 +93,8 @@ export async function startStorageServer(options: StandInOptions = {}): Promise<
     const algo = url.searchParams.get('algo');
     if (!uuid || !algo)
       return sendJson(res, 400, { error: 'uuid and algo query parameters are required' });
+    if (objects.has(key('model', uuid)))
+      return sendJson(res, 409, { error: `model ${uuid} exists` });
     const meta = { uuid, algo, timestamp_upload: now() };
     objects.set(key('model', uuid), { blob: body, meta });
     sendJson(res, 201, meta);

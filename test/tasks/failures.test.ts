@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { HttpStorageClient } from '../../src/clients/storage.js';
 import type { ErrorCode } from '../../src/errors.js';
 import type { StepName, TaskEnv } from '../../src/tasks/context.js';
@@ -134,6 +134,25 @@ describe.skipIf(podmanMissing !== undefined && !requireEngines)(
           step: 'stage',
           message: new RegExp(`storage has no data ${missing}`),
         });
+      });
+
+      it('a data blob without its size that passes the spool cap', async () => {
+        const env = await world.env({ spoolCapBytes: 1024 * 1024 });
+        const endless = newIds('uuid').uuid;
+        world.storage.fault(`/data/${endless}/blob`, {
+          stream: { status: 200, chunk: Buffer.alloc(64 * 1024, 0x31) },
+        });
+        const outcome = await runTask(world, env, learn({ train_data: [ids.train, endless] }));
+        await expectFailed(env, outcome, {
+          code: 'STORAGE_FAILED',
+          step: 'stage',
+          message: new RegExp(
+            `storage sent data ${endless} without its size, and more than the 1048576 bytes`,
+          ),
+        });
+        const request = world.storage.requests.find((r) => r.path === `/data/${endless}/blob`);
+        await vi.waitFor(() => expect(request?.completed).toBe(false));
+        expect(request?.sent).toBeLessThan(64 * 1024 * 1024);
       });
 
       it('a submission that exits non-zero', async () => {

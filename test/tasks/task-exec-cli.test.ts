@@ -16,6 +16,7 @@ import {
   podman,
   podmanMissing,
   prebuild,
+  scriptRunnerContext,
   startWorld,
   type TaskWorld,
   tarGz,
@@ -36,13 +37,38 @@ const MODEL_CSV = [
   'gamma,1,0.5,1,3,2',
 ].join('\n');
 
+/** A train script that prints terminal commands, a C1 control and invalid UTF-8, then fails. */
+const ESCAPES_SCRIPT = [
+  "printf '\\033]0;pwned\\007title\\n'",
+  "printf '\\033[2J\\033[Hcleared\\n'",
+  "printf 'loss 0.9\\rloss 0.1\\n'",
+  "printf 'del\\177 c1\\302\\233 bad\\377\\n'",
+  "printf 'tab\\there\\n'",
+  "printf '\\033[2J\\033[Hcleared\\n' >&2",
+  'exit 3',
+  '',
+].join('\n');
+
+// Any control character but tab and the line break, C1 included.
+// biome-ignore lint/suspicious/noControlCharactersInRegex: finding them is the point
+const RAW_CONTROL = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/;
+
 describe.skipIf(podmanMissing !== undefined && !requireEngines)(
   'task exec',
   { timeout: 300_000 },
   () => {
     let world: TaskWorld;
     let work: string;
-    const ids = newIds('workflow', 'algo', 'train', 'test', 'predictData', 'model');
+    const ids = newIds(
+      'workflow',
+      'algo',
+      'train',
+      'test',
+      'predictData',
+      'model',
+      'runner',
+      'escapes',
+    );
 
     beforeAll(async () => {
       if (!existsSync(join(root, 'dist/commands/task/exec.js'))) {
@@ -51,10 +77,13 @@ describe.skipIf(podmanMissing !== undefined && !requireEngines)(
       world = await startWorld(PASSWORD);
       work = await mkdtemp(join(tmpdir(), 'cw-cli-test-'));
       await writeFile(join(work, 'storage-password'), `${PASSWORD}\n`, { mode: 0o600 });
-      const [problem, submission] = await Promise.all([
+      const [problem, submission, runner] = await Promise.all([
         exampleContext('problem'),
         exampleContext('submission'),
+        scriptRunnerContext(),
       ]);
+      world.storage.seed('algo', ids.runner, { blob: runner });
+      world.storage.seed('data', ids.escapes, { blob: ESCAPES_SCRIPT });
       world.storage.seed('problem', ids.workflow, { blob: problem });
       world.storage.seed('algo', ids.algo, { blob: submission });
       world.storage.seed('data', ids.train, { blob: await exampleData('train-1.csv') });
@@ -67,6 +96,7 @@ describe.skipIf(podmanMissing !== undefined && !requireEngines)(
       await prebuild(await world.env(), [
         ['workflow', problem],
         ['submission', submission],
+        ['submission', runner],
       ]);
     });
 
@@ -224,6 +254,24 @@ describe.skipIf(podmanMissing !== undefined && !requireEngines)(
         expect(out).toContain(`  test ${ids.test}: `);
         expect(out).toMatch(new RegExp(`  model uploaded as ${task.model_end}$`));
         expect(out).not.toContain('\u001b['); // no terminal colours into a pipe
+        await expectClean(task.uuid, result.tmp);
+      });
+
+      it('shows the control characters of a container’s output as escapes, never raw', async () => {
+        const task = learnTask({ algo: ids.runner, train_data: [ids.escapes] });
+        const result = await taskExec(task);
+        expect(result.exitCode, result.stderr).toBe(1);
+        const out = result.stdout;
+        expect(out).toContain('  | \\x1b]0;pwned\\x07title\n');
+        expect(out).toContain('  | \\x1b[2J\\x1b[Hcleared\n');
+        expect(out).toContain('  | loss 0.9\\x0dloss 0.1\n');
+        expect(out).toContain('  | del\\x7f c1\\x9b bad\uFFFD\n');
+        expect(out).toContain('  | tab\there\n');
+        // The error's detail, the container's last lines, is as clean.
+        const closing = out.slice(out.indexOf(`learn task ${task.uuid} failed at step train`));
+        expect(closing).toMatch(/exited with code 3/);
+        expect(closing).toContain('\\x1b]0;pwned\\x07title');
+        for (const text of [out, result.stderr]) expect(text).not.toMatch(RAW_CONTROL);
         await expectClean(task.uuid, result.tmp);
       });
 

@@ -33,6 +33,9 @@ describe.skipIf(!hasPodman && !requireEngines)('outcome of each failure class', 
   let taken: SeededTask;
   let takenRedelivered: SeededTask;
   const invalidUuid = randomUUID();
+  // Invalid messages on the learn topic: one with a predict task's fields, one a learn task.
+  const predictOnTrainUuid = randomUUID();
+  const learnOnTrainUuid = randomUUID();
 
   const publish = (name: string, body: string) => {
     const [id] = h.nsqd.publish(TOPIC.predict, body);
@@ -54,6 +57,8 @@ describe.skipIf(!hasPodman && !requireEngines)('outcome of each failure class', 
     h.orchestrator.addTask('preduplet', taken.uuid, 'pending');
     h.orchestrator.addTask('preduplet', takenRedelivered.uuid, 'pending');
     h.orchestrator.addTask('preduplet', invalidUuid);
+    h.orchestrator.addTask('preduplet', predictOnTrainUuid);
+    h.orchestrator.addTask('learnuplet', learnOnTrainUuid);
     // More 503s than the client's own three GET tries: the first delivery fails.
     h.storage.fault(`/data/${transient.data}/blob`, { status: 503, times: 3 });
     h.storage.fault(`/data/${exhausted.data}/blob`, { status: 503 });
@@ -84,6 +89,23 @@ describe.skipIf(!hasPodman && !requireEngines)('outcome of each failure class', 
       'invalid',
       JSON.stringify({ uuid: invalidUuid, model: 'not-a-uuid', data: randomUUID() }),
     );
+    const [predictOnTrain] = h.nsqd.publish(
+      TOPIC.learn,
+      JSON.stringify({ uuid: predictOnTrainUuid, model: randomUUID(), data: randomUUID() }),
+    );
+    ids.set('predictOnTrain', predictOnTrain as string);
+    const [learnOnTrain] = h.nsqd.publish(
+      TOPIC.learn,
+      JSON.stringify({
+        uuid: learnOnTrainUuid,
+        workflow: randomUUID(),
+        algo: randomUUID(),
+        model_end: randomUUID(),
+        train_data: ['not-a-uuid'],
+        test_data: [randomUUID()],
+      }),
+    );
+    ids.set('learnOnTrain', learnOnTrain as string);
 
     worker = await h.fleet.start(
       await h.args(['--predict-parallelism', '3', '--max-attempts', '2']),
@@ -93,12 +115,16 @@ describe.skipIf(!hasPodman && !requireEngines)('outcome of each failure class', 
     await h.nsqd.waitFor(
       (s) => {
         const ch = s.topics.find((x) => x.name === TOPIC.predict)?.channels[0];
+        const learn = s.topics.find((x) => x.name === TOPIC.learn)?.channels[0];
         return (
-          ch !== undefined && ch.finishCount === 7 && ch.depth + ch.inFlight + ch.deferred === 0
+          ch !== undefined &&
+          ch.finishCount === 7 &&
+          ch.depth + ch.inFlight + ch.deferred === 0 &&
+          learn?.finishCount === 2
         );
       },
       240_000,
-      'all seven messages finished',
+      'all nine messages finished',
     );
   });
 
@@ -142,7 +168,9 @@ describe.skipIf(!hasPodman && !requireEngines)('outcome of each failure class', 
     // Every orchestrator request names one of the tasks with a readable uuid.
     const known = [permanent, transient, exhausted, taken, takenRedelivered].map((t) => t.uuid);
     for (const r of h.orchestrator.requests) {
-      expect([...known, invalidUuid].some((uuid) => r.path.endsWith(`/${uuid}`))).toBe(true);
+      expect(
+        [...known, invalidUuid, learnOnTrainUuid].some((uuid) => r.path.endsWith(`/${uuid}`)),
+      ).toBe(true);
     }
   });
 
@@ -154,6 +182,26 @@ describe.skipIf(!hasPodman && !requireEngines)('outcome of each failure class', 
     expect(commands('invalid')).toEqual(['FIN']);
     const line = worker.lines.find((l) => l.task === invalidUuid && l.level >= ERROR);
     expect(line?.msg).toMatch(/model/);
+  });
+
+  it('an invalid message of the other kind is finished and logged, never reported', () => {
+    const commands = commandsFor(h.nsqd, id('predictOnTrain')).map((c) => c.name);
+    expect(commands).toEqual(['FIN']);
+    expect(reportsOf(h.orchestrator, predictOnTrainUuid)).toEqual([]);
+    expect(claimsOf(h.orchestrator, predictOnTrainUuid)).toEqual([]);
+    expect(h.orchestrator.task(predictOnTrainUuid)?.status).toBe('todo');
+    const line = worker.lines.find((l) => l.task === predictOnTrainUuid && l.level >= ERROR);
+    expect(line?.msg).toMatch(
+      /^invalid task message, finished \(not reported: its fields are those of a predict task, not of a learn task\)/,
+    );
+  });
+
+  it('an invalid learn message on the learn topic is reported failed to learndone', () => {
+    expect(commandsFor(h.nsqd, id('learnOnTrain')).map((c) => c.name)).toEqual(['FIN']);
+    expect(
+      reportsOf(h.orchestrator, learnOnTrainUuid).map((r) => [r.path, r.body, r.status]),
+    ).toEqual([[`/learndone/${learnOnTrainUuid}`, { status: 'failed' }, 200]]);
+    expect(claimsOf(h.orchestrator, learnOnTrainUuid)).toEqual([]);
   });
 
   it('a task taken by another worker is finished without running on a first delivery', () => {
