@@ -7,6 +7,7 @@ import {
   readPasswordFile,
 } from '../clients/config.js';
 import { defaultStateDir, workerTmpDir } from '../config/paths.js';
+import { parseIdRange } from '../engine/build-userns.js';
 import { createEngine } from '../engine/engine.js';
 import { DEFAULT_LIMITS } from '../engine/limits.js';
 import type { EngineOptions, RunLimits } from '../engine/types.js';
@@ -43,15 +44,27 @@ export interface TaskFlagValues {
   'orchestrator-password-file'?: string;
   'orchestrator-ledger'?: string;
   'state-dir'?: string;
+  'build-memory'?: number;
+  'build-cpus'?: number;
+  'build-pids-limit'?: number;
+  'build-userns'?: string;
 }
 
 export function engineOptions(flags: TaskFlagValues): EngineOptions {
+  // A malformed range is refused at start, not at every build.
+  if (flags['build-userns']) parseIdRange(flags['build-userns']);
   return {
     engine: flags.engine,
     enginePath: flags['engine-path'],
     ociRuntime: flags['oci-runtime'],
     buildTimeoutMs: flags['build-timeout'] ?? flags['docker-timeout'],
     callTimeoutMs: flags['docker-timeout'],
+    buildLimits: {
+      memoryBytes: flags['build-memory'] ?? flags.memory,
+      cpus: flags['build-cpus'] ?? flags.cpus,
+      pidsLimit: flags['build-pids-limit'] ?? flags['pids-limit'],
+    },
+    buildUserns: flags['build-userns'],
   };
 }
 

@@ -8,6 +8,7 @@ import type { EngineInfo, EngineOptions, UnenforcedLimit } from './types.js';
 const podmanInfoSchema = z.object({
   host: z.object({
     cgroupVersion: z.string(),
+    cgroupManager: z.string().optional(),
     cgroupControllers: z.array(z.string()).nullish(),
     ociRuntime: z.object({ name: z.string() }).optional(),
     security: z.object({ rootless: z.boolean() }),
@@ -127,6 +128,7 @@ async function podmanInfo(
     cgroupVersion: info.host.cgroupVersion === 'v2' ? 2 : 1,
     storageDriver: info.store.graphDriverName,
     cgroupControllers: info.host.cgroupControllers ?? [],
+    ...(info.host.cgroupManager ? { cgroupManager: info.host.cgroupManager } : {}),
   };
 }
 

@@ -22,6 +22,8 @@ export interface EngineInfo {
    * (rootless podman on cgroup v1); empty when every limit is enforced.
    */
   unenforcedLimits?: UnenforcedLimit[];
+  /** podman's cgroup manager, "cgroupfs" or "systemd" (a systemd one takes only slices as parents). */
+  cgroupManager?: string;
 }
 
 export interface EngineOptions {
@@ -41,6 +43,20 @@ export interface EngineOptions {
    * wherever the worker happened to be started.
    */
   workDir?: string;
+  /** Limits of an untrusted build's RUN steps (--build-memory, --build-cpus, --build-pids-limit). */
+  buildLimits?: BuildLimits;
+  /**
+   * Host uid/gid range START:COUNT the root of an untrusted build maps to (rootful podman);
+   * undefined: the `containers` entry of /etc/subuid and /etc/subgid, else DEFAULT_BUILD_USERNS.
+   */
+  buildUserns?: string;
+}
+
+/** Resource limits of an image build's RUN steps. */
+export interface BuildLimits {
+  memoryBytes: number;
+  cpus: number;
+  pidsLimit: number;
 }
 
 /** Resource limits of one container. Every one is finite: never "unlimited" for a submission. */
