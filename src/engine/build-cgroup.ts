@@ -107,9 +107,11 @@ async function createV1(
     enter: (pid) => writeFileSync(join(pidsRoot, 'engine', 'cgroup.procs'), String(pid)),
     killAll: () => killTree(pidsRoot),
     async hitMemoryLimit() {
-      for (const file of ['memory.failcnt', 'memory.memsw.failcnt']) {
-        const count = await readFile(join(memoryLimited, file), 'utf8').catch(() => '0');
-        if (Number(count.trim()) > 0) return true;
+      // On v1 failcnt stays 0 and oom_kill is counted only in runc's leaf, which runc
+      // removes: the peak usage reaching the limit is what is left to read.
+      for (const file of ['memory.max_usage_in_bytes', 'memory.memsw.max_usage_in_bytes']) {
+        const peak = await readFile(join(memoryLimited, file), 'utf8').catch(() => '0');
+        if (Number(peak.trim()) >= limits.memoryBytes * 0.95) return true;
       }
       return false;
     },

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -39,6 +39,8 @@ function defineBuildIsolation(variant: EngineVariant, cases: 'all' | 'spin'): vo
       }
       // A private temp folder, so that a leftover of these builds is seen for certain.
       tmp = mkdtempSync(join(tmpdir(), 'cw-build-test-'));
+      // The rootless wrapper makes its copy of the context here as the rootless user.
+      chmodSync(tmp, 0o1777);
       process.env.TMPDIR = tmp;
       options = { ...variant.options, buildTimeoutMs: 120_000, buildLimits: BUILD_LIMITS };
       engine = await createEngine(options);
