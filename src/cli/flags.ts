@@ -45,6 +45,30 @@ export const engineFlags = {
     default: 'trusted',
     env: env('WORKFLOW_BUILD_POLICY'),
   })(),
+  'build-memory': sizeFlag({
+    helpGroup: 'ENGINE',
+    description:
+      "Memory limit of an untrusted build's RUN steps (no extra swap); past it the build fails as out of memory. Default: --memory.",
+    env: env('BUILD_MEMORY'),
+  }),
+  'build-cpus': positiveNumberFlag({
+    helpGroup: 'ENGINE',
+    description: "CPUs an untrusted build's RUN steps may use. Default: --cpus.",
+    env: env('BUILD_CPUS'),
+  }),
+  'build-pids-limit': Flags.integer({
+    helpGroup: 'ENGINE',
+    description:
+      "Most processes and threads of an untrusted build's RUN steps together (rootful podman: the worker's own cgroup of the build, as podman build has no --pids-limit). Default: --pids-limit.",
+    min: 16,
+    env: env('BUILD_PIDS_LIMIT'),
+  }),
+  'build-userns': Flags.string({
+    helpGroup: 'ENGINE',
+    description:
+      "Host uid/gid range START:COUNT that root and the users of an untrusted build map to (rootful podman), so its root is not the host's. Default: the `containers` entry of /etc/subuid and /etc/subgid, else 2000000000:65536 (ids no host user has). Rootless podman builds already run in the user's namespace; docker has only the daemon's userns-remap.",
+    env: env('BUILD_USERNS'),
+  }),
 };
 
 /** Limits of every container the worker runs. All finite. */

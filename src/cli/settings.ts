@@ -8,6 +8,7 @@ import {
 } from '../clients/config.js';
 import { containerOwner } from '../config/owner.js';
 import { defaultStateDir, workerTmpDir } from '../config/paths.js';
+import { parseIdRange } from '../engine/build-userns.js';
 import { createEngine } from '../engine/engine.js';
 import { DEFAULT_LIMITS } from '../engine/limits.js';
 import type { EngineOptions, RunLimits } from '../engine/types.js';
@@ -55,6 +56,10 @@ export interface TaskFlagValues {
   'min-free-disk'?: number;
   'max-prediction-size': number;
   'max-model-size': number;
+  'build-memory'?: number;
+  'build-cpus'?: number;
+  'build-pids-limit'?: number;
+  'build-userns'?: string;
 }
 
 /** Task slots of each kind: the daemon's parallelism, one each for a task run by hand. */
@@ -82,6 +87,8 @@ export async function gpuSettings(
 }
 
 export function engineOptions(flags: TaskFlagValues): EngineOptions {
+  // A malformed range is refused at start, not at every build.
+  if (flags['build-userns']) parseIdRange(flags['build-userns']);
   return {
     engine: flags.engine,
     enginePath: flags['engine-path'],
@@ -89,6 +96,12 @@ export function engineOptions(flags: TaskFlagValues): EngineOptions {
     buildTimeoutMs: flags['build-timeout'] ?? flags['docker-timeout'],
     callTimeoutMs: flags['docker-timeout'],
     workflowBuildPolicy: flags['workflow-build-policy'],
+    buildLimits: {
+      memoryBytes: flags['build-memory'] ?? flags.memory,
+      cpus: flags['build-cpus'] ?? flags.cpus,
+      pidsLimit: flags['build-pids-limit'] ?? flags['pids-limit'],
+    },
+    buildUserns: flags['build-userns'],
   };
 }
 

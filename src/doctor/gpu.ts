@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { versionBelow } from '../config/version.js';
-import { BUSYBOX_CONTAINERFILE, contextTarGz } from '../engine/probe-context.js';
+import { probeContext } from '../engine/probe-context.js';
 import { type Engine, LABEL_WORKER, type RunLimits } from '../engine/types.js';
 import { toWorkerError } from '../errors.js';
 import {
@@ -305,10 +305,7 @@ async function listDevices(
 }
 
 async function probeImage(engine: Engine, busyboxPath: string, labels: Record<string, string>) {
-  const context = await contextTarGz({
-    Containerfile: `${BUSYBOX_CONTAINERFILE.join('\n')}\n`,
-    busybox: await readFile(busyboxPath),
-  });
+  const context = await probeContext(await readFile(busyboxPath));
   const built = await engine.buildImage({
     role: 'probe',
     context: Readable.from([context]),

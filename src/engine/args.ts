@@ -1,5 +1,7 @@
 import { formatSize } from '../config/size.js';
+import type { BuildIdMaps } from './build-userns.js';
 import {
+  type BuildLimits,
   type EngineInfo,
   type GpuDevices,
   LABEL_MANAGED,
@@ -106,10 +108,45 @@ export interface BuildArgsInput {
   /** Absolute path of the Containerfile/Dockerfile (docker needs it when it is not `Dockerfile`). */
   containerfile: string;
   labels: Record<string, string>;
+  /** How an untrusted build is confined; undefined for a trusted one (the workflow). */
+  isolation?: BuildIsolation;
 }
+
+export interface BuildIsolation {
+  /** A build argument naming this build: its working containers carry it (see build-leftovers.ts). */
+  mark: string;
+  /** Host ids the build's root maps to (rootful podman); undefined: the engine's own namespace. */
+  idMaps?: BuildIdMaps;
+  /** A cgroup made by the worker that carries the limits; runc puts each RUN under it. */
+  cgroupParent?: string;
+  /** Limits passed to the engine, where no cgroup of the worker carries them. */
+  limits?: Pick<BuildLimits, 'memoryBytes' | 'cpus'>;
+}
+
+/** Name of the build argument that marks a build's working containers. */
+export const BUILD_MARK_ARG = 'COMPUTE_WORKER_BUILD';
+
+/**
+ * Capabilities a RUN step keeps (of podman's default set): package managers and
+ * adduser/chown need CHOWN (give files to users), DAC_OVERRIDE and FOWNER (root writing
+ * and chmod-ing files it does not own), FSETID (keep setuid/setgid bits, e.g. dpkg
+ * unpacking su), KILL (stop a process started as another user during an install),
+ * SETUID/SETGID (su, adduser, apt dropping to _apt). Dropped: NET_BIND_SERVICE (no
+ * network), SETFCAP and SETPCAP (file and process capabilities), SYS_CHROOT, MKNOD.
+ */
+export const BUILD_CAPABILITIES = [
+  'CHOWN',
+  'DAC_OVERRIDE',
+  'FOWNER',
+  'FSETID',
+  'KILL',
+  'SETGID',
+  'SETUID',
+] as const;
 
 export function buildArgs(info: Quirks, input: BuildArgsInput): string[] {
   const common = ['--tag', input.tag, '--force-rm', ...labelArgs(input.labels)];
+  const confine = input.isolation ? buildConfineArgs(info, input.isolation) : [];
   if (info.name === 'podman') {
     // podman finds Containerfile or Dockerfile in the context itself.
     return [
@@ -118,11 +155,48 @@ export function buildArgs(info: Quirks, input: BuildArgsInput): string[] {
       '--pull=never',
       ...runtimeArgs(info),
       ...common,
+      ...confine,
       input.contextDir,
     ];
   }
-  return ['build', '--network', 'none', ...common, '--file', input.containerfile, input.contextDir];
+  return [
+    'build',
+    '--network',
+    'none',
+    ...common,
+    ...confine,
+    '--file',
+    input.containerfile,
+    input.contextDir,
+  ];
 }
+
+function buildConfineArgs(info: Quirks, isolation: BuildIsolation): string[] {
+  const args = ['--build-arg', `${BUILD_MARK_ARG}=${isolation.mark}`];
+  const limits = isolation.limits;
+  if (limits) {
+    const memory = formatSize(limits.memoryBytes);
+    const quota = Math.max(1000, Math.round(limits.cpus * BUILD_CPU_PERIOD_US));
+    args.push('--memory', memory, '--memory-swap', memory);
+    args.push('--cpu-period', String(BUILD_CPU_PERIOD_US), '--cpu-quota', String(quota));
+  }
+  if (isolation.cgroupParent) args.push('--cgroup-parent', isolation.cgroupParent);
+  // docker's build has neither capabilities nor id maps (only the daemon's userns-remap).
+  if (info.name !== 'podman') return args;
+  // No layer cache shared with strangers' builds (the image is cached by its context's
+  // digest anyway); and buildah 1.28 cannot mount /etc/hostname into a cached layer
+  // under an id map ("permission denied").
+  args.push('--layers=false');
+  args.push('--cap-drop', 'ALL', '--cap-add', BUILD_CAPABILITIES.join(','));
+  if (isolation.idMaps) {
+    const { uid, gid } = isolation.idMaps;
+    args.push('--userns-uid-map', `0:${uid.start}:${uid.count}`);
+    args.push('--userns-gid-map', `0:${gid.start}:${gid.count}`);
+  }
+  return args;
+}
+
+const BUILD_CPU_PERIOD_US = 100_000;
 
 export function imageExistsArgs(info: Quirks, image: string): string[] {
   return info.name === 'podman'
@@ -208,4 +282,14 @@ export function volumeMountpointArgs(volume: string): string[] {
 /** Allocated bytes under a path, counted inside rootless podman's user namespace. */
 export function duArgs(path: string): string[] {
   return ['unshare', 'du', '--summarize', '--one-file-system', '--block-size=1', '--', path];
+}
+
+/** Every container including buildah's working containers, which `ps --all` alone hides. */
+export function externalContainerListArgs(): string[] {
+  return ['ps', '--all', '--external', '--quiet', '--no-trunc'];
+}
+
+/** Where podman keeps its storage: `<graph root>\t<driver>`. */
+export function storageInfoArgs(): string[] {
+  return ['info', '--format', '{{.Store.GraphRoot}}\t{{.Store.GraphDriverName}}'];
 }

@@ -7,9 +7,10 @@ import { pipeline } from 'node:stream/promises';
 import { extractTarToDir } from '../archive/safe-tar.js';
 import { WorkerError } from '../errors.js';
 import { buildArgs, imageExistsArgs, imageVolumesArgs, removeImageArgs } from './args.js';
+import { buildOom, confineBuild } from './build-confine.js';
 import { type BuildPolicy, checkContainerfile } from './containerfile-check.js';
 import type { EngineContext } from './context.js';
-import { capDetail, execEngine, execEngineRaw, hintFor } from './exec.js';
+import { capDetail, type ExecResult, execEngine, execEngineRaw, hintFor } from './exec.js';
 import type { BuildRequest, BuildResult } from './types.js';
 
 const ROLE = /^[a-z0-9][a-z0-9_.-]{0,63}$/;
@@ -139,19 +140,37 @@ async function runBuild(
   dir: string,
   containerfile: string,
 ): Promise<void> {
-  const args = buildArgs(ctx.info, {
-    tag: image,
-    contextDir: dir,
-    containerfile,
-    labels: request.labels,
-  });
-  const result = await execEngineRaw(ctx.cli, args, {
-    timeoutMs: ctx.options.buildTimeoutMs,
-    signal: request.signal,
-    onLine: (line) => request.onOutputLine?.(line),
-    tailLines: 200,
-    tailBytes: 32 * 1024,
-  });
+  const confinement = await confineBuild(ctx, request.role);
+  let failed = true;
+  try {
+    const args = buildArgs(ctx.info, {
+      tag: image,
+      contextDir: dir,
+      containerfile,
+      labels: request.labels,
+      isolation: confinement?.isolation,
+    });
+    const result = await execEngineRaw(ctx.cli, args, {
+      timeoutMs: ctx.options.buildTimeoutMs,
+      signal: request.signal,
+      onLine: (line) => request.onOutputLine?.(line),
+      tailLines: 200,
+      tailBytes: 32 * 1024,
+      onSpawn: confinement?.cgroup ? (pid) => confinement.cgroup?.enter(pid) : undefined,
+      env: confinement?.env,
+    });
+    // A killed CLI leaves its RUN processes running and its working containers behind.
+    if (result.exitCode !== 0 || result.timedOut || result.cancelled) {
+      await confinement?.cgroup?.killAll();
+    }
+    failed = result.exitCode !== 0 || result.timedOut || result.cancelled;
+    throwIfFailed(ctx, result, await buildOom(confinement, result));
+  } finally {
+    if (confinement) await confinement.release(ctx, failed);
+  }
+}
+
+function throwIfFailed(ctx: EngineContext, result: ExecResult, oom: string | undefined): void {
   if (result.cancelled) throw new WorkerError('CANCELLED', 'The image build was cancelled');
   const detail = capDetail(result.outputTail);
   if (result.timedOut) {
@@ -165,6 +184,12 @@ async function runBuild(
     );
   }
   if (result.exitCode === 0) return;
+  if (oom) {
+    throw new WorkerError('BUILD_FAILED', `The image build ran out of memory (${oom})`, {
+      detail,
+      hint: 'a RUN step needs more memory than a build may use: use less, or raise --build-memory',
+    });
+  }
   // A host problem (crun on hybrid cgroups, a full disk) is not the context's fault.
   const hint = hintFor(result.outputTail);
   if (hint) {

@@ -8,6 +8,7 @@ import type { EngineInfo, EngineOptions, UnenforcedLimit } from './types.js';
 const podmanInfoSchema = z.object({
   host: z.object({
     cgroupVersion: z.string(),
+    cgroupManager: z.string().optional(),
     cgroupControllers: z.array(z.string()).nullish(),
     ociRuntime: z.object({ name: z.string() }).optional(),
     security: z.object({ rootless: z.boolean() }),
@@ -133,6 +134,7 @@ async function podmanInfo(
     ...(info.host.buildahVersion ? { buildahVersion: info.host.buildahVersion } : {}),
     gpuDevices: 'cdi',
     ...(info.store.graphRoot ? { graphRoot: info.store.graphRoot } : {}),
+    ...(info.host.cgroupManager ? { cgroupManager: info.host.cgroupManager } : {}),
   };
 }
 

@@ -22,6 +22,11 @@ export interface ExecOptions {
   tailLines?: number;
   tailBytes?: number;
   env?: Record<string, string>;
+  /**
+   * Called with the CLI's pid at once after it started, before it can have started
+   * anything else (a build moves it into its own cgroup); a throw kills the CLI.
+   */
+  onSpawn?: (pid: number) => void;
 }
 
 export interface ExecResult {
@@ -50,6 +55,15 @@ export async function execEngineRaw(
   options: ExecOptions,
 ): Promise<ExecResult> {
   const subprocess = spawnEngine(cli, args, options);
+  if (options.onSpawn && subprocess.pid !== undefined) {
+    try {
+      options.onSpawn(subprocess.pid);
+    } catch (error) {
+      subprocess.kill('SIGKILL');
+      await subprocess.catch(() => undefined);
+      throw error;
+    }
+  }
   const maxStdout = options.maxStdoutBytes ?? DEFAULT_MAX_STDOUT;
   const tail = new LogTail(options.tailLines ?? 200, options.tailBytes ?? 64 * 1024);
   const stdoutChunks: Buffer[] = [];

@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { toWorkerError } from '../errors.js';
 import { DEFAULT_LIMITS } from './limits.js';
-import { BUSYBOX_CONTAINERFILE, contextTarGz } from './probe-context.js';
+import { probeContext } from './probe-context.js';
 import { judgeProbe, PROBE_INPUT, PROBE_SCRIPT, parseProbe } from './probe-facts.js';
 import { type Engine, LABEL_WORKER, type RunLimits } from './types.js';
 
@@ -76,7 +76,7 @@ function staticChecks(engine: Engine): ProbeCheck[] {
       : {
           name: 'resource-limits',
           status: 'warn',
-          message: `${unenforced.join(', ')} limits cannot be enforced here (rootless podman on cgroup v1): a submission can use the whole host`,
+          message: `${unenforced.join(', ')} limits cannot be enforced here (rootless podman on cgroup v1): a submission and its image build (--build-memory, --build-cpus, --build-pids-limit are not applied) can use the whole host`,
           hint: 'run the worker with rootful podman, or on a cgroup v2 host that delegates the memory, cpu and pids controllers to the user',
         },
   );
@@ -103,10 +103,7 @@ async function probeImage(
     return undefined;
   }
   try {
-    const context = await contextTarGz({
-      Containerfile: `${BUSYBOX_CONTAINERFILE.join('\n')}\n`,
-      busybox,
-    });
+    const context = await probeContext(busybox);
     const built = await engine.buildImage({
       role: 'probe',
       context: Readable.from([context]),

@@ -29,6 +29,8 @@ export interface EngineInfo {
   gpuDevices?: 'cdi' | 'nvidia-hook';
   /** Where the engine keeps images and volumes on the host (podman GraphRoot, docker DockerRootDir). */
   graphRoot?: string;
+  /** podman's cgroup manager, "cgroupfs" or "systemd" (a systemd one takes only slices as parents). */
+  cgroupManager?: string;
 }
 
 export interface EngineOptions {
@@ -54,6 +56,20 @@ export interface EngineOptions {
    * Submissions are always checked strictly.
    */
   workflowBuildPolicy?: 'trusted' | 'strict';
+  /** Limits of an untrusted build's RUN steps (--build-memory, --build-cpus, --build-pids-limit). */
+  buildLimits?: BuildLimits;
+  /**
+   * Host uid/gid range START:COUNT the root of an untrusted build maps to (rootful podman);
+   * undefined: the `containers` entry of /etc/subuid and /etc/subgid, else DEFAULT_BUILD_USERNS.
+   */
+  buildUserns?: string;
+}
+
+/** Resource limits of an image build's RUN steps. */
+export interface BuildLimits {
+  memoryBytes: number;
+  cpus: number;
+  pidsLimit: number;
 }
 
 /** Resource limits of one container. Every one is finite: never "unlimited" for a submission. */

@@ -273,6 +273,64 @@ describe('buildArgs', () => {
     expect(args.some((a) => a.startsWith('--pull'))).toBe(false);
     expect(flagValues(args, '--label')).toEqual(['a=b', `${LABEL_MANAGED}=true`]);
   });
+
+  const idMaps = { uid: { start: 2000000000, count: 65536 }, gid: { start: 3000, count: 10 } };
+
+  it('confines an untrusted podman build: exactly these flags, in this order', () => {
+    const args = buildArgs(
+      { ...podman, ociRuntimeOverride: 'runc' },
+      { ...input, isolation: { mark: 'm1', idMaps, cgroupParent: '/cw/b1/limited/run' } },
+    );
+    expect(args).toEqual([
+      'build',
+      '--network=none',
+      '--pull=never',
+      '--runtime',
+      'runc',
+      '--tag',
+      input.tag,
+      '--force-rm',
+      '--label',
+      'a=b',
+      '--label',
+      `${LABEL_MANAGED}=true`,
+      '--build-arg',
+      'COMPUTE_WORKER_BUILD=m1',
+      '--cgroup-parent',
+      '/cw/b1/limited/run',
+      '--layers=false',
+      '--cap-drop',
+      'ALL',
+      '--cap-add',
+      'CHOWN,DAC_OVERRIDE,FOWNER,FSETID,KILL,SETGID,SETUID',
+      '--userns-uid-map',
+      '0:2000000000:65536',
+      '--userns-gid-map',
+      '0:3000:10',
+      '/tmp/ctx',
+    ]);
+  });
+
+  it('passes memory and CPU limits as flags where no cgroup of the worker carries them', () => {
+    const limits = { memoryBytes: 512 * 1024 ** 2, cpus: 1.5 };
+    for (const info of [podman, docker]) {
+      const args = buildArgs(info, { ...input, isolation: { mark: 'm2', limits } });
+      expect(flagValue(args, '--memory')).toBe('512m');
+      expect(flagValue(args, '--memory-swap')).toBe('512m');
+      expect(flagValue(args, '--cpu-period')).toBe('100000');
+      expect(flagValue(args, '--cpu-quota')).toBe('150000');
+      expect(args).not.toContain('--cgroup-parent');
+    }
+    // docker's build has neither capability nor id-map flags.
+    const dockerArgs = buildArgs(docker, { ...input, isolation: { mark: 'm2', idMaps, limits } });
+    expect(dockerArgs.some((a) => /cap-|userns|layers/.test(a))).toBe(false);
+    expect(dockerArgs.slice(-3)).toEqual(['--file', input.containerfile, input.contextDir]);
+  });
+
+  it('leaves a trusted build (the workflow) as it was', () => {
+    const args = buildArgs(podman, input);
+    expect(args.some((a) => /cap-|userns|cgroup|memory|build-arg|layers/.test(a))).toBe(false);
+  });
 });
 
 describe('volume and lookup arguments', () => {

@@ -1,5 +1,9 @@
 import { readFile } from 'node:fs/promises';
-import { BUSYBOX_CONTAINERFILE, contextTarGz } from '../../src/engine/probe-context.js';
+import {
+  BUSYBOX_CONTAINERFILE,
+  BUSYBOX_SKELETON,
+  contextTarGz,
+} from '../../src/engine/probe-context.js';
 
 export { BUSYBOX_CONTAINERFILE };
 
@@ -21,6 +25,7 @@ export async function busyboxContext(options: BusyboxContextOptions = {}): Promi
   return contextTarGz({
     [options.containerfileName ?? 'Containerfile']: `${containerfile}\n`,
     busybox: await readFile('/bin/busybox'),
+    ...BUSYBOX_SKELETON,
     ...options.files,
   });
 }

@@ -1,0 +1,101 @@
+import { randomBytes } from 'node:crypto';
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { formatSize } from '../config/size.js';
+import type { BuildIsolation } from './args.js';
+import { type BuildCgroup, createBuildCgroup } from './build-cgroup.js';
+import { removeBuildLeftovers } from './build-leftovers.js';
+import { buildIdMaps } from './build-userns.js';
+import type { EngineContext } from './context.js';
+import type { ExecResult } from './exec.js';
+import { DEFAULT_LIMITS } from './limits.js';
+import type { BuildLimits } from './types.js';
+
+/** Roles whose build contexts are trusted: the problem's workflow. Any other role is confined. */
+const TRUSTED_ROLES = new Set(['workflow']);
+/** buildah's words for a RUN step that died by SIGKILL (the memory cgroup's OOM killer): 1.28 says the second. */
+export const ENGINE_TMP_BASE = '/var/tmp';
+const KILLED_STEP = /exit status 137\b|container exited on killed/;
+
+export interface BuildConfinement {
+  isolation: BuildIsolation;
+  limits: BuildLimits;
+  /** The worker's own cgroup of the build: undefined where it cannot make one. */
+  cgroup?: BuildCgroup;
+  /** The limits sit on the worker's cgroup (rootful podman, cgroupfs), not on engine flags. */
+  limitsInCgroup: boolean;
+  /** The engine's TMPDIR: buildah's per-step folders, which a killed build leaves, go there. */
+  env: Record<string, string>;
+  /** Kills what is left of the build and removes its cgroup; after a failure, its working containers. */
+  release(ctx: EngineContext, failed: boolean): Promise<void>;
+}
+
+/**
+ * How an untrusted build is confined on this engine:
+ * - rootful podman: RUN steps as root of a user namespace mapped to unprivileged host ids,
+ *   a reduced capability set, and a cgroup of the worker's that carries the limits (pids
+ *   too, which podman build has no flag for) and that is killed whole at the end;
+ * - rootless podman: already in the user's namespace; no limits on cgroup v1 (see
+ *   EngineInfo.unenforcedLimits), but a worker running as root still kills it whole;
+ * - docker: memory and CPU through build flags (no pids limit, no capability flags).
+ */
+export async function confineBuild(
+  ctx: EngineContext,
+  role: string,
+): Promise<BuildConfinement | undefined> {
+  if (TRUSTED_ROLES.has(role)) return undefined;
+  const limits = ctx.options.buildLimits ?? {
+    memoryBytes: DEFAULT_LIMITS.memoryBytes,
+    cpus: DEFAULT_LIMITS.cpus,
+    pidsLimit: DEFAULT_LIMITS.pidsLimit,
+  };
+  const { info } = ctx;
+  const podman = info.name === 'podman';
+  const idMaps = podman && !info.rootless ? await buildIdMaps(ctx.options.buildUserns) : undefined;
+  const cgroup = podman ? await createBuildCgroup(limits) : undefined;
+  const limitsInCgroup = cgroup !== undefined && !info.rootless && info.cgroupManager !== 'systemd';
+  const unenforced = new Set(info.unenforcedLimits ?? []);
+  const isolation: BuildIsolation = { mark: randomBytes(12).toString('hex') };
+  if (limitsInCgroup) isolation.cgroupParent = cgroup?.runParent;
+  else if (!unenforced.has('memory') && !unenforced.has('cpus')) {
+    isolation.limits = { memoryBytes: limits.memoryBytes, cpus: limits.cpus };
+  }
+  if (idMaps) isolation.idMaps = idMaps;
+  // buildah's per-step folders go to the engine's TMPDIR and a killed build leaves them:
+  // give it one of the build's own. The build's root (a mapped id) must pass through it,
+  // so it is 0711 under /var/tmp (buildah's default place), never in a private folder.
+  const engineTmp = idMaps ? await mkdtemp(join(ENGINE_TMP_BASE, 'cw-build-tmp-')) : undefined;
+  if (engineTmp) await chmod(engineTmp, 0o711);
+  return {
+    isolation,
+    limits,
+    cgroup,
+    limitsInCgroup,
+    env: engineTmp ? { TMPDIR: engineTmp } : {},
+    async release(context, failed) {
+      try {
+        await cgroup?.remove();
+        if (engineTmp) await rm(engineTmp, { recursive: true, force: true });
+      } finally {
+        // A build that succeeded removed its own (--force-rm); a killed one could not.
+        if (failed) await removeBuildLeftovers(context, isolation.mark);
+      }
+    },
+  };
+}
+
+/** The memory limit a failed build ran into, as text for its error; undefined if it did not. */
+export async function buildOom(
+  confinement: BuildConfinement | undefined,
+  result: ExecResult,
+): Promise<string | undefined> {
+  if (!confinement || result.exitCode === 0 || result.timedOut || result.cancelled)
+    return undefined;
+  if (!KILLED_STEP.test(result.outputTail)) return undefined;
+  const limit = `limit ${formatSize(confinement.limits.memoryBytes)}`;
+  if (confinement.limitsInCgroup) {
+    return (await confinement.cgroup?.hitMemoryLimit()) ? limit : undefined;
+  }
+  // Without a cgroup to ask, a RUN step killed by SIGKILL under a memory limit is taken for OOM.
+  return confinement.isolation.limits ? limit : undefined;
+}

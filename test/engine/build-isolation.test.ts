@@ -1,0 +1,229 @@
+import { randomBytes } from 'node:crypto';
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { readdir, readFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BUILD_MARK_ARG } from '../../src/engine/args.js';
+import { BUILD_CGROUP_ROOT } from '../../src/engine/build-cgroup.js';
+import { ENGINE_TMP_BASE } from '../../src/engine/build-confine.js';
+import { createEngine } from '../../src/engine/engine.js';
+import { execEngine } from '../../src/engine/exec.js';
+import { type Engine, type EngineOptions, LABEL_WORKER } from '../../src/engine/types.js';
+import { WorkerError } from '../../src/errors.js';
+import { busyboxContext } from '../support/busybox-context.js';
+import { readableOf } from '../support/engine-tar.js';
+import { type EngineVariant, requireEngines, VARIANTS } from '../support/engine-variants.js';
+
+const MIB = 1024 ** 2;
+const BUILD_LIMITS = { memoryBytes: 128 * MIB, cpus: 1, pidsLimit: 64 };
+
+/**
+ * Untrusted builds, attacked from inside a RUN step: each case's RUN carries a marker of
+ * its own in its command line, and afterwards no process with that marker, no working
+ * container of a confined build and no temp folder of the build may be left.
+ */
+function defineBuildIsolation(variant: EngineVariant, cases: 'all' | 'spin'): void {
+  describe(`untrusted builds: ${variant.id}`, { timeout: 300_000 }, () => {
+    const labels = { [LABEL_WORKER]: `test-build-${randomBytes(4).toString('hex')}` };
+    const previousTmp = process.env.TMPDIR;
+    let tmp = '';
+    let options: EngineOptions | undefined;
+    let engine: Engine | undefined;
+
+    beforeAll(async () => {
+      const why = variant.unavailable();
+      if (why) {
+        if (requireEngines) throw new Error(`${variant.id} is required but ${why}`);
+        return;
+      }
+      // A private temp folder, so that a leftover of these builds is seen for certain.
+      tmp = mkdtempSync(join(tmpdir(), 'cw-build-test-'));
+      // The rootless wrapper makes its copy of the context here as the rootless user.
+      chmodSync(tmp, 0o1777);
+      process.env.TMPDIR = tmp;
+      options = { ...variant.options, buildTimeoutMs: 120_000, buildLimits: BUILD_LIMITS };
+      engine = await createEngine(options);
+    });
+
+    afterAll(() => {
+      if (previousTmp === undefined) delete process.env.TMPDIR;
+      else process.env.TMPDIR = previousTmp;
+      if (tmp) rmSync(tmp, { recursive: true, force: true });
+    });
+
+    async function build(
+      lines: string[],
+      opts: { timeoutMs?: number; signal?: AbortSignal } = {},
+    ): Promise<{ error?: WorkerError; output: string[] }> {
+      if (!engine || !options) throw new Error('no engine');
+      const output: string[] = [];
+      const built = opts.timeoutMs
+        ? await createEngine({ ...options, buildTimeoutMs: opts.timeoutMs })
+        : engine;
+      try {
+        await built.buildImage({
+          role: 'submission',
+          // FROM scratch each time: a userns build FROM an image this host built fails at
+          // runc's /run/.containerenv mount (buildah 1.28), see the README.
+          context: readableOf(await busyboxContext({ extraLines: lines })),
+          labels,
+          signal: opts.signal,
+          onOutputLine: (line) => output.push(line),
+        });
+        return { output };
+      } catch (error) {
+        if (!(error instanceof WorkerError)) throw error;
+        return { error, output };
+      }
+    }
+
+    async function expectNothingLeft(marker: string): Promise<void> {
+      expect(await processesWith(marker)).toEqual([]);
+      expect(await markedWorkingContainers(variant)).toEqual([]);
+      expect(readdirSync(tmp)).toEqual([]);
+      expect(
+        readdirSync(ENGINE_TMP_BASE).filter((name) => name.startsWith('cw-build-tmp-')),
+      ).toEqual([]);
+      expect(await buildCgroups()).toEqual([]);
+    }
+
+    it('runs RUN steps as root of a user namespace, with a reduced capability set', async (t) => {
+      if (!engine || cases !== 'all') return t.skip();
+      // A comment of its own: a context built before would be cached and print nothing.
+      const { error, output } = await build([
+        `RUN echo "uid_map: $(cat /proc/self/uid_map)"; grep -E "^Cap(Eff|Bnd)" /proc/self/status # ${randomBytes(6).toString('hex')}`,
+      ]);
+      expect(error, error?.detail).toBeUndefined();
+      const uidMap = output.find((line) => line.startsWith('uid_map:')) ?? '';
+      const [inside, host, count] = uidMap.replace('uid_map:', '').trim().split(/\s+/).map(Number);
+      expect(inside).toBe(0);
+      // Not the identity map: the build's root is an unprivileged id of the host.
+      expect(host).toBeGreaterThan(0);
+      expect(count).toBeLessThan(2 ** 32 - 1);
+      const caps = (name: string) =>
+        BigInt(`0x${output.find((line) => line.startsWith(name))?.split(/\s+/)[1] ?? 'ffff'}`);
+      // CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, SETGID, SETUID: bits 0, 1, 3, 4, 5, 6, 7.
+      expect(caps('CapBnd:')).toBe(0xfbn);
+      expect(caps('CapEff:')).toBe(0xfbn);
+      await expectNothingLeft('no-marker-here');
+    });
+
+    it('kills a spinning RUN at the build timeout and leaves nothing', async (t) => {
+      if (!engine) return t.skip();
+      const marker = `cwspin${randomBytes(6).toString('hex')}`;
+      // rootless podman copies layers with vfs: slower to reach the RUN step.
+      const timeoutMs = variant.id === 'podman-rootless' ? 90_000 : 40_000;
+      const building = build([`RUN while :; do :; done # ${marker}`], { timeoutMs });
+      const spun = await sawProcess(marker, building);
+      const { error } = await building;
+      expect(spun, (await building).error?.detail).toBe(true);
+      expect(error?.code).toBe('BUILD_FAILED');
+      expect(error?.message).toMatch(`did not finish within ${timeoutMs} ms`);
+      await expectNothingLeft(marker);
+    });
+
+    it('kills a cancelled build whole', async (t) => {
+      if (!engine || cases !== 'all') return t.skip();
+      const marker = `cwcancel${randomBytes(6).toString('hex')}`;
+      const controller = new AbortController();
+      // `; true`: a shell would exec a lone last command, and the marker would go with it.
+      const running = build([`RUN sleep 1000; true # ${marker}`], { signal: controller.signal });
+      // Cancel once the RUN step runs (seen in the process table), not after a guessed delay.
+      expect(await sawProcess(marker, running)).toBe(true);
+      controller.abort();
+      const { error } = await running;
+      expect(error?.code).toBe('CANCELLED');
+      await expectNothingLeft(marker);
+    });
+
+    it('gives a RUN that forks without end at most the pids limit', async (t) => {
+      if (!engine || cases !== 'all') return t.skip();
+      const marker = `cwfork${randomBytes(6).toString('hex')}`;
+      const { error, output } = await build([
+        `RUN n=0; while [ $n -lt 3000 ]; do sleep 600 & n=$((n+1)); [ $((n % 8)) -eq 0 ] && echo "forked $n"; done # ${marker}`,
+      ]);
+      expect(error?.code).toBe('BUILD_FAILED');
+      const counts = output.flatMap((line) => /^forked (\d+)$/.exec(line)?.[1] ?? []).map(Number);
+      expect(counts.length).toBeGreaterThan(0);
+      expect(Math.max(...counts)).toBeLessThanOrEqual(BUILD_LIMITS.pidsLimit);
+      await expectNothingLeft(marker);
+    });
+
+    it('fails a RUN that allocates memory without end as out of memory', async (t) => {
+      if (!engine || cases !== 'all') return t.skip();
+      const marker = `cwmem${randomBytes(6).toString('hex')}`;
+      // A shell variable that doubles without end lives in the process's own memory.
+      const { error } = await build([`RUN x=xxxxxxxx; while :; do x="$x$x"; done # ${marker}`]);
+      expect(error?.code).toBe('BUILD_FAILED');
+      expect(error?.retryable).toBe(false);
+      expect(error?.message, error?.detail).toMatch(/ran out of memory \(limit 128m\)/);
+      await expectNothingLeft(marker);
+    });
+  });
+}
+
+/** Waits until a process with the marker runs (true) or the build ends first (false). */
+async function sawProcess(marker: string, build: Promise<unknown>): Promise<boolean> {
+  let finished = false;
+  void build.finally(() => {
+    finished = true;
+  });
+  while (!finished) {
+    if ((await processesWith(marker)).length > 0) return true;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  return false;
+}
+
+/** Processes whose command line holds the marker (the RUN step's shell carries it). */
+async function processesWith(marker: string): Promise<number[]> {
+  const found: number[] = [];
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
+    const cmdline = await readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '');
+    if (cmdline.includes(marker)) found.push(Number(entry));
+  }
+  return found;
+}
+
+/** Working containers of any confined build: only this file's builds carry the mark today. */
+async function markedWorkingContainers(variant: EngineVariant): Promise<string[]> {
+  const cli = { name: 'podman' as const, path: variant.options.enginePath ?? 'podman' };
+  const call = { timeoutMs: 60_000 };
+  const ids = (await execEngine(cli, ['ps', '--all', '--external', '--quiet', '--no-trunc'], call))
+    .split(/\s+/)
+    .filter(Boolean);
+  const [root, driver] = (
+    await execEngine(
+      cli,
+      ['info', '--format', '{{.Store.GraphRoot}}\t{{.Store.GraphDriverName}}'],
+      call,
+    )
+  )
+    .trim()
+    .split('\t');
+  return ids.filter((id) => {
+    try {
+      const file = join(root ?? '', `${driver}-containers`, id, 'userdata', 'buildah.json');
+      return BUILD_MARK_ARG in (JSON.parse(readFileSync(file, 'utf8')).Args ?? {});
+    } catch {
+      return false;
+    }
+  });
+}
+
+/** The worker's build cgroups left in any hierarchy (only this file's builds make them). */
+async function buildCgroups(): Promise<string[]> {
+  const left: string[] = [];
+  for (const hierarchy of await readdir('/sys/fs/cgroup').catch(() => [] as string[])) {
+    const dir = join('/sys/fs/cgroup', hierarchy, BUILD_CGROUP_ROOT);
+    for (const name of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
+      if (name.isDirectory()) left.push(join(dir, name.name));
+    }
+  }
+  return left;
+}
+
+defineBuildIsolation(VARIANTS['podman-rootful'], 'all');
+defineBuildIsolation(VARIANTS['podman-rootless'], 'spin');
