@@ -202,6 +202,10 @@ export async function startStandIn(
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
   });
+  // Idle connections outlive the client's keep-alive (4 s): under load a stalled event loop
+  // would otherwise let the stand-in close a socket the client is about to reuse, a race
+  // of the test machine, not of the worker.
+  server.keepAliveTimeout = 30_000;
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
 
