@@ -32,7 +32,7 @@ requeued. Flags of the original worker, written with one dash, are accepted as t
       });
     }
     const log = createLogger({ level: flags['log-level'], format: flags['log-format'] });
-    const env = await buildTaskEnv(flags);
+    const env = await buildTaskEnv(flags, 'daemon');
     log.info(
       {
         engine: env.engine.info,
@@ -70,5 +70,6 @@ requeued. Flags of the original worker, written with one dash, are accepted as t
     await worker.start();
     await stopped;
     await Promise.all([env.storage.close(), env.orchestrator.close()]);
+    await env.release();
   }
 }

@@ -66,7 +66,7 @@ ledger are used. Exit code 0 only when the task is done.`;
       log,
     );
     const reportError = report.status === 'failed' ? await reportFailure(env, report) : undefined;
-    await Promise.all([env.storage.close(), env.orchestrator.close()]);
+    await Promise.all([env.storage.close(), env.orchestrator.close(), env.release()]);
 
     if (flags.json) {
       const extra = reportError ? { reportError: reportError.toJSON() } : {};

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { lstat, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   createOrchestratorClient,
@@ -7,6 +7,7 @@ import {
   readPasswordFile,
 } from '../clients/config.js';
 import { defaultStateDir, workerTmpDir } from '../config/paths.js';
+import { lockStateDir } from '../config/state-lock.js';
 import { createEngine } from '../engine/engine.js';
 import { DEFAULT_LIMITS } from '../engine/limits.js';
 import type { EngineOptions, RunLimits } from '../engine/types.js';
@@ -140,12 +141,35 @@ export function ledgerFile(flags: TaskFlagValues, stateDir: string): string {
   return flags['orchestrator-ledger'] ?? join(stateDir, 'orchestrator.jsonl');
 }
 
-/** Everything a task needs, from the flags: detects the engine and opens the clients. */
-export async function buildTaskEnv(flags: TaskFlagValues): Promise<TaskEnv & { stateDir: string }> {
+/**
+ * Everything a task needs, from the flags: detects the engine and opens the clients.
+ * `owner: 'daemon'` (run) locks the state folder for the life of the process and keeps
+ * the worker id stored there, so a restart finds what a crash of that same worker left.
+ * `owner: 'once'` (task exec) takes no lock, so it works beside a running daemon: it gets
+ * a fresh worker id and temp folder of its own, which no daemon's recovery ever touches.
+ */
+export async function buildTaskEnv(
+  flags: TaskFlagValues,
+  owner: 'daemon' | 'once' = 'once',
+): Promise<TaskEnv & { stateDir: string; release: () => Promise<void> }> {
   const stateDir = await prepareStateDir(flags);
-  const limits = runLimits(flags);
-  const id = await workerId(stateDir);
+  runLimits(flags); // a bad --user is refused before anything is locked or created
+  const lock = owner === 'daemon' ? await lockStateDir(stateDir) : undefined;
+  const id = lock ? await workerId(stateDir) : randomUUID();
   const tmpDir = await prepareTmpDir(workerTmpDir(id));
+  const release = async () => {
+    if (lock) lock.release();
+    else await rm(tmpDir, { recursive: true, force: true });
+  };
+  try {
+    return { ...(await servicesFromFlags(flags, stateDir, tmpDir)), workerId: id, release };
+  } catch (error) {
+    await release();
+    throw error;
+  }
+}
+
+async function servicesFromFlags(flags: TaskFlagValues, stateDir: string, tmpDir: string) {
   // The engine CLI runs in the worker's private temp folder (conmon drops files there).
   const engine = await createEngine({ ...engineOptions(flags), workDir: tmpDir });
   const storage = await storageFromFlags(flags, stateDir);
@@ -161,8 +185,7 @@ export async function buildTaskEnv(flags: TaskFlagValues): Promise<TaskEnv & { s
     engine,
     storage,
     orchestrator,
-    workerId: id,
-    limits,
+    limits: runLimits(flags),
     learnTimeoutMs: flags['learn-timeout'],
     predictTimeoutMs: flags['predict-timeout'],
     workflowTimeoutMs: flags['docker-timeout'],
