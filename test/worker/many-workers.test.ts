@@ -16,8 +16,10 @@ const inPredict = (w: WorkerProcess, t: SeededTask) =>
 
 describe.skipIf(!hasPodman && !requireEngines)('many workers on one host', () => {
   let h: Harness;
+  // nsqd's message timeout is the time a killed worker's tasks wait before redelivery;
+  // much shorter and a loaded host misses touches, so tasks run twice.
   useHarness(
-    { msgTimeoutMs: 3000 },
+    { msgTimeoutMs: 10_000 },
     (started) => {
       h = started;
     },
@@ -27,7 +29,7 @@ describe.skipIf(!hasPodman && !requireEngines)('many workers on one host', () =>
   it('a second worker on the same state folder refuses to start, naming --state-dir', async () => {
     const shared = await h.fleet.newStateDir();
     const first = await h.fleet.start(await h.args([], shared), { env: h.env });
-    await first.waitForLine((l) => l.msg === 'worker started', 60_000, 'the first worker');
+    await first.waitForLine((l) => l.msg === 'worker started', 240_000, 'the first worker');
     const task = predictTask(h.storage, h.orchestrator, h.fixtures, { sleep: 4 });
     h.nsqd.publish(TOPIC.predict, task.body);
     await until(() => inPredict(first, task), 120_000, 'the predict step to start');
@@ -60,7 +62,7 @@ describe.skipIf(!hasPodman && !requireEngines)('many workers on one host', () =>
     const crashing = await h.fleet.start(await h.args(parallel), { env: h.env });
     const sibling = await h.fleet.start(await h.args(parallel), { env: h.env });
     for (const w of [crashing, sibling])
-      await w.waitForLine((l) => l.msg === 'worker started', 60_000, 'a worker started');
+      await w.waitForLine((l) => l.msg === 'worker started', 240_000, 'a worker started');
     const tasks = Array.from({ length: 4 }, () =>
       predictTask(h.storage, h.orchestrator, h.fixtures, { sleep: 2 }),
     );
@@ -98,7 +100,10 @@ describe.skipIf(!hasPodman && !requireEngines)('many workers on one host', () =>
     );
     for (const t of tasks) expect(doneOnce(h, t)).toEqual([['done', 200]]);
     // The sibling never lost a task to the restart.
-    for (const line of sibling.lines) expect(line.msg).not.toMatch(/task failed|no such volume/i);
+    const failures = sibling.lines
+      .filter((l) => /task failed|no such volume|no longer exists/i.test(l.msg))
+      .map((l) => JSON.stringify(l));
+    expect(failures).toEqual([]);
     expect(sibling.lines.filter((l) => l.msg === 'task done').length).toBeGreaterThan(0);
   }, 590_000);
 });
