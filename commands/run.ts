@@ -36,7 +36,7 @@ requeued. Flags of the original worker, written with one dash, are accepted as t
       learn: flags['learn-parallelism'],
       predict: flags['predict-parallelism'],
     };
-    const env = await buildTaskEnv(flags, parallelism);
+    const env = await buildTaskEnv(flags, 'daemon', parallelism);
     log.info(
       {
         engine: env.engine.info,
@@ -75,5 +75,6 @@ requeued. Flags of the original worker, written with one dash, are accepted as t
     await worker.start();
     await stopped;
     await Promise.all([env.storage.close(), env.orchestrator.close()]);
+    await env.release();
   }
 }

@@ -73,7 +73,7 @@ export default class TaskExec extends BaseCommand {
     ).finally(() => gpus.release());
     const outcome = decideOutcome(report, 1, ONE_SHOT);
     const reportError = outcome.action === 'failed' ? await reportFailure(env, report) : undefined;
-    await Promise.all([env.storage.close(), env.orchestrator.close()]);
+    await Promise.all([env.storage.close(), env.orchestrator.close(), env.release()]);
 
     if (flags.json) {
       const extra = {

@@ -21,3 +21,64 @@ export function normalizeGoStyleArgs(
   }
   return out;
 }
+
+export interface FlagShapes {
+  known: ReadonlySet<string>;
+  /** Flags whose every value is kept. */
+  repeatable: ReadonlySet<string>;
+  /** Flags that take no value. */
+  boolean: ReadonlySet<string>;
+}
+
+/**
+ * Go's `flag` package keeps the last value of a flag given twice, and wrapper scripts
+ * rely on it (`exec compute-worker $DEFAULTS "$@"`); oclif refuses a repeated flag. So
+ * every occurrence but the last of a single-value flag is dropped, with its value.
+ * A flag's value is the next word, as Go reads it, unless written `--flag=value`.
+ */
+export function lastValueWins(argv: readonly string[], shapes: FlagShapes): string[] {
+  const items: { name?: string; words: string[] }[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] as string;
+    if (arg === '--') {
+      items.push({ words: argv.slice(i) });
+      break;
+    }
+    const m = /^--([a-z][a-z0-9-]+)(=.*)?$/.exec(arg);
+    const name = m?.[1];
+    if (!m || name === undefined || !shapes.known.has(name)) {
+      items.push({ words: [arg] });
+      continue;
+    }
+    const words = [arg];
+    if (m[2] === undefined && !shapes.boolean.has(name) && i + 1 < argv.length) {
+      words.push(argv[++i] as string);
+    }
+    items.push({ name, words });
+  }
+  const single = (name?: string): name is string =>
+    name !== undefined && !shapes.repeatable.has(name);
+  const last = new Map<string, number>();
+  items.forEach((item, index) => {
+    if (single(item.name)) last.set(item.name, index);
+  });
+  return items
+    .filter((item, index) => !single(item.name) || last.get(item.name) === index)
+    .flatMap((item) => item.words);
+}
+
+/**
+ * The original had no subcommands: its image ran `compute-worker -nsqlookupd-urls ...`.
+ * A command line that starts with a flag (other than help or version) runs the daemon.
+ */
+export function defaultToRun(argv: readonly string[]): string[] {
+  const first = argv[0];
+  if (first === undefined || !first.startsWith('-') || first === '--') return [...argv];
+  if (/^(--help|-h|--version|-v)(=|$)/.test(first)) return [...argv];
+  return ['run', ...argv];
+}
+
+/** What bin/run.js does to a command line before oclif reads it. */
+export function prepareArgv(argv: readonly string[], shapes: FlagShapes): string[] {
+  return defaultToRun(lastValueWins(normalizeGoStyleArgs(argv, shapes.known), shapes));
+}

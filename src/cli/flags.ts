@@ -232,7 +232,7 @@ export const serviceFlagSet = {
   'state-dir': Flags.string({
     helpGroup: 'SERVICES',
     description:
-      'Folder of the worker id, the journal of tasks in progress and the local services. Default: /var/lib/compute-worker as root, else ~/.local/state/compute-worker.',
+      'Folder of the worker id, the journal of tasks in progress and the local services. run locks it: each worker on a host needs its own. Default: /var/lib/compute-worker as root, else ~/.local/state/compute-worker.',
     env: env('STATE_DIR'),
   }),
 };
@@ -378,3 +378,13 @@ export const knownFlagNames: ReadonlySet<string> = new Set([
   'help',
   'version',
 ]);
+
+/** Flags that may be given several times, each value kept (the others: the last one wins). */
+export const repeatableFlagNames: ReadonlySet<string> = new Set(
+  Object.entries({ ...taskFlags, ...runFlags })
+    .filter(([, flag]) => (flag as { multiple?: boolean }).multiple === true)
+    .map(([name]) => name),
+);
+
+/** Flags that take no value. */
+export const booleanFlagNames: ReadonlySet<string> = new Set(['json', 'help', 'version']);

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { lstat, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   createOrchestratorClient,
@@ -8,6 +8,7 @@ import {
 } from '../clients/config.js';
 import { containerOwner } from '../config/owner.js';
 import { defaultStateDir, workerTmpDir } from '../config/paths.js';
+import { lockStateDir } from '../config/state-lock.js';
 import { parseIdRange } from '../engine/build-userns.js';
 import { createEngine } from '../engine/engine.js';
 import { DEFAULT_LIMITS } from '../engine/limits.js';
@@ -219,16 +220,43 @@ export function diskLimits(flags: TaskFlagValues): {
   return { diskLimitBytes, minFreeDiskBytes: flags['min-free-disk'] ?? 2 * diskLimitBytes };
 }
 
-/** Everything a task needs, from the flags: detects the engine and opens the clients. */
+/**
+ * Everything a task needs, from the flags: detects the engine and opens the clients.
+ * `owner: 'daemon'` (run) locks the state folder for the life of the process and keeps
+ * the worker id stored there, so a restart finds what a crash of that same worker left.
+ * `owner: 'once'` (task exec) takes no lock, so it works beside a running daemon: it gets
+ * a fresh worker id and temp folder of its own, which no daemon's recovery ever touches.
+ */
 export async function buildTaskEnv(
   flags: TaskFlagValues,
+  owner: 'daemon' | 'once' = 'once',
   parallelism: Parallelism = { learn: 1, predict: 1 },
-): Promise<TaskEnv & { stateDir: string }> {
+): Promise<TaskEnv & { stateDir: string; release: () => Promise<void> }> {
+  // nvidia-smi is asked once, before anything is locked or created.
   const gpus = await gpuSettings(flags, parallelism);
   const stateDir = await prepareStateDir(flags);
-  const limits = runLimits(flags);
-  const id = await workerId(stateDir);
+  runLimits(flags); // a bad --user is refused before anything is locked or created
+  const lock = owner === 'daemon' ? await lockStateDir(stateDir) : undefined;
+  const id = lock ? await workerId(stateDir) : randomUUID();
   const tmpDir = await prepareTmpDir(workerTmpDir(id));
+  const release = async () => {
+    if (lock) lock.release();
+    else await rm(tmpDir, { recursive: true, force: true });
+  };
+  try {
+    return { ...(await servicesFromFlags(flags, stateDir, tmpDir, gpus)), workerId: id, release };
+  } catch (error) {
+    await release();
+    throw error;
+  }
+}
+
+async function servicesFromFlags(
+  flags: TaskFlagValues,
+  stateDir: string,
+  tmpDir: string,
+  gpus: TaskGpus | undefined,
+) {
   // The engine CLI runs in the worker's private temp folder (conmon drops files there).
   const engine = await createEngine({ ...engineOptions(flags), workDir: tmpDir });
   const storage = await storageFromFlags(flags, stateDir);
@@ -244,8 +272,7 @@ export async function buildTaskEnv(
     engine,
     storage,
     orchestrator,
-    workerId: id,
-    limits,
+    limits: runLimits(flags),
     learnTimeoutMs: flags['learn-timeout'],
     predictTimeoutMs: flags['predict-timeout'],
     workflowTimeoutMs: flags['docker-timeout'],

@@ -9,8 +9,9 @@ export function defaultStateDir(): string {
 }
 
 /**
- * Parent of one worker's private per-task temp folders. One folder per worker id, so a
- * restart after a crash can remove what the crashed run left, and only that.
+ * Parent of one worker's private per-task temp folders. One folder per worker id (and a
+ * worker id belongs to one locked state folder), so a restart after a crash can remove
+ * what the crashed run left, and only that.
  */
 export function workerTmpDir(workerId: string): string {
   return join(tmpdir(), `compute-worker-${workerId}`);

@@ -55,6 +55,9 @@ export function limitArgs(info: Quirks, limits: RunLimits): string[] {
   ];
   // podman would add unsized tmpfs on /run and /var/tmp to a read-only root; /tmp is enough.
   if (info.name === 'podman') args.push('--read-only-tmpfs=false');
+  // podman copies the CLI's own http_proxy and friends (credentials included) into a
+  // container by default; docker only from its config file, which the worker never writes.
+  if (info.name === 'podman') args.push('--http-proxy=false');
   if (!skip.has('pids')) args.push('--pids-limit', String(limits.pidsLimit));
   if (!skip.has('memory')) {
     const memory = formatSize(limits.memoryBytes);
@@ -153,6 +156,7 @@ export function buildArgs(info: Quirks, input: BuildArgsInput): string[] {
       'build',
       '--network=none',
       '--pull=never',
+      '--http-proxy=false',
       ...runtimeArgs(info),
       ...common,
       ...confine,
@@ -215,6 +219,11 @@ export function removeImageArgs(image: string): string[] {
 
 export function volumeCreateArgs(name: string, labels: Record<string, string>): string[] {
   return ['volume', 'create', ...labelArgs(labels), name];
+}
+
+/** One line of JSON labels per volume, in the order given. */
+export function volumeLabelsArgs(names: readonly string[]): string[] {
+  return ['volume', 'inspect', '--format', '{{json .Labels}}', ...names];
 }
 
 export function volumeImportArgs(volume: string): string[] {

@@ -5,6 +5,7 @@ import { createArgs, removeContainersArgs, stateInspectArgs } from './args.js';
 import type { EngineContext } from './context.js';
 import { capDetail, engineFailure, execEngine, execEngineRaw, hintFor } from './exec.js';
 import { LogTail } from './log-tail.js';
+import { checkMountedVolumes } from './mount-check.js';
 import type { RunResult, RunSpec } from './types.js';
 
 const stateSchema = z.object({
@@ -26,6 +27,11 @@ export async function runContainer(ctx: EngineContext, spec: RunSpec): Promise<R
   const call = { timeoutMs: ctx.options.callTimeoutMs };
   await execEngine(ctx.cli, createArgs(ctx.info, name, spec), call);
   try {
+    await checkMountedVolumes(
+      ctx,
+      name,
+      spec.mounts.map((m) => m.volume),
+    );
     return await startAndWait(ctx, name, spec);
   } finally {
     await execEngine(ctx.cli, removeContainersArgs([name]), call).catch(() => undefined);

@@ -12,6 +12,7 @@ import {
 import { type EngineContext, transferTimeoutMs } from './context.js';
 import { capDetail, engineFailure, execEngine, spawnEngine } from './exec.js';
 import { LineSplitter, LogTail } from './log-tail.js';
+import { checkMountedVolumes } from './mount-check.js';
 import { ensureRootfsImage } from './rootfs-image.js';
 
 /**
@@ -107,6 +108,7 @@ async function withHelper<T>(
   const call = { timeoutMs: ctx.options.callTimeoutMs };
   await execEngine(ctx.cli, helperCreateArgs(image, helper, volume, {}), call);
   try {
+    await checkMountedVolumes(ctx, helper, [volume]);
     return await use(helper);
   } finally {
     await execEngine(ctx.cli, removeContainersArgs([helper]), call).catch(() => undefined);

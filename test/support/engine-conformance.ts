@@ -237,6 +237,29 @@ export function defineConformanceSuite(variant: EngineVariant): void {
       expect(files.get('pred.txt')?.toString()).toBe('out\n');
     });
 
+    it('refuses to run on a volume removed before its container was created: nothing re-created', async (ctx) => {
+      const e = ready(ctx);
+      const task = { ...labels, [LABEL_TASK]: `gone-${randomBytes(4).toString('hex')}` };
+      const volume = await e.createVolume(task);
+      await execEngine(e.info, ['volume', 'rm', volume], { timeoutMs: 30_000 });
+      const failure = await run(e, 'echo ran > /data/x', {
+        labels: task,
+        mounts: [{ volume, target: '/data' }],
+      }).catch((error: unknown) => error);
+      expect(failure).toBeInstanceOf(WorkerError);
+      expect(failure).toMatchObject({ code: 'ENGINE_FAILED', retryable: true });
+      expect((failure as Error).message).toContain(`volume ${volume} no longer exists`);
+      // Neither the empty volume the engine re-created nor the container is left.
+      const left = await execEngine(e.info, ['volume', 'ls', '--quiet'], { timeoutMs: 30_000 });
+      expect(left.split('\n')).not.toContain(volume);
+      expect(await e.removeByLabels(task)).toEqual({ containers: [], volumes: [] });
+      // Reading it back through a helper container is refused the same way.
+      const reread = await filesOfTar(e.exportVolume(volume)).catch((error: unknown) => error);
+      expect(reread).toMatchObject({ code: 'ENGINE_FAILED', retryable: true });
+      const after = await execEngine(e.info, ['volume', 'ls', '--quiet'], { timeoutMs: 30_000 });
+      expect(after.split('\n')).not.toContain(volume);
+    });
+
     it('finds and removes every container and volume by label', async (ctx) => {
       const e = ready(ctx);
       const task = { ...labels, [LABEL_TASK]: `cleanup-${randomBytes(4).toString('hex')}` };

@@ -199,14 +199,15 @@ export class WorkerFleet {
   }
 
   /**
-   * Spawns `bin/run.js run ARGS`; passwords go through the environment, as an operator
-   * should pass them. `stateDir` reuses a folder (a restart of the same worker).
+   * Spawns `bin/run.js run ARGS` (or another `command`, [] for none); passwords go through
+   * the environment, as an operator should pass them. `stateDir` reuses a folder (a
+   * restart of the same worker).
    */
-  async start(args: string[], options: { env?: Record<string, string> } = {}) {
+  async start(args: string[], options: { env?: Record<string, string>; command?: string[] } = {}) {
     const stateIndex = args.indexOf('--state-dir');
     const stateDir = stateIndex >= 0 ? (args[stateIndex + 1] as string) : '';
     if (stateDir) this.stateDirs.add(stateDir);
-    const child = execa('node', [BIN, 'run', ...args], {
+    const child = execa('node', [BIN, ...(options.command ?? ['run']), ...args], {
       cwd: root,
       env: { ...options.env, NODE_NO_WARNINGS: '1' },
       reject: false,
