@@ -90,6 +90,7 @@ describe('the exact arguments of a task container', () => {
     expect(limitArgs(podman, LIMITS)).toEqual([
       ...HARDENING,
       '--read-only-tmpfs=false',
+      '--http-proxy=false',
       ...CGROUP_LIMITS,
     ]);
     expect(
@@ -105,6 +106,7 @@ describe('the exact arguments of a task container', () => {
       'runc',
       ...HARDENING,
       '--read-only-tmpfs=false',
+      '--http-proxy=false',
       ...CGROUP_LIMITS,
       '--log-opt',
       'max-size=64m',
@@ -128,13 +130,18 @@ describe('the exact arguments of a task container', () => {
   });
 
   it('podman, rootless on cgroup v1: no cgroup limits, the rest unchanged', () => {
-    expect(limitArgs(rootlessV1, LIMITS)).toEqual([...HARDENING, '--read-only-tmpfs=false']);
+    expect(limitArgs(rootlessV1, LIMITS)).toEqual([
+      ...HARDENING,
+      '--read-only-tmpfs=false',
+      '--http-proxy=false',
+    ]);
     expect(createArgs(rootlessV1, 'n', { ...spec, limits: LIMITS })).toEqual([
       'create',
       '--name',
       'n',
       ...HARDENING,
       '--read-only-tmpfs=false',
+      '--http-proxy=false',
       '--log-opt',
       'max-size=64m',
       '--timeout',
@@ -285,6 +292,7 @@ describe('buildArgs', () => {
       'build',
       '--network=none',
       '--pull=never',
+      '--http-proxy=false',
       '--runtime',
       'runc',
       '--tag',
