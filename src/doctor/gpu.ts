@@ -3,8 +3,9 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { versionBelow } from '../config/version.js';
+import { LABEL_WORKER } from '../engine/labels.js';
 import { probeContext } from '../engine/probe-context.js';
-import { type Engine, LABEL_WORKER, type RunLimits } from '../engine/types.js';
+import type { Engine, RunLimits } from '../engine/types.js';
 import { toWorkerError } from '../errors.js';
 import {
   type CdiSpec,

@@ -1,13 +1,13 @@
 import { formatSize } from '../config/size.js';
 import type { BuildIdMaps } from './build-userns.js';
-import {
-  type BuildLimits,
-  type EngineInfo,
-  type GpuDevices,
-  LABEL_MANAGED,
-  type RunLimits,
-  type RunSpec,
-  type VolumeMount,
+import { LABEL_MANAGED } from './labels.js';
+import type {
+  BuildLimits,
+  EngineInfo,
+  GpuDevices,
+  RunLimits,
+  RunSpec,
+  VolumeMount,
 } from './types.js';
 
 /**

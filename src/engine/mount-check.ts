@@ -3,7 +3,7 @@ import { WorkerError } from '../errors.js';
 import { removeContainersArgs, removeVolumesArgs, volumeLabelsArgs } from './args.js';
 import type { EngineContext } from './context.js';
 import { execEngine } from './exec.js';
-import { LABEL_MANAGED } from './types.js';
+import { LABEL_MANAGED } from './labels.js';
 
 const labelsSchema = z.record(z.string(), z.string()).nullable();
 

@@ -2,10 +2,11 @@ import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { toWorkerError } from '../errors.js';
+import { LABEL_WORKER } from './labels.js';
 import { DEFAULT_LIMITS } from './limits.js';
 import { probeContext } from './probe-context.js';
 import { judgeProbe, PROBE_INPUT, PROBE_SCRIPT, parseProbe } from './probe-facts.js';
-import { type Engine, LABEL_WORKER, type RunLimits } from './types.js';
+import type { Engine, RunLimits } from './types.js';
 
 export type CheckStatus = 'pass' | 'warn' | 'fail';
 

@@ -151,11 +151,6 @@ export interface BuildResult {
   durationMs: number;
 }
 
-/** Labels every container and volume of the worker carries, so cleanup can find them. */
-export const LABEL_MANAGED = 'compute-worker.managed';
-export const LABEL_WORKER = 'compute-worker.worker';
-export const LABEL_TASK = 'compute-worker.task';
-
 /** The worker's one door to a container engine. Nothing above this layer runs the engine CLI. */
 export interface Engine {
   readonly info: EngineInfo;

@@ -1,5 +1,6 @@
 import { formatDuration } from '../config/duration.js';
 import { formatSize } from '../config/size.js';
+import { LABEL_STEP } from '../engine/labels.js';
 import type { RunResult, VolumeMount } from '../engine/types.js';
 import { WorkerError } from '../errors.js';
 import type { StepName, TaskEnv, TaskRun } from './context.js';
@@ -31,7 +32,7 @@ export async function runContainerStep(
       image: spec.image,
       command: spec.command,
       mounts: spec.mounts,
-      labels: { ...spec.labels, 'compute-worker.step': spec.step },
+      labels: { ...spec.labels, [LABEL_STEP]: spec.step },
       limits: env.limits,
       timeoutMs: spec.timeoutMs,
       logTailLines: env.logTailLines,

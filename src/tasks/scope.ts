@@ -1,9 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { LABEL_RUN } from '../engine/labels.js';
 import type { Logger } from '../log.js';
 import type { TaskEnv } from './context.js';
-import { LABEL_RUN, taskLabels } from './volumes.js';
+import { taskLabels } from './volumes.js';
 
 /** What one execution of one task owns: its labels (for the engine) and a private folder. */
 export interface TaskScope {

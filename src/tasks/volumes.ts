@@ -1,8 +1,5 @@
-import { LABEL_TASK, LABEL_WORKER } from '../engine/types.js';
+import { LABEL_RUN, LABEL_TASK, LABEL_VOLUME_ROLE, LABEL_WORKER } from '../engine/labels.js';
 import type { TaskEnv } from './context.js';
-
-export const LABEL_RUN = 'compute-worker.run';
-export const LABEL_VOLUME_ROLE = 'compute-worker.volume';
 
 /** Labels of everything one execution of one task creates: cleanup removes by them. */
 export function taskLabels(env: TaskEnv, taskUuid: string, runId: string): Record<string, string> {

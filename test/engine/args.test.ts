@@ -14,8 +14,9 @@ import {
   volumeImportArgs,
 } from '../../src/engine/args.js';
 import { unenforcedLimits } from '../../src/engine/detect.js';
+import { LABEL_MANAGED } from '../../src/engine/labels.js';
 import { DEFAULT_LIMITS } from '../../src/engine/limits.js';
-import { LABEL_MANAGED, type RunSpec } from '../../src/engine/types.js';
+import type { RunSpec } from '../../src/engine/types.js';
 
 const podman = { name: 'podman' as const, unenforcedLimits: [] };
 const docker = { name: 'docker' as const, unenforcedLimits: [] };

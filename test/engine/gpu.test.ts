@@ -1,8 +1,9 @@
 import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createEngine } from '../../src/engine/engine.js';
+import { LABEL_WORKER } from '../../src/engine/labels.js';
 import { DEFAULT_LIMITS } from '../../src/engine/limits.js';
-import { type Engine, LABEL_WORKER } from '../../src/engine/types.js';
+import type { Engine } from '../../src/engine/types.js';
 import { busyboxContext } from '../support/busybox-context.js';
 import { requireEngines, VARIANTS } from '../support/engine-variants.js';
 import { type FakeGpus, makeFakeGpus } from '../support/fake-gpus.js';

@@ -7,8 +7,9 @@ import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it, type TestContext } from 'vitest';
 import { createArgs } from '../../src/engine/args.js';
 import { createEngine } from '../../src/engine/engine.js';
+import { LABEL_WORKER } from '../../src/engine/labels.js';
 import { DEFAULT_LIMITS } from '../../src/engine/limits.js';
-import { type Engine, LABEL_WORKER, type RunSpec } from '../../src/engine/types.js';
+import type { Engine, RunSpec } from '../../src/engine/types.js';
 import { requireEngines, VARIANTS } from '../support/engine-variants.js';
 
 // An image that declares `VOLUME /scratch`: without care, the engine backs it with an

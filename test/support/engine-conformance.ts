@@ -5,15 +5,10 @@ import { afterAll, beforeAll, describe, expect, it, type TestContext } from 'vit
 import { createArgs } from '../../src/engine/args.js';
 import { createEngine, engineFor } from '../../src/engine/engine.js';
 import { execEngine } from '../../src/engine/exec.js';
+import { LABEL_TASK, LABEL_WORKER } from '../../src/engine/labels.js';
 import { DEFAULT_LIMITS } from '../../src/engine/limits.js';
 import { probeEngine } from '../../src/engine/probe.js';
-import {
-  type Engine,
-  LABEL_TASK,
-  LABEL_WORKER,
-  type RunLimits,
-  type RunSpec,
-} from '../../src/engine/types.js';
+import type { Engine, RunLimits, RunSpec } from '../../src/engine/types.js';
 import { WorkerError } from '../../src/errors.js';
 import { busyboxContext } from './busybox-context.js';
 import { defineHardeningTests } from './conformance-hardening.js';

@@ -1,0 +1,17 @@
+/**
+ * Every label the worker puts on what it creates, in one place: cleanup, crash recovery
+ * and the tests find containers, volumes and images by them.
+ */
+
+/** On every container, volume and image of the worker. */
+export const LABEL_MANAGED = 'compute-worker.managed';
+/** The worker process's id: crash recovery removes what its dead predecessor left. */
+export const LABEL_WORKER = 'compute-worker.worker';
+/** The task's uuid. */
+export const LABEL_TASK = 'compute-worker.task';
+/** One execution of one task: a task's cleanup removes by this label alone. */
+export const LABEL_RUN = 'compute-worker.run';
+/** What a volume holds for the task (train, model, testPred, ...). */
+export const LABEL_VOLUME_ROLE = 'compute-worker.volume';
+/** The step a container runs (detarget, train, perf, predict). */
+export const LABEL_STEP = 'compute-worker.step';
