@@ -209,3 +209,13 @@ export function volumeMountpointArgs(volume: string): string[] {
 export function duArgs(path: string): string[] {
   return ['unshare', 'du', '--summarize', '--one-file-system', '--block-size=1', '--', path];
 }
+
+/**
+ * A cheap call that needs the engine to answer: docker's client asks the daemon; podman's
+ * local client reads its storage configuration (a remote one asks its service).
+ */
+export function pingArgs(engine: 'podman' | 'docker'): string[] {
+  return engine === 'docker'
+    ? ['version', '--format', '{{.Server.Version}}']
+    : ['version', '--format', '{{.Version}}'];
+}
