@@ -18,7 +18,7 @@ export interface HealthVerdict {
  * engine answered within the last minute), for /healthz and /readyz.
  */
 export class Health {
-  private lastTick = Date.now();
+  private lastTick: number;
   private lastEngineAnswer?: number;
   private lastEngineError?: string;
   private pinging = false;
@@ -30,6 +30,7 @@ export class Health {
     private readonly nsqdConnections: () => number,
     private readonly now: () => number = Date.now,
   ) {
+    this.lastTick = now();
     this.tick = setInterval(() => {
       this.lastTick = this.now();
     }, TICK_MS);
