@@ -90,6 +90,8 @@ requeued. Flags of the original worker, written with one dash, are accepted as t
     if (metrics && metricsAt) {
       const watched = new Health(env.engine, () => metrics.nsqdConnectionCount);
       health = watched;
+      // Readiness is known from the first answer on.
+      await watched.pingEngine();
       server = await startMetricsServer(metricsAt, {
         scrape: () => metrics.scrape(),
         contentType: metrics.registry.contentType,

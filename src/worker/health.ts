@@ -21,7 +21,7 @@ export class Health {
   private lastTick: number;
   private lastEngineAnswer?: number;
   private lastEngineError?: string;
-  private pinging = false;
+  private pending?: Promise<void>;
   private readonly tick: NodeJS.Timeout;
   private readonly ping: NodeJS.Timeout;
 
@@ -40,18 +40,21 @@ export class Health {
     void this.pingEngine();
   }
 
-  /** Asks the engine once; concurrent calls share nothing and are skipped. */
-  async pingEngine(): Promise<void> {
-    if (this.pinging) return;
-    this.pinging = true;
+  /** Asks the engine once; a call while a question is pending waits for that one. */
+  pingEngine(): Promise<void> {
+    this.pending ??= this.askEngine().finally(() => {
+      this.pending = undefined;
+    });
+    return this.pending;
+  }
+
+  private async askEngine(): Promise<void> {
     try {
       await this.engine.ping();
       this.lastEngineAnswer = this.now();
       this.lastEngineError = undefined;
     } catch (error) {
       this.lastEngineError = (error as Error).message.split('\n')[0]?.slice(0, 200);
-    } finally {
-      this.pinging = false;
     }
   }
 
