@@ -141,6 +141,23 @@ describe.skipIf(!hasPodman && !requireEngines)('run --metrics-address', () => {
     expect(ready).toEqual({ status: 200, body: 'ok\n' });
   }, 300_000);
 
+  it('stops when it cannot listen there, naming the address', async () => {
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    const address = `127.0.0.1:${(taken.address() as { port: number }).port}`;
+    try {
+      const result = await execa(
+        'node',
+        [BIN, 'run', ...(await h.args(['--metrics-address', address]))],
+        { reject: false, env: { ...h.env, NODE_NO_WARNINGS: '1' }, timeout: 60_000 },
+      );
+      expect(result.exitCode).not.toBe(0);
+      expect(result.stderr).toContain(`--metrics-address ${address}: cannot listen`);
+    } finally {
+      await new Promise((resolve) => taken.close(resolve));
+    }
+  });
+
   it('refuses an address it cannot read, naming the flag', async () => {
     const result = await execa(
       'node',
