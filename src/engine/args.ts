@@ -201,6 +201,13 @@ export function stateInspectArgs(name: string): string[] {
   return ['inspect', '--type', 'container', '--format', '{{json .State}}', name];
 }
 
+/** A cheap call the engine must answer: docker's client asks its daemon, remote podman its service. */
+export function pingArgs(engine: 'podman' | 'docker'): string[] {
+  return engine === 'docker'
+    ? ['version', '--format', '{{.Server.Version}}']
+    : ['version', '--format', '{{.Version}}'];
+}
+
 export function volumeMountpointArgs(volume: string): string[] {
   return ['volume', 'inspect', '--format', '{{.Mountpoint}}', volume];
 }
@@ -208,14 +215,4 @@ export function volumeMountpointArgs(volume: string): string[] {
 /** Allocated bytes under a path, counted inside rootless podman's user namespace. */
 export function duArgs(path: string): string[] {
   return ['unshare', 'du', '--summarize', '--one-file-system', '--block-size=1', '--', path];
-}
-
-/**
- * A cheap call that needs the engine to answer: docker's client asks the daemon; podman's
- * local client reads its storage configuration (a remote one asks its service).
- */
-export function pingArgs(engine: 'podman' | 'docker'): string[] {
-  return engine === 'docker'
-    ? ['version', '--format', '{{.Server.Version}}']
-    : ['version', '--format', '{{.Version}}'];
 }
