@@ -3,7 +3,14 @@ import { runFlags, taskFlags } from '../src/cli/flags.js';
 import { buildTaskEnv } from '../src/cli/settings.js';
 import { WorkerError } from '../src/errors.js';
 import { createLogger } from '../src/log.js';
+import { Health } from '../src/worker/health.js';
 import { Journal } from '../src/worker/journal.js';
+import { WorkerMetrics } from '../src/worker/metrics.js';
+import {
+  type MetricsServer,
+  parseListenAddress,
+  startMetricsServer,
+} from '../src/worker/metrics-server.js';
 import { Worker } from '../src/worker/worker.js';
 
 export default class Run extends BaseCommand {
@@ -31,6 +38,9 @@ requeued. Flags of the original worker, written with one dash, are accepted as t
         hint: 'pass --nsqlookupd-urls host:4161 or --nsqd-tcp-addresses host:4150',
       });
     }
+    const metricsAt = flags['metrics-address']
+      ? parseListenAddress(flags['metrics-address'])
+      : undefined;
     const log = createLogger({ level: flags['log-level'], format: flags['log-format'] });
     const parallelism = {
       learn: flags['learn-parallelism'],
@@ -46,6 +56,7 @@ requeued. Flags of the original worker, written with one dash, are accepted as t
       },
       'engine and services',
     );
+    const metrics = metricsAt ? new WorkerMetrics(env) : undefined;
     const worker = new Worker({
       env,
       log,
@@ -60,6 +71,7 @@ requeued. Flags of the original worker, written with one dash, are accepted as t
       parallelism,
       pollIntervalMs: flags['lookupd-poll-interval'],
       shutdownGraceMs: flags['shutdown-grace'],
+      metrics,
     });
 
     let signals = 0;
@@ -73,7 +85,31 @@ requeued. Flags of the original worker, written with one dash, are accepted as t
       process.on('SIGINT', onSignal);
     });
     await worker.start();
+    let server: MetricsServer | undefined;
+    let health: Health | undefined;
+    if (metrics && metricsAt) {
+      const watched = new Health(env.engine, () => metrics.nsqdConnectionCount);
+      health = watched;
+      // Readiness is known from the first answer on.
+      await watched.pingEngine();
+      server = await startMetricsServer(metricsAt, {
+        scrape: () => metrics.scrape(),
+        contentType: metrics.registry.contentType,
+        live: () => watched.live(),
+        ready: () => watched.ready(),
+      }).catch(async (error) => {
+        watched.close();
+        await worker.stop(true);
+        throw error;
+      });
+      log.info(
+        { address: server.address },
+        `metrics on http://${server.address}/metrics (health: /healthz, /readyz)`,
+      );
+    }
     await stopped;
+    health?.close();
+    await server?.close();
     await Promise.all([env.storage.close(), env.orchestrator.close()]);
     await env.release();
   }

@@ -367,6 +367,13 @@ export const runFlags = {
     default: 'info' as const,
     env: env('LOG_LEVEL'),
   })(),
+  'metrics-address': Flags.string({
+    helpGroup: 'METRICS',
+    description:
+      'Serve Prometheus metrics (/metrics) and health checks (/healthz, /readyz) over HTTP on HOST:PORT; a port alone listens on 127.0.0.1. Off by default.',
+    helpValue: '<host:port>',
+    env: env('METRICS_ADDRESS'),
+  }),
 };
 
 /** Every long flag name, for reading command lines written for the original single-dash worker. */

@@ -284,6 +284,13 @@ export function stateInspectArgs(name: string): string[] {
   return ['inspect', '--type', 'container', '--format', '{{json .State}}', name];
 }
 
+/** A cheap call the engine must answer: docker's client asks its daemon, remote podman its service. */
+export function pingArgs(engine: 'podman' | 'docker'): string[] {
+  return engine === 'docker'
+    ? ['version', '--format', '{{.Server.Version}}']
+    : ['version', '--format', '{{.Version}}'];
+}
+
 export function volumeMountpointArgs(volume: string): string[] {
   return ['volume', 'inspect', '--format', '{{.Mountpoint}}', volume];
 }

@@ -1,7 +1,9 @@
+import { pingArgs } from './args.js';
 import { buildImage } from './build.js';
 import { removeByLabels } from './cleanup.js';
 import type { EngineContext } from './context.js';
 import { detectEngine } from './detect.js';
+import { execEngine } from './exec.js';
 import { runContainer } from './run.js';
 import type { Engine, EngineInfo, EngineOptions } from './types.js';
 import { measureVolume, volumeMountpoint } from './volume-usage.js';
@@ -30,6 +32,9 @@ export function engineFor(info: EngineInfo, options: EngineOptions): Engine {
     removeByLabels: (labels) => removeByLabels(ctx, labels),
     volumeMountpoint: (volume) => volumeMountpoint(ctx, volume),
     measureVolume: (mountpoint, options) => measureVolume(ctx, mountpoint, options),
+    ping: async () => {
+      await execEngine(ctx.cli, pingArgs(info.name), { timeoutMs: options.callTimeoutMs });
+    },
   };
 }
 

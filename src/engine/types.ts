@@ -172,6 +172,8 @@ export interface Engine {
   volumeMountpoint(volume: string): Promise<string | undefined>;
   /** Allocated bytes under a volume's host folder; throws when it cannot be read. */
   measureVolume(mountpoint: string, options: WalkOptions): Promise<TreeUsage>;
+  /** Asks the engine a cheap question; throws when it does not answer in time. */
+  ping(): Promise<void>;
 }
 
 /** Limits that the engine cannot enforce on this host (see EngineInfo.unenforcedLimits). */

@@ -7,6 +7,7 @@ import { executeTask, type ParsedTask, type TaskReport } from '../tasks/run-task
 import { parseTask, readableTaskUuid, taskKindOf } from '../tasks/schemas.js';
 import { type DiskGate, LOW_DISK_DELAY_MS } from './disk-gate.js';
 import type { Journal } from './journal.js';
+import type { WorkerRecorder } from './metrics.js';
 import type { Lease } from './nsq-reader.js';
 
 export interface RunnerDeps {
@@ -16,6 +17,7 @@ export interface RunnerDeps {
   log: Logger;
   /** Whether the host has room for a new task (--min-free-disk); none = always. */
   disk?: DiskGate;
+  metrics?: WorkerRecorder;
 }
 
 /** How a message ended, for the worker's counters and the tests' assertions. */
@@ -116,6 +118,7 @@ export async function runMessage(
         signal,
         gpus: gpus.gpus,
         onEvent: (event) => {
+          deps.metrics?.taskEvent(kind, event);
           if (event.type === 'step-start') {
             const step = event.step;
             journalled = journalled
@@ -133,6 +136,7 @@ export async function runMessage(
       log,
     );
     await journalled;
+    deps.metrics?.taskReport(report);
     return await settle(deps, lease, report, log, signal);
   } finally {
     gpus.release();

@@ -7,6 +7,7 @@ import type { TaskEnv, TaskKind } from '../tasks/context.js';
 import type { RetryPolicy } from '../tasks/outcome.js';
 import { DiskGate } from './disk-gate.js';
 import type { Journal } from './journal.js';
+import type { WorkerRecorder } from './metrics.js';
 import { type Lease, type NsqdInfo, openReader, type TopicReader } from './nsq-reader.js';
 import { type MessageOutcome, runMessage } from './task-runner.js';
 
@@ -26,6 +27,8 @@ export interface WorkerOptions {
   shutdownGraceMs: number;
   heartbeatIntervalMs?: number;
   onOutcome?: (kind: TaskKind, outcome: MessageOutcome) => void;
+  /** Where the worker's counters go (the metrics endpoint); none = not recorded. */
+  metrics?: WorkerRecorder;
 }
 
 interface Running {
@@ -80,12 +83,17 @@ export class Worker {
           onMessage: (lease) => this.accept(kind, lease),
           onError: (error) =>
             this.options.log.warn({ topic: TOPICS[kind], err: error }, `nsq: ${error.message}`),
-          onNsqdReady: (info) => this.checkNsqd(kind, info),
-          onNsqdClosed: (address) =>
+          onNsqdReady: (info) => {
+            this.options.metrics?.nsqdConnected(kind, info.address);
+            this.checkNsqd(kind, info);
+          },
+          onNsqdClosed: (address) => {
+            this.options.metrics?.nsqdClosed(kind, address);
             this.options.log.warn(
               { topic: TOPICS[kind], nsqd: address },
               'connection to nsqd closed; it will be tried again',
-            ),
+            );
+          },
         },
       );
       this.readers.set(kind, reader);
@@ -110,7 +118,10 @@ export class Worker {
     // once, over and over, until a slot frees.
     if (this.draining || this.busy[kind] >= this.options.parallelism[kind]) {
       log.debug('no free slot: message handed back');
-      if (!lease.lost) lease.message.requeue(this.draining ? 0 : HAND_BACK_DELAY_MS, false);
+      if (!lease.lost) {
+        lease.message.requeue(this.draining ? 0 : HAND_BACK_DELAY_MS, false);
+        this.options.metrics?.requeued(kind, this.draining ? 'draining' : 'no-free-slot');
+      }
       lease.release();
       return;
     }
@@ -121,9 +132,16 @@ export class Worker {
     const controller = new AbortController();
     const entry: Running = { controller, done: Promise.resolve() };
     this.running[kind].add(entry);
+    this.options.metrics?.taskStarted(kind);
     entry.done = runMessage({ ...this.options, disk: this.disk }, kind, lease, controller.signal)
-      .then((outcome) => this.options.onOutcome?.(kind, outcome))
-      .catch((error) => log.error({ err: error }, 'unexpected error while running a message'))
+      .then((outcome) => {
+        this.options.metrics?.taskFinished(kind, outcome);
+        this.options.onOutcome?.(kind, outcome);
+      })
+      .catch((error) => {
+        this.options.metrics?.taskFinished(kind, 'error');
+        log.error({ err: error }, 'unexpected error while running a message');
+      })
       .finally(() => this.running[kind].delete(entry));
   }
 
