@@ -45,6 +45,14 @@ export const engineFlags = {
     default: 'trusted',
     env: env('WORKFLOW_BUILD_POLICY'),
   })(),
+  'image-cache-size': sizeFlag({
+    helpGroup: 'ENGINE',
+    description:
+      'Bound of the images this worker built (found by its worker label). After each task and at start-up, the least recently used images that no running task uses are removed until the rest fit, with the dangling layers of failed builds.',
+    default: parseSize('50g'),
+    defaultHelp: async () => '50g',
+    env: env('IMAGE_CACHE_SIZE'),
+  }),
 };
 
 /** Limits of every container the worker runs. All finite. */

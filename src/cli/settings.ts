@@ -9,8 +9,9 @@ import {
 import { containerOwner } from '../config/owner.js';
 import { defaultStateDir, workerTmpDir } from '../config/paths.js';
 import { createEngine } from '../engine/engine.js';
+import { ImageCache } from '../engine/image-cache.js';
 import { DEFAULT_LIMITS } from '../engine/limits.js';
-import type { EngineOptions, RunLimits } from '../engine/types.js';
+import type { Engine, EngineOptions, RunLimits } from '../engine/types.js';
 import { WorkerError } from '../errors.js';
 import { discoverGpus } from '../gpu/discover.js';
 import { checkCapacity, GpuPool, parseGpuSelection, selectPool } from '../gpu/pool.js';
@@ -55,6 +56,7 @@ export interface TaskFlagValues {
   'min-free-disk'?: number;
   'max-prediction-size': number;
   'max-model-size': number;
+  'image-cache-size': number;
 }
 
 /** Task slots of each kind: the daemon's parallelism, one each for a task run by hand. */
@@ -191,6 +193,21 @@ export function diskLimits(flags: TaskFlagValues): {
   return { diskLimitBytes, minFreeDiskBytes: flags['min-free-disk'] ?? 2 * diskLimitBytes };
 }
 
+/** The worker's bounded image cache; its last-use records live in the state folder. */
+export function imageCacheFor(
+  flags: TaskFlagValues,
+  engine: Engine,
+  stateDir: string,
+  id: string,
+): ImageCache {
+  return new ImageCache({
+    engine,
+    workerId: id,
+    maxBytes: flags['image-cache-size'],
+    file: join(stateDir, 'image-cache.json'),
+  });
+}
+
 /** Everything a task needs, from the flags: detects the engine and opens the clients. */
 export async function buildTaskEnv(
   flags: TaskFlagValues,
@@ -228,5 +245,6 @@ export async function buildTaskEnv(
     ...diskLimits(flags),
     maxPredictionBytes: flags['max-prediction-size'],
     maxModelBytes: flags['max-model-size'],
+    imageCache: imageCacheFor(flags, engine, stateDir, id),
   };
 }

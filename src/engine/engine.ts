@@ -2,6 +2,7 @@ import { buildImage } from './build.js';
 import { removeByLabels } from './cleanup.js';
 import type { EngineContext } from './context.js';
 import { detectEngine } from './detect.js';
+import { listImages, pruneImages, removeImage } from './images.js';
 import { runContainer } from './run.js';
 import type { Engine, EngineInfo, EngineOptions } from './types.js';
 import { measureVolume, volumeMountpoint } from './volume-usage.js';
@@ -19,6 +20,7 @@ export function engineFor(info: EngineInfo, options: EngineOptions): Engine {
     cli: { name: info.name, path: info.path, workDir: options.workDir },
     info,
     options,
+    builds: new Map(),
   };
   return {
     info,
@@ -30,6 +32,9 @@ export function engineFor(info: EngineInfo, options: EngineOptions): Engine {
     removeByLabels: (labels) => removeByLabels(ctx, labels),
     volumeMountpoint: (volume) => volumeMountpoint(ctx, volume),
     measureVolume: (mountpoint, options) => measureVolume(ctx, mountpoint, options),
+    listImages: (label) => listImages(ctx, label),
+    removeImage: (name) => removeImage(ctx, name),
+    pruneImages: (label) => pruneImages(ctx, label),
   };
 }
 

@@ -1,4 +1,5 @@
 import type { OrchestratorClient, StorageClient } from '../clients/types.js';
+import type { ImageCache } from '../engine/image-cache.js';
 import type { Engine, RunLimits } from '../engine/types.js';
 import type { Gpu } from '../gpu/discover.js';
 import type { TaskGpus } from './gpus.js';
@@ -51,6 +52,8 @@ export interface TaskEnv {
   maxPredictionBytes: number;
   /** Cap on a model's unpacked bytes, left by the submission or staged from storage (--max-model-size). */
   maxModelBytes: number;
+  /** The worker's bounded image cache (--image-cache-size); none: images are kept. */
+  imageCache?: ImageCache;
 }
 
 /** One execution of one task. */
