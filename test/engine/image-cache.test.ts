@@ -3,6 +3,7 @@ import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { imageCacheCheck, readableBytes } from '../../src/doctor/image-cache.js';
 import { createEngine } from '../../src/engine/engine.js';
 import { execEngine, execEngineRaw } from '../../src/engine/exec.js';
 import { ImageCache } from '../../src/engine/image-cache.js';
@@ -157,6 +158,19 @@ describe.skipIf(why)('image cache (rootful podman)', () => {
     expect(results.filter((r) => !r.cached)).toHaveLength(1);
     expect(results.filter((r) => r.joined)).toHaveLength(1);
     expect(await exists(results[0]?.image ?? '')).toBe(true);
+
+    // doctor's finding: the one image this worker has now, against the bound.
+    const file = join(dir, 'image-cache.json');
+    const size = readableBytes(await sizeOf(results[0]?.image ?? ''));
+    expect(await imageCacheCheck(engine, { workerId, maxBytes: 2 ** 30, file })).toEqual({
+      name: 'image-cache',
+      status: 'pass',
+      message: `1 image, ${size} of 1g`,
+    });
+    expect(await imageCacheCheck(engine, { workerId, maxBytes: 1024, file })).toMatchObject({
+      status: 'warn',
+      message: `1 image, ${size} of 1k: over its bound`,
+    });
   });
 
   it('a build shared by two calls goes on when the first is cancelled', async () => {
