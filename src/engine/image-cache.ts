@@ -42,6 +42,7 @@ export class ImageCache {
   private readonly holds = new Map<string, number>();
   private readonly removing = new Map<string, Promise<unknown>>();
   private lastUsed?: Map<string, number>;
+  private builds = 0;
   private trimming: Promise<unknown> = Promise.resolve();
   private saving: Promise<unknown> = Promise.resolve();
 
@@ -67,14 +68,23 @@ export class ImageCache {
       else this.holds.delete(image);
       void this.touch(image).catch(() => {});
     };
-    try {
-      await this.touch(image);
-      await this.removing.get(image)?.catch(() => {});
-    } catch (error) {
-      release();
-      throw error;
-    }
+    // The records only order removals: failing to write them fails no task (a trim says it).
+    await this.touch(image).catch(() => {});
+    await this.removing.get(image)?.catch(() => {});
     return release;
+  }
+
+  /**
+   * Runs a build of this worker. While one runs, trims leave dangling images alone: the
+   * latest layer of a build in progress is one (no name, no child yet) and carries the label.
+   */
+  async building<T>(build: Promise<T>): Promise<T> {
+    this.builds++;
+    try {
+      return await build;
+    } finally {
+      this.builds--;
+    }
   }
 
   isHeld(image: string): boolean {
@@ -103,7 +113,7 @@ export class ImageCache {
 
   private async trimOnce(): Promise<TrimResult> {
     const { engine, maxBytes } = this.options;
-    await engine.pruneImages(this.label);
+    if (this.builds === 0) await engine.pruneImages(this.label);
     const images = await this.images();
     const lastUsed = await this.load();
     const usedAt = (image: ImageFacts) =>

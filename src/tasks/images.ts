@@ -22,7 +22,7 @@ export async function buildImages(
       step,
       async () => {
         const blob = await env.storage.getBlob(kind, uuid, run.signal);
-        return env.engine.buildImage({
+        const building = env.engine.buildImage({
           role,
           context: blob.stream,
           labels: { [LABEL_BUILT_BY]: env.workerId },
@@ -33,6 +33,7 @@ export async function buildImages(
             if (release) scope.releases.push(release);
           },
         });
+        return env.imageCache ? env.imageCache.building(building) : building;
       },
       (r) => `${r.image}${r.cached ? ' (cached)' : ''}`,
     );
