@@ -108,7 +108,10 @@ function startShared(
 
 async function waitFor(shared: SharedBuild, request: BuildRequest): Promise<{ cached: boolean }> {
   const { signal } = request;
-  if (signal?.aborted) throw new WorkerError('CANCELLED', 'The image build was cancelled');
+  if (signal?.aborted) {
+    if (shared.waiters === 0) shared.controller.abort();
+    throw new WorkerError('CANCELLED', 'The image build was cancelled');
+  }
   const onLine = (line: string) => request.onOutputLine?.(line);
   shared.waiters++;
   shared.lines.add(onLine);
