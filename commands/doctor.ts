@@ -1,4 +1,5 @@
 import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Flags } from '@oclif/core';
 import { BaseCommand } from '../src/cli/base-command.js';
 import { runFlags, taskFlags } from '../src/cli/flags.js';
@@ -9,6 +10,7 @@ import {
   prepareStateDir,
   runLimits,
   storageFromFlags,
+  workerId,
 } from '../src/cli/settings.js';
 import type { Check } from '../src/doctor/check.js';
 import { runDoctor, verdict } from '../src/doctor/doctor.js';
@@ -73,6 +75,11 @@ flags as run. Exit code 1 when the host cannot run tasks.`;
         limitBytes: disk.diskLimitBytes,
         minFreeBytes: disk.minFreeDiskBytes,
         tmpDir: tmpdir(),
+      },
+      imageCache: {
+        workerId: await workerId(stateDir),
+        maxBytes: flags['image-cache-size'],
+        file: join(stateDir, 'image-cache.json'),
       },
     });
     await storage.close();

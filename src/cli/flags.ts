@@ -69,6 +69,14 @@ export const engineFlags = {
       "Host uid/gid range START:COUNT that root and the users of an untrusted build map to (rootful podman), so its root is not the host's. Default: the `containers` entry of /etc/subuid and /etc/subgid, else 2000000000:65536 (ids no host user has). Rootless podman builds already run in the user's namespace; docker has only the daemon's userns-remap.",
     env: env('BUILD_USERNS'),
   }),
+  'image-cache-size': sizeFlag({
+    helpGroup: 'ENGINE',
+    description:
+      'Bound of the images this worker built (found by its worker label). After each task and at start-up, the least recently used images that no running task uses are removed until the rest fit, with the dangling layers of failed builds.',
+    default: parseSize('50g'),
+    defaultHelp: async () => '50g',
+    env: env('IMAGE_CACHE_SIZE'),
+  }),
 };
 
 /** Limits of every container the worker runs. All finite. */

@@ -11,8 +11,9 @@ import { defaultStateDir, workerTmpDir } from '../config/paths.js';
 import { lockStateDir } from '../config/state-lock.js';
 import { parseIdRange } from '../engine/build-userns.js';
 import { createEngine } from '../engine/engine.js';
+import { ImageCache } from '../engine/image-cache.js';
 import { DEFAULT_LIMITS } from '../engine/limits.js';
-import type { EngineOptions, RunLimits } from '../engine/types.js';
+import type { Engine, EngineOptions, RunLimits } from '../engine/types.js';
 import { WorkerError } from '../errors.js';
 import { discoverGpus } from '../gpu/discover.js';
 import { checkCapacity, GpuPool, parseGpuSelection, selectPool } from '../gpu/pool.js';
@@ -61,6 +62,7 @@ export interface TaskFlagValues {
   'build-cpus'?: number;
   'build-pids-limit'?: number;
   'build-userns'?: string;
+  'image-cache-size': number;
 }
 
 /** Task slots of each kind: the daemon's parallelism, one each for a task run by hand. */
@@ -220,6 +222,21 @@ export function diskLimits(flags: TaskFlagValues): {
   return { diskLimitBytes, minFreeDiskBytes: flags['min-free-disk'] ?? 2 * diskLimitBytes };
 }
 
+/** The worker's bounded image cache; its last-use records live in the state folder. */
+export function imageCacheFor(
+  flags: TaskFlagValues,
+  engine: Engine,
+  stateDir: string,
+  id: string,
+): ImageCache {
+  return new ImageCache({
+    engine,
+    workerId: id,
+    maxBytes: flags['image-cache-size'],
+    file: join(stateDir, 'image-cache.json'),
+  });
+}
+
 /**
  * Everything a task needs, from the flags: detects the engine and opens the clients.
  * `owner: 'daemon'` (run) locks the state folder for the life of the process and keeps
@@ -244,7 +261,10 @@ export async function buildTaskEnv(
     else await rm(tmpDir, { recursive: true, force: true });
   };
   try {
-    return { ...(await servicesFromFlags(flags, stateDir, tmpDir, gpus)), workerId: id, release };
+    const services = await servicesFromFlags(flags, stateDir, tmpDir, gpus);
+    // Only a daemon keeps an image cache: its id, and so its images, outlive the process.
+    const imageCache = lock ? imageCacheFor(flags, services.engine, stateDir, id) : undefined;
+    return { ...services, ...(imageCache ? { imageCache } : {}), workerId: id, release };
   } catch (error) {
     await release();
     throw error;

@@ -10,6 +10,7 @@ import { builderCheck } from './builder.js';
 import { type Check, fail, pass } from './check.js';
 import { checkDisk } from './disk.js';
 import { checkGpus, type GpuCheckOptions } from './gpu.js';
+import { imageCacheCheck } from './image-cache.js';
 import { checkNsq, type NsqCheckOptions } from './nsq.js';
 
 export interface DoctorOptions {
@@ -23,6 +24,8 @@ export interface DoctorOptions {
   gpu?: GpuCheckOptions;
   /** --disk-limit and --min-free-disk, and the worker's temp folder, for the free-space checks. */
   disk?: { limitBytes: number; minFreeBytes: number; tmpDir: string };
+  /** The worker's image cache: its worker id, --image-cache-size and last-use file. */
+  imageCache?: { workerId: string; maxBytes: number; file: string };
 }
 
 /** Every check of the host, in the order a person fixes them: engine, isolation, services, NSQ. */
@@ -39,6 +42,7 @@ export async function runDoctor(options: DoctorOptions): Promise<Check[]> {
       ...(await probeEngine(engine, { limits: options.limits, busyboxPath: options.busyboxPath })),
     );
     checks.push(builderCheck(engine.info, options.engine.workflowBuildPolicy));
+    if (options.imageCache) checks.push(await imageCacheCheck(engine, options.imageCache));
   }
   if (options.gpu) {
     checks.push(...(await checkGpus(engine, { busyboxPath: options.busyboxPath, ...options.gpu })));

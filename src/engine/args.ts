@@ -309,3 +309,22 @@ export function externalContainerListArgs(): string[] {
 export function storageInfoArgs(): string[] {
   return ['info', '--format', '{{.Store.GraphRoot}}\t{{.Store.GraphDriverName}}'];
 }
+
+/** Ids of the images that carry this label (one label: podman 4.3 ORs several). */
+export function imageListArgs(label: Record<string, string>): string[] {
+  return ['images', '--quiet', '--no-trunc', ...labelFilterArgs(label)];
+}
+
+export function imageInspectArgs(ids: readonly string[]): string[] {
+  return ['image', 'inspect', ...ids];
+}
+
+/** Without --force: the engine refuses an image that any container (of any worker) uses. */
+export function removeUnusedImageArgs(name: string): string[] {
+  return ['rmi', name];
+}
+
+/** Dangling images (the layers a failed build left) that carry this label, and only those. */
+export function pruneImagesArgs(label: Record<string, string>): string[] {
+  return ['image', 'prune', '--force', ...labelFilterArgs(label)];
+}

@@ -9,7 +9,7 @@ import { WorkerError } from '../errors.js';
 import { buildArgs, imageExistsArgs, imageVolumesArgs, removeImageArgs } from './args.js';
 import { buildOom, confineBuild } from './build-confine.js';
 import { type BuildPolicy, checkContainerfile } from './containerfile-check.js';
-import type { EngineContext } from './context.js';
+import type { EngineContext, SharedBuild } from './context.js';
 import { capDetail, type ExecResult, execEngine, execEngineRaw, hintFor } from './exec.js';
 import type { BuildRequest, BuildResult } from './types.js';
 
@@ -28,21 +28,108 @@ export async function buildImage(ctx: EngineContext, request: BuildRequest): Pro
   const started = Date.now();
   // mkdtemp creates the folder with mode 0700.
   const dir = await mkdtemp(join(tmpdir(), 'cw-build-'));
+  // A build shared with other calls owns the folder until it ends, whoever waits for it.
+  let handedOver = false;
   try {
     const digest = await hashAndExtract(request, dir);
     const image = `localhost/compute-worker/${request.role}:${digest}`;
     // Checked before the cache: an image built under an older or looser policy is not reused.
     const policy = policyFor(ctx, request.role);
     const containerfile = await checkContainerfiles(dir, policy);
-    const call = { timeoutMs: ctx.options.callTimeoutMs, signal: request.signal };
-    if ((await execEngineRaw(ctx.cli, imageExistsArgs(ctx.info, image), call)).exitCode === 0) {
-      return { image, digest, cached: true, durationMs: Date.now() - started };
+    await request.onImage?.(image);
+    const done = (cached: boolean, joined = false) => ({
+      image,
+      digest,
+      cached,
+      durationMs: Date.now() - started,
+      ...(joined ? { joined } : {}),
+    });
+    const running = ctx.builds?.get(image);
+    if (running) {
+      await waitFor(running, request);
+      return done(true, true);
     }
-    await runBuild(ctx, request, image, dir, containerfile);
-    if (policy === 'strict') await refuseImageVolumes(ctx, image);
-    return { image, digest, cached: false, durationMs: Date.now() - started };
+    const shared = startShared(ctx, image, async (signal, onLine) => {
+      try {
+        const call = { timeoutMs: ctx.options.callTimeoutMs, signal };
+        if ((await execEngineRaw(ctx.cli, imageExistsArgs(ctx.info, image), call)).exitCode === 0) {
+          return { cached: true };
+        }
+        await runBuild(
+          ctx,
+          { ...request, signal, onOutputLine: onLine },
+          image,
+          dir,
+          containerfile,
+        );
+        if (policy === 'strict') await refuseImageVolumes(ctx, image);
+        return { cached: false };
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+    });
+    handedOver = true;
+    return done((await waitFor(shared, request)).cached);
   } finally {
-    await rm(dir, { recursive: true, force: true });
+    if (!handedOver) await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Runs the lookup and build of an image once for every call that needs it meanwhile. The
+ * build has its own signal: it is cancelled only when every waiting call has given up, so
+ * the first caller's cancellation does not fail the others. A failure is everyone's.
+ */
+function startShared(
+  ctx: EngineContext,
+  image: string,
+  work: (signal: AbortSignal, onLine: (line: string) => void) => Promise<{ cached: boolean }>,
+): SharedBuild {
+  const controller = new AbortController();
+  const lines = new Set<(line: string) => void>();
+  const shared: SharedBuild = {
+    controller,
+    lines,
+    waiters: 0,
+    result: work(controller.signal, (line) => {
+      for (const onLine of lines) onLine(line);
+    }).finally(() => {
+      if (ctx.builds?.get(image) === shared) ctx.builds.delete(image);
+    }),
+  };
+  // Nobody may be waiting any more when it fails (all cancelled).
+  shared.result.catch(() => {});
+  // A build being cancelled is not joined: the next call starts its own.
+  controller.signal.addEventListener('abort', () => {
+    if (ctx.builds?.get(image) === shared) ctx.builds.delete(image);
+  });
+  ctx.builds?.set(image, shared);
+  return shared;
+}
+
+async function waitFor(shared: SharedBuild, request: BuildRequest): Promise<{ cached: boolean }> {
+  const { signal } = request;
+  if (signal?.aborted) {
+    if (shared.waiters === 0) shared.controller.abort();
+    throw new WorkerError('CANCELLED', 'The image build was cancelled');
+  }
+  const onLine = (line: string) => request.onOutputLine?.(line);
+  shared.waiters++;
+  shared.lines.add(onLine);
+  let onAbort: (() => void) | undefined;
+  const aborted = new Promise<never>((_, reject) => {
+    onAbort = () => reject(new WorkerError('CANCELLED', 'The image build was cancelled'));
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+  try {
+    return await Promise.race([shared.result, aborted]);
+  } finally {
+    if (onAbort) signal?.removeEventListener('abort', onAbort);
+    shared.lines.delete(onLine);
+    shared.waiters--;
+    if (shared.waiters === 0 && signal?.aborted) {
+      shared.controller.abort();
+    }
   }
 }
 

@@ -6,6 +6,17 @@ export interface EngineContext {
   cli: EngineCli;
   info: EngineInfo;
   options: EngineOptions;
+  /** Builds in progress, by image name: a second call for the same image waits on the first. */
+  builds?: Map<string, SharedBuild>;
+}
+
+/** One build that several calls wait for (see build.ts). */
+export interface SharedBuild {
+  result: Promise<{ cached: boolean }>;
+  /** Calls still waiting; when the last one gives up, the build is cancelled. */
+  waiters: number;
+  controller: AbortController;
+  lines: Set<(line: string) => void>;
 }
 
 /** Moving a volume's files can take as long as a build (models are large); other calls are short. */

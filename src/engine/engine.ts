@@ -4,6 +4,7 @@ import { removeByLabels } from './cleanup.js';
 import type { EngineContext } from './context.js';
 import { detectEngine } from './detect.js';
 import { execEngine } from './exec.js';
+import { listImages, pruneImages, removeImage } from './images.js';
 import { runContainer } from './run.js';
 import type { Engine, EngineInfo, EngineOptions } from './types.js';
 import { measureVolume, volumeMountpoint } from './volume-usage.js';
@@ -21,6 +22,7 @@ export function engineFor(info: EngineInfo, options: EngineOptions): Engine {
     cli: { name: info.name, path: info.path, workDir: options.workDir },
     info,
     options,
+    builds: new Map(),
   };
   return {
     info,
@@ -35,6 +37,9 @@ export function engineFor(info: EngineInfo, options: EngineOptions): Engine {
     ping: async () => {
       await execEngine(ctx.cli, pingArgs(info.name), { timeoutMs: options.callTimeoutMs });
     },
+    listImages: (label) => listImages(ctx, label),
+    removeImage: (name) => removeImage(ctx, name),
+    pruneImages: (label) => pruneImages(ctx, label),
   };
 }
 

@@ -15,3 +15,9 @@ export const LABEL_RUN = 'compute-worker.run';
 export const LABEL_VOLUME_ROLE = 'compute-worker.volume';
 /** The step a container runs (detarget, train, perf, predict). */
 export const LABEL_STEP = 'compute-worker.step';
+/**
+ * The worker id on the images a worker builds: its image cache finds them by it. Not
+ * LABEL_WORKER: a container inherits its image's labels, and a container of another worker
+ * started from this image must not look like this worker's to its cleanup.
+ */
+export const LABEL_BUILT_BY = 'compute-worker.built-by';

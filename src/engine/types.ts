@@ -140,6 +140,12 @@ export interface BuildRequest {
   labels: Record<string, string>;
   signal?: AbortSignal;
   onOutputLine?: (line: string) => void;
+  /**
+   * Called with the image's name once the context's digest is known, before the image is
+   * looked up or built; the build waits for it (the image cache holds the name here, so
+   * that it is not removed between the lookup and the task's use of it).
+   */
+  onImage?: (image: string) => Promise<void> | void;
 }
 
 export interface BuildResult {
@@ -149,6 +155,20 @@ export interface BuildResult {
   /** True when the image already existed and nothing was built. */
   cached: boolean;
   durationMs: number;
+  /** True when another call was building the same image at the same time, and this one waited for it. */
+  joined?: boolean;
+}
+
+/** An image as the cache sees it. */
+export interface ImageFacts {
+  /** Full id, without the sha256: prefix. */
+  id: string;
+  /** Its names (repository:tag); none for a dangling image. */
+  names: string[];
+  /** Size as the engine reports it (layers shared with other images counted in each). */
+  sizeBytes: number;
+  createdMs: number;
+  labels: Record<string, string>;
 }
 
 /** The worker's one door to a container engine. Nothing above this layer runs the engine CLI. */
@@ -174,6 +194,12 @@ export interface Engine {
   measureVolume(mountpoint: string, options: WalkOptions): Promise<TreeUsage>;
   /** Asks the engine a cheap question; throws when it does not answer in time. */
   ping(): Promise<void>;
+  /** The images that carry this one label. */
+  listImages(label: Record<string, string>): Promise<ImageFacts[]>;
+  /** Removes one image name unless a container uses the image. */
+  removeImage(name: string): Promise<'removed' | 'kept' | 'missing'>;
+  /** Removes the dangling images that carry this one label. */
+  pruneImages(label: Record<string, string>): Promise<void>;
 }
 
 /** Limits that the engine cannot enforce on this host (see EngineInfo.unenforcedLimits). */

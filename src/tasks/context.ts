@@ -1,4 +1,5 @@
 import type { OrchestratorClient, StorageClient } from '../clients/types.js';
+import type { ImageCache } from '../engine/image-cache.js';
 import type { Engine, RunLimits } from '../engine/types.js';
 import type { Gpu } from '../gpu/discover.js';
 import type { TaskGpus } from './gpus.js';
@@ -53,6 +54,8 @@ export interface TaskEnv {
   maxModelBytes: number;
   /** Cap of a blob without Content-Length spooled to the temp folder (default 10 GiB). */
   spoolCapBytes?: number;
+  /** The worker's bounded image cache (--image-cache-size); none: images are kept. */
+  imageCache?: ImageCache;
 }
 
 /** One execution of one task. */

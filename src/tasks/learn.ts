@@ -33,10 +33,16 @@ export async function runLearn(
   scope: TaskScope,
   steps: StepRecorder,
 ): Promise<LearnResult> {
-  const images = await buildImages(env, run, steps, {
-    workflow: task.workflow,
-    submission: task.algo,
-  });
+  const images = await buildImages(
+    env,
+    run,
+    steps,
+    {
+      workflow: task.workflow,
+      submission: task.algo,
+    },
+    scope,
+  );
 
   const v = await createVolumes(env, scope.labels, [
     'hiddenTest',

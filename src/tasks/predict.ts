@@ -27,7 +27,7 @@ export async function runPredict(
 ): Promise<PredictResult> {
   // The model's metadata names the algo whose build context gives the image.
   const model = await env.storage.getModelMetadata(task.model, run.signal);
-  const images = await buildImages(env, run, steps, { submission: model.algo });
+  const images = await buildImages(env, run, steps, { submission: model.algo }, scope);
 
   const v = await createVolumes(env, scope.labels, ['test', 'testPred', 'model'] as const);
   await steps.step(

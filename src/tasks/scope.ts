@@ -12,6 +12,8 @@ export interface TaskScope {
   labels: Record<string, string>;
   /** Private (0700) folder for spooled files, removed when the task ends. */
   tmp: string;
+  /** Releases of the images the task holds (see ImageCache.hold), called when it ends. */
+  releases: Array<() => void>;
 }
 
 /**
@@ -26,7 +28,12 @@ export async function withTaskScope<T>(
 ): Promise<T> {
   const runId = randomUUID();
   const tmp = await mkdtemp(join(env.tmpDir, 'compute-worker-task-'));
-  const scope: TaskScope = { runId, labels: taskLabels(env, taskUuid, runId), tmp };
+  const scope: TaskScope = {
+    runId,
+    labels: taskLabels(env, taskUuid, runId),
+    tmp,
+    releases: [],
+  };
   try {
     return await work(scope);
   } finally {
@@ -41,5 +48,26 @@ export async function withTaskScope<T>(
     await rm(tmp, { recursive: true, force: true }).catch((error) =>
       log.error({ err: error, tmp }, 'could not remove the temp folder of the task'),
     );
+    for (const release of scope.releases) release();
+    // After the containers are gone: the task's own images are then free to go too.
+    await trimImages(env, log);
+  }
+}
+
+/** Brings the image cache back under its bound; a failure is logged, never the task's. */
+export async function trimImages(env: TaskEnv, log: Logger): Promise<void> {
+  if (!env.imageCache) return;
+  try {
+    const result = await env.imageCache.trim();
+    if (result.removed.length)
+      log.info({ removed: result.removed }, 'image cache: removed the least recently used images');
+    if (result.bytes > result.maxBytes) {
+      log.warn(
+        { bytes: result.bytes, maxBytes: result.maxBytes, kept: result.kept },
+        'image cache: over its bound, the rest is in use',
+      );
+    }
+  } catch (error) {
+    log.warn({ err: error }, 'image cache: could not trim');
   }
 }

@@ -5,6 +5,7 @@ import { LABEL_WORKER } from '../engine/labels.js';
 import type { Logger } from '../log.js';
 import type { TaskEnv, TaskKind } from '../tasks/context.js';
 import type { RetryPolicy } from '../tasks/outcome.js';
+import { trimImages } from '../tasks/scope.js';
 import { DiskGate } from './disk-gate.js';
 import type { Journal } from './journal.js';
 import type { WorkerRecorder } from './metrics.js';
@@ -193,6 +194,7 @@ export class Worker {
       folders.map((name) => rm(join(env.tmpDir, name), { recursive: true, force: true })),
     );
     if (folders.length) log.warn({ folders }, 'removed temp folders left by a previous run');
+    await trimImages(env, log);
   }
 
   get activeTasks(): number {

@@ -84,7 +84,10 @@ describe.skipIf(why).concurrent('compute-worker doctor', () => {
       orchestrator: 'pass',
       "disk: engine's storage": 'pass',
       'disk: temp folder': 'pass',
+      'image-cache': 'pass',
     });
+    // A fresh state folder: this worker has built nothing yet.
+    expect(out.checks.find((c) => c.name === 'image-cache')?.message).toBe('0 images, 0 B of 50g');
     const builder = out.checks.find((c) => c.name === 'builder');
     expect(builder?.message).toMatch(/^podman \S+ builds with buildah \d+\.\d+\.\d+/);
   });

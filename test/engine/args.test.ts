@@ -6,10 +6,13 @@ import {
   copyOutArgs,
   createArgs,
   imageExistsArgs,
+  imageListArgs,
   imageVolumesArgs,
   limitArgs,
+  pruneImagesArgs,
   removeContainersArgs,
   removeImageArgs,
+  removeUnusedImageArgs,
   volumeCreateArgs,
   volumeImportArgs,
 } from '../../src/engine/args.js';
@@ -396,5 +399,33 @@ describe('image VOLUMEs', () => {
     expect(createArgs(podman, 'n', spec)).toContain('--image-volume=tmpfs');
     expect(createArgs(docker, 'n', spec)).not.toContain('--image-volume=tmpfs');
     expect(removeContainersArgs(['a', 'b'])).toEqual(['rm', '--force', '--volumes', 'a', 'b']);
+  });
+});
+
+describe('image cache arguments', () => {
+  const label = { 'compute-worker.built-by': 'w1' };
+
+  it('lists and prunes by the one label, never every image', () => {
+    expect(imageListArgs(label)).toEqual([
+      'images',
+      '--quiet',
+      '--no-trunc',
+      '--filter',
+      'label=compute-worker.built-by=w1',
+    ]);
+    expect(pruneImagesArgs(label)).toEqual([
+      'image',
+      'prune',
+      '--force',
+      '--filter',
+      'label=compute-worker.built-by=w1',
+    ]);
+  });
+
+  it('removes an image without --force, so that the engine refuses one a container uses', () => {
+    expect(removeUnusedImageArgs('localhost/compute-worker/submission:abc')).toEqual([
+      'rmi',
+      'localhost/compute-worker/submission:abc',
+    ]);
   });
 });

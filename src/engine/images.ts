@@ -1,0 +1,83 @@
+import { z } from 'zod';
+import { WorkerError } from '../errors.js';
+import { imageInspectArgs, imageListArgs, pruneImagesArgs, removeUnusedImageArgs } from './args.js';
+import type { EngineContext } from './context.js';
+import { execEngine, execEngineRaw } from './exec.js';
+import type { ImageFacts } from './types.js';
+
+const inspectSchema = z.array(
+  z.object({
+    Id: z.string(),
+    RepoTags: z.array(z.string()).nullish(),
+    Size: z.number(),
+    Created: z.string(),
+    Labels: z.record(z.string(), z.string()).nullish(),
+    Config: z.object({ Labels: z.record(z.string(), z.string()).nullish() }).nullish(),
+  }),
+);
+
+/** The images that carry this one label, with their names, size and creation time. */
+export async function listImages(
+  ctx: EngineContext,
+  label: Record<string, string>,
+): Promise<ImageFacts[]> {
+  if (Object.keys(label).length !== 1) {
+    throw new WorkerError('INTERNAL', 'listImages takes exactly one label');
+  }
+  const call = { timeoutMs: ctx.options.callTimeoutMs };
+  const ids = [
+    ...new Set(
+      (await execEngine(ctx.cli, imageListArgs(label), call)).split(/\s+/).filter(Boolean),
+    ),
+  ];
+  if (ids.length === 0) return [];
+  let found = await inspect(ctx, ids);
+  // An image removed between the list and the inspect fails the whole call: one at a time.
+  if (!found) {
+    const each = await Promise.all(ids.map((id) => inspect(ctx, [id])));
+    found = each.flatMap((facts) => facts ?? []);
+  }
+  const [key, value] = Object.entries(label)[0] as [string, string];
+  return found.filter((image) => image.labels[key] === value);
+}
+
+async function inspect(ctx: EngineContext, ids: string[]): Promise<ImageFacts[] | undefined> {
+  const result = await execEngineRaw(ctx.cli, imageInspectArgs(ids), {
+    timeoutMs: ctx.options.callTimeoutMs,
+  });
+  if (result.exitCode !== 0) return undefined;
+  return inspectSchema.parse(JSON.parse(result.stdout)).map((image) => ({
+    id: image.Id.replace(/^sha256:/, ''),
+    names: (image.RepoTags ?? []).filter((name) => !name.startsWith('<none>')),
+    sizeBytes: image.Size,
+    createdMs: Date.parse(image.Created) || 0,
+    labels: { ...(image.Config?.Labels ?? {}), ...(image.Labels ?? {}) },
+  }));
+}
+
+/**
+ * Removes one name of an image; the image goes with its last name. 'kept' when the engine
+ * refuses (a container, perhaps of another worker, uses it), 'missing' when it is gone.
+ */
+export async function removeImage(
+  ctx: EngineContext,
+  name: string,
+): Promise<'removed' | 'kept' | 'missing'> {
+  const result = await execEngineRaw(ctx.cli, removeUnusedImageArgs(name), {
+    timeoutMs: ctx.options.callTimeoutMs,
+  });
+  if (result.exitCode === 0) return 'removed';
+  if (/image not known|no such image/i.test(result.outputTail)) return 'missing';
+  return 'kept';
+}
+
+/** Removes the dangling images (layers of failed builds) carrying this one label. */
+export async function pruneImages(
+  ctx: EngineContext,
+  label: Record<string, string>,
+): Promise<void> {
+  if (Object.keys(label).length !== 1) {
+    throw new WorkerError('INTERNAL', 'pruneImages takes exactly one label');
+  }
+  await execEngine(ctx.cli, pruneImagesArgs(label), { timeoutMs: ctx.options.callTimeoutMs });
+}
