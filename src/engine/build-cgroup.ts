@@ -40,11 +40,13 @@ type Layout = { version: 1; pids: string; memory: string; cpu: string } | { vers
  * Creates the build's cgroup, or returns undefined where the worker cannot manage cgroups
  * itself (not root, a read-only or missing cgroup tree, a needed v1 controller missing).
  */
-export async function createBuildCgroup(limits: BuildLimits): Promise<BuildCgroup | undefined> {
+export async function createBuildCgroup(
+  limits: BuildLimits,
+  id = randomBytes(8).toString('hex'),
+): Promise<BuildCgroup | undefined> {
   if (process.getuid?.() !== 0) return undefined;
   const layout = await detectLayout();
   if (!layout) return undefined;
-  const id = randomBytes(8).toString('hex');
   const relative = `${BUILD_CGROUP_ROOT}/${id}`;
   try {
     return layout.version === 1

@@ -42,6 +42,7 @@ export interface BuildConfinement {
 export async function confineBuild(
   ctx: EngineContext,
   role: string,
+  buildId = randomBytes(8).toString('hex'),
 ): Promise<BuildConfinement | undefined> {
   if (TRUSTED_ROLES.has(role)) return undefined;
   const limits = ctx.options.buildLimits ?? {
@@ -52,10 +53,11 @@ export async function confineBuild(
   const { info } = ctx;
   const podman = info.name === 'podman';
   const idMaps = podman && !info.rootless ? await buildIdMaps(ctx.options.buildUserns) : undefined;
-  const cgroup = podman ? await createBuildCgroup(limits) : undefined;
+  const cgroup = podman ? await createBuildCgroup(limits, buildId) : undefined;
   const limitsInCgroup = cgroup !== undefined && !info.rootless && info.cgroupManager !== 'systemd';
   const unenforced = new Set(info.unenforcedLimits ?? []);
-  const isolation: BuildIsolation = { mark: randomBytes(12).toString('hex') };
+  // One id names everything of this build: its mark, its cgroup, its temp folder.
+  const isolation: BuildIsolation = { mark: buildId };
   if (limitsInCgroup) isolation.cgroupParent = cgroup?.runParent;
   else if (!unenforced.has('memory') && !unenforced.has('cpus')) {
     isolation.limits = { memoryBytes: limits.memoryBytes, cpus: limits.cpus };
@@ -64,7 +66,9 @@ export async function confineBuild(
   // buildah's per-step folders go to the engine's TMPDIR and a killed build leaves them:
   // give it one of the build's own. The build's root (a mapped id) must pass through it,
   // so it is 0711 under /var/tmp (buildah's default place), never in a private folder.
-  const engineTmp = idMaps ? await mkdtemp(join(ENGINE_TMP_BASE, 'cw-build-tmp-')) : undefined;
+  const engineTmp = idMaps
+    ? await mkdtemp(join(ENGINE_TMP_BASE, `cw-build-tmp-${buildId}-`))
+    : undefined;
   if (engineTmp) await chmod(engineTmp, 0o711);
   return {
     isolation,

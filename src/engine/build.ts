@@ -227,7 +227,7 @@ async function runBuild(
   dir: string,
   containerfile: string,
 ): Promise<void> {
-  const confinement = await confineBuild(ctx, request.role);
+  const confinement = await confineBuild(ctx, request.role, request.buildId);
   let failed = true;
   try {
     const args = buildArgs(ctx.info, {

@@ -140,6 +140,8 @@ export interface BuildRequest {
   labels: Record<string, string>;
   signal?: AbortSignal;
   onOutputLine?: (line: string) => void;
+  /** Names an untrusted build's cgroup, mark and temp folder (hex; default random). */
+  buildId?: string;
   /**
    * Called with the image's name once the context's digest is known, before the image is
    * looked up or built; the build waits for it (the image cache holds the name here, so

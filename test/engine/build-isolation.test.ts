@@ -59,6 +59,8 @@ function defineBuildIsolation(variant: EngineVariant, cases: 'all' | 'spin'): vo
     ): Promise<{ error?: WorkerError; output: string[] }> {
       if (!engine || !options) throw new Error('no engine');
       const output: string[] = [];
+      // Other files build at the same time: what is left is looked for by this build's id.
+      lastBuildId = randomBytes(8).toString('hex');
       const built = opts.timeoutMs
         ? await createEngine({ ...options, buildTimeoutMs: opts.timeoutMs })
         : engine;
@@ -71,6 +73,7 @@ function defineBuildIsolation(variant: EngineVariant, cases: 'all' | 'spin'): vo
           labels,
           signal: opts.signal,
           onOutputLine: (line) => output.push(line),
+          buildId: lastBuildId,
         });
         return { output };
       } catch (error) {
@@ -79,14 +82,18 @@ function defineBuildIsolation(variant: EngineVariant, cases: 'all' | 'spin'): vo
       }
     }
 
+    let lastBuildId = '';
+
     async function expectNothingLeft(marker: string): Promise<void> {
       expect(await processesWith(marker)).toEqual([]);
-      expect(await markedWorkingContainers(variant)).toEqual([]);
+      expect(await markedWorkingContainers(variant, lastBuildId)).toEqual([]);
       expect(readdirSync(tmp)).toEqual([]);
       expect(
-        readdirSync(ENGINE_TMP_BASE).filter((name) => name.startsWith('cw-build-tmp-')),
+        readdirSync(ENGINE_TMP_BASE).filter((name) =>
+          name.startsWith(`cw-build-tmp-${lastBuildId}`),
+        ),
       ).toEqual([]);
-      expect(await buildCgroups()).toEqual([]);
+      expect(await buildCgroups(lastBuildId)).toEqual([]);
     }
 
     it('runs RUN steps as root of a user namespace, with a reduced capability set', async (t) => {
@@ -189,7 +196,7 @@ async function processesWith(marker: string): Promise<number[]> {
 }
 
 /** Working containers of any confined build: only this file's builds carry the mark today. */
-async function markedWorkingContainers(variant: EngineVariant): Promise<string[]> {
+async function markedWorkingContainers(variant: EngineVariant, id: string): Promise<string[]> {
   const cli = { name: 'podman' as const, path: variant.options.enginePath ?? 'podman' };
   const call = { timeoutMs: 60_000 };
   const ids = (await execEngine(cli, ['ps', '--all', '--external', '--quiet', '--no-trunc'], call))
@@ -207,7 +214,7 @@ async function markedWorkingContainers(variant: EngineVariant): Promise<string[]
   return ids.filter((id) => {
     try {
       const file = join(root ?? '', `${driver}-containers`, id, 'userdata', 'buildah.json');
-      return BUILD_MARK_ARG in (JSON.parse(readFileSync(file, 'utf8')).Args ?? {});
+      return (JSON.parse(readFileSync(file, 'utf8')).Args ?? {})[BUILD_MARK_ARG] === id;
     } catch {
       return false;
     }
@@ -215,12 +222,12 @@ async function markedWorkingContainers(variant: EngineVariant): Promise<string[]
 }
 
 /** The worker's build cgroups left in any hierarchy (only this file's builds make them). */
-async function buildCgroups(): Promise<string[]> {
+async function buildCgroups(id: string): Promise<string[]> {
   const left: string[] = [];
   for (const hierarchy of await readdir('/sys/fs/cgroup').catch(() => [] as string[])) {
     const dir = join('/sys/fs/cgroup', hierarchy, BUILD_CGROUP_ROOT);
     for (const name of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
-      if (name.isDirectory()) left.push(join(dir, name.name));
+      if (name.isDirectory() && name.name === id) left.push(join(dir, name.name));
     }
   }
   return left;

@@ -6,7 +6,7 @@ import { createEngine, engineFor } from '../../src/engine/engine.js';
 import { execEngine, execEngineRaw } from '../../src/engine/exec.js';
 import { LABEL_WORKER } from '../../src/engine/labels.js';
 import { DEFAULT_LIMITS } from '../../src/engine/limits.js';
-import { contextTarGz } from '../../src/engine/probe-context.js';
+import { BUSYBOX_SKELETON, contextTarGz } from '../../src/engine/probe-context.js';
 import type { Engine } from '../../src/engine/types.js';
 import { readableOf } from '../support/engine-tar.js';
 import { requireEngines, VARIANTS } from '../support/engine-variants.js';
@@ -48,7 +48,7 @@ describe.skipIf(why)('Containerfile policy, with real builds (rootful podman)', 
   });
 
   const contextOf = (containerfile: string) =>
-    contextTarGz({ Containerfile: containerfile, busybox, 'a.txt': 'a\n' });
+    contextTarGz({ Containerfile: containerfile, busybox, 'a.txt': 'a\n', ...BUSYBOX_SKELETON });
 
   async function expectRefused(role: string, containerfile: string, line: number, e = engine) {
     const context = await contextOf(containerfile);
@@ -143,13 +143,15 @@ describe.skipIf(why)('Containerfile policy, with real builds (rootful podman)', 
     const marker = randomBytes(6).toString('hex');
     const containerfile = [
       'FROM scratch AS tools',
+      // The folders runc needs, and /tmp: a confined RUN cannot create them in `/`.
+      'COPY skeleton/ /',
       'COPY busybox /bin/busybox',
       'RUN ["/bin/busybox", "--install", "-s", "/bin"]',
-      `RUN --mount=type=tmpfs,target=/scratch,tmpfs-size=8m grep -q " /scratch tmpfs " /proc/mounts && echo ${marker} > /scratch/f && cp /scratch/f /made`,
+      `RUN --mount=type=tmpfs,target=/scratch,tmpfs-size=8m grep -q " /scratch tmpfs " /proc/mounts && echo ${marker} > /scratch/f && cp /scratch/f /tmp/made`,
       'RUN test ! -e /scratch/f',
       'FROM scratch',
       'COPY --from=tools /bin/busybox /bin/busybox',
-      'COPY --from=0 --chown=1000:1000 /made /made',
+      'COPY --from=0 --chown=1000:1000 /tmp/made /made',
       'COPY a.txt /a.txt',
       'USER 1000:1000',
       '',

@@ -69,7 +69,8 @@ esac
 
 export function scriptRunnerContext(): Promise<Buffer> {
   return busyboxContext({
-    files: { 'runner.sh': RUNNER },
+    // A confined build's RUN cannot create folders in `/`: /data comes with the skeleton.
+    files: { 'runner.sh': RUNNER, 'skeleton/data/': '' },
     extraLines: [
       'RUN mkdir -p /tmp /data && chmod 1777 /tmp',
       'COPY runner.sh /runner/runner.sh',

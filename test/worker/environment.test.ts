@@ -15,7 +15,7 @@ const DUMP = `#!/bin/sh
 # -V /data -T predict: everything this container can see, into its prediction.
 out=/data/test/pred/$(ls /data/test | grep -v '^pred$' | head -n 1)
 {
-  echo '== build'; cat /build-env.txt
+  echo '== build'; cat /etc/build-env.txt
   echo '== env'; env
   echo '== self'; tr '\\0' '\\n' </proc/self/environ
   echo '== init'; tr '\\0' '\\n' </proc/1/environ || echo 'init environ unreadable'
@@ -30,7 +30,7 @@ const dumper = () =>
   busyboxContext({
     files: { 'dump.sh': DUMP },
     extraLines: [
-      "RUN env >/build-env.txt && tr '\\0' '\\n' </proc/self/environ >>/build-env.txt && env",
+      "RUN env >/etc/build-env.txt && tr '\\0' '\\n' </proc/self/environ >>/etc/build-env.txt && env",
       'COPY dump.sh /dump.sh',
       'USER 1000:1000',
       'ENTRYPOINT ["/bin/sh", "/dump.sh"]',
