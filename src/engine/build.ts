@@ -129,6 +129,8 @@ async function waitFor(shared: SharedBuild, request: BuildRequest): Promise<{ ca
     shared.waiters--;
     if (shared.waiters === 0 && signal?.aborted) {
       shared.controller.abort();
+      // The last one to cancel returns once the build is killed and its folders removed.
+      await shared.result.catch(() => {});
     }
   }
 }

@@ -23,7 +23,10 @@ export async function contextTarGz(files: Record<string, string | Buffer>): Prom
   const pack = tar.pack();
   for (const [name, content] of Object.entries(files)) {
     if (name.endsWith('/')) {
-      pack.entry({ name, type: 'directory', mode: 0o755, mtime: new Date(0) });
+      // Temp folders as every image has them: anyone may write, only owners remove. A
+      // tmpfs mounted there takes the folder's mode.
+      const mode = /(^|\/)tmp\/$/.test(name) ? 0o1777 : 0o755;
+      pack.entry({ name, type: 'directory', mode, mtime: new Date(0) });
       continue;
     }
     const body = typeof content === 'string' ? Buffer.from(content) : content;
