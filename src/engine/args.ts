@@ -302,3 +302,8 @@ export function externalContainerListArgs(): string[] {
 export function storageInfoArgs(): string[] {
   return ['info', '--format', '{{.Store.GraphRoot}}\t{{.Store.GraphDriverName}}'];
 }
+
+/** An image's size in bytes (podman and docker alike). */
+export function imageSizeArgs(image: string): string[] {
+  return ['image', 'inspect', '--format', '{{.Size}}', image];
+}
