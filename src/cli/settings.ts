@@ -105,6 +105,7 @@ export function engineOptions(flags: TaskFlagValues): EngineOptions {
       pidsLimit: flags['build-pids-limit'] ?? flags['pids-limit'],
     },
     buildUserns: flags['build-userns'],
+    buildDiskLimitBytes: flags['disk-limit'],
   };
 }
 

@@ -328,3 +328,8 @@ export function removeUnusedImageArgs(name: string): string[] {
 export function pruneImagesArgs(label: Record<string, string>): string[] {
   return ['image', 'prune', '--force', ...labelFilterArgs(label)];
 }
+
+/** An image's size in bytes (podman and docker alike). */
+export function imageSizeArgs(image: string): string[] {
+  return ['image', 'inspect', '--format', '{{.Size}}', image];
+}

@@ -8,6 +8,7 @@ import { extractTarToDir } from '../archive/safe-tar.js';
 import { WorkerError } from '../errors.js';
 import { buildArgs, imageExistsArgs, imageVolumesArgs, removeImageArgs } from './args.js';
 import { buildOom, confineBuild } from './build-confine.js';
+import { buildDiskLimitError, checkBuiltImageSize, watchBuildDisk } from './build-disk.js';
 import { type BuildPolicy, checkContainerfile } from './containerfile-check.js';
 import type { EngineContext, SharedBuild } from './context.js';
 import { capDetail, type ExecResult, execEngine, execEngineRaw, hintFor } from './exec.js';
@@ -230,6 +231,20 @@ async function runBuild(
   containerfile: string,
 ): Promise<void> {
   const confinement = await confineBuild(ctx, request.role, request.buildId);
+  const diskLimit = confinement ? ctx.options.buildDiskLimitBytes : undefined;
+  // Past the disk limit the build is stopped as a cancel would stop it.
+  const stopper = new AbortController();
+  const onCancel = () => stopper.abort();
+  request.signal?.addEventListener('abort', onCancel, { once: true });
+  if (request.signal?.aborted) stopper.abort();
+  let diskSeen: number | undefined;
+  const watch =
+    confinement && diskLimit
+      ? watchBuildDisk(ctx, confinement.isolation.mark, diskLimit, (bytes) => {
+          diskSeen = bytes;
+          stopper.abort();
+        })
+      : undefined;
   let failed = true;
   try {
     const args = buildArgs(ctx.info, {
@@ -241,20 +256,31 @@ async function runBuild(
     });
     const result = await execEngineRaw(ctx.cli, args, {
       timeoutMs: ctx.options.buildTimeoutMs,
-      signal: request.signal,
+      signal: stopper.signal,
       onLine: (line) => request.onOutputLine?.(line),
       tailLines: 200,
       tailBytes: 32 * 1024,
       onSpawn: confinement?.cgroup ? (pid) => confinement.cgroup?.enter(pid) : undefined,
       env: confinement?.env,
     });
+    await watch?.stop();
     // A killed CLI leaves its RUN processes running and its working containers behind.
     if (result.exitCode !== 0 || result.timedOut || result.cancelled) {
       await confinement?.cgroup?.killAll();
     }
     failed = result.exitCode !== 0 || result.timedOut || result.cancelled;
+    if (diskSeen !== undefined && diskLimit) {
+      // The image may have been committed just before the kill.
+      await execEngineRaw(ctx.cli, removeImageArgs(image), {
+        timeoutMs: ctx.options.callTimeoutMs,
+      });
+      throw buildDiskLimitError(diskSeen, diskLimit, 'layers');
+    }
     throwIfFailed(ctx, result, await buildOom(confinement, result));
+    if (diskLimit) await checkBuiltImageSize(ctx, image, diskLimit);
   } finally {
+    await watch?.stop();
+    request.signal?.removeEventListener('abort', onCancel);
     if (confinement) await confinement.release(ctx, failed);
   }
 }

@@ -63,6 +63,11 @@ export interface EngineOptions {
    * undefined: the `containers` entry of /etc/subuid and /etc/subgid, else DEFAULT_BUILD_USERNS.
    */
   buildUserns?: string;
+  /**
+   * --disk-limit: what an untrusted build may write into its layers (measured while it runs,
+   * podman only) and the size its image may have; undefined: not bounded.
+   */
+  buildDiskLimitBytes?: number;
 }
 
 /** Resource limits of an image build's RUN steps. */

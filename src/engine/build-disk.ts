@@ -1,0 +1,227 @@
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { readableSize } from '../config/free-space.js';
+import { formatSize } from '../config/size.js';
+import { WorkerError } from '../errors.js';
+import { BUILD_MARK_ARG, imageSizeArgs, removeImageArgs } from './args.js';
+import type { EngineContext } from './context.js';
+import { execEngine, execEngineRaw } from './exec.js';
+import { measureVolume } from './volume-usage.js';
+
+/** How often a confined build's layer is measured: a build writes at most this long past the limit. */
+export const BUILD_DISK_INTERVAL_MS = 2000;
+/** A layer of millions of empty files is a bounded walk; past this many, it is over the limit. */
+const MAX_ENTRIES = 1_000_000;
+
+const storedSchema = (text: string): { id?: unknown; layer?: unknown; parent?: unknown }[] => {
+  const parsed: unknown = JSON.parse(text);
+  return Array.isArray(parsed) ? parsed : [];
+};
+
+/** The engine's storage where the worker can read a layer's files itself; undefined elsewhere. */
+interface Storage {
+  graphRoot: string;
+  driver: 'overlay' | 'vfs';
+  /** vfs: bytes of each parent layer, measured once. */
+  parentBytes: Map<string, number>;
+}
+
+function storageOf(ctx: EngineContext): Storage | undefined {
+  const { graphRoot, storageDriver: driver } = ctx.info;
+  if (ctx.info.name !== 'podman' || !graphRoot) return undefined;
+  if (driver !== 'overlay' && driver !== 'vfs') return undefined;
+  return { graphRoot, driver, parentBytes: new Map() };
+}
+
+/** overlay's `diff` holds what the layer adds; vfs's folder holds the whole root filesystem. */
+function layerDir(storage: Storage, layer: string): string {
+  return storage.driver === 'overlay'
+    ? join(storage.graphRoot, 'overlay', layer, 'diff')
+    : join(storage.graphRoot, 'vfs', 'dir', layer);
+}
+
+/** vfs: the size of the layer this one was copied from, measured once; 0 for overlay. */
+async function baseBytes(ctx: EngineContext, storage: Storage, layer: string): Promise<number> {
+  if (storage.driver !== 'vfs') return 0;
+  const layers = await readStored(join(storage.graphRoot, 'vfs-layers'), 'layers');
+  const parent = layers.find((l) => l.id === layer)?.parent;
+  if (typeof parent !== 'string' || !/^[0-9a-f]{64}$/.test(parent)) return 0;
+  const known = storage.parentBytes.get(parent);
+  if (known !== undefined) return known;
+  const usage = await measureVolume(ctx, layerDir(storage, parent), { maxEntries: MAX_ENTRIES });
+  storage.parentBytes.set(parent, usage.bytes);
+  return usage.bytes;
+}
+
+/**
+ * Allocated bytes one layer adds (a sparse file counts what it takes), or more than
+ * `stopAboveBytes` as soon as that is known. Throws when the layer is gone.
+ */
+async function layerBytes(
+  ctx: EngineContext,
+  storage: Storage,
+  layer: string,
+  stopAboveBytes: number,
+): Promise<number> {
+  const base = await baseBytes(ctx, storage, layer).catch(() => 0);
+  const usage = await measureVolume(ctx, layerDir(storage, layer), {
+    maxEntries: MAX_ENTRIES,
+    stopAtBytes: base + stopAboveBytes,
+  });
+  return usage.truncated ? stopAboveBytes + 1 : Math.max(0, usage.bytes - base);
+}
+
+export interface BuildDiskWatch {
+  /** Stops measuring; resolves once a measurement under way has ended. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Measures, every BUILD_DISK_INTERVAL_MS, what a confined podman build wrote into its
+ * buildah working containers (found by the build's mark among the build arguments each
+ * keeps in its buildah.json) and calls `onExceeded` once with the bytes seen past the
+ * limit. The writable layer is read from the engine's storage: overlay's `diff` folder
+ * holds only what the build wrote; vfs's folder holds the whole root filesystem, so the
+ * parent layer's size is taken off. Other drivers, docker and a storage the worker cannot
+ * read are not measured (the built image's size is still checked afterwards).
+ */
+export function watchBuildDisk(
+  ctx: EngineContext,
+  mark: string,
+  limitBytes: number,
+  onExceeded: (bytes: number) => void,
+): BuildDiskWatch | undefined {
+  const found = storageOf(ctx);
+  if (!found) return undefined;
+  const storage: Storage = found;
+  const { graphRoot, driver } = storage;
+  const notOurs = new Set<string>();
+  let stopped = false;
+  let timer: NodeJS.Timeout | undefined;
+  let running: Promise<void> = Promise.resolve();
+
+  async function ourLayers(): Promise<string[]> {
+    const layers: string[] = [];
+    for (const entry of await readStored(join(graphRoot, `${driver}-containers`), 'containers')) {
+      const id = typeof entry.id === 'string' ? entry.id : '';
+      if (!/^[0-9a-f]{64}$/.test(id) || notOurs.has(id) || typeof entry.layer !== 'string') {
+        continue;
+      }
+      const file = join(graphRoot, `${driver}-containers`, id, 'userdata', 'buildah.json');
+      const text = await readFile(file, 'utf8').catch(() => undefined);
+      let args: Record<string, unknown> | undefined;
+      try {
+        args = text ? (JSON.parse(text).Args ?? {}) : undefined;
+      } catch {
+        // being written: read again next time
+      }
+      if (args?.[BUILD_MARK_ARG] === mark) layers.push(entry.layer);
+      // Another build's, or no build's: it never becomes ours. One whose buildah.json is
+      // not written yet is read again next time.
+      else if (args) notOurs.add(id);
+    }
+    return layers;
+  }
+
+  async function measure(): Promise<void> {
+    let total = 0;
+    for (const layer of await ourLayers()) {
+      // A layer that went away: the build ended or moved on.
+      total += await layerBytes(ctx, storage, layer, limitBytes - total).catch(() => 0);
+      if (total > limitBytes) break;
+    }
+    if (total > limitBytes && !stopped) {
+      stopped = true;
+      onExceeded(total);
+    }
+  }
+
+  const schedule = () => {
+    if (stopped) return;
+    timer = setTimeout(() => {
+      running = measure()
+        .catch(() => undefined) // an unreadable moment of the storage: measured again next time
+        .finally(schedule);
+    }, BUILD_DISK_INTERVAL_MS);
+  };
+  schedule();
+  return {
+    async stop() {
+      stopped = true;
+      clearTimeout(timer);
+      await running;
+    },
+  };
+}
+
+/** containers.json / layers.json, and the volatile-*.json newer storage libraries keep apart. */
+async function readStored(
+  dir: string,
+  kind: 'containers' | 'layers',
+): Promise<ReturnType<typeof storedSchema>> {
+  const all: ReturnType<typeof storedSchema> = [];
+  for (const name of [`${kind}.json`, `volatile-${kind}.json`]) {
+    const text = await readFile(join(dir, name), 'utf8').catch(() => undefined);
+    if (!text) continue;
+    try {
+      all.push(...storedSchema(text));
+    } catch {
+      // being rewritten: read again next time
+    }
+  }
+  return all;
+}
+
+/**
+ * A finished build's image past the limit (a COPY of a large context file can be written
+ * between two measurements) is removed and refused. Where the worker can read the
+ * engine's storage, what counts is what the image's top layer (everything the build added,
+ * as one layer with --layers=false) takes on disk; elsewhere (docker, other storage
+ * drivers) the image's whole size as the engine reports it, base and sparse files included.
+ */
+export async function checkBuiltImageSize(
+  ctx: EngineContext,
+  image: string,
+  limitBytes: number,
+): Promise<void> {
+  const call = { timeoutMs: ctx.options.callTimeoutMs, maxStdoutBytes: 64 * 1024 };
+  let bytes = await topLayerBytes(ctx, image, limitBytes).catch(() => undefined);
+  if (bytes === undefined) {
+    bytes = Number.parseInt((await execEngine(ctx.cli, imageSizeArgs(image), call)).trim(), 10);
+  }
+  if (!Number.isFinite(bytes) || bytes <= limitBytes) return;
+  await execEngineRaw(ctx.cli, removeImageArgs(image), call);
+  throw buildDiskLimitError(bytes, limitBytes, 'image');
+}
+
+async function topLayerBytes(
+  ctx: EngineContext,
+  image: string,
+  limitBytes: number,
+): Promise<number | undefined> {
+  const storage = storageOf(ctx);
+  if (!storage) return undefined;
+  const file = join(storage.graphRoot, `${storage.driver}-images`, 'images.json');
+  const images = JSON.parse(await readFile(file, 'utf8')) as { names?: unknown; layer?: unknown }[];
+  const layer = images.find((i) => Array.isArray(i.names) && i.names.includes(image))?.layer;
+  if (typeof layer !== 'string' || !/^[0-9a-f]{64}$/.test(layer)) return undefined;
+  return layerBytes(ctx, storage, layer, limitBytes);
+}
+
+/** `layers`: seen while the build ran; `image`: the size of the image it made. */
+export function buildDiskLimitError(
+  bytes: number,
+  limitBytes: number,
+  seen: 'layers' | 'image',
+): WorkerError {
+  const size = `${readableSize(bytes)} (${bytes} bytes)`;
+  const what =
+    seen === 'layers'
+      ? `The submission's build wrote ${size} into its layers`
+      : `The submission's built image holds ${size}`;
+  return new WorkerError(
+    'DISK_LIMIT',
+    `${what}, past the --disk-limit of ${formatSize(limitBytes)}: it was ${seen === 'layers' ? 'stopped' : 'removed'}`,
+    { hint: 'make the image smaller, or the operator can raise --disk-limit' },
+  );
+}

@@ -1,0 +1,240 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { chmodSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { readdir, readFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BUILD_MARK_ARG, imageSizeArgs } from '../../src/engine/args.js';
+import { BUILD_CGROUP_ROOT } from '../../src/engine/build-cgroup.js';
+import { createEngine } from '../../src/engine/engine.js';
+import { execEngine, execEngineRaw } from '../../src/engine/exec.js';
+import { LABEL_WORKER } from '../../src/engine/labels.js';
+import type { Engine, EngineOptions } from '../../src/engine/types.js';
+import { WorkerError } from '../../src/errors.js';
+import { busyboxContext } from '../support/busybox-context.js';
+import { readableOf } from '../support/engine-tar.js';
+import { type EngineVariant, requireEngines, VARIANTS } from '../support/engine-variants.js';
+
+const MIB = 1024 ** 2;
+const LIMIT = 50 * MIB;
+
+/**
+ * --disk-limit bounds what a submission's build writes into its layers: measured while it
+ * runs (a RUN step that writes past it is killed within seconds, well before the build
+ * timeout) and the image it makes (a COPY of a large context file).
+ */
+function defineBuildDisk(variant: EngineVariant): void {
+  describe(`build disk limit: ${variant.id}`, { timeout: 300_000 }, () => {
+    const labels = { [LABEL_WORKER]: `test-build-disk-${randomBytes(4).toString('hex')}` };
+    const previousTmp = process.env.TMPDIR;
+    let tmp = '';
+    let options: EngineOptions | undefined;
+    let engine: Engine | undefined;
+    const cli = () => ({ name: 'podman' as const, path: variant.options.enginePath ?? 'podman' });
+
+    beforeAll(async () => {
+      const why = variant.unavailable();
+      if (why) {
+        if (requireEngines) throw new Error(`${variant.id} is required but ${why}`);
+        return;
+      }
+      tmp = mkdtempSync(join(tmpdir(), 'cw-build-disk-test-'));
+      chmodSync(tmp, 0o1777); // the rootless wrapper copies the context here as its user
+      process.env.TMPDIR = tmp;
+      options = {
+        ...variant.options,
+        buildTimeoutMs: 280_000,
+        buildLimits: { memoryBytes: 256 * MIB, cpus: 1, pidsLimit: 64 },
+        buildDiskLimitBytes: LIMIT,
+      };
+      engine = await createEngine(options);
+    });
+
+    afterAll(() => {
+      if (previousTmp === undefined) delete process.env.TMPDIR;
+      else process.env.TMPDIR = previousTmp;
+      if (tmp) rmSync(tmp, { recursive: true, force: true });
+    });
+
+    /** Builds the context; while it runs, reads its mark from the `podman build` command line. */
+    async function build(
+      context: Buffer,
+    ): Promise<{ error?: WorkerError; image: string; mark?: string; cgroup?: string }> {
+      if (!engine) throw new Error('no engine');
+      const digest = createHash('sha256').update(context).digest('hex');
+      const image = `localhost/compute-worker/submission:${digest}`;
+      let seen: { mark: string; cgroup?: string } | undefined;
+      let done = false;
+      const building = engine
+        .buildImage({ role: 'submission', context: readableOf(context), labels })
+        .then(() => undefined)
+        .catch((error: unknown) => {
+          if (error instanceof WorkerError) return error;
+          throw error;
+        })
+        .finally(() => {
+          done = true;
+        });
+      while (!done && !seen) {
+        seen = await buildMark(image);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      return { error: await building, image, ...seen };
+    }
+
+    async function imageExists(image: string): Promise<boolean> {
+      const result = await execEngineRaw(cli(), ['image', 'exists', image], { timeoutMs: 60_000 });
+      return result.exitCode === 0;
+    }
+
+    it('stops a RUN that writes a layer past the limit within seconds and leaves nothing', async (t) => {
+      if (!engine) return t.skip();
+      const marker = `cwdisk${randomBytes(6).toString('hex')}`;
+      const started = Date.now();
+      // `; true`: the shell stays, and with it the marker in a command line.
+      const { error, image, mark, cgroup } = await build(
+        await busyboxContext({
+          extraLines: [
+            `RUN dd if=/dev/zero of=/tmp/big bs=1M count=300 && sleep 600; true # ${marker}`,
+          ],
+        }),
+      );
+      expect(error?.code, error?.detail).toBe('DISK_LIMIT');
+      expect(error?.retryable).toBe(false);
+      expect(error?.message).toMatch(
+        /^The submission's build wrote \d+\.\d MiB \(\d+ bytes\) into its layers, past the --disk-limit of 50m: it was stopped$/,
+      );
+      // Far from the 280 s build timeout and the RUN's 600 s sleep.
+      expect(Date.now() - started).toBeLessThan(120_000);
+      expect(mark).toBeDefined();
+      expect(await processesWith(marker)).toEqual([]);
+      expect(await workingContainersOf(variant, mark as string)).toEqual([]);
+      expect(await imageExists(image)).toBe(false);
+      // The rootful worker puts the build into a cgroup of its own.
+      if (variant.id === 'podman-rootful') expect(cgroup).toBeDefined();
+      if (cgroup) expect(await buildCgroupsOf(cgroup)).toEqual([]);
+    });
+
+    it('lets a RUN step hold a sparse file of 1 GiB: it takes almost nothing', async (t) => {
+      if (!engine) return t.skip();
+      // The sleep spans measurements of the working container; the file is gone before
+      // the commit, which would write it out in full (see the next case).
+      const { error, image } = await build(
+        await busyboxContext({
+          extraLines: [
+            `RUN truncate -s 1G /tmp/sparse && sleep 6 && rm /tmp/sparse # ${randomBytes(6).toString('hex')}`,
+          ],
+        }),
+      );
+      expect(error, error?.detail).toBeUndefined();
+      expect(await imageExists(image)).toBe(true);
+      await execEngineRaw(cli(), ['rmi', '--force', image], { timeoutMs: 60_000 });
+    });
+
+    it('refuses an image with a sparse file of 1 GiB: the commit writes it out in full', async (t) => {
+      if (!engine) return t.skip();
+      const { error, image } = await build(
+        await busyboxContext({
+          extraLines: [`RUN truncate -s 1G /tmp/sparse # ${randomBytes(6).toString('hex')}`],
+        }),
+      );
+      expect(error?.code, error?.detail).toBe('DISK_LIMIT');
+      expect(error?.message).toMatch(
+        /^The submission's built image holds 1\.0 GiB \(\d+ bytes\), past the --disk-limit of 50m: it was removed$/,
+      );
+      expect(await imageExists(image)).toBe(false);
+    });
+
+    it('removes and refuses an image that a COPY of a large file puts past the limit', async (t) => {
+      if (!engine) return t.skip();
+      const big = Buffer.concat([randomBytes(1024), Buffer.alloc(60 * 1000 * 1000)]);
+      const { error, image } = await build(
+        await busyboxContext({ files: { big }, extraLines: ['COPY big /tmp/big'] }),
+      );
+      expect(error?.code, error?.detail).toBe('DISK_LIMIT');
+      expect(error?.message).toMatch(/past the --disk-limit of 50m/);
+      expect(await imageExists(image)).toBe(false);
+    });
+
+    it('gives the built image size in bytes', async (t) => {
+      if (!engine) return t.skip();
+      const { error, image } = await build(
+        await busyboxContext({ extraLines: [`RUN echo ${randomBytes(6).toString('hex')}`] }),
+      );
+      expect(error, error?.detail).toBeUndefined();
+      const size = Number(await execEngine(cli(), imageSizeArgs(image), { timeoutMs: 60_000 }));
+      // busybox alone is about 2 MB.
+      expect(size).toBeGreaterThan(MIB);
+      expect(size).toBeLessThan(LIMIT);
+      await execEngineRaw(cli(), ['rmi', '--force', image], { timeoutMs: 60_000 });
+    });
+  });
+}
+
+/** The mark and cgroup of the running `podman build` that tags this image, from /proc. */
+async function buildMark(image: string): Promise<{ mark: string; cgroup?: string } | undefined> {
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const args = (await readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '')).split('\0');
+    if (!args.includes(image)) continue;
+    const arg = args.find((a) => a.startsWith(`${BUILD_MARK_ARG}=`));
+    if (!arg) continue;
+    const cgroups = await readFile(`/proc/${entry}/cgroup`, 'utf8').catch(() => '');
+    const cgroup = new RegExp(`/${BUILD_CGROUP_ROOT}/([0-9a-f]+)/`).exec(cgroups)?.[1];
+    return { mark: arg.slice(BUILD_MARK_ARG.length + 1), cgroup };
+  }
+  return undefined;
+}
+
+async function processesWith(marker: string): Promise<number[]> {
+  const found: number[] = [];
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
+    const cmdline = await readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '');
+    if (cmdline.includes(marker)) found.push(Number(entry));
+  }
+  return found;
+}
+
+/** Working containers (`ps --external`) made with this build's mark. */
+async function workingContainersOf(variant: EngineVariant, mark: string): Promise<string[]> {
+  const cli = { name: 'podman' as const, path: variant.options.enginePath ?? 'podman' };
+  const call = { timeoutMs: 60_000 };
+  const ids = (await execEngine(cli, ['ps', '--all', '--external', '--quiet', '--no-trunc'], call))
+    .split(/\s+/)
+    .filter(Boolean);
+  const [root, driver] = (
+    await execEngine(
+      cli,
+      ['info', '--format', '{{.Store.GraphRoot}}\t{{.Store.GraphDriverName}}'],
+      call,
+    )
+  )
+    .trim()
+    .split('\t');
+  const ours: string[] = [];
+  for (const id of ids) {
+    const file = join(root ?? '', `${driver}-containers`, id, 'userdata', 'buildah.json');
+    const text = await readFile(file, 'utf8').catch(() => '');
+    try {
+      if (JSON.parse(text).Args?.[BUILD_MARK_ARG] === mark) ours.push(id);
+    } catch {
+      // not a working container
+    }
+  }
+  return ours;
+}
+
+/** The build's cgroup folders left in any hierarchy. */
+async function buildCgroupsOf(id: string): Promise<string[]> {
+  const left: string[] = [];
+  for (const hierarchy of await readdir('/sys/fs/cgroup').catch(() => [] as string[])) {
+    const dir = join('/sys/fs/cgroup', hierarchy, BUILD_CGROUP_ROOT, id);
+    if (existsSync(dir)) left.push(dir);
+  }
+  left.push(...(existsSync(join('/sys/fs/cgroup', BUILD_CGROUP_ROOT, id)) ? [id] : []));
+  return left;
+}
+
+defineBuildDisk(VARIANTS['podman-rootful']);
+defineBuildDisk(VARIANTS['podman-rootless']);
