@@ -195,8 +195,8 @@ async function processesWith(marker: string): Promise<number[]> {
   return found;
 }
 
-/** Working containers of any confined build: only this file's builds carry the mark today. */
-async function markedWorkingContainers(variant: EngineVariant, id: string): Promise<string[]> {
+/** Working containers of the confined build with this id (its mark). */
+async function markedWorkingContainers(variant: EngineVariant, buildId: string): Promise<string[]> {
   const cli = { name: 'podman' as const, path: variant.options.enginePath ?? 'podman' };
   const call = { timeoutMs: 60_000 };
   const ids = (await execEngine(cli, ['ps', '--all', '--external', '--quiet', '--no-trunc'], call))
@@ -214,7 +214,7 @@ async function markedWorkingContainers(variant: EngineVariant, id: string): Prom
   return ids.filter((id) => {
     try {
       const file = join(root ?? '', `${driver}-containers`, id, 'userdata', 'buildah.json');
-      return (JSON.parse(readFileSync(file, 'utf8')).Args ?? {})[BUILD_MARK_ARG] === id;
+      return JSON.parse(readFileSync(file, 'utf8')).Args?.[BUILD_MARK_ARG] === buildId;
     } catch {
       return false;
     }
