@@ -66,7 +66,7 @@ export const engineFlags = {
   'build-userns': Flags.string({
     helpGroup: 'ENGINE',
     description:
-      "Host uid/gid range START:COUNT that root and the users of an untrusted build map to (rootful podman), so its root is not the host's. Default: the `containers` entry of /etc/subuid and /etc/subgid, else 2000000000:65536 (ids no host user has). Rootless podman builds already run in the user's namespace; docker has only the daemon's userns-remap.",
+      "Runs an untrusted build (rootful podman) in a user namespace, so its root is not the host's: START:COUNT, a host uid/gid range its root and users map to, or auto (the `containers` entry of /etc/subuid and /etc/subgid, else 2000000000:65536). Off by default: buildah 1.28 (Debian 12's podman 4.3) writes the mapped host ids into the image, so files the build creates belong to ids like 2000001000 when the image runs. Rootless podman builds already run in the user's namespace.",
     env: env('BUILD_USERNS'),
   }),
   'image-cache-size': sizeFlag({

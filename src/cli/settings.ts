@@ -91,7 +91,8 @@ export async function gpuSettings(
 
 export function engineOptions(flags: TaskFlagValues): EngineOptions {
   // A malformed range is refused at start, not at every build.
-  if (flags['build-userns']) parseIdRange(flags['build-userns']);
+  if (flags['build-userns'] && flags['build-userns'] !== 'auto')
+    parseIdRange(flags['build-userns']);
   return {
     engine: flags.engine,
     enginePath: flags['engine-path'],

@@ -52,7 +52,14 @@ export async function confineBuild(
   };
   const { info } = ctx;
   const podman = info.name === 'podman';
-  const idMaps = podman && !info.rootless ? await buildIdMaps(ctx.options.buildUserns) : undefined;
+  // A user namespace only when asked for (--build-userns): buildah 1.28 writes the mapped
+  // host ids into the image's layers, so what a build creates would belong to ids like
+  // 2000001000 when the image runs.
+  const userns = ctx.options.buildUserns;
+  const idMaps =
+    podman && !info.rootless && userns
+      ? await buildIdMaps(userns === 'auto' ? undefined : userns)
+      : undefined;
   const cgroup = podman ? await createBuildCgroup(limits, buildId) : undefined;
   const limitsInCgroup = cgroup !== undefined && !info.rootless && info.cgroupManager !== 'systemd';
   const unenforced = new Set(info.unenforcedLimits ?? []);

@@ -55,15 +55,20 @@ function defineBuildIsolation(variant: EngineVariant, cases: 'all' | 'spin'): vo
 
     async function build(
       lines: string[],
-      opts: { timeoutMs?: number; signal?: AbortSignal } = {},
+      opts: { timeoutMs?: number; signal?: AbortSignal; userns?: string } = {},
     ): Promise<{ error?: WorkerError; output: string[] }> {
       if (!engine || !options) throw new Error('no engine');
       const output: string[] = [];
       // Other files build at the same time: what is left is looked for by this build's id.
       lastBuildId = randomBytes(8).toString('hex');
-      const built = opts.timeoutMs
-        ? await createEngine({ ...options, buildTimeoutMs: opts.timeoutMs })
-        : engine;
+      const built =
+        opts.timeoutMs || opts.userns
+          ? await createEngine({
+              ...options,
+              ...(opts.timeoutMs ? { buildTimeoutMs: opts.timeoutMs } : {}),
+              ...(opts.userns ? { buildUserns: opts.userns } : {}),
+            })
+          : engine;
       try {
         await built.buildImage({
           role: 'submission',
@@ -99,9 +104,12 @@ function defineBuildIsolation(variant: EngineVariant, cases: 'all' | 'spin'): vo
     it('runs RUN steps as root of a user namespace, with a reduced capability set', async (t) => {
       if (!engine || cases !== 'all') return t.skip();
       // A comment of its own: a context built before would be cached and print nothing.
-      const { error, output } = await build([
-        `RUN echo "uid_map: $(cat /proc/self/uid_map)"; grep -E "^Cap(Eff|Bnd)" /proc/self/status # ${randomBytes(6).toString('hex')}`,
-      ]);
+      const { error, output } = await build(
+        [
+          `RUN echo "uid_map: $(cat /proc/self/uid_map)"; grep -E "^Cap(Eff|Bnd)" /proc/self/status # ${randomBytes(6).toString('hex')}`,
+        ],
+        { userns: 'auto' },
+      );
       expect(error, error?.detail).toBeUndefined();
       const uidMap = output.find((line) => line.startsWith('uid_map:')) ?? '';
       const [inside, host, count] = uidMap.replace('uid_map:', '').trim().split(/\s+/).map(Number);
