@@ -22,7 +22,7 @@ const builderSchema = z.object({ Args: z.record(z.string(), z.string()).nullish(
 export async function removeBuildLeftovers(ctx: EngineContext, mark: string): Promise<string[]> {
   if (ctx.cli.name !== 'podman') return [];
   const call = { timeoutMs: ctx.options.callTimeoutMs };
-  const ids = (await execEngine(ctx.cli, externalContainerListArgs(), call))
+  const ids = (await listExternal(ctx, call))
     .split(/\s+/)
     .filter((id) => /^[0-9a-f]{64}$/.test(id));
   if (ids.length === 0) return [];
@@ -43,4 +43,18 @@ export async function removeBuildLeftovers(ctx: EngineContext, mark: string): Pr
   }
   if (ours.length > 0) await execEngine(ctx.cli, removeContainersArgs(ours), call);
   return ours;
+}
+
+/**
+ * `ps --all --external` fails (exit 125) when a working container of another build goes
+ * away while it is listed: asked again, it lists the rest.
+ */
+async function listExternal(ctx: EngineContext, call: { timeoutMs: number }): Promise<string> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await execEngine(ctx.cli, externalContainerListArgs(), call);
+    } catch (error) {
+      if (attempt >= 3) throw error;
+    }
+  }
 }

@@ -11,6 +11,8 @@ export const BUSYBOX_CONTAINERFILE = [
   'COPY skeleton/ /',
   'COPY busybox /bin/busybox',
   'RUN ["/bin/busybox","--install","-s","/bin"]',
+  // COPY does not keep the sticky bit, and a tmpfs mounted on /tmp takes the folder's mode.
+  'RUN ["/bin/busybox","chmod","1777","/tmp","/var/tmp"]',
 ];
 
 /** The folders BUSYBOX_CONTAINERFILE copies to `/` (a name ending in `/` is a folder). */
@@ -23,10 +25,7 @@ export async function contextTarGz(files: Record<string, string | Buffer>): Prom
   const pack = tar.pack();
   for (const [name, content] of Object.entries(files)) {
     if (name.endsWith('/')) {
-      // Temp folders as every image has them: anyone may write, only owners remove. A
-      // tmpfs mounted there takes the folder's mode.
-      const mode = /(^|\/)tmp\/$/.test(name) ? 0o1777 : 0o755;
-      pack.entry({ name, type: 'directory', mode, mtime: new Date(0) });
+      pack.entry({ name, type: 'directory', mode: 0o755, mtime: new Date(0) });
       continue;
     }
     const body = typeof content === 'string' ? Buffer.from(content) : content;

@@ -200,9 +200,9 @@ async function processesWith(marker: string): Promise<number[]> {
 async function workingContainersOf(variant: EngineVariant, mark: string): Promise<string[]> {
   const cli = { name: 'podman' as const, path: variant.options.enginePath ?? 'podman' };
   const call = { timeoutMs: 60_000 };
-  const ids = (await execEngine(cli, ['ps', '--all', '--external', '--quiet', '--no-trunc'], call))
-    .split(/\s+/)
-    .filter(Boolean);
+  // A working container of another build going away while listed makes `ps` fail: again.
+  const list = () => execEngine(cli, ['ps', '--all', '--external', '--quiet', '--no-trunc'], call);
+  const ids = (await list().catch(list).catch(list)).split(/\s+/).filter(Boolean);
   const [root, driver] = (
     await execEngine(
       cli,
