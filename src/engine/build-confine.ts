@@ -73,9 +73,11 @@ export async function confineBuild(
   // buildah's per-step folders go to the engine's TMPDIR and a killed build leaves them:
   // give it one of the build's own. The build's root (a mapped id) must pass through it,
   // so it is 0711 under /var/tmp (buildah's default place), never in a private folder.
-  const engineTmp = podman
-    ? await mkdtemp(join(ENGINE_TMP_BASE, `cw-build-tmp-${buildId}-`))
-    : undefined;
+  // Rootful only: the rootless engine runs as another user, who could not write into it.
+  const engineTmp =
+    podman && !info.rootless
+      ? await mkdtemp(join(ENGINE_TMP_BASE, `cw-build-tmp-${buildId}-`))
+      : undefined;
   if (engineTmp) await chmod(engineTmp, 0o711);
   return {
     isolation,
