@@ -359,7 +359,8 @@ describe.skipIf(podmanMissing !== undefined && !requireEngines)(
         'echo "== hidden"; ls -laR /hidden_data 2>&1',
         'echo "== files"',
         'find / \\( -path /proc -o -path /sys -o -path /dev -o -path /bin \\) -prune -o -type f -print |',
-        '  while read -r f; do echo "-- $f"; cat "$f" 2>&1; done',
+        // A file without a last newline (a binary one) must not swallow the next marker.
+        '  while read -r f; do echo "-- $f"; cat "$f" 2>&1; echo; done',
         'echo "== net"; cat /proc/net/dev',
         'echo "== end"',
       ].join('\n');
