@@ -215,7 +215,8 @@ describe.skipIf(why)('image cache (rootful podman)', () => {
       'RUN ["/bin/busybox","false"]',
     ]);
     const error = await engine
-      .buildImage({ role: 'cachetest-failed', context: readableOf(context), labels: label })
+      // The workflow's build: an untrusted one runs with --layers=false and leaves none.
+      .buildImage({ role: 'workflow', context: readableOf(context), labels: label })
       .catch((e: unknown) => e);
     expect(error).toMatchObject({ code: 'BUILD_FAILED' });
     const dangling = (await engine.listImages(label)).filter((i) => i.names.length === 0);

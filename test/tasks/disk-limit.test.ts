@@ -136,7 +136,8 @@ describe.skipIf(podmanMissing !== undefined && !requireEngines)(
     it('a sparse file of 1 GiB apparent size does not count as 1 GiB', async () => {
       const env = await limitedEnv();
       const sparse =
-        'truncate -s 1G /data/train/pred/sparse\nstat -c "apparent %s" /data/train/pred/sparse\n';
+        // In the model: predictions are read back whole (--max-prediction-size counts 1 GiB).
+        'truncate -s 1G /data/model/sparse\nstat -c "apparent %s" /data/model/sparse\n';
       const perf = `echo '{"perf": 1, "train_perf": {}, "test_perf": {}}' > /hidden_data/perf/performance.json\n`;
       const outcome = await runTask(
         world,
