@@ -3,7 +3,8 @@ import { join } from 'node:path';
 import { readableSize } from '../config/free-space.js';
 import { formatSize } from '../config/size.js';
 import { WorkerError } from '../errors.js';
-import { BUILD_MARK_ARG, imageSizeArgs, removeImageArgs } from './args.js';
+import { imageSizeArgs, removeImageArgs } from './args.js';
+import { buildMarkOf } from './build-leftovers.js';
 import type { EngineContext } from './context.js';
 import { execEngine, execEngineRaw } from './exec.js';
 import { measureVolume } from './volume-usage.js';
@@ -107,18 +108,11 @@ export function watchBuildDisk(
       if (!/^[0-9a-f]{64}$/.test(id) || notOurs.has(id) || typeof entry.layer !== 'string') {
         continue;
       }
-      const file = join(graphRoot, `${driver}-containers`, id, 'userdata', 'buildah.json');
-      const text = await readFile(file, 'utf8').catch(() => undefined);
-      let args: Record<string, unknown> | undefined;
-      try {
-        args = text ? (JSON.parse(text).Args ?? {}) : undefined;
-      } catch {
-        // being written: read again next time
-      }
-      if (args?.[BUILD_MARK_ARG] === mark) layers.push(entry.layer);
+      const found = await buildMarkOf(graphRoot, driver, id);
+      if (found === mark) layers.push(entry.layer);
       // Another build's, or no build's: it never becomes ours. One whose buildah.json is
       // not written yet is read again next time.
-      else if (args) notOurs.add(id);
+      else if (found !== undefined) notOurs.add(id);
     }
     return layers;
   }

@@ -26,20 +26,13 @@ export async function removeBuildLeftovers(ctx: EngineContext, mark: string): Pr
     .split(/\s+/)
     .filter((id) => /^[0-9a-f]{64}$/.test(id));
   if (ids.length === 0) return [];
-  const [graphRoot = '', driver = ''] = (await execEngine(ctx.cli, storageInfoArgs(), call))
-    .trim()
-    .split('\t');
+  // Detection read the storage's place once; ask only an engine that did not say.
+  const [graphRoot = '', driver = ''] = ctx.info.graphRoot
+    ? [ctx.info.graphRoot, ctx.info.storageDriver]
+    : (await execEngine(ctx.cli, storageInfoArgs(), call)).trim().split('\t');
   const ours: string[] = [];
   for (const id of ids) {
-    const file = join(graphRoot, `${driver}-containers`, id, 'userdata', 'buildah.json');
-    const text = await readFile(file, 'utf8').catch(() => undefined);
-    if (!text) continue;
-    try {
-      const builder = builderSchema.parse(JSON.parse(text));
-      if (builder.Args?.[BUILD_MARK_ARG] === mark) ours.push(id);
-    } catch {
-      // not a working container of this worker
-    }
+    if ((await buildMarkOf(graphRoot, driver, id)) === mark) ours.push(id);
   }
   if (ours.length > 0) await execEngine(ctx.cli, removeContainersArgs(ours), call);
   return ours;
@@ -56,5 +49,25 @@ async function listExternal(ctx: EngineContext, call: { timeoutMs: number }): Pr
     } catch (error) {
       if (attempt >= 3) throw error;
     }
+  }
+}
+
+/**
+ * The build mark a working container was made with, from its buildah.json: null when it
+ * has none (not a confined build's), undefined when the file cannot be read or parsed
+ * (gone, or not written yet).
+ */
+export async function buildMarkOf(
+  graphRoot: string,
+  driver: string,
+  id: string,
+): Promise<string | null | undefined> {
+  const file = join(graphRoot, `${driver}-containers`, id, 'userdata', 'buildah.json');
+  const text = await readFile(file, 'utf8').catch(() => undefined);
+  if (!text) return undefined;
+  try {
+    return builderSchema.parse(JSON.parse(text)).Args?.[BUILD_MARK_ARG] ?? null;
+  } catch {
+    return undefined;
   }
 }
