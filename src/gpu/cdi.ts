@@ -55,6 +55,8 @@ export async function findCdiSpecs(kind: string, dirs = CDI_DIRS): Promise<SpecF
       try {
         text = await readFile(file, 'utf8');
       } catch (error) {
+        // A file removed since the listing (a spec being regenerated) is not there.
+        if ((error as NodeJS.ErrnoException).code === 'ENOENT') continue;
         found.push({ file, error: `cannot be read: ${(error as Error).message}` });
         continue;
       }

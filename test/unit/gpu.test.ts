@@ -1,4 +1,4 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -137,6 +137,9 @@ describe('CDI specs and the toolkit', () => {
       );
       await writeFile(join(dir, 'b.json'), '{"kind": "other.com/gpu", "cdiVersion": "0.5.0"}');
       await writeFile(join(dir, 'c.json'), '{ not json');
+      // A file gone between the listing and the read (a spec being regenerated, another
+      // worker's test spec) is not there, not broken.
+      await symlink(join(dir, 'gone.json'), join(dir, 'd.json'));
       const found = await findCdiSpecs('nvidia.com/gpu', [dir]);
       expect(found.map((f) => [f.file.slice(dir.length + 1), f.error ? 'error' : 'spec'])).toEqual([
         ['a.yaml', 'spec'],

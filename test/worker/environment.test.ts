@@ -28,7 +28,8 @@ cat "$out"
 
 const dumper = () =>
   busyboxContext({
-    files: { 'dump.sh': DUMP },
+    // A fresh context each run: a cached image would print no build output.
+    files: { 'dump.sh': DUMP, nonce: randomUUID() },
     extraLines: [
       "RUN env >/etc/build-env.txt && tr '\\0' '\\n' </proc/self/environ >>/etc/build-env.txt && env",
       'COPY dump.sh /dump.sh',
