@@ -42,9 +42,10 @@ export async function removeByLabels(
 }
 
 /**
- * podman 4.3 joins several `label=` filters of `volume ls` with OR, so the candidates are
- * checked against every label here. One at a time: a candidate of another task may be
- * removed by that task meanwhile, and is then simply not ours to remove.
+ * podman 4.3 joins several `label=` filters of `volume ls` with OR, so with more than one
+ * label the candidates are checked against every label here. One at a time: a candidate of
+ * another task may be removed by that task meanwhile, and is then simply not ours to remove.
+ * One label needs no check: the engine's filter already matched exactly it.
  */
 async function matching(
   ctx: EngineContext,
@@ -52,6 +53,7 @@ async function matching(
   labels: Record<string, string>,
   inspect: string[],
 ): Promise<string[]> {
+  if (Object.keys(labels).length === 1) return candidates;
   const checks = await Promise.all(
     candidates.map(async (candidate) => {
       const result = await execEngineRaw(ctx.cli, [...inspect, candidate], {
