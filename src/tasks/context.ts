@@ -6,16 +6,20 @@ import type { TaskGpus } from './gpus.js';
 
 export type TaskKind = 'learn' | 'predict';
 
-export type StepName =
-  | 'build-workflow'
-  | 'build-submission'
-  | 'stage'
-  | 'detarget'
-  | 'train'
-  | 'perf'
-  | 'predict'
-  | 'upload'
-  | 'report';
+/** Every step, in SPEC order: reports list the steps a task went through in this order. */
+export const STEP_ORDER = [
+  'build-workflow',
+  'build-submission',
+  'stage',
+  'detarget',
+  'train',
+  'perf',
+  'predict',
+  'upload',
+  'report',
+] as const;
+
+export type StepName = (typeof STEP_ORDER)[number];
 
 /** What a task tells the one watching it: a terminal, a JSON result, the daemon's journal. */
 export type TaskEvent =

@@ -2,6 +2,7 @@ import { LABEL_BUILT_BY } from '../engine/labels.js';
 import type { TaskEnv, TaskRun } from './context.js';
 import type { TaskScope } from './scope.js';
 import type { StepRecorder } from './steps.js';
+import { settleAll } from './volumes.js';
 
 /**
  * Builds (or finds cached) the workflow and submission images. Images are keyed by the
@@ -39,7 +40,10 @@ export async function buildImages(
     );
     return result.image;
   };
-  const workflow = sources.workflow ? await build('workflow', 'problem', sources.workflow) : '';
-  const submission = await build('submission', 'algo', sources.submission);
+  // Both at once; a failure of the workflow's build is reported first, as in SPEC order.
+  const [workflow, submission] = await settleAll([
+    sources.workflow ? build('workflow', 'problem', sources.workflow) : Promise.resolve(''),
+    build('submission', 'algo', sources.submission),
+  ]);
   return { workflow, submission };
 }

@@ -12,7 +12,7 @@ import { type LearnTask, type Performance, PerformanceSchema } from './schemas.j
 import type { TaskScope } from './scope.js';
 import { prepareEmpty, stageFiles, stageModel } from './staging.js';
 import type { StepRecorder } from './steps.js';
-import { createVolumes } from './volumes.js';
+import { createVolumes, settleAll } from './volumes.js';
 
 const PERFORMANCE_MAX_BYTES = 1024 * 1024;
 
@@ -33,56 +33,11 @@ export async function runLearn(
   scope: TaskScope,
   steps: StepRecorder,
 ): Promise<LearnResult> {
-  const images = await buildImages(
-    env,
-    run,
-    steps,
-    {
-      workflow: task.workflow,
-      submission: task.algo,
-    },
-    scope,
-  );
-
-  const v = await createVolumes(env, scope.labels, [
-    'hiddenTest',
-    'perf',
-    'train',
-    'trainPred',
-    'test',
-    'testPred',
-    'model',
-    'trainPredChecked',
-    'testPredChecked',
-  ] as const);
-
-  await steps.step(
-    'stage',
-    async () => {
-      let bytes = await stageFiles(
-        env,
-        run,
-        v.train,
-        task.train_data.map((uuid) => ({ kind: 'data' as const, uuid, name: uuid })),
-        { tmp: scope.tmp, dirs: ['pred'] },
-      );
-      bytes += await stageFiles(
-        env,
-        run,
-        v.hiddenTest,
-        task.test_data.map((uuid) => ({ kind: 'data' as const, uuid, name: uuid })),
-        { tmp: scope.tmp },
-      );
-      // The submission's test folder holds the mount point of its predictions. The other
-      // volumes stay empty: a new volume is writable by the containers' user as it is.
-      await prepareEmpty(env, run, v.test, ['pred']);
-      if (task.rank > 0 && task.model_start) {
-        bytes += await stageModel(env, run, v.model, task.model_start);
-      }
-      return bytes;
-    },
-    (bytes) => `${bytes} bytes`,
-  );
+  // The images build while the data is staged: both are needed before the first container.
+  const [images, v] = await settleAll([
+    buildImages(env, run, steps, { workflow: task.workflow, submission: task.algo }, scope),
+    stageLearn(env, run, task, scope, steps),
+  ]);
 
   const common = { labels: scope.labels };
   await steps.step('detarget', () =>
@@ -118,57 +73,71 @@ export async function runLearn(
     }),
   );
 
+  // The model is read back while the workflow scores; a failure of perf is reported first.
+  const modelFile = join(scope.tmp, 'model.tar.gz');
+  const stopPacking = new AbortController();
+  const packSignal = AbortSignal.any([run.signal, stopPacking.signal]);
+  const packing = pipeline(
+    packFolderFromTar(env.engine.exportVolume(v.model, packSignal), {
+      budget: leftModelBudget(env),
+    }),
+    createWriteStream(modelFile, { mode: 0o600 }),
+    { signal: packSignal },
+  );
+  packing.catch(() => undefined);
+
   // performance.json is read inside the step, so a missing or invalid one fails "perf".
   // The workflow scores checked copies of the predictions, never the submission's volumes.
-  const performance = await steps.step(
-    'perf',
-    async () => {
-      const budget = predictionBudget(env);
-      await copyPredictions(env, run, v.trainPred, v.trainPredChecked, {
-        folder: '/data/train/pred',
-        budget,
-      });
-      await copyPredictions(env, run, v.testPred, v.testPredChecked, {
-        folder: '/data/test/pred',
-        budget,
-      });
-      await runContainerStep(env, run, {
-        ...common,
-        step: 'perf',
-        owner: 'workflow',
-        image: images.workflow,
-        command: ['-T', 'perf', '-i', '/hidden_data', '-s', '/submission_data'],
-        mounts: [
-          { volume: v.hiddenTest, target: '/hidden_data/test', readOnly: true },
-          { volume: v.perf, target: '/hidden_data/perf' },
-          { volume: v.train, target: '/submission_data/train', readOnly: true },
-          { volume: v.trainPredChecked, target: '/submission_data/train/pred', readOnly: true },
-          { volume: v.test, target: '/submission_data/test', readOnly: true },
-          { volume: v.testPredChecked, target: '/submission_data/test/pred', readOnly: true },
-        ],
-        timeoutMs: env.workflowTimeoutMs,
-      });
-      return readPerformance(env, run, v.perf);
-    },
-    (p) => `performance ${p.perf}`,
-  );
+  const performance = await steps
+    .step(
+      'perf',
+      async () => {
+        const budget = predictionBudget(env);
+        await settleAll([
+          copyPredictions(env, run, v.trainPred, v.trainPredChecked, {
+            folder: '/data/train/pred',
+            budget,
+          }),
+          copyPredictions(env, run, v.testPred, v.testPredChecked, {
+            folder: '/data/test/pred',
+            budget,
+          }),
+        ]);
+        await runContainerStep(env, run, {
+          ...common,
+          step: 'perf',
+          owner: 'workflow',
+          image: images.workflow,
+          command: ['-T', 'perf', '-i', '/hidden_data', '-s', '/submission_data'],
+          mounts: [
+            { volume: v.hiddenTest, target: '/hidden_data/test', readOnly: true },
+            { volume: v.perf, target: '/hidden_data/perf' },
+            { volume: v.train, target: '/submission_data/train', readOnly: true },
+            { volume: v.trainPredChecked, target: '/submission_data/train/pred', readOnly: true },
+            { volume: v.test, target: '/submission_data/test', readOnly: true },
+            { volume: v.testPredChecked, target: '/submission_data/test/pred', readOnly: true },
+          ],
+          timeoutMs: env.workflowTimeoutMs,
+        });
+        return readPerformance(env, run, v.perf);
+      },
+      (p) => `performance ${p.perf}`,
+    )
+    .catch(async (error: unknown) => {
+      stopPacking.abort();
+      await packing.catch(() => undefined);
+      throw error;
+    });
 
   const modelBytes = await steps.step(
     'upload',
     async () => {
-      const file = join(scope.tmp, 'model.tar.gz');
-      await pipeline(
-        packFolderFromTar(env.engine.exportVolume(v.model, run.signal), {
-          budget: leftModelBudget(env),
-        }),
-        createWriteStream(file, { mode: 0o600 }),
-        { signal: run.signal },
-      );
-      const { size } = await stat(file);
+      await packing;
+      const { size } = await stat(modelFile);
       await env.storage.uploadModel(
         task.model_end,
         task.algo,
-        createReadStream(file),
+        createReadStream(modelFile),
         size,
         run.signal,
       );
@@ -189,6 +158,47 @@ export async function runLearn(
     ),
   );
   return { performance, modelBytes };
+}
+
+/** Creates the task's volumes and stages the data into them, each volume at once. */
+async function stageLearn(
+  env: TaskEnv,
+  run: TaskRun,
+  task: LearnTask,
+  scope: TaskScope,
+  steps: StepRecorder,
+) {
+  const v = await createVolumes(env, scope.labels, [
+    'hiddenTest',
+    'perf',
+    'train',
+    'trainPred',
+    'test',
+    'testPred',
+    'model',
+    'trainPredChecked',
+    'testPredChecked',
+  ] as const);
+  const files = (uuids: string[]) =>
+    uuids.map((uuid) => ({ kind: 'data' as const, uuid, name: uuid }));
+  await steps.step(
+    'stage',
+    async () => {
+      const [train, test, model] = await settleAll([
+        stageFiles(env, run, v.train, files(task.train_data), { tmp: scope.tmp, dirs: ['pred'] }),
+        stageFiles(env, run, v.hiddenTest, files(task.test_data), { tmp: scope.tmp }),
+        task.rank > 0 && task.model_start
+          ? stageModel(env, run, v.model, task.model_start)
+          : Promise.resolve(0),
+        // The submission's test folder holds the mount point of its predictions. The other
+        // volumes stay empty: a new volume is writable by the containers' user as it is.
+        prepareEmpty(env, run, v.test, ['pred']),
+      ]);
+      return train + test + model;
+    },
+    (bytes) => `${bytes} bytes`,
+  );
+  return v;
 }
 
 async function readPerformance(env: TaskEnv, run: TaskRun, volume: string): Promise<Performance> {

@@ -10,7 +10,7 @@ import type { PredictTask } from './schemas.js';
 import type { TaskScope } from './scope.js';
 import { stageFiles, stageModel } from './staging.js';
 import type { StepRecorder } from './steps.js';
-import { createVolumes } from './volumes.js';
+import { createVolumes, settleAll } from './volumes.js';
 
 export interface PredictResult {
   predictionUuid: string;
@@ -25,21 +25,14 @@ export async function runPredict(
   scope: TaskScope,
   steps: StepRecorder,
 ): Promise<PredictResult> {
-  // The model's metadata names the algo whose build context gives the image.
-  const model = await env.storage.getModelMetadata(task.model, run.signal);
-  const images = await buildImages(env, run, steps, { submission: model.algo }, scope);
-
-  const v = await createVolumes(env, scope.labels, ['test', 'testPred', 'model'] as const);
-  await steps.step(
-    'stage',
-    async () => {
-      const data = [{ kind: 'data' as const, uuid: task.data, name: task.data }];
-      let bytes = await stageFiles(env, run, v.test, data, { tmp: scope.tmp, dirs: ['pred'] });
-      bytes += await stageModel(env, run, v.model, task.model);
-      return bytes;
-    },
-    (bytes) => `${bytes} bytes`,
-  );
+  // The model's metadata names the algo whose build context gives the image; the data
+  // and the model are staged while it builds.
+  const [images, v] = await settleAll([
+    env.storage
+      .getModelMetadata(task.model, run.signal)
+      .then((model) => buildImages(env, run, steps, { submission: model.algo }, scope)),
+    stagePredict(env, run, task, scope, steps),
+  ]);
 
   await steps.step('predict', () =>
     runContainerStep(env, run, {
@@ -89,4 +82,27 @@ export async function runPredict(
     env.orchestrator.predDone(task.uuid, predictionUuid, run.signal),
   );
   return { predictionUuid, predictionBytes };
+}
+
+async function stagePredict(
+  env: TaskEnv,
+  run: TaskRun,
+  task: PredictTask,
+  scope: TaskScope,
+  steps: StepRecorder,
+) {
+  const v = await createVolumes(env, scope.labels, ['test', 'testPred', 'model'] as const);
+  await steps.step(
+    'stage',
+    async () => {
+      const data = [{ kind: 'data' as const, uuid: task.data, name: task.data }];
+      const [test, model] = await settleAll([
+        stageFiles(env, run, v.test, data, { tmp: scope.tmp, dirs: ['pred'] }),
+        stageModel(env, run, v.model, task.model),
+      ]);
+      return test + model;
+    },
+    (bytes) => `${bytes} bytes`,
+  );
+  return v;
 }

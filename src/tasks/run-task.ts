@@ -58,7 +58,12 @@ export async function executeTask(
       return { ...base, status: 'done' as const, predictionUuid: result.predictionUuid };
     });
   } catch (error) {
-    return { ...base, status: 'failed', failedStep: steps.current, error: toWorkerError(error) };
+    return {
+      ...base,
+      status: 'failed',
+      failedStep: steps.stepOf(error),
+      error: toWorkerError(error),
+    };
   }
 }
 
