@@ -226,6 +226,11 @@ export function volumeLabelsArgs(names: readonly string[]): string[] {
   return ['volume', 'inspect', '--format', '{{json .Labels}}', ...names];
 }
 
+/** podman only: the volume as a tar, written to `file` (a FIFO the worker reads). */
+export function volumeExportArgs(volume: string, file: string): string[] {
+  return ['volume', 'export', '--output', file, volume];
+}
+
 export function volumeImportArgs(volume: string): string[] {
   return ['volume', 'import', volume, '-'];
 }
@@ -278,6 +283,14 @@ export function removeContainersArgs(ids: readonly string[]): string[] {
 
 export function removeVolumesArgs(names: readonly string[]): string[] {
   return ['volume', 'rm', '--force', ...names];
+}
+
+/**
+ * Starts a created container and streams its output until it exits, exiting with its code.
+ * The worker stops this client with SIGKILL (nothing to proxy), then kills the container by name.
+ */
+export function startAttachArgs(name: string): string[] {
+  return ['start', '--attach', name];
 }
 
 export function stateInspectArgs(name: string): string[] {

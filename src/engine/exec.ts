@@ -27,6 +27,8 @@ export interface ExecOptions {
    * anything else (a build moves it into its own cgroup); a throw kills the CLI.
    */
   onSpawn?: (pid: number) => void;
+  /** Sent at the deadline or on abort (default SIGTERM, then SIGKILL 5 s later). */
+  killSignal?: 'SIGKILL';
 }
 
 export interface ExecResult {
@@ -204,7 +206,7 @@ export function capDetail(text: string): string {
 export function spawnEngine(
   cli: EngineCli,
   args: readonly string[],
-  options: Pick<ExecOptions, 'timeoutMs' | 'signal' | 'input' | 'env'>,
+  options: Pick<ExecOptions, 'timeoutMs' | 'signal' | 'input' | 'env' | 'killSignal'>,
 ): ResultPromise<{ buffer: false }> {
   return execa(cli.path, args, {
     cwd: cli.workDir ?? tmpdir(),
@@ -216,6 +218,7 @@ export function spawnEngine(
     timeout: options.timeoutMs,
     cancelSignal: options.signal,
     forceKillAfterDelay: 5_000,
+    killSignal: options.killSignal ?? 'SIGTERM',
     env: { LC_ALL: 'C', ...options.env },
   }) as unknown as ResultPromise<{ buffer: false }>;
 }

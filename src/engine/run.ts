@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { WorkerError } from '../errors.js';
-import { createArgs, removeContainersArgs, stateInspectArgs } from './args.js';
+import { createArgs, removeContainersArgs, startAttachArgs, stateInspectArgs } from './args.js';
 import type { EngineContext } from './context.js';
 import { capDetail, engineFailure, execEngine, execEngineRaw, hintFor } from './exec.js';
 import { LogTail } from './log-tail.js';
@@ -9,6 +9,7 @@ import { checkMountedVolumes } from './mount-check.js';
 import type { RunResult, RunSpec } from './types.js';
 
 const stateSchema = z.object({
+  Status: z.string().optional(),
   ExitCode: z.number(),
   OOMKilled: z.boolean().optional(),
 });
@@ -16,9 +17,10 @@ const stateSchema = z.object({
 const SIGKILL_EXIT = 137;
 
 /**
- * create -> start -> wait with a deadline -> (kill) -> inspect -> rm. `run --rm` would
- * remove the exit code and OOM flag before they are read, and killing a `run` client
- * leaves the container running, hence the separate steps.
+ * create -> (volumes checked) -> start --attach with a deadline -> (kill) -> (inspect) -> rm.
+ * `run --rm` would remove the exit code and OOM flag before they are read, could not check
+ * the volumes between create and start, and killing a `run` client leaves the container
+ * running, hence the separate steps.
  */
 export async function runContainer(ctx: EngineContext, spec: RunSpec): Promise<RunResult> {
   if (spec.signal?.aborted)
@@ -38,33 +40,71 @@ export async function runContainer(ctx: EngineContext, spec: RunSpec): Promise<R
   }
 }
 
+/**
+ * `start --attach` starts the container and streams its output until it exits, with the
+ * container's exit code as its own: one call instead of start, wait and reading the logs
+ * (podman 4.3's `logs --follow` can also stop before a short container's end). A clean
+ * exit needs no inspect; anything else is read from the container's state, which also
+ * tells a container that exited 125 from a start the engine refused.
+ */
 async function startAndWait(ctx: EngineContext, name: string, spec: RunSpec): Promise<RunResult> {
   const call = { timeoutMs: ctx.options.callTimeoutMs };
   const started = Date.now();
-  const start = await execEngineRaw(ctx.cli, ['start', name], call);
-  if (start.exitCode !== 0 || start.timedOut)
-    throw startFailure(ctx, start.outputTail, start.exitCode);
-
-  const follow = spec.onLogLine ? followLogs(ctx, name, spec) : undefined;
-  const remaining = Math.max(1, spec.timeoutMs - (Date.now() - started));
-  const wait = await execEngineRaw(ctx.cli, ['wait', name], {
-    timeoutMs: remaining,
-    signal: spec.signal,
-  });
-  const timedOut = wait.timedOut;
-  const cancelled = wait.cancelled;
-  if (timedOut || cancelled) {
-    await execEngineRaw(ctx.cli, ['kill', name], call);
-    await execEngineRaw(ctx.cli, ['wait', name], call);
-  } else if (wait.exitCode !== 0) {
-    throw engineFailure(`${ctx.cli.name} wait`, wait.exitCode, wait.outputTail);
+  const tail = new LogTail(spec.logTailLines, spec.logTailBytes);
+  // At the deadline or on cancel the container is killed by name, and the attached client
+  // then ends by itself: killing the client instead could leave it (or, behind a wrapper
+  // such as runuser, the real one) attached.
+  let stopped: 'timeout' | 'cancel' | undefined;
+  let killing: Promise<unknown> = Promise.resolve();
+  const stop = (why: 'timeout' | 'cancel') => {
+    if (stopped) return;
+    stopped = why;
+    killing = execEngineRaw(ctx.cli, ['kill', name], call);
+  };
+  const timer = setTimeout(() => stop('timeout'), spec.timeoutMs);
+  const onAbort = () => stop('cancel');
+  spec.signal?.addEventListener('abort', onAbort, { once: true });
+  if (spec.signal?.aborted) onAbort();
+  let attached: Awaited<ReturnType<typeof execEngineRaw>>;
+  try {
+    attached = await execEngineRaw(ctx.cli, startAttachArgs(name), {
+      // Only a safety net: the kill above ends the client first.
+      timeoutMs: spec.timeoutMs + ctx.options.callTimeoutMs,
+      killSignal: 'SIGKILL',
+      onLine: (line, stream) => {
+        tail.push(line);
+        spec.onLogLine?.(line, stream);
+      },
+      tailLines: 1,
+      tailBytes: 1024,
+    });
+  } finally {
+    clearTimeout(timer);
+    spec.signal?.removeEventListener('abort', onAbort);
   }
+  await killing;
+  if (attached.timedOut) stop('timeout');
+  await killing;
+  const timedOut = stopped === 'timeout';
+  const cancelled = stopped === 'cancel';
+  if (stopped) await execEngineRaw(ctx.cli, ['wait', name], call);
   const durationMs = Date.now() - started;
+  if (attached.exitCode === 0 && !timedOut && !cancelled) {
+    return {
+      exitCode: 0,
+      oomKilled: false,
+      timedOut,
+      cancelled,
+      durationMs,
+      logTail: tail.toString(),
+    };
+  }
   const state = stateSchema.parse(
     JSON.parse(await execEngine(ctx.cli, stateInspectArgs(name), call)),
   );
-  const shown = (await follow?.stop()) ?? { stdout: 0, stderr: 0 };
-  const tail = await readLogs(ctx, name, spec, shown);
+  if (!timedOut && !cancelled && state.Status === 'created') {
+    throw startFailure(ctx, tail.toString(), attached.exitCode);
+  }
   return {
     exitCode: state.ExitCode,
     oomKilled: isOom(ctx, spec, state, timedOut || cancelled),
@@ -93,59 +133,6 @@ function isOom(
   const memoryLimited =
     !(ctx.info.unenforcedLimits ?? []).includes('memory') && spec.limits.memoryBytes > 0;
   return memoryLimited && state.ExitCode === SIGKILL_EXIT;
-}
-
-type LineCounts = Record<'stdout' | 'stderr', number>;
-
-/**
- * Shows the container's lines as they come, for a person watching a task. `podman logs
- * --follow` started next to a short-lived container can stop before the end (podman 4.3),
- * so this is only for display: the complete output is read once the container stopped,
- * and lines already shown here are not shown twice.
- */
-function followLogs(ctx: EngineContext, name: string, spec: RunSpec) {
-  const shown: LineCounts = { stdout: 0, stderr: 0 };
-  const controller = new AbortController();
-  const following = execEngineRaw(ctx.cli, ['logs', '--follow', name], {
-    timeoutMs: spec.timeoutMs + ctx.options.callTimeoutMs,
-    signal: controller.signal,
-    onLine: (line, stream) => {
-      shown[stream]++;
-      spec.onLogLine?.(line, stream);
-    },
-    tailLines: 1,
-    tailBytes: 1024,
-  }).catch(() => undefined);
-  return {
-    async stop(): Promise<LineCounts> {
-      // It ends by itself when the container stops; give it a moment to flush, then stop it.
-      const timer = setTimeout(() => controller.abort(), 2000);
-      await following;
-      clearTimeout(timer);
-      return shown;
-    },
-  };
-}
-
-/** Reads the stopped container's output once, line by line. Only a bounded tail is kept. */
-async function readLogs(
-  ctx: EngineContext,
-  name: string,
-  spec: RunSpec,
-  shown: LineCounts,
-): Promise<LogTail> {
-  const tail = new LogTail(spec.logTailLines, spec.logTailBytes);
-  const seen: LineCounts = { stdout: 0, stderr: 0 };
-  await execEngineRaw(ctx.cli, ['logs', name], {
-    timeoutMs: ctx.options.callTimeoutMs,
-    onLine: (line, stream) => {
-      tail.push(line);
-      if (++seen[stream] > shown[stream]) spec.onLogLine?.(line, stream);
-    },
-    tailLines: 1,
-    tailBytes: 1024,
-  });
-  return tail;
 }
 
 function startFailure(ctx: EngineContext, stderr: string, exitCode: number): WorkerError {
