@@ -14,6 +14,7 @@ import { capDetail, engineFailure, execEngine, spawnEngine } from './exec.js';
 import { LineSplitter, LogTail } from './log-tail.js';
 import { checkMountedVolumes } from './mount-check.js';
 import { ensureRootfsImage } from './rootfs-image.js';
+import { canExportThroughFifo, exportThroughFifo } from './volume-export.js';
 
 /**
  * Named volumes filled and read as tar streams, so no host folder is ever shared with a
@@ -53,9 +54,10 @@ export async function importVolume(
 
 export function exportVolume(ctx: EngineContext, volume: string, signal?: AbortSignal): Readable {
   const out = new PassThrough();
-  // Not `podman volume export`: it opens /dev/stdout, which fails when stdout is a socket (as Node's pipes are).
   const stream = () =>
-    withHelper(ctx, volume, (helper) => streamInto(ctx, copyOutArgs(helper), out, signal));
+    canExportThroughFifo(ctx)
+      ? exportThroughFifo(ctx, volume, out, signal)
+      : withHelper(ctx, volume, (helper) => streamInto(ctx, copyOutArgs(helper), out, signal));
   stream().then(
     () => out.end(),
     (error: unknown) => out.destroy(error instanceof Error ? error : new Error(String(error))),
