@@ -263,7 +263,9 @@ export async function buildTaskEnv(
     else await rm(tmpDir, { recursive: true, force: true });
   };
   try {
-    const services = await servicesFromFlags(flags, stateDir, tmpDir, gpus);
+    // A one-off `task exec` reuses a recent `podman info` (see info-cache.ts); a daemon asks once.
+    const infoCache = lock ? undefined : join(stateDir, 'engine-info.json');
+    const services = await servicesFromFlags(flags, stateDir, tmpDir, gpus, infoCache);
     // Only a daemon keeps an image cache: its id, and so its images, outlive the process.
     const imageCache = lock ? imageCacheFor(flags, services.engine, stateDir, id) : undefined;
     return { ...services, ...(imageCache ? { imageCache } : {}), workerId: id, release };
@@ -278,9 +280,10 @@ async function servicesFromFlags(
   stateDir: string,
   tmpDir: string,
   gpus: TaskGpus | undefined,
+  infoCacheFile?: string,
 ) {
   // The engine CLI runs in the worker's private temp folder (conmon drops files there).
-  const engine = await createEngine({ ...engineOptions(flags), workDir: tmpDir });
+  const engine = await createEngine({ ...engineOptions(flags), workDir: tmpDir, infoCacheFile });
   const storage = await storageFromFlags(flags, stateDir);
   const orchestrator = createOrchestratorClient({
     host: flags['orchestrator-host'] ?? '',

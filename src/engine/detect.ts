@@ -3,6 +3,7 @@ import { basename, delimiter, join } from 'node:path';
 import { z } from 'zod';
 import { WorkerError } from '../errors.js';
 import { type EngineCli, execEngine } from './exec.js';
+import { infoCacheKey, readInfoCache, writeInfoCache } from './info-cache.js';
 import type { EngineInfo, EngineOptions, UnenforcedLimit } from './types.js';
 
 const podmanInfoSchema = z.object({
@@ -30,12 +31,15 @@ const dockerInfoSchema = z.object({
 
 /** Finds the engine CLI and describes it: every quirk of the engine layer is keyed on this. */
 export async function detectEngine(
-  options: Pick<EngineOptions, 'engine' | 'enginePath' | 'ociRuntime' | 'callTimeoutMs'>,
+  options: Pick<
+    EngineOptions,
+    'engine' | 'enginePath' | 'ociRuntime' | 'callTimeoutMs' | 'infoCacheFile'
+  >,
 ): Promise<EngineInfo> {
   const cli = await findCli(options);
   const hybrid = await hostCgroupHybrid();
   const info =
-    cli.name === 'podman' ? await podmanInfo(cli, options) : await dockerInfo(cli, options);
+    cli.name === 'podman' ? await podmanInfoCached(cli, options) : await dockerInfo(cli, options);
   const { cgroupControllers, ...described } = info;
   const result: EngineInfo = {
     ...described,
@@ -112,6 +116,20 @@ type BaseInfo = Omit<EngineInfo, 'cgroupHybrid' | 'ociRuntimeOverride'> & {
   /** cgroup controllers the engine can use; undefined when the engine does not say. */
   cgroupControllers?: string[];
 };
+
+async function podmanInfoCached(
+  cli: EngineCli,
+  options: Pick<EngineOptions, 'callTimeoutMs' | 'infoCacheFile'>,
+): Promise<BaseInfo> {
+  const file = options.infoCacheFile;
+  if (!file) return podmanInfo(cli, options);
+  const key = await infoCacheKey(cli.path);
+  const cached = (await readInfoCache(file, key)) as BaseInfo | undefined;
+  if (cached?.name === 'podman' && cached.path === cli.path) return cached;
+  const info = await podmanInfo(cli, options);
+  await writeInfoCache(file, key, info);
+  return info;
+}
 
 async function podmanInfo(
   cli: EngineCli,

@@ -68,6 +68,11 @@ export interface EngineOptions {
    * podman only) and the size its image may have; undefined: not bounded.
    */
   buildDiskLimitBytes?: number;
+  /**
+   * Where `podman info`'s answer is kept between processes (see info-cache.ts); undefined:
+   * podman is asked every time.
+   */
+  infoCacheFile?: string;
 }
 
 /** Resource limits of an image build's RUN steps. */
