@@ -84,7 +84,16 @@ describe.each(Object.values(VARIANTS))(
 
     /** The host volumes (of anyone) that hold the file named `marker` at their root. */
     async function volumesHolding(marker: string): Promise<string[]> {
-      const listed = await execa(cli, ['volume', 'ls', '--format', '{{.Name}} {{.Mountpoint}}']);
+      // podman 4.3 fails the whole listing when another test removes a volume meanwhile.
+      let listed = await execa(cli, ['volume', 'ls', '--format', '{{.Name}} {{.Mountpoint}}'], {
+        reject: false,
+      });
+      for (let i = 0; i < 5 && listed.exitCode !== 0; i++) {
+        listed = await execa(cli, ['volume', 'ls', '--format', '{{.Name}} {{.Mountpoint}}'], {
+          reject: false,
+        });
+      }
+      if (listed.exitCode !== 0) throw new Error(`volume ls failed: ${listed.stderr}`);
       return listed.stdout
         .split('\n')
         .map((line) => line.trim().split(' '))
