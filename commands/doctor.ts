@@ -1,22 +1,9 @@
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { Flags } from '@oclif/core';
-import { BaseCommand } from '../src/cli/base-command.js';
+import { BaseCommand, EXIT } from '../src/cli/base-command.js';
+import { doctorOptions } from '../src/cli/doctor-options.js';
 import { runFlags, taskFlags } from '../src/cli/flags.js';
-import {
-  diskLimits,
-  engineOptions,
-  ledgerFile,
-  prepareStateDir,
-  runLimits,
-  storageFromFlags,
-  workerId,
-} from '../src/cli/settings.js';
-import type { Check } from '../src/doctor/check.js';
+import { describeCheck } from '../src/doctor/check.js';
 import { runDoctor, verdict } from '../src/doctor/doctor.js';
-import { parseGpuSelection } from '../src/gpu/pool.js';
-
-const MARK = { pass: 'ok  ', warn: 'warn', fail: 'FAIL', skip: 'skip' } as const;
 
 export default class Doctor extends BaseCommand {
   static override summary = 'Check that this host can run tasks safely.';
@@ -45,60 +32,10 @@ flags as run. Exit code 1 when the host cannot run tasks.`;
 
   async run(): Promise<void> {
     const { flags } = await this.parse(Doctor);
-    const stateDir = await prepareStateDir(flags);
-    const storage = await storageFromFlags(flags, stateDir);
-    const limits = runLimits(flags);
-    const disk = diskLimits(flags);
-    const checks = await runDoctor({
-      engine: engineOptions(flags),
-      limits,
-      storage,
-      orchestrator: flags['orchestrator-host']
-        ? { host: flags['orchestrator-host'], port: flags['orchestrator-port'] }
-        : { ledgerFile: ledgerFile(flags, stateDir) },
-      nsq: {
-        lookupdUrls: flags['nsqlookupd-urls'] ?? [],
-        nsqdAddresses: flags['nsqd-tcp-addresses'] ?? [],
-        learnTimeoutMs: flags['learn-timeout'],
-        predictTimeoutMs: flags['predict-timeout'],
-      },
-      gpu: {
-        learnGpus: flags['learn-gpus'],
-        predictGpus: flags['predict-gpus'],
-        learnParallelism: flags['learn-parallelism'],
-        predictParallelism: flags['predict-parallelism'],
-        selection: parseGpuSelection(flags.gpus ?? 'all'),
-        cdiKind: flags['gpu-cdi-kind'],
-        limits,
-      },
-      disk: {
-        limitBytes: disk.diskLimitBytes,
-        minFreeBytes: disk.minFreeDiskBytes,
-        tmpDir: tmpdir(),
-      },
-      imageCache: {
-        workerId: await workerId(stateDir),
-        maxBytes: flags['image-cache-size'],
-        file: join(stateDir, 'image-cache.json'),
-      },
-    });
-    await storage.close();
-    const result = verdict(checks);
-    if (flags.json) {
-      process.stdout.write(
-        `${JSON.stringify({ ready: result.ready, summary: result.summary, checks })}\n`,
-      );
-    } else {
-      process.stdout.write(checks.map(describe).join(''));
-      process.stdout.write(`\n${result.summary}\n`);
-    }
-    if (!result.ready) this.exit(1);
+    const options = await doctorOptions(flags);
+    const checks = await runDoctor(options).finally(() => options.storage.close());
+    const { ready, summary } = verdict(checks);
+    this.result({ ready, summary, checks }, `${checks.map(describeCheck).join('')}\n${summary}\n`);
+    if (!ready) this.exit(EXIT.failed);
   }
-}
-
-function describe(check: Check): string {
-  let text = `[${MARK[check.status]}] ${check.name}: ${check.message}\n`;
-  if (check.hint) text += `       hint: ${check.hint}\n`;
-  if (check.detail) text += `${check.detail.replace(/^/gm, '       | ')}\n`;
-  return text;
 }

@@ -1,14 +1,13 @@
 import { Args, Flags } from '@oclif/core';
-import { BaseCommand, EXIT, exitCodeOf } from '../../src/cli/base-command.js';
+import { BaseCommand, EXIT } from '../../src/cli/base-command.js';
 import { taskFlags } from '../../src/cli/flags.js';
 import { describeReport, progressPrinter, reportJson } from '../../src/cli/progress.js';
 import { buildTaskEnv } from '../../src/cli/settings.js';
 import { readTaskFile } from '../../src/cli/task-input.js';
-import { toWorkerError } from '../../src/errors.js';
 import { createLogger } from '../../src/log.js';
 import { acquireTaskGpus, gpuNames } from '../../src/tasks/gpus.js';
-import { decideOutcome, faultOf, ONE_SHOT } from '../../src/tasks/outcome.js';
-import { executeTask, type ParsedTask, reportFailure } from '../../src/tasks/run-task.js';
+import { decideOutcome, ONE_SHOT } from '../../src/tasks/outcome.js';
+import { executeTask, reportFailure } from '../../src/tasks/run-task.js';
 
 export default class TaskExec extends BaseCommand {
   static override summary = 'Run one learn or predict task now, without NSQ.';
@@ -40,34 +39,24 @@ export default class TaskExec extends BaseCommand {
 
   async run(): Promise<void> {
     const { args, flags } = await this.parse(TaskExec);
-    let parsed: ParsedTask;
-    let env: Awaited<ReturnType<typeof buildTaskEnv>>;
-    try {
-      parsed = await readTaskFile(args.file, flags.type);
-      env = await buildTaskEnv(flags);
-    } catch (error) {
-      // A --json caller gets its one object even when the task never started.
-      if (!flags.json) throw error;
-      const failure = toWorkerError(error);
-      const status = failure.code === 'TASK_INVALID' ? 'invalid' : 'error';
-      const fault = faultOf(failure);
-      process.stdout.write(`${JSON.stringify({ status, fault, error: failure.toJSON() })}\n`);
-      process.stderr.write(`Error: ${failure.describe()}\n`);
-      this.exit(exitCodeOf(failure));
-    }
+    const parsed = await readTaskFile(args.file, flags.type);
+    const env = await buildTaskEnv(flags);
     const log = createLogger({ level: 'warn' });
     const controller = new AbortController();
     const cancel = () => controller.abort(new Error('interrupted by a signal'));
     process.once('SIGINT', cancel);
     process.once('SIGTERM', cancel);
 
-    const out = (text: string) => (flags.json ? process.stderr : process.stdout).write(text);
     const gpus = acquireTaskGpus(env, parsed.type);
     const names = gpuNames(gpus.gpus);
-    if (names) out(`GPUs: ${names.join(', ')}\n`);
+    if (names) this.progress(`GPUs: ${names.join(', ')}\n`);
     const report = await executeTask(
       env,
-      { signal: controller.signal, onEvent: progressPrinter(out), gpus: gpus.gpus },
+      {
+        signal: controller.signal,
+        onEvent: progressPrinter((text) => this.progress(text)),
+        gpus: gpus.gpus,
+      },
       parsed,
       log,
     ).finally(() => gpus.release());
@@ -75,23 +64,18 @@ export default class TaskExec extends BaseCommand {
     const reportError = outcome.action === 'failed' ? await reportFailure(env, report) : undefined;
     await Promise.all([env.storage.close(), env.orchestrator.close(), env.release()]);
 
-    if (flags.json) {
-      const extra = {
-        ...(outcome.action === 'retry' ? { status: 'error' } : {}),
-        ...(outcome.action === 'done' ? {} : { fault: outcome.fault }),
-        ...(reportError ? { reportError: reportError.toJSON() } : {}),
-      };
-      process.stdout.write(`${JSON.stringify(reportJson(report, extra))}\n`);
-    } else {
-      process.stdout.write(describeReport(report));
-      if (outcome.action === 'retry') {
-        process.stdout.write(
-          `not the task's fault: ${outcome.reason}. It was not reported failed: run it again once the worker or its host is fixed.\n`,
-        );
-      }
-      if (reportError)
-        process.stderr.write(`could not report the failure: ${reportError.describe()}\n`);
-    }
+    const json = reportJson(report, {
+      ...(outcome.action === 'retry' ? { status: 'error' } : {}),
+      ...(outcome.action === 'done' ? {} : { fault: outcome.fault }),
+      ...(reportError ? { reportError: reportError.toJSON() } : {}),
+    });
+    const notReported =
+      outcome.action === 'retry'
+        ? `not the task's fault: ${outcome.reason}. It was not reported failed: run it again once the worker or its host is fixed.\n`
+        : '';
+    this.result(json, describeReport(report) + notReported);
+    if (reportError && !this.json)
+      process.stderr.write(`could not report the failure: ${reportError.describe()}\n`);
     if (outcome.action === 'retry') this.exit(EXIT.workerFault);
     if (outcome.action === 'failed') this.exit(EXIT.failed);
   }

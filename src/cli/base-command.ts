@@ -1,20 +1,73 @@
-import { Command } from '@oclif/core';
+import { Command, Errors, type Interfaces } from '@oclif/core';
 import { toWorkerError, WorkerError } from '../errors.js';
+import { faultOf } from '../tasks/outcome.js';
+
+type Values = { [name: string]: unknown };
 
 /**
- * Owns error output for every command: one WorkerError, printed with its detail and
- * hint, and an exit code a script can test (2 for a bad command line or input).
+ * Owns the output of every command: with --json, stdout holds one JSON object (the
+ * result, or the error) and progress goes to stderr; an error is one WorkerError,
+ * printed with its detail and hint, and an exit code a script can test (2 for a bad
+ * command line or input).
  */
 export abstract class BaseCommand extends Command {
-  protected override async catch(error: Error & { exitCode?: number; oclif?: { exit?: number } }) {
-    // oclif's own exits (--help, --version, parse errors) keep their behaviour.
-    if (!(error instanceof WorkerError) && (error.oclif || error.exitCode !== undefined)) {
-      return super.catch(error);
-    }
-    const failure = toWorkerError(error);
-    process.stderr.write(`Error: ${failure.describe()}\n`);
-    this.exit(exitCodeOf(failure));
+  private jsonFlag: boolean | undefined;
+
+  protected override async parse<F extends Values, B extends Values, A extends Values>(
+    options?: Interfaces.Input<F, B, A>,
+    argv?: string[],
+  ): Promise<Interfaces.ParserOutput<F, B, A>> {
+    const parsed = await super.parse(options, argv);
+    this.jsonFlag = (parsed.flags as { json?: unknown }).json === true;
+    return parsed;
   }
+
+  /** --json was given; when the command line could not be parsed, as it is written. */
+  protected get json(): boolean {
+    if (this.jsonFlag !== undefined) return this.jsonFlag;
+    if (!('json' in (this.ctor.flags ?? {}))) return false;
+    const end = this.argv.indexOf('--');
+    return (end === -1 ? this.argv : this.argv.slice(0, end)).includes('--json');
+  }
+
+  /** Progress a person follows: on stderr with --json, so stdout holds only the result. */
+  protected progress(text: string): void {
+    (this.json ? process.stderr : process.stdout).write(text);
+  }
+
+  /** The command's result: one line of JSON with --json, else the text. */
+  protected result(json: Record<string, unknown>, text: string): void {
+    process.stdout.write(this.json ? `${JSON.stringify(json)}\n` : text);
+  }
+
+  protected override async catch(error: Error & { exitCode?: number; oclif?: { exit?: number } }) {
+    // An exit the command chose (this.exit), --help and --version keep oclif's behaviour.
+    if (error instanceof Errors.ExitError) return super.catch(error);
+    const ownError = error instanceof WorkerError || !(error.oclif || error.exitCode !== undefined);
+    if (!ownError && !this.json) return super.catch(error);
+    // oclif's own errors (a bad command line) keep their exit code.
+    const failure = ownError ? toWorkerError(error) : toWorkerError(error, 'CONFIG_INVALID');
+    const code = ownError
+      ? exitCodeOf(failure)
+      : (error.oclif?.exit ?? error.exitCode ?? EXIT.failed);
+    if (this.json) process.stdout.write(`${JSON.stringify(errorJson(failure))}\n`);
+    process.stderr.write(`Error: ${failure.describe()}\n`);
+    this.exit(code);
+  }
+}
+
+/**
+ * What every command prints on stdout under --json when it stops on an error: "status"
+ * is "invalid" for a task file that is not a valid task, else "error"; "fault" says
+ * whose fault it is ("task" or "worker"); "error" is the error's code, message, whether
+ * retrying may help, and its hint and detail.
+ */
+export function errorJson(error: WorkerError): Record<string, unknown> {
+  return {
+    status: error.code === 'TASK_INVALID' ? 'invalid' : 'error',
+    fault: faultOf(error),
+    error: error.toJSON(),
+  };
 }
 
 /** Exit codes a script can test; `task exec` uses all of them. */

@@ -1,6 +1,6 @@
 import { Flags } from '@oclif/core';
-import { parseDuration } from '../config/duration.js';
-import { parseSize } from '../config/size.js';
+import { formatDuration, parseDuration } from '../config/duration.js';
+import { formatSize, parseSize } from '../config/size.js';
 
 /** A Go-style duration flag (20m, 1h30m, 15m0s), parsed to milliseconds. */
 export const durationFlag = Flags.custom<number>({
@@ -24,3 +24,13 @@ export const positiveNumberFlag = Flags.custom<number>({
   },
   helpValue: '<number>',
 });
+
+/** A size flag's default, shown by --help as the engines write it (4g): written once. */
+export function sizeDefault(bytes: number) {
+  return { default: bytes, defaultHelp: async () => formatSize(bytes) };
+}
+
+/** A duration flag's default, shown by --help as Go prints it (20m0s): written once. */
+export function durationDefault(ms: number) {
+  return { default: ms, defaultHelp: async () => formatDuration(ms) };
+}

@@ -1,8 +1,16 @@
 import { Flags } from '@oclif/core';
 import { parseDuration } from '../config/duration.js';
 import { parseSize } from '../config/size.js';
+import { DEFAULT_LIMITS } from '../engine/limits.js';
 import { parseGpuSelection } from '../gpu/pool.js';
-import { durationFlag, positiveNumberFlag, sizeFlag } from './flag-types.js';
+import { DEFAULT_RETRY_POLICY } from '../tasks/outcome.js';
+import {
+  durationDefault,
+  durationFlag,
+  positiveNumberFlag,
+  sizeDefault,
+  sizeFlag,
+} from './flag-types.js';
 
 const env = (name: string) => `COMPUTE_WORKER_${name}`;
 
@@ -28,8 +36,7 @@ export const engineFlags = {
   'docker-timeout': durationFlag({
     helpGroup: 'ENGINE',
     description: 'Bound for engine work other than the submission: builds and the workflow steps.',
-    default: parseDuration('15m'),
-    defaultHelp: async () => '15m0s',
+    ...durationDefault(parseDuration('15m')),
     env: env('DOCKER_TIMEOUT'),
   }),
   'build-timeout': durationFlag({
@@ -73,8 +80,7 @@ export const engineFlags = {
     helpGroup: 'ENGINE',
     description:
       'Bound of the images this worker built (found by its worker label). After each task and at start-up, the least recently used images that no running task uses are removed until the rest fit, with the dangling layers of failed builds.',
-    default: parseSize('50g'),
-    defaultHelp: async () => '50g',
+    ...sizeDefault(parseSize('50g')),
     env: env('IMAGE_CACHE_SIZE'),
   }),
 };
@@ -84,41 +90,38 @@ export const limitFlags = {
   memory: sizeFlag({
     helpGroup: 'CONTAINER LIMITS',
     description: 'Memory limit of a container (swap is set equal: no extra swap).',
-    default: parseSize('4g'),
-    defaultHelp: async () => '4g',
+    ...sizeDefault(DEFAULT_LIMITS.memoryBytes),
     env: env('MEMORY'),
   }),
   cpus: positiveNumberFlag({
     helpGroup: 'CONTAINER LIMITS',
     description: 'CPUs a container may use.',
-    default: 1,
+    default: DEFAULT_LIMITS.cpus,
     env: env('CPUS'),
   }),
   'pids-limit': Flags.integer({
     helpGroup: 'CONTAINER LIMITS',
     description: 'Most processes and threads a container may have.',
-    default: 256,
+    default: DEFAULT_LIMITS.pidsLimit,
     min: 16,
     env: env('PIDS_LIMIT'),
   }),
   'tmpfs-size': sizeFlag({
     helpGroup: 'CONTAINER LIMITS',
     description: 'Size of the writable /tmp of a container (its root is read-only).',
-    default: parseSize('1g'),
-    defaultHelp: async () => '1g',
+    ...sizeDefault(DEFAULT_LIMITS.tmpfsBytes),
     env: env('TMPFS_SIZE'),
   }),
   'shm-size': sizeFlag({
     helpGroup: 'CONTAINER LIMITS',
     description: 'Size of /dev/shm of a container (data loaders often need more than 64m).',
-    default: parseSize('1g'),
-    defaultHelp: async () => '1g',
+    ...sizeDefault(DEFAULT_LIMITS.shmBytes),
     env: env('SHM_SIZE'),
   }),
   user: Flags.string({
     helpGroup: 'CONTAINER LIMITS',
     description: 'uid:gid the containers run as. Never root by default.',
-    default: '1000:1000',
+    default: DEFAULT_LIMITS.user,
     env: env('USER'),
   }),
   'log-tail-lines': Flags.integer({
@@ -132,8 +135,7 @@ export const limitFlags = {
     helpGroup: 'CONTAINER LIMITS',
     description:
       'Most a task may write into its volumes (model, predictions, ...), measured every 2s while a container runs; past it the container is killed and the task fails.',
-    default: parseSize('20g'),
-    defaultHelp: async () => '20g',
+    ...sizeDefault(parseSize('20g')),
     env: env('DISK_LIMIT'),
   }),
   'min-free-disk': sizeFlag({
@@ -146,16 +148,14 @@ export const limitFlags = {
     helpGroup: 'CONTAINER LIMITS',
     description:
       "Most bytes of the submission's predictions read back: the prediction volumes copied for the workflow's scoring, and a predict task's prediction file.",
-    default: parseSize('1g'),
-    defaultHelp: async () => '1g',
+    ...sizeDefault(parseSize('1g')),
     env: env('MAX_PREDICTION_SIZE'),
   }),
   'max-model-size': sizeFlag({
     helpGroup: 'CONTAINER LIMITS',
     description:
       'Most bytes of a model: the one a submission leaves (packed for upload) and a start model from storage, counted unpacked.',
-    default: parseSize('10g'),
-    defaultHelp: async () => '10g',
+    ...sizeDefault(parseSize('10g')),
     env: env('MAX_MODEL_SIZE'),
   }),
 };
@@ -165,15 +165,13 @@ export const timeoutFlags = {
   'learn-timeout': durationFlag({
     helpGroup: 'TIMEOUTS',
     description: 'After this delay, a learning task is timed out.',
-    default: parseDuration('20m'),
-    defaultHelp: async () => '20m0s',
+    ...durationDefault(parseDuration('20m')),
     env: env('LEARN_TIMEOUT'),
   }),
   'predict-timeout': durationFlag({
     helpGroup: 'TIMEOUTS',
     description: 'After this delay, a prediction task is timed out.',
-    default: parseDuration('20m'),
-    defaultHelp: async () => '20m0s',
+    ...durationDefault(parseDuration('20m')),
     env: env('PREDICT_TIMEOUT'),
   }),
 };
@@ -326,38 +324,34 @@ export const runFlags = {
     helpGroup: 'RETRIES AND SHUTDOWN',
     description:
       "Deliveries of a task before it is reported failed, when the worker or its host is at fault (an internal error, the engine, a service down). The task's own faults fail at once.",
-    default: 5,
+    default: DEFAULT_RETRY_POLICY.maxAttempts,
     min: 1,
     env: env('MAX_ATTEMPTS'),
   }),
   'retry-delay': durationFlag({
     helpGroup: 'RETRIES AND SHUTDOWN',
     description: 'Delay before the first retry; it doubles with each attempt, with jitter.',
-    default: parseDuration('10s'),
-    defaultHelp: async () => '10s',
+    ...durationDefault(DEFAULT_RETRY_POLICY.baseDelayMs),
     env: env('RETRY_DELAY'),
   }),
   'retry-max-delay': durationFlag({
     helpGroup: 'RETRIES AND SHUTDOWN',
     description: 'Longest delay between two attempts.',
-    default: parseDuration('10m'),
-    defaultHelp: async () => '10m0s',
+    ...durationDefault(DEFAULT_RETRY_POLICY.maxDelayMs),
     env: env('RETRY_MAX_DELAY'),
   }),
   'shutdown-grace': durationFlag({
     helpGroup: 'RETRIES AND SHUTDOWN',
     description:
       'On SIGTERM or SIGINT, how long running tasks may go on before they are cancelled and requeued. A second signal stops at once.',
-    default: parseDuration('30s'),
-    defaultHelp: async () => '30s',
+    ...durationDefault(parseDuration('30s')),
     env: env('SHUTDOWN_GRACE'),
   }),
   'lookupd-poll-interval': durationFlag({
     helpGroup: 'NSQ',
     description:
       'How often nsqlookupd is asked for nsqd, and lost connections retried (at least 1s).',
-    default: parseDuration('10s'),
-    defaultHelp: async () => '10s',
+    ...durationDefault(parseDuration('10s')),
     env: env('LOOKUPD_POLL_INTERVAL'),
   }),
   'log-format': Flags.option({

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { lstat, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { Interfaces } from '@oclif/core';
 import {
   createOrchestratorClient,
   createStorageClient,
@@ -19,51 +20,10 @@ import { discoverGpus } from '../gpu/discover.js';
 import { checkCapacity, GpuPool, parseGpuSelection, selectPool } from '../gpu/pool.js';
 import type { TaskEnv } from '../tasks/context.js';
 import type { TaskGpus } from '../tasks/gpus.js';
+import type { taskFlags } from './flags.js';
 
-/** The parsed values of `taskFlags` (see flags.ts). */
-export interface TaskFlagValues {
-  engine?: 'podman' | 'docker';
-  'engine-path'?: string;
-  'oci-runtime'?: string;
-  'docker-timeout': number;
-  'build-timeout'?: number;
-  memory: number;
-  cpus: number;
-  'pids-limit': number;
-  'tmpfs-size': number;
-  'shm-size': number;
-  user: string;
-  'log-tail-lines': number;
-  'learn-timeout': number;
-  'predict-timeout': number;
-  'storage-host'?: string;
-  'storage-port'?: number;
-  'storage-user'?: string;
-  'storage-password'?: string;
-  'storage-password-file'?: string;
-  'storage-dir'?: string;
-  'orchestrator-host'?: string;
-  'orchestrator-port'?: number;
-  'orchestrator-user'?: string;
-  'orchestrator-password'?: string;
-  'orchestrator-password-file'?: string;
-  'orchestrator-ledger'?: string;
-  'state-dir'?: string;
-  'workflow-build-policy'?: 'trusted' | 'strict';
-  'learn-gpus': number;
-  'predict-gpus': number;
-  gpus?: string;
-  'gpu-cdi-kind': string;
-  'disk-limit': number;
-  'min-free-disk'?: number;
-  'max-prediction-size': number;
-  'max-model-size': number;
-  'build-memory'?: number;
-  'build-cpus'?: number;
-  'build-pids-limit'?: number;
-  'build-userns'?: string;
-  'image-cache-size': number;
-}
+/** The parsed values of `taskFlags`: their types come from the definitions in flags.ts. */
+export type TaskFlagValues = Interfaces.InferredFlags<typeof taskFlags>;
 
 /** Task slots of each kind: the daemon's parallelism, one each for a task run by hand. */
 export interface Parallelism {
@@ -128,7 +88,7 @@ async function password(
   service: 'storage' | 'orchestrator',
 ): Promise<string> {
   const file = flags[`${service}-password-file`];
-  return file ? readPasswordFile(file) : (flags[`${service}-password`] ?? 'p');
+  return file ? readPasswordFile(file) : flags[`${service}-password`];
 }
 
 /** The worker's id survives restarts, so its containers left by a crash can be found by label. */
@@ -166,10 +126,10 @@ export async function prepareStateDir(flags: TaskFlagValues): Promise<string> {
  * A folder or ledger named by a flag is left for doctor to check: a typo stays visible.
  */
 async function prepareLocalServices(flags: TaskFlagValues, stateDir: string): Promise<void> {
-  if (!flags['storage-host']?.trim() && !flags['storage-dir']) {
+  if (!flags['storage-host'].trim() && !flags['storage-dir']) {
     await mkdir(join(stateDir, 'storage'), { recursive: true, mode: 0o700 });
   }
-  if (!flags['orchestrator-host']?.trim() && !flags['orchestrator-ledger']) {
+  if (!flags['orchestrator-host'].trim() && !flags['orchestrator-ledger']) {
     await writeFile(ledgerFile(flags, stateDir), '', { flag: 'a', mode: 0o600 });
   }
 }
@@ -197,9 +157,9 @@ async function prepareTmpDir(dir: string): Promise<string> {
 /** Storage from the flags: the HTTP service, or the local folder when the host is blank. */
 export async function storageFromFlags(flags: TaskFlagValues, stateDir: string) {
   return createStorageClient({
-    host: flags['storage-host'] ?? '',
-    port: flags['storage-port'] ?? 80,
-    user: flags['storage-user'] ?? 'u',
+    host: flags['storage-host'],
+    port: flags['storage-port'],
+    user: flags['storage-user'],
     password: await password(flags, 'storage'),
     localDir: flags['storage-dir'] ?? join(stateDir, 'storage'),
   });
@@ -286,9 +246,9 @@ async function servicesFromFlags(
   const engine = await createEngine({ ...engineOptions(flags), workDir: tmpDir, infoCacheFile });
   const storage = await storageFromFlags(flags, stateDir);
   const orchestrator = createOrchestratorClient({
-    host: flags['orchestrator-host'] ?? '',
-    port: flags['orchestrator-port'] ?? 80,
-    user: flags['orchestrator-user'] ?? 'u',
+    host: flags['orchestrator-host'],
+    port: flags['orchestrator-port'],
+    user: flags['orchestrator-user'],
     password: await password(flags, 'orchestrator'),
     ledgerFile: ledgerFile(flags, stateDir),
   });

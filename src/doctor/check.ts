@@ -35,3 +35,13 @@ export function fail(name: string, message: string, error?: unknown, hint?: stri
     ...(e?.detail ? { detail: e.detail } : {}),
   };
 }
+
+const MARK = { pass: 'ok  ', warn: 'warn', fail: 'FAIL', skip: 'skip' } as const;
+
+/** A check as a person reads it: its mark, name and message, then its hint and detail. */
+export function describeCheck(check: Check): string {
+  let text = `[${MARK[check.status]}] ${check.name}: ${check.message}\n`;
+  if (check.hint) text += `       hint: ${check.hint}\n`;
+  if (check.detail) text += `${check.detail.replace(/^/gm, '       | ')}\n`;
+  return text;
+}

@@ -4,7 +4,6 @@ import { request } from 'undici';
 import { serviceBaseUrl } from '../clients/http.js';
 import type { StorageClient } from '../clients/types.js';
 import { createEngine } from '../engine/engine.js';
-import { probeEngine } from '../engine/probe.js';
 import type { Engine, EngineOptions, RunLimits } from '../engine/types.js';
 import { builderCheck } from './builder.js';
 import { type Check, fail, pass } from './check.js';
@@ -12,6 +11,7 @@ import { checkDisk } from './disk.js';
 import { checkGpus, type GpuCheckOptions } from './gpu.js';
 import { imageCacheCheck } from './image-cache.js';
 import { checkNsq, type NsqCheckOptions } from './nsq.js';
+import { probeEngine } from './probe.js';
 
 export interface DoctorOptions {
   engine: EngineOptions;

@@ -45,4 +45,3 @@ export function engineFor(info: EngineInfo, options: EngineOptions): Engine {
 
 export { detectEngine } from './detect.js';
 export { DEFAULT_LIMITS } from './limits.js';
-export { type CheckStatus, type ProbeCheck, type ProbeOptions, probeEngine } from './probe.js';

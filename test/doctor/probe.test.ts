@@ -1,11 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { probeEngine } from '../../src/doctor/probe.js';
+import { judgeProbe, parseProbe } from '../../src/doctor/probe-facts.js';
 import { unenforcedLimits } from '../../src/engine/detect.js';
 import { createEngine } from '../../src/engine/engine.js';
 import { LABEL_WORKER } from '../../src/engine/labels.js';
 import { DEFAULT_LIMITS } from '../../src/engine/limits.js';
-import { probeEngine } from '../../src/engine/probe.js';
-import { judgeProbe, parseProbe } from '../../src/engine/probe-facts.js';
 import type { Engine, EngineInfo } from '../../src/engine/types.js';
 import { requireEngines, VARIANTS } from '../support/engine-variants.js';
 

@@ -5,6 +5,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { formatSize } from '../../src/config/size.js';
+import { DEFAULT_LIMITS } from '../../src/engine/limits.js';
 import { requireEngines } from '../support/engine-variants.js';
 import {
   doneReports,
@@ -346,3 +348,29 @@ describe.skipIf(podmanMissing !== undefined && !requireEngines)(
     });
   },
 );
+
+// Needs only the built CLI, no engine.
+describe('task exec --help', () => {
+  it("shows the engine's default limits as the defaults of the limit flags", async () => {
+    const result = await execa(process.execPath, [
+      join(root, 'bin/run.js'),
+      'task',
+      'exec',
+      '--help',
+    ]);
+    // oclif wraps the help in columns: compare it as one line.
+    const help = result.stdout.replace(/\s+/g, ' ');
+    const shown = {
+      '--memory=<size>': formatSize(DEFAULT_LIMITS.memoryBytes),
+      '--cpus=<number>': String(DEFAULT_LIMITS.cpus),
+      '--pids-limit=<value>': String(DEFAULT_LIMITS.pidsLimit),
+      '--tmpfs-size=<size>': formatSize(DEFAULT_LIMITS.tmpfsBytes),
+      '--shm-size=<size>': formatSize(DEFAULT_LIMITS.shmBytes),
+      '--user=<value>': DEFAULT_LIMITS.user,
+    };
+    for (const [flag, value] of Object.entries(shown)) {
+      expect(help).toContain(`${flag} [default: ${value}, env: COMPUTE_WORKER_`);
+    }
+    expect(help).toContain('--memory=<size> [default: 4g, env: COMPUTE_WORKER_MEMORY]');
+  });
+});

@@ -1,23 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { Readable } from 'node:stream';
-import { toWorkerError } from '../errors.js';
-import { LABEL_WORKER } from './labels.js';
-import { DEFAULT_LIMITS } from './limits.js';
-import { probeContext } from './probe-context.js';
+import { LABEL_WORKER } from '../engine/labels.js';
+import { DEFAULT_LIMITS } from '../engine/limits.js';
+import { probeContext } from '../engine/probe-context.js';
+import type { Engine, RunLimits } from '../engine/types.js';
+import { type Check, fail } from './check.js';
 import { judgeProbe, PROBE_INPUT, PROBE_SCRIPT, parseProbe } from './probe-facts.js';
-import type { Engine, RunLimits } from './types.js';
-
-export type CheckStatus = 'pass' | 'warn' | 'fail';
-
-/** One finding about the host's engine, as doctor prints it. */
-export interface ProbeCheck {
-  name: string;
-  status: CheckStatus;
-  message: string;
-  hint?: string;
-  detail?: string;
-}
 
 export interface ProbeOptions {
   /** A static busybox for the probe image (Debian: busybox-static). */
@@ -33,10 +22,7 @@ export interface ProbeOptions {
  * Builds a tiny image (no registry needed) and runs it hardened as a task would run,
  * then checks from inside that the isolation holds. Never throws: every failure is a check.
  */
-export async function probeEngine(
-  engine: Engine,
-  options: ProbeOptions = {},
-): Promise<ProbeCheck[]> {
+export async function probeEngine(engine: Engine, options: ProbeOptions = {}): Promise<Check[]> {
   const checks = staticChecks(engine);
   const labels = { [LABEL_WORKER]: `probe-${randomBytes(4).toString('hex')}` };
   try {
@@ -48,9 +34,9 @@ export async function probeEngine(
   return checks;
 }
 
-function staticChecks(engine: Engine): ProbeCheck[] {
+function staticChecks(engine: Engine): Check[] {
   const info = engine.info;
-  const checks: ProbeCheck[] = [
+  const checks: Check[] = [
     {
       name: 'engine',
       status: 'pass',
@@ -88,7 +74,7 @@ async function probeImage(
   engine: Engine,
   options: ProbeOptions,
   labels: Record<string, string>,
-  checks: ProbeCheck[],
+  checks: Check[],
 ): Promise<string | undefined> {
   const busyboxPath = options.busyboxPath ?? '/bin/busybox';
   let busybox: Buffer;
@@ -117,7 +103,7 @@ async function probeImage(
     });
     return built.image;
   } catch (error) {
-    checks.push(failed('build', 'cannot build an image without network', error));
+    checks.push(fail('build', 'cannot build an image without network', error));
     return undefined;
   }
 }
@@ -127,7 +113,7 @@ async function probeRun(
   image: string,
   options: ProbeOptions,
   labels: Record<string, string>,
-): Promise<ProbeCheck[]> {
+): Promise<Check[]> {
   const limits = options.limits ?? DEFAULT_LIMITS;
   let lines: string[];
   try {
@@ -155,21 +141,10 @@ async function probeRun(
     }
     lines = result.logTail.split('\n');
   } catch (error) {
-    return [failed('run', 'cannot run a hardened container', error)];
+    return [fail('run', 'cannot run a hardened container', error)];
   }
   return [
     { name: 'run', status: 'pass', message: 'runs a hardened container' },
     ...judgeProbe(parseProbe(lines), engine.info, limits),
   ];
-}
-
-function failed(name: string, message: string, error: unknown): ProbeCheck {
-  const e = toWorkerError(error);
-  return {
-    name,
-    status: 'fail',
-    message: `${message}: ${e.message}`,
-    hint: e.hint,
-    detail: e.detail,
-  };
 }

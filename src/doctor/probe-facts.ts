@@ -1,5 +1,5 @@
-import type { ProbeCheck } from './probe.js';
-import type { EngineInfo, RunLimits } from './types.js';
+import type { EngineInfo, RunLimits } from '../engine/types.js';
+import type { Check } from './check.js';
 
 /** Where the probe container mounts a volume read-only, as task inputs are mounted. */
 export const PROBE_INPUT = '/probe-input';
@@ -83,8 +83,8 @@ export function judgeProbe(
   facts: ProbeFacts,
   info: Pick<EngineInfo, 'name' | 'unenforcedLimits'>,
   limits: RunLimits,
-): ProbeCheck[] {
-  const checks: ProbeCheck[] = [];
+): Check[] {
+  const checks: Check[] = [];
   const check = (name: string, ok: boolean, message: string, hint: string) =>
     checks.push(ok ? { name, status: 'pass', message } : { name, status: 'fail', message, hint });
   const s = facts.status;
