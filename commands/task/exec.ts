@@ -4,6 +4,7 @@ import { taskFlags } from '../../src/cli/flags.js';
 import { describeReport, progressPrinter, reportJson } from '../../src/cli/progress.js';
 import { buildTaskEnv } from '../../src/cli/settings.js';
 import { readTaskFile } from '../../src/cli/task-input.js';
+import { remoteEngineWarning } from '../../src/engine/remote.js';
 import { toWorkerError } from '../../src/errors.js';
 import { createLogger } from '../../src/log.js';
 import { acquireTaskGpus, gpuNames } from '../../src/tasks/gpus.js';
@@ -62,6 +63,8 @@ export default class TaskExec extends BaseCommand {
     process.once('SIGTERM', cancel);
 
     const out = (text: string) => (flags.json ? process.stderr : process.stdout).write(text);
+    const remote = remoteEngineWarning(env.engine.info);
+    if (remote) out(`warning: ${remote}\n`);
     const gpus = acquireTaskGpus(env, parsed.type);
     const names = gpuNames(gpus.gpus);
     if (names) out(`GPUs: ${names.join(', ')}\n`);

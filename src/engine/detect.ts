@@ -3,6 +3,7 @@ import { basename, delimiter, join } from 'node:path';
 import { z } from 'zod';
 import { WorkerError } from '../errors.js';
 import { type EngineCli, execEngine } from './exec.js';
+import { resolveEngineHost } from './remote.js';
 import type { EngineInfo, EngineOptions, UnenforcedLimit } from './types.js';
 
 const podmanInfoSchema = z.object({
@@ -13,6 +14,7 @@ const podmanInfoSchema = z.object({
     ociRuntime: z.object({ name: z.string() }).optional(),
     security: z.object({ rootless: z.boolean() }),
     buildahVersion: z.string().optional(),
+    serviceIsRemote: z.boolean().optional(),
   }),
   store: z.object({ graphDriverName: z.string(), graphRoot: z.string().optional() }),
   version: z.object({ Version: z.string() }),
@@ -30,19 +32,48 @@ const dockerInfoSchema = z.object({
 
 /** Finds the engine CLI and describes it: every quirk of the engine layer is keyed on this. */
 export async function detectEngine(
-  options: Pick<EngineOptions, 'engine' | 'enginePath' | 'ociRuntime' | 'callTimeoutMs'>,
+  options: Pick<
+    EngineOptions,
+    'engine' | 'enginePath' | 'ociRuntime' | 'callTimeoutMs' | 'engineHost'
+  >,
 ): Promise<EngineInfo> {
-  const cli = await findCli(options);
-  const hybrid = await hostCgroupHybrid();
+  const found = await findCli(options);
+  const engineHost = resolveEngineHost(found.name, options.engineHost);
+  const cli: EngineCli = engineHost ? { ...found, engineHost } : found;
+  if (engineHost && cli.name === 'podman' && options.ociRuntime) {
+    throw new WorkerError(
+      'CONFIG_INVALID',
+      '--oci-runtime cannot be given to a remote podman: its client has no --runtime, the service runs containers with its own',
+      {
+        hint: 'set the runtime where the service runs (`podman --runtime runc system service`, or [engine] runtime in its containers.conf) and drop --oci-runtime',
+      },
+    );
+  }
+  // A remote engine's cgroups are not this host's: what its containers do tells (doctor's probe).
+  const hybrid = engineHost ? false : await hostCgroupHybrid();
   const info =
     cli.name === 'podman' ? await podmanInfo(cli, options) : await dockerInfo(cli, options);
-  const { cgroupControllers, ...described } = info;
+  const { cgroupControllers, serviceIsRemote, ...described } = info;
+  if (serviceIsRemote && !engineHost) {
+    throw new WorkerError(
+      'CONFIG_INVALID',
+      `${cli.path} is a remote client here (CONTAINER_CONNECTION or containers.conf names a service), but no --engine-host was given`,
+      {
+        hint: 'pass the service as --engine-host URL (COMPUTE_WORKER_ENGINE_HOST), so that the worker knows the engine is not on this host',
+      },
+    );
+  }
   const result: EngineInfo = {
     ...described,
     cgroupHybrid: hybrid,
     ociRuntime: options.ociRuntime ?? info.ociRuntime,
     ...(options.ociRuntime ? { ociRuntimeOverride: options.ociRuntime } : {}),
   };
+  if (engineHost) {
+    // Its storage folder is on its own host: nothing here may read it.
+    delete result.graphRoot;
+    result.engineHost = engineHost;
+  }
   result.unenforcedLimits = unenforcedLimits(result, cgroupControllers);
   return result;
 }
@@ -111,6 +142,8 @@ async function isExecutable(path: string): Promise<boolean> {
 type BaseInfo = Omit<EngineInfo, 'cgroupHybrid' | 'ociRuntimeOverride'> & {
   /** cgroup controllers the engine can use; undefined when the engine does not say. */
   cgroupControllers?: string[];
+  /** podman is a remote client (of a connection configured outside the worker). */
+  serviceIsRemote?: boolean;
 };
 
 async function podmanInfo(
@@ -135,6 +168,7 @@ async function podmanInfo(
     gpuDevices: 'cdi',
     ...(info.store.graphRoot ? { graphRoot: info.store.graphRoot } : {}),
     ...(info.host.cgroupManager ? { cgroupManager: info.host.cgroupManager } : {}),
+    serviceIsRemote: info.host.serviceIsRemote === true,
   };
 }
 

@@ -6,6 +6,7 @@ import { LABEL_WORKER } from './labels.js';
 import { DEFAULT_LIMITS } from './limits.js';
 import { probeContext } from './probe-context.js';
 import { judgeProbe, PROBE_INPUT, PROBE_SCRIPT, parseProbe } from './probe-facts.js';
+import { redactEngineHost, remoteEngineGaps } from './remote.js';
 import type { Engine, RunLimits } from './types.js';
 
 export type CheckStatus = 'pass' | 'warn' | 'fail';
@@ -54,9 +55,18 @@ function staticChecks(engine: Engine): ProbeCheck[] {
     {
       name: 'engine',
       status: 'pass',
-      message: `${info.name} ${info.version} (${info.rootless ? 'rootless' : 'rootful'}), OCI runtime ${info.ociRuntime}, cgroup v${info.cgroupVersion}${info.cgroupHybrid ? ' (hybrid)' : ''}, storage ${info.storageDriver}`,
+      message: `${info.name} ${info.version} (${info.rootless ? 'rootless' : 'rootful'})${info.engineHost ? ` at ${redactEngineHost(info.engineHost)}` : ''}, OCI runtime ${info.ociRuntime}, cgroup v${info.cgroupVersion}${info.cgroupHybrid ? ' (hybrid)' : ''}, storage ${info.storageDriver}`,
     },
   ];
+  const gaps = remoteEngineGaps(info);
+  if (gaps.length > 0) {
+    checks.push({
+      name: 'remote-engine',
+      status: 'warn',
+      message: `the engine is remote: not enforced here: ${gaps.join('; ')}`,
+      hint: "bound the engine host's storage itself (a filesystem or quota of its own for its volumes and images), or run the worker on the engine's host",
+    });
+  }
   if (info.ociRuntime === 'crun' && info.cgroupHybrid) {
     checks.push({
       name: 'oci-runtime',
