@@ -34,7 +34,7 @@ const dockerInfoSchema = z.object({
 export async function detectEngine(
   options: Pick<
     EngineOptions,
-    'engine' | 'enginePath' | 'ociRuntime' | 'callTimeoutMs' | 'engineHost'
+    'engine' | 'enginePath' | 'ociRuntime' | 'callTimeoutMs' | 'engineHost' | 'buildUserns'
   >,
 ): Promise<EngineInfo> {
   const found = await findCli(options);
@@ -47,6 +47,13 @@ export async function detectEngine(
       {
         hint: 'set the runtime where the service runs (`podman --runtime runc system service`, or [engine] runtime in its containers.conf) and drop --oci-runtime',
       },
+    );
+  }
+  if (engineHost && options.buildUserns === 'auto') {
+    throw new WorkerError(
+      'CONFIG_INVALID',
+      "--build-userns auto reads this host's /etc/subuid and /etc/subgid, not those of the remote engine's host",
+      { hint: "give the range of the engine's host as --build-userns START:COUNT" },
     );
   }
   // A remote engine's cgroups are not this host's: what its containers do tells (doctor's probe).

@@ -77,13 +77,19 @@ describe.skipIf(why !== undefined && !requireEngines)('a remote podman', () => {
     }
   });
 
-  it('refuses --oci-runtime, which the remote client cannot pass on', async () => {
+  it('refuses --oci-runtime and --build-userns auto, which cannot reach the remote host', async () => {
     const error = await createEngine({ ...variant.options, ociRuntime: 'runc' }).catch(
       (e: unknown) => e,
     );
     expect(error).toBeInstanceOf(WorkerError);
     expect(error).toMatchObject({ code: 'CONFIG_INVALID' });
     expect((error as WorkerError).message).toContain('--oci-runtime');
+    // Nor does this host's /etc/subuid say anything of the engine's host.
+    const userns = await createEngine({ ...variant.options, buildUserns: 'auto' }).catch(
+      (e: unknown) => e,
+    );
+    expect(userns).toMatchObject({ code: 'CONFIG_INVALID' });
+    expect((userns as WorkerError).hint).toContain('START:COUNT');
   });
 
   it('says in doctor where the engine is and what is not enforced, and passes', async () => {
