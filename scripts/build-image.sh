@@ -54,8 +54,10 @@ make_base() {
   busybox=/bin/busybox
   node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>20||(a===20&&b>=18)?0:1)' ||
     { log "node $(node --version) is older than 20.18"; exit 1; }
-  file -L "$busybox" | grep -q 'statically linked' ||
-    { log "$busybox is not a static busybox (apt-get install busybox-static)"; exit 1; }
+  if [ ! -x "$busybox" ] || ldd "$busybox" >/dev/null 2>&1; then
+    log "$busybox is not a static busybox (apt-get install busybox-static)"
+    exit 1
+  fi
   hash="$(cat "$node" "$podman" "$busybox" /etc/ssl/certs/ca-certificates.crt "$0" | sha256sum | cut -c1-16)"
   name="localhost/compute-worker-base:$hash"
   if engine image exists "$name" 2>/dev/null; then

@@ -58,6 +58,7 @@ export function remoteEngineGaps(info: Pick<EngineInfo, 'name' | 'engineHost'>):
   const gaps = [
     "--disk-limit is not measured in a task's volumes, nor in a build's layers while it builds (their folders are on the engine's host); a built image's size is still checked",
     "--min-free-disk and doctor's free-space check do not see the engine's storage, only this host's temp folder",
+    "GPUs (--learn-gpus, --predict-gpus) are found on this host (nvidia-smi, CDI specs), not on the engine's: give tasks GPUs only where both are the same machine",
   ];
   if (info.name === 'podman') {
     gaps.push(

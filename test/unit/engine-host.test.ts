@@ -69,7 +69,7 @@ describe('--engine-host', () => {
     expect(remoteEngineWarning({ name: 'docker' })).toBe('');
     const podman = remoteEngineWarning({ name: 'podman', engineHost: 'ssh://u:pw@h/p.sock' });
     expect(podman).toContain('remote podman at ssh://u:***@h/p.sock');
-    expect(podman).toMatch(/--disk-limit.*--min-free-disk.*--build-pids-limit/);
+    expect(podman).toMatch(/--disk-limit.*--min-free-disk.*GPUs.*--build-pids-limit/);
     const docker = remoteEngineGaps({ name: 'docker', engineHost: 'tcp://h:2376' });
     expect(docker.join(' ')).not.toContain('--build-pids-limit');
   });
