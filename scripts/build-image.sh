@@ -38,10 +38,10 @@ engine() { "$ENGINE" "${ENGINE_ARGS[@]}" "$@"; }
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
-# A host file and every library it loads, into the root filesystem at the same paths.
+# A host program at DEST of the root filesystem, and every library it loads at its own path.
 add_binary() {
-  local file="$1" root="$2"
-  install -D -m 0755 "$(readlink -f "$file")" "$root$file"
+  local file="$1" root="$2" dest="$3"
+  install -D -m 0755 "$(readlink -f "$file")" "$root$dest"
   ldd "$file" 2>/dev/null | grep -o '/[^ ]*' | while read -r lib; do
     [ -e "$root$lib" ] || install -D -m 0755 "$(readlink -f "$lib")" "$root$lib"
   done
@@ -68,8 +68,9 @@ make_base() {
   root="$work/rootfs"
   mkdir -p "$root"/{bin,etc,home/node,tmp,var/tmp,run,usr/local/bin}
   chmod 1777 "$root/tmp" "$root/var/tmp"
-  add_binary "$node" "$root"
-  add_binary "$podman" "$root"
+  # On PATH wherever the host keeps them (nvm, /usr/local, ...).
+  add_binary "$node" "$root" /usr/local/bin/node
+  add_binary "$podman" "$root" /usr/bin/podman
   install -m 0755 "$busybox" "$root/bin/busybox"
   for tool in sh ls cat env id mkdir rm; do ln -s busybox "$root/bin/$tool"; done
   install -D -m 0644 /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
