@@ -63,7 +63,7 @@ export function remoteEngineGaps(info: Pick<EngineInfo, 'name' | 'engineHost'>):
   if (info.name === 'podman') {
     gaps.push(
       "an untrusted build's --build-pids-limit is not applied and its memory and CPU limits are podman build flags (the worker's own build cgroup needs a local engine)",
-      "a build stopped at its timeout or cancelled may leave its RUN processes and buildah working containers on the engine's host (they cannot be found from here)",
+      "a build stopped at its timeout or cancelled goes on in the engine's service until it ends (podman 4.3 does not stop it when its client goes), and a killed build's working containers cannot be found from here",
     );
   }
   return gaps;
