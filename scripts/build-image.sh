@@ -48,7 +48,7 @@ add_binary() {
 }
 
 make_base() {
-  local node podman busybox root hash name
+  local node podman busybox certs root hash name
   node="$(command -v node)"
   podman="$(command -v podman)"
   busybox=/bin/busybox
@@ -58,7 +58,9 @@ make_base() {
     log "$busybox is not a static busybox (apt-get install busybox-static)"
     exit 1
   fi
-  hash="$(cat "$node" "$podman" "$busybox" /etc/ssl/certs/ca-certificates.crt "$0" | sha256sum | cut -c1-16)"
+  certs=/etc/ssl/certs/ca-certificates.crt
+  [ -f "$certs" ] || { log "$certs is missing (apt-get install ca-certificates)"; exit 1; }
+  hash="$(cat "$node" "$podman" "$busybox" "$certs" "$0" | sha256sum | cut -c1-16)"
   name="localhost/compute-worker-base:$hash"
   if engine image exists "$name" 2>/dev/null; then
     echo "$name"
@@ -73,7 +75,7 @@ make_base() {
   add_binary "$podman" "$root" /usr/bin/podman
   install -m 0755 "$busybox" "$root/bin/busybox"
   for tool in sh ls cat env id mkdir rm; do ln -s busybox "$root/bin/$tool"; done
-  install -D -m 0644 /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
+  install -D -m 0644 "$certs" "$root/etc/ssl/certs/ca-certificates.crt"
   printf 'root:x:0:0:root:/root:/bin/sh\nnode:x:1000:1000:node:/home/node:/bin/sh\n' >"$root/etc/passwd"
   printf 'root:x:0:\nnode:x:1000:\n' >"$root/etc/group"
   chown 1000:1000 "$root/home/node"
