@@ -4,6 +4,7 @@ import { taskFlags } from '../../src/cli/flags.js';
 import { describeReport, progressPrinter, reportJson } from '../../src/cli/progress.js';
 import { buildTaskEnv } from '../../src/cli/settings.js';
 import { readTaskFile } from '../../src/cli/task-input.js';
+import { remoteEngineWarning } from '../../src/engine/remote.js';
 import { createLogger } from '../../src/log.js';
 import { acquireTaskGpus, gpuNames } from '../../src/tasks/gpus.js';
 import { decideOutcome, ONE_SHOT } from '../../src/tasks/outcome.js';
@@ -47,6 +48,8 @@ export default class TaskExec extends BaseCommand {
     process.once('SIGINT', cancel);
     process.once('SIGTERM', cancel);
 
+    const remote = remoteEngineWarning(env.engine.info);
+    if (remote) this.progress(`warning: ${remote}\n`);
     const gpus = acquireTaskGpus(env, parsed.type);
     const names = gpuNames(gpus.gpus);
     if (names) this.progress(`GPUs: ${names.join(', ')}\n`);

@@ -83,6 +83,12 @@ export const engineFlags = {
     ...sizeDefault(parseSize('50g')),
     env: env('IMAGE_CACHE_SIZE'),
   }),
+  'engine-host': Flags.string({
+    helpGroup: 'ENGINE',
+    description:
+      "URL of a remote engine that every engine call goes to: podman's service (podman --remote --url) or a docker daemon (docker -H), e.g. unix:///run/podman/podman.sock or ssh://user@host/run/podman/podman.sock. Default: CONTAINER_HOST (podman) or DOCKER_HOST (docker), else the local engine. Against a remote engine --disk-limit is not measured in volumes, --min-free-disk does not see its storage, and podman builds get no pids limit: the worker says so at start-up.",
+    env: env('ENGINE_HOST'),
+  }),
 };
 
 /** Limits of every container the worker runs. All finite. */

@@ -67,6 +67,7 @@ export function engineOptions(flags: TaskFlagValues): EngineOptions {
     },
     buildUserns: flags['build-userns'],
     buildDiskLimitBytes: flags['disk-limit'],
+    engineHost: flags['engine-host'],
   };
 }
 

@@ -4,6 +4,7 @@ import { Readable } from 'node:stream';
 import { LABEL_WORKER } from '../engine/labels.js';
 import { DEFAULT_LIMITS } from '../engine/limits.js';
 import { probeContext } from '../engine/probe-context.js';
+import { redactEngineHost, remoteEngineGaps } from '../engine/remote.js';
 import type { Engine, RunLimits } from '../engine/types.js';
 import { type Check, fail } from './check.js';
 import { judgeProbe, PROBE_INPUT, PROBE_SCRIPT, parseProbe } from './probe-facts.js';
@@ -40,9 +41,18 @@ function staticChecks(engine: Engine): Check[] {
     {
       name: 'engine',
       status: 'pass',
-      message: `${info.name} ${info.version} (${info.rootless ? 'rootless' : 'rootful'}), OCI runtime ${info.ociRuntime}, cgroup v${info.cgroupVersion}${info.cgroupHybrid ? ' (hybrid)' : ''}, storage ${info.storageDriver}`,
+      message: `${info.name} ${info.version} (${info.rootless ? 'rootless' : 'rootful'})${info.engineHost ? ` at ${redactEngineHost(info.engineHost)}` : ''}, OCI runtime ${info.ociRuntime}, cgroup v${info.cgroupVersion}${info.cgroupHybrid ? ' (hybrid)' : ''}, storage ${info.storageDriver}`,
     },
   ];
+  const gaps = remoteEngineGaps(info);
+  if (gaps.length > 0) {
+    checks.push({
+      name: 'remote-engine',
+      status: 'warn',
+      message: `the engine is remote: not enforced here: ${gaps.join('; ')}`,
+      hint: "bound the engine host's storage itself (a filesystem or quota of its own for its volumes and images), or run the worker on the engine's host",
+    });
+  }
   if (info.ociRuntime === 'crun' && info.cgroupHybrid) {
     checks.push({
       name: 'oci-runtime',

@@ -259,9 +259,11 @@ export function helperCreateArgs(
   ];
 }
 
-export function copyInArgs(container: string): string[] {
-  // --archive keeps the uid/gid written in the tar headers, as podman's volume import does.
-  return ['cp', '--archive', '-', `${container}:${HELPER_MOUNT}`];
+export function copyInArgs(container: string, engine: 'podman' | 'docker' = 'docker'): string[] {
+  // Keep the uid/gid written in the tar headers, as podman's volume import does: docker's
+  // --archive keeps them; podman's --archive (on by default) gives them to the container's user.
+  const keepOwners = engine === 'podman' ? '--archive=false' : '--archive';
+  return ['cp', keepOwners, '-', `${container}:${HELPER_MOUNT}`];
 }
 
 export function copyOutArgs(container: string): string[] {
@@ -295,6 +297,15 @@ export function startAttachArgs(name: string): string[] {
 
 export function stateInspectArgs(name: string): string[] {
   return ['inspect', '--type', 'container', '--format', '{{json .State}}', name];
+}
+
+/**
+ * Global flags, before the command, that send a call to the engine at `host` (--engine-host)
+ * instead of the local one: podman's remote client, docker's -H.
+ */
+export function engineHostArgs(engine: 'podman' | 'docker', host: string | undefined): string[] {
+  if (!host) return [];
+  return engine === 'podman' ? ['--remote', '--url', host] : ['-H', host];
 }
 
 /** A cheap call the engine must answer: docker's client asks its daemon, remote podman its service. */

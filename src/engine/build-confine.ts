@@ -37,7 +37,8 @@ export interface BuildConfinement {
  *   too, which podman build has no flag for) and that is killed whole at the end;
  * - rootless podman: already in the user's namespace; no limits on cgroup v1 (see
  *   EngineInfo.unenforcedLimits), but a worker running as root still kills it whole;
- * - docker: memory and CPU through build flags (no pids limit, no capability flags).
+ * - docker: memory and CPU through build flags (no pids limit, no capability flags);
+ * - a remote podman: as docker, plus the capability set (see remote.ts for what is not enforced).
  */
 export async function confineBuild(
   ctx: EngineContext,
@@ -60,7 +61,9 @@ export async function confineBuild(
     podman && !info.rootless && userns
       ? await buildIdMaps(userns === 'auto' ? undefined : userns)
       : undefined;
-  const cgroup = podman ? await createBuildCgroup(limits, buildId) : undefined;
+  // A remote engine builds on its own host: no cgroup or folder of this one reaches it.
+  const local = !ctx.cli.engineHost;
+  const cgroup = podman && local ? await createBuildCgroup(limits, buildId) : undefined;
   const limitsInCgroup = cgroup !== undefined && !info.rootless && info.cgroupManager !== 'systemd';
   const unenforced = new Set(info.unenforcedLimits ?? []);
   // One id names everything of this build: its mark, its cgroup, its temp folder.
@@ -75,7 +78,7 @@ export async function confineBuild(
   // so it is 0711 under /var/tmp (buildah's default place), never in a private folder.
   // Rootful only: the rootless engine runs as another user, who could not write into it.
   const engineTmp =
-    podman && !info.rootless
+    podman && !info.rootless && local
       ? await mkdtemp(join(ENGINE_TMP_BASE, `cw-build-tmp-${buildId}-`))
       : undefined;
   if (engineTmp) await chmod(engineTmp, 0o711);

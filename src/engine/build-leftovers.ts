@@ -20,7 +20,8 @@ const builderSchema = z.object({ Args: z.record(z.string(), z.string()).nullish(
  * those of a build running next to it. Returns the removed ids.
  */
 export async function removeBuildLeftovers(ctx: EngineContext, mark: string): Promise<string[]> {
-  if (ctx.cli.name !== 'podman') return [];
+  // A remote engine's storage is not readable here (remote.ts warns of it at start-up).
+  if (ctx.cli.name !== 'podman' || ctx.cli.engineHost) return [];
   const call = { timeoutMs: ctx.options.callTimeoutMs };
   const ids = (await listExternal(ctx, call))
     .split(/\s+/)

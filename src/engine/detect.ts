@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { WorkerError } from '../errors.js';
 import { type EngineCli, execEngine } from './exec.js';
 import { infoCacheKey, readInfoCache, writeInfoCache } from './info-cache.js';
+import { resolveEngineHost } from './remote.js';
 import type { EngineInfo, EngineOptions, UnenforcedLimit } from './types.js';
 
 const podmanInfoSchema = z.object({
@@ -14,6 +15,7 @@ const podmanInfoSchema = z.object({
     ociRuntime: z.object({ name: z.string() }).optional(),
     security: z.object({ rootless: z.boolean() }),
     buildahVersion: z.string().optional(),
+    serviceIsRemote: z.boolean().optional(),
   }),
   store: z.object({ graphDriverName: z.string(), graphRoot: z.string().optional() }),
   version: z.object({ Version: z.string() }),
@@ -33,20 +35,59 @@ const dockerInfoSchema = z.object({
 export async function detectEngine(
   options: Pick<
     EngineOptions,
-    'engine' | 'enginePath' | 'ociRuntime' | 'callTimeoutMs' | 'infoCacheFile'
+    | 'engine'
+    | 'enginePath'
+    | 'ociRuntime'
+    | 'callTimeoutMs'
+    | 'engineHost'
+    | 'buildUserns'
+    | 'infoCacheFile'
   >,
 ): Promise<EngineInfo> {
-  const cli = await findCli(options);
-  const hybrid = await hostCgroupHybrid();
+  const found = await findCli(options);
+  const engineHost = resolveEngineHost(found.name, options.engineHost);
+  const cli: EngineCli = engineHost ? { ...found, engineHost } : found;
+  if (engineHost && cli.name === 'podman' && options.ociRuntime) {
+    throw new WorkerError(
+      'CONFIG_INVALID',
+      '--oci-runtime cannot be given to a remote podman: its client has no --runtime, the service runs containers with its own',
+      {
+        hint: 'set the runtime where the service runs (`podman --runtime runc system service`, or [engine] runtime in its containers.conf) and drop --oci-runtime',
+      },
+    );
+  }
+  if (engineHost && options.buildUserns === 'auto') {
+    throw new WorkerError(
+      'CONFIG_INVALID',
+      "--build-userns auto reads this host's /etc/subuid and /etc/subgid, not those of the remote engine's host",
+      { hint: "give the range of the engine's host as --build-userns START:COUNT" },
+    );
+  }
+  // A remote engine's cgroups are not this host's: what its containers do tells (doctor's probe).
+  const hybrid = engineHost ? false : await hostCgroupHybrid();
   const info =
     cli.name === 'podman' ? await podmanInfoCached(cli, options) : await dockerInfo(cli, options);
-  const { cgroupControllers, ...described } = info;
+  const { cgroupControllers, serviceIsRemote, ...described } = info;
+  if (serviceIsRemote && !engineHost) {
+    throw new WorkerError(
+      'CONFIG_INVALID',
+      `${cli.path} is a remote client here (CONTAINER_CONNECTION or containers.conf names a service), but no --engine-host was given`,
+      {
+        hint: 'pass the service as --engine-host URL (COMPUTE_WORKER_ENGINE_HOST), so that the worker knows the engine is not on this host',
+      },
+    );
+  }
   const result: EngineInfo = {
     ...described,
     cgroupHybrid: hybrid,
     ociRuntime: options.ociRuntime ?? info.ociRuntime,
     ...(options.ociRuntime ? { ociRuntimeOverride: options.ociRuntime } : {}),
   };
+  if (engineHost) {
+    // Its storage folder is on its own host: nothing here may read it.
+    delete result.graphRoot;
+    result.engineHost = engineHost;
+  }
   result.unenforcedLimits = unenforcedLimits(result, cgroupControllers);
   return result;
 }
@@ -115,6 +156,8 @@ async function isExecutable(path: string): Promise<boolean> {
 type BaseInfo = Omit<EngineInfo, 'cgroupHybrid' | 'ociRuntimeOverride'> & {
   /** cgroup controllers the engine can use; undefined when the engine does not say. */
   cgroupControllers?: string[];
+  /** podman is a remote client (of a connection configured outside the worker). */
+  serviceIsRemote?: boolean;
 };
 
 async function podmanInfoCached(
@@ -122,7 +165,8 @@ async function podmanInfoCached(
   options: Pick<EngineOptions, 'callTimeoutMs' | 'infoCacheFile'>,
 ): Promise<BaseInfo> {
   const file = options.infoCacheFile;
-  if (!file) return podmanInfo(cli, options);
+  // A remote service's configuration is not on this host: nothing here tells a change.
+  if (!file || cli.engineHost) return podmanInfo(cli, options);
   const key = await infoCacheKey(cli.path);
   const cached = (await readInfoCache(file, key)) as BaseInfo | undefined;
   if (cached?.name === 'podman' && cached.path === cli.path) return cached;
@@ -153,6 +197,7 @@ async function podmanInfo(
     gpuDevices: 'cdi',
     ...(info.store.graphRoot ? { graphRoot: info.store.graphRoot } : {}),
     ...(info.host.cgroupManager ? { cgroupManager: info.host.cgroupManager } : {}),
+    serviceIsRemote: info.host.serviceIsRemote === true,
   };
 }
 

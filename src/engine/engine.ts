@@ -19,7 +19,12 @@ export async function createEngine(options: EngineOptions): Promise<Engine> {
 /** An Engine over an already detected engine (doctor detects first, then probes). */
 export function engineFor(info: EngineInfo, options: EngineOptions): Engine {
   const ctx: EngineContext = {
-    cli: { name: info.name, path: info.path, workDir: options.workDir },
+    cli: {
+      name: info.name,
+      path: info.path,
+      workDir: options.workDir,
+      ...(info.engineHost ? { engineHost: info.engineHost } : {}),
+    },
     info,
     options,
     builds: new Map(),

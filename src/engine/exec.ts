@@ -3,6 +3,7 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { execa, type ResultPromise } from 'execa';
 import { WorkerError } from '../errors.js';
+import { engineHostArgs } from './args.js';
 import { LineSplitter, LogTail } from './log-tail.js';
 
 /**
@@ -48,6 +49,8 @@ export interface EngineCli {
   path: string;
   /** Where the CLI runs (see EngineOptions.workDir). */
   workDir?: string;
+  /** The remote engine every call goes to (EngineInfo.engineHost); undefined: the local one. */
+  engineHost?: string;
 }
 
 /** Runs the CLI and returns what happened; does not throw on a non-zero exit. */
@@ -180,6 +183,9 @@ export function hintFor(stderr: string): string | undefined {
   if (/cannot connect to the docker daemon|docker\.sock/i.test(stderr)) {
     return 'start the docker daemon (dockerd) or choose podman with --engine podman';
   }
+  if (/unable to connect to Podman socket/i.test(stderr)) {
+    return 'the podman service of --engine-host does not answer: start it there (podman system service --time=0 URL, or systemctl enable --now podman.socket) and check the URL';
+  }
   if (/no space left on device/i.test(stderr)) {
     return "the engine's storage is full: remove unused images and volumes (podman system prune)";
   }
@@ -208,7 +214,7 @@ export function spawnEngine(
   args: readonly string[],
   options: Pick<ExecOptions, 'timeoutMs' | 'signal' | 'input' | 'env' | 'killSignal'>,
 ): ResultPromise<{ buffer: false }> {
-  return execa(cli.path, args, {
+  return execa(cli.path, [...engineHostArgs(cli.name, cli.engineHost), ...args], {
     cwd: cli.workDir ?? tmpdir(),
     buffer: false,
     reject: false,

@@ -31,6 +31,11 @@ export interface EngineInfo {
   graphRoot?: string;
   /** podman's cgroup manager, "cgroupfs" or "systemd" (a systemd one takes only slices as parents). */
   cgroupManager?: string;
+  /**
+   * The URL of a remote engine every call goes to (--engine-host, CONTAINER_HOST, DOCKER_HOST);
+   * undefined for the local one. Its host's folders are not this host's: see remote.ts.
+   */
+  engineHost?: string;
 }
 
 export interface EngineOptions {
@@ -73,6 +78,11 @@ export interface EngineOptions {
    * podman is asked every time.
    */
   infoCacheFile?: string;
+  /**
+   * --engine-host: the URL of the engine to drive (unix://, ssh://, tcp://); undefined:
+   * CONTAINER_HOST (podman) or DOCKER_HOST (docker) when set, else the local engine.
+   */
+  engineHost?: string;
 }
 
 /** Resource limits of an image build's RUN steps. */

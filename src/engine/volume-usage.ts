@@ -31,6 +31,8 @@ export async function volumeMountpoint(
   ctx: EngineContext,
   volume: string,
 ): Promise<string | undefined> {
+  // A remote engine's folder is on its host; the same path here would be another folder.
+  if (ctx.cli.engineHost) return undefined;
   const out = await execEngine(ctx.cli, volumeMountpointArgs(volume), {
     timeoutMs: ctx.options.callTimeoutMs,
     maxStdoutBytes: 64 * 1024,

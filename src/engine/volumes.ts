@@ -18,7 +18,7 @@ import { canExportThroughFifo, exportThroughFifo } from './volume-export.js';
 
 /**
  * Named volumes filled and read as tar streams, so no host folder is ever shared with a
- * container. podman fills a volume with `volume import`; otherwise a volume is reached
+ * container. A local podman fills a volume with `volume import`; otherwise a volume is reached
  * through a helper container that is created, never started, with `cp`.
  *
  * Ownership: imported files keep the uid/gid of their tar headers. The volume's root
@@ -45,11 +45,14 @@ export async function importVolume(
   signal?: AbortSignal,
 ): Promise<void> {
   const call = { timeoutMs: transferTimeoutMs(ctx.options), signal, input };
-  if (ctx.info.name === 'podman') {
+  // podman's remote client refuses `volume import` (4.3): it goes through a helper as docker's does.
+  if (ctx.info.name === 'podman' && !ctx.cli.engineHost) {
     await execEngine(ctx.cli, volumeImportArgs(volume), call);
     return;
   }
-  await withHelper(ctx, volume, (helper) => execEngine(ctx.cli, copyInArgs(helper), call));
+  await withHelper(ctx, volume, (helper) =>
+    execEngine(ctx.cli, copyInArgs(helper, ctx.info.name), call),
+  );
 }
 
 export function exportVolume(ctx: EngineContext, volume: string, signal?: AbortSignal): Readable {

@@ -101,6 +101,8 @@ async function resolvePaths(
   volumes: string[],
 ): Promise<string[]> {
   const paths: string[] = [];
+  // A remote engine's volumes are on its host: said once at start-up (engine/remote.ts).
+  if (env.engine.info.engineHost) return paths;
   for (const volume of volumes) {
     try {
       const path = await env.engine.volumeMountpoint(volume);

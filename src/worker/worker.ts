@@ -2,6 +2,7 @@ import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { formatDuration } from '../config/duration.js';
 import { LABEL_WORKER } from '../engine/labels.js';
+import { remoteEngineWarning } from '../engine/remote.js';
 import type { Logger } from '../log.js';
 import type { TaskEnv, TaskKind } from '../tasks/context.js';
 import type { RetryPolicy } from '../tasks/outcome.js';
@@ -68,6 +69,8 @@ export class Worker {
 
   /** Removes what a previous run left, then starts taking messages. */
   async start(): Promise<void> {
+    const remote = remoteEngineWarning(this.options.env.engine.info);
+    if (remote) this.options.log.warn(remote);
     await this.recover();
     for (const kind of ['learn', 'predict'] as const) {
       const reader = openReader(

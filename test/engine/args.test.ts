@@ -361,6 +361,8 @@ describe('volume and lookup arguments', () => {
 
   it('copies through the helper container, keeping owners on the way in', () => {
     expect(copyInArgs('h1')).toEqual(['cp', '--archive', '-', 'h1:/mnt']);
+    // podman's --archive means the opposite: owners become the container's user.
+    expect(copyInArgs('h1', 'podman')).toEqual(['cp', '--archive=false', '-', 'h1:/mnt']);
     expect(copyOutArgs('h1')).toEqual(['cp', 'h1:/mnt/.', '-']);
   });
 

@@ -28,6 +28,18 @@ describe('execEngine', () => {
     expect(out).toBe('ab');
   });
 
+  it('sends every call to --engine-host: podman --remote --url, docker -H, before the command', async () => {
+    const url = 'unix:///run/podman/podman.sock';
+    const podman = await execEngine({ ...cli, engineHost: url }, ['ps', '--all'], {
+      timeoutMs: 10_000,
+    });
+    expect(podman.trim().split('\n')).toEqual(['--remote', '--url', url, 'ps', '--all']);
+    const docker = await execEngine({ ...cli, name: 'docker', engineHost: url }, ['ps'], {
+      timeoutMs: 10_000,
+    });
+    expect(docker.trim().split('\n')).toEqual(['-H', url, 'ps']);
+  });
+
   it('turns crun on hybrid cgroups into a retryable engine failure that names the fix', async () => {
     const error = await failure(execEngine(cli, ['hybrid'], { timeoutMs: 10_000 }));
     expect(error).toMatchObject({ code: 'ENGINE_FAILED', retryable: true });

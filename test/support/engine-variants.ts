@@ -1,8 +1,9 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { EngineOptions } from '../../src/engine/types.js';
+import { serviceUrl } from './podman-service.js';
 
-export type VariantId = 'podman-rootful' | 'podman-rootless' | 'docker';
+export type VariantId = 'podman-rootful' | 'podman-rootless' | 'docker' | 'podman-remote';
 
 export interface EngineVariant {
   id: VariantId;
@@ -51,6 +52,23 @@ export const VARIANTS: Record<VariantId, EngineVariant> = {
     options: { engine: 'docker', enginePath: '/usr/bin/docker', ...bounds },
     unavailable: () =>
       !existsSync('/usr/bin/docker') ? '/usr/bin/docker is not installed' : undefined,
+  },
+  // Rootful podman's service on a socket the test file starts (test/support/podman-service.ts);
+  // the runtime is the service's (a remote client has no --runtime).
+  'podman-remote': {
+    id: 'podman-remote',
+    options: {
+      engine: 'podman',
+      enginePath: '/usr/bin/podman',
+      engineHost: serviceUrl(),
+      ...bounds,
+    },
+    unavailable: () =>
+      !existsSync('/usr/bin/podman')
+        ? '/usr/bin/podman is not installed'
+        : !isRoot()
+          ? 'not running as root'
+          : undefined,
   },
 };
 

@@ -12,6 +12,7 @@ import { HttpStorageClient } from '../../src/clients/storage.js';
 import { createEngine } from '../../src/engine/engine.js';
 import { LABEL_TASK } from '../../src/engine/labels.js';
 import { DEFAULT_LIMITS } from '../../src/engine/limits.js';
+import type { EngineOptions } from '../../src/engine/types.js';
 import { createLogger } from '../../src/log.js';
 import type { TaskEnv, TaskEvent } from '../../src/tasks/context.js';
 import { executeTask, reportFailure, type TaskReport } from '../../src/tasks/run-task.js';
@@ -150,10 +151,13 @@ export interface TaskWorld {
 }
 
 /** Stand-ins for storage and orchestrator, and one podman engine, shared by a file's tests. */
-export async function startWorld(password = 'p'): Promise<TaskWorld> {
+export async function startWorld(
+  password = 'p',
+  engineOptions: EngineOptions = podman.options,
+): Promise<TaskWorld> {
   const storage = await startStorageServer({ password });
   const orchestrator = await startOrchestratorServer({ password });
-  const engine = await createEngine(podman.options);
+  const engine = await createEngine(engineOptions);
   const clients: { close(): Promise<void> }[] = [];
   const tmpDirs: string[] = [];
   return {
