@@ -15,10 +15,16 @@ import { LineSplitter, LogTail } from './log-tail.js';
  * Whether `podman volume export` can stream a volume through a FIFO: it writes to a file
  * only (it opens /dev/stdout, which fails when stdout is a socket, as Node's pipes are), and
  * the FIFO lives in the worker's private folder, so the engine must run as the worker's own
- * user on this host. Elsewhere a helper container's `cp` does the job, at four more calls.
+ * user on this host (not a remote service). Elsewhere a helper container's `cp` does the job,
+ * at four more calls.
  */
 export function canExportThroughFifo(ctx: EngineContext): boolean {
-  return ctx.info.name === 'podman' && !ctx.info.rootless && process.getuid?.() === 0;
+  return (
+    ctx.info.name === 'podman' &&
+    !ctx.cli.engineHost &&
+    !ctx.info.rootless &&
+    process.getuid?.() === 0
+  );
 }
 
 /**
