@@ -6,12 +6,13 @@ import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { extractTarToDir } from '../archive/safe-tar.js';
 import { WorkerError } from '../errors.js';
-import { buildArgs, imageExistsArgs, imageVolumesArgs, removeImageArgs } from './args.js';
+import { buildArgs, imageVolumesArgs, removeImageArgs } from './args.js';
 import { buildOom, confineBuild } from './build-confine.js';
 import { buildDiskLimitError, checkBuiltImageSize, watchBuildDisk } from './build-disk.js';
 import { type BuildPolicy, checkContainerfile } from './containerfile-check.js';
 import type { EngineContext, SharedBuild } from './context.js';
 import { capDetail, type ExecResult, execEngine, execEngineRaw, hintFor } from './exec.js';
+import { imageExists } from './images.js';
 import type { BuildRequest, BuildResult } from './types.js';
 
 const ROLE = /^[a-z0-9][a-z0-9_.-]{0,63}$/;
@@ -53,9 +54,7 @@ export async function buildImage(ctx: EngineContext, request: BuildRequest): Pro
     const shared = startShared(ctx, image, async (signal, onLine) => {
       try {
         const call = { timeoutMs: ctx.options.callTimeoutMs, signal };
-        if ((await execEngineRaw(ctx.cli, imageExistsArgs(ctx.info, image), call)).exitCode === 0) {
-          return { cached: true };
-        }
+        if (await imageExists(ctx, image, call)) return { cached: true };
         await runBuild(
           ctx,
           { ...request, signal, onOutputLine: onLine },
@@ -64,6 +63,7 @@ export async function buildImage(ctx: EngineContext, request: BuildRequest): Pro
           containerfile,
         );
         if (policy === 'strict') await refuseImageVolumes(ctx, image);
+        ctx.knownImages?.add(image);
         return { cached: false };
       } finally {
         await rm(dir, { recursive: true, force: true });

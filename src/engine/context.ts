@@ -8,6 +8,11 @@ export interface EngineContext {
   options: EngineOptions;
   /** Builds in progress, by image name: a second call for the same image waits on the first. */
   builds?: Map<string, SharedBuild>;
+  /**
+   * Images this process saw exist (or built): their existence is not asked again. One the
+   * worker removes, or that a container cannot be created from, is forgotten.
+   */
+  knownImages?: Set<string>;
 }
 
 /** One build that several calls wait for (see build.ts). */

@@ -28,6 +28,7 @@ export function engineFor(info: EngineInfo, options: EngineOptions): Engine {
     info,
     options,
     builds: new Map(),
+    knownImages: new Set(),
   };
   return {
     info,

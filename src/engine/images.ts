@@ -1,6 +1,12 @@
 import { z } from 'zod';
 import { WorkerError } from '../errors.js';
-import { imageInspectArgs, imageListArgs, pruneImagesArgs, removeUnusedImageArgs } from './args.js';
+import {
+  imageExistsArgs,
+  imageInspectArgs,
+  imageListArgs,
+  pruneImagesArgs,
+  removeUnusedImageArgs,
+} from './args.js';
 import type { EngineContext } from './context.js';
 import { execEngine, execEngineRaw } from './exec.js';
 import type { ImageFacts } from './types.js';
@@ -63,6 +69,7 @@ export async function removeImage(
   ctx: EngineContext,
   name: string,
 ): Promise<'removed' | 'kept' | 'missing'> {
+  ctx.knownImages?.delete(name);
   const result = await execEngineRaw(ctx.cli, removeUnusedImageArgs(name), {
     timeoutMs: ctx.options.callTimeoutMs,
   });
@@ -80,4 +87,17 @@ export async function pruneImages(
     throw new WorkerError('INTERNAL', 'pruneImages takes exactly one label');
   }
   await execEngine(ctx.cli, pruneImagesArgs(label), { timeoutMs: ctx.options.callTimeoutMs });
+}
+
+/** Whether the image exists: asked once per process, then remembered (EngineContext.knownImages). */
+export async function imageExists(
+  ctx: EngineContext,
+  image: string,
+  call: { timeoutMs: number; signal?: AbortSignal },
+): Promise<boolean> {
+  if (ctx.knownImages?.has(image)) return true;
+  if ((await execEngineRaw(ctx.cli, imageExistsArgs(ctx.info, image), call)).exitCode !== 0)
+    return false;
+  ctx.knownImages?.add(image);
+  return true;
 }

@@ -1,9 +1,9 @@
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import tar from 'tar-stream';
-import { imageExistsArgs } from './args.js';
 import type { EngineContext } from './context.js';
-import { execEngine, execEngineRaw } from './exec.js';
+import { execEngine } from './exec.js';
+import { imageExists } from './images.js';
 
 export interface RootfsEntry {
   name: string;
@@ -25,12 +25,12 @@ export async function ensureRootfsImage(
   for (const e of entries) hash.update(`${e.type}:${e.name}:${e.mode}:`).update(e.content ?? '');
   const image = `localhost/compute-worker/${role}:${hash.digest('hex').slice(0, 32)}`;
   const call = { timeoutMs: ctx.options.callTimeoutMs };
-  if ((await execEngineRaw(ctx.cli, imageExistsArgs(ctx.info, image), call)).exitCode === 0)
-    return image;
+  if (await imageExists(ctx, image, call)) return image;
   await execEngine(ctx.cli, ['import', '-', image], {
     ...call,
     input: Readable.from(await packRootfs(entries)),
   });
+  ctx.knownImages?.add(image);
   return image;
 }
 

@@ -27,7 +27,11 @@ export async function runContainer(ctx: EngineContext, spec: RunSpec): Promise<R
     throw new WorkerError('CANCELLED', 'The run was cancelled before it started');
   const name = `cw-run-${randomBytes(8).toString('hex')}`;
   const call = { timeoutMs: ctx.options.callTimeoutMs };
-  await execEngine(ctx.cli, createArgs(ctx.info, name, spec), call);
+  await execEngine(ctx.cli, createArgs(ctx.info, name, spec), call).catch((error: unknown) => {
+    // The image may have been removed behind the worker's back: ask again next time.
+    ctx.knownImages?.delete(spec.image);
+    throw error;
+  });
   try {
     await checkMountedVolumes(
       ctx,

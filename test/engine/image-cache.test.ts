@@ -8,6 +8,7 @@ import { createEngine } from '../../src/engine/engine.js';
 import { execEngine, execEngineRaw } from '../../src/engine/exec.js';
 import { ImageCache } from '../../src/engine/image-cache.js';
 import { LABEL_BUILT_BY, LABEL_WORKER } from '../../src/engine/labels.js';
+import { DEFAULT_LIMITS } from '../../src/engine/limits.js';
 import type { Engine } from '../../src/engine/types.js';
 import { busyboxContext } from '../support/busybox-context.js';
 import { readableOf } from '../support/engine-tar.js';
@@ -224,5 +225,39 @@ describe.skipIf(why)('image cache (rootful podman)', () => {
     await newCache(Number.MAX_SAFE_INTEGER).trim();
     const left = (await engine.listImages(label)).filter((i) => i.names.length === 0);
     expect(left).toEqual([]);
+  });
+
+  it('asks whether an image exists once per process, and again once it went behind its back', async () => {
+    const build = async () =>
+      engine.buildImage({
+        role: 'cachetest-known',
+        context: readableOf(await contextOf('known')),
+        labels: label,
+      });
+    const first = await build();
+    const asked = async () =>
+      (await readFile(buildLog, 'utf8')).split('\n').filter((l) => l === 'image').length;
+    const before = await asked();
+    expect(await build()).toMatchObject({ cached: true });
+    expect(await asked()).toBe(before);
+    // An operator removes it: the container cannot be created, and the next build builds.
+    await execEngine(engine.info, ['rmi', '--force', first.image], { timeoutMs: 60_000 });
+    const failed = await engine
+      .run({
+        image: first.image,
+        command: ['true'],
+        mounts: [],
+        labels: containerLabels,
+        limits: { ...DEFAULT_LIMITS },
+        timeoutMs: 30_000,
+        logTailLines: 10,
+        logTailBytes: 1024,
+      })
+      .catch((e: unknown) => e);
+    expect(failed).toMatchObject({ code: 'ENGINE_FAILED' });
+    const builtBefore = await builds();
+    expect(await build()).toMatchObject({ cached: false });
+    expect(await builds()).toBe(builtBefore + 1);
+    expect(await exists(first.image)).toBe(true);
   });
 });
