@@ -46,6 +46,14 @@ export interface EngineCli {
   path: string;
   /** Where the CLI runs (see EngineOptions.workDir). */
   workDir?: string;
+  /** Runs the CLI as this host user (rootless podman of the build user), with only this environment. */
+  user?: CliUser;
+}
+
+export interface CliUser {
+  uid: number;
+  gid: number;
+  env: Record<string, string>;
 }
 
 /** Runs the CLI and returns what happened; does not throw on a non-zero exit. */
@@ -206,6 +214,9 @@ export function spawnEngine(
   args: readonly string[],
   options: Pick<ExecOptions, 'timeoutMs' | 'signal' | 'input' | 'env'>,
 ): ResultPromise<{ buffer: false }> {
+  const user = cli.user
+    ? { uid: cli.user.uid, gid: cli.user.gid, extendEnv: false, env: cli.user.env }
+    : { env: {} };
   return execa(cli.path, args, {
     cwd: cli.workDir ?? tmpdir(),
     buffer: false,
@@ -216,7 +227,9 @@ export function spawnEngine(
     timeout: options.timeoutMs,
     cancelSignal: options.signal,
     forceKillAfterDelay: 5_000,
-    env: { LC_ALL: 'C', ...options.env },
+    ...user,
+    // Node drops the supplementary groups when it changes the user.
+    env: { ...user.env, LC_ALL: 'C', ...options.env },
   }) as unknown as ResultPromise<{ buffer: false }>;
 }
 

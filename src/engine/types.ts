@@ -68,6 +68,12 @@ export interface EngineOptions {
    * podman only) and the size its image may have; undefined: not bounded.
    */
   buildDiskLimitBytes?: number;
+  /**
+   * --build-user: the unprivileged host user whose rootless podman builds untrusted contexts
+   * (rootful podman, worker run as root); `none` for none; undefined or `auto`: the user
+   * DEFAULT_BUILD_USER when it exists (see build-user.ts).
+   */
+  buildUser?: string;
 }
 
 /** Resource limits of an image build's RUN steps. */
