@@ -77,6 +77,13 @@ export const engineFlags = {
     defaultHelp: async () => '50g',
     env: env('IMAGE_CACHE_SIZE'),
   }),
+  'build-user': Flags.string({
+    helpGroup: 'ENGINE',
+    description:
+      "The unprivileged host user whose rootless podman builds untrusted contexts (rootful podman, worker run as root), so a RUN step's root is that user in its own user namespace, not the host's root; the image is then moved into the worker's store. auto: the user cwbuild if it exists (with /etc/subuid and /etc/subgid entries), else builds run as the host's root; none: never. An explicit --build-userns takes precedence.",
+    default: 'auto',
+    env: env('BUILD_USER'),
+  }),
 };
 
 /** Limits of every container the worker runs. All finite. */

@@ -63,6 +63,7 @@ export interface TaskFlagValues {
   'build-pids-limit'?: number;
   'build-userns'?: string;
   'image-cache-size': number;
+  'build-user': string;
 }
 
 /** Task slots of each kind: the daemon's parallelism, one each for a task run by hand. */
@@ -107,6 +108,7 @@ export function engineOptions(flags: TaskFlagValues): EngineOptions {
     },
     buildUserns: flags['build-userns'],
     buildDiskLimitBytes: flags['disk-limit'],
+    buildUser: flags['build-user'],
   };
 }
 
