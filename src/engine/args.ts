@@ -357,3 +357,13 @@ export function imageSaveArgs(image: string): string[] {
 export function imageLoadArgs(): string[] {
   return ['load'];
 }
+
+/** The ids of every image in the store, one a line. */
+export function allImageIdsArgs(): string[] {
+  return ['images', '--all', '--quiet', '--no-trunc'];
+}
+
+/** `<id>\t<repository>` for each name of each image (one line per name). */
+export function imageNamesArgs(): string[] {
+  return ['images', '--no-trunc', '--format', '{{.ID}}\t{{.Repository}}'];
+}

@@ -1,12 +1,22 @@
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { WorkerError } from '../errors.js';
-import { imageIdArgs, imageLoadArgs, imageSaveArgs, removeImageArgs } from './args.js';
+import {
+  allImageIdsArgs,
+  imageIdArgs,
+  imageLoadArgs,
+  imageNamesArgs,
+  imageSaveArgs,
+  removeImageArgs,
+  removeUnusedImageArgs,
+} from './args.js';
 import { extractFlags, parseContainerfile } from './containerfile-parse.js';
 import { type EngineContext, transferTimeoutMs } from './context.js';
-import { capDetail, engineFailure, execEngineRaw, spawnEngine } from './exec.js';
+import { capDetail, engineFailure, execEngine, execEngineRaw, spawnEngine } from './exec.js';
 
 const STDERR_BYTES = 8 * 1024;
+/** The names of the images the worker builds (see build.ts). */
+const BUILT_PREFIX = 'localhost/compute-worker/';
 
 /** The images the stages of the context's Containerfiles start FROM, but scratch and earlier stages. */
 export async function baseImages(dir: string): Promise<string[]> {
@@ -44,6 +54,7 @@ export async function syncBaseImages(
   signal?: AbortSignal,
 ): Promise<void> {
   const call = { timeoutMs: host.options.callTimeoutMs, signal };
+  await pruneUserImages(host, user, signal);
   for (const image of images) {
     const hostId = await execEngineRaw(host.cli, imageIdArgs(image), call);
     if (hostId.exitCode !== 0) {
@@ -54,7 +65,24 @@ export async function syncBaseImages(
     }
     const userId = await execEngineRaw(user.cli, imageIdArgs(image), call);
     if (userId.exitCode === 0 && userId.stdout.trim() === hostId.stdout.trim()) continue;
-    await copyImage(host, user, image, userTmp, signal);
+    try {
+      await copyImage(host, user, image, userTmp, signal);
+    } catch (error) {
+      if (
+        !(error instanceof WorkerError) ||
+        !/insufficient UIDs or GIDs/.test(error.detail ?? '')
+      ) {
+        throw error;
+      }
+      throw new WorkerError(
+        'BUILD_FAILED',
+        `FROM ${image}: the image has files owned by ids that the build user's namespace cannot hold`,
+        {
+          detail: error.detail,
+          hint: 'give the build user a larger subordinate range in /etc/subuid and /etc/subgid (then podman system migrate as that user), or use a base image whose files belong to ids below 65536',
+        },
+      );
+    }
   }
 }
 
@@ -114,5 +142,37 @@ export async function moveBuiltImage(
     await execEngineRaw(user.cli, removeImageArgs(image), {
       timeoutMs: user.options.callTimeoutMs,
     });
+  }
+}
+
+/**
+ * Removes from the build user's store the base images the host's store no longer has (by
+ * id), so that they do not pile up there. Images a build is using are kept (removed
+ * without --force), and so are the worker's own built images on their way to the host.
+ */
+async function pruneUserImages(
+  host: EngineContext,
+  user: EngineContext,
+  signal?: AbortSignal,
+): Promise<void> {
+  const call = { timeoutMs: host.options.callTimeoutMs, signal };
+  const ids = async (ctx: EngineContext, args: string[]) =>
+    new Set((await execEngine(ctx.cli, args, call)).split(/\s+/).filter(Boolean));
+  const [hostIds, userIds, named] = await Promise.all([
+    ids(host, allImageIdsArgs()),
+    ids(user, allImageIdsArgs()),
+    execEngine(user.cli, imageNamesArgs(), call),
+  ]);
+  // No submission starts FROM the worker's own images: an image so named is a build's.
+  const built = new Set(
+    named
+      .split('\n')
+      .map((line) => line.split('\t'))
+      .filter(([, repository]) => repository?.startsWith(BUILT_PREFIX))
+      .map(([id]) => id),
+  );
+  for (const id of userIds) {
+    if (hostIds.has(id) || built.has(id)) continue;
+    await execEngineRaw(user.cli, removeUnusedImageArgs(id), call);
   }
 }

@@ -12,6 +12,11 @@ import { createEngine } from '../../src/engine/engine.js';
 import { type EngineCli, execEngine, execEngineRaw } from '../../src/engine/exec.js';
 import { LABEL_WORKER } from '../../src/engine/labels.js';
 import { DEFAULT_LIMITS } from '../../src/engine/limits.js';
+import {
+  BUSYBOX_CONTAINERFILE,
+  BUSYBOX_SKELETON,
+  contextTarGz,
+} from '../../src/engine/probe-context.js';
 import type { Engine, EngineOptions } from '../../src/engine/types.js';
 import { WorkerError } from '../../src/errors.js';
 import { busyboxContext } from '../support/busybox-context.js';
@@ -185,6 +190,67 @@ function defineBuildIsolation(variant: EngineVariant, cases: 'all' | 'spin'): vo
         await engine.removeImage(image);
       }
       await expectNothingLeft(marker);
+    });
+
+    it('gives the build user the base image the host has, and drops it once the host has not', async (t) => {
+      if (!engine || !options || cases !== 'all') return t.skip();
+      const user = await findBuildUser(options.buildUser ?? 'auto');
+      if (!user) return t.skip();
+      const cli = buildUserCli({ name: 'podman', path: '/usr/bin/podman' }, user);
+      const call = { timeoutMs: 60_000 };
+      const base = await engine.buildImage({
+        role: 'workflow',
+        // A label first: no layer of the build cache (maybe one an id-mapped build left,
+        // with files of ids like 2000000000) is taken.
+        context: readableOf(
+          await contextTarGz({
+            Containerfile: `${['FROM scratch', `LABEL base=${randomBytes(6).toString('hex')}`, ...BUSYBOX_CONTAINERFILE.slice(1)].join('\n')}\n`,
+            busybox: readFileSync('/bin/busybox'),
+            ...BUSYBOX_SKELETON,
+          }),
+        ),
+        labels,
+      });
+      const baseId = (
+        await execEngine(engine.info, ['image', 'inspect', '--format', '{{.Id}}', base.image], call)
+      ).trim();
+      // A submission may not name the worker's own images: the base gets a name of its own.
+      const name = `localhost/cw-userns-base-${randomBytes(4).toString('hex')}:1`;
+      await execEngine(engine.info, ['tag', base.image, name], call);
+      let built: string | undefined;
+      try {
+        const context = await contextTarGz({
+          Containerfile: `FROM ${name}\nRUN echo from-base > /tmp/made\n`,
+        });
+        built = (
+          await engine.buildImage({ role: 'submission', context: readableOf(context), labels })
+        ).image;
+        const inUser = await execEngineRaw(
+          cli,
+          ['image', 'inspect', '--format', '{{.Id}}', name],
+          call,
+        );
+        expect(inUser.stdout.trim()).toBe(baseId);
+      } finally {
+        if (built) await engine.removeImage(built);
+        await execEngineRaw(engine.info, ['rmi', name], call);
+        await engine.removeImage(base.image);
+      }
+      // The host no longer has it: the next build refuses it, and the user's copy is gone.
+      const again = await engine
+        .buildImage({
+          role: 'submission',
+          context: readableOf(await contextTarGz({ Containerfile: `FROM ${name}\nRUN true\n` })),
+          labels,
+        })
+        .then(
+          () => undefined,
+          (error: WorkerError) => error,
+        );
+      expect(again?.code).toBe('BUILD_FAILED');
+      expect(again?.message).toMatch(`FROM ${name}: there is no such image on this host`);
+      const left = await execEngineRaw(cli, ['image', 'exists', baseId], call);
+      expect(left.exitCode).toBe(1);
     });
 
     it('kills a spinning RUN at the build timeout and leaves nothing', async (t) => {
