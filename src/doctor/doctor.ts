@@ -6,6 +6,7 @@ import type { StorageClient } from '../clients/types.js';
 import { createEngine } from '../engine/engine.js';
 import { probeEngine } from '../engine/probe.js';
 import type { Engine, EngineOptions, RunLimits } from '../engine/types.js';
+import { buildNamespaceCheck } from './build-user.js';
 import { builderCheck } from './builder.js';
 import { type Check, fail, pass } from './check.js';
 import { checkDisk } from './disk.js';
@@ -42,6 +43,7 @@ export async function runDoctor(options: DoctorOptions): Promise<Check[]> {
       ...(await probeEngine(engine, { limits: options.limits, busyboxPath: options.busyboxPath })),
     );
     checks.push(builderCheck(engine.info, options.engine.workflowBuildPolicy));
+    checks.push(await buildNamespaceCheck(engine, options.engine, options.busyboxPath));
     if (options.imageCache) checks.push(await imageCacheCheck(engine, options.imageCache));
   }
   if (options.gpu) {
