@@ -3,7 +3,7 @@ import { dirname } from 'node:path';
 import { request } from 'undici';
 import { serviceBaseUrl } from '../clients/http.js';
 import type { StorageClient } from '../clients/types.js';
-import { createEngine } from '../engine/engine.js';
+import { createEngine, engineFor } from '../engine/engine.js';
 import { probeEngine } from '../engine/probe.js';
 import type { Engine, EngineOptions, RunLimits } from '../engine/types.js';
 import { buildNamespaceCheck } from './build-user.js';
@@ -43,7 +43,9 @@ export async function runDoctor(options: DoctorOptions): Promise<Check[]> {
       ...(await probeEngine(engine, { limits: options.limits, busyboxPath: options.busyboxPath })),
     );
     checks.push(builderCheck(engine.info, options.engine.workflowBuildPolicy));
-    checks.push(await buildNamespaceCheck(engine, options.engine, options.busyboxPath));
+    // Its build is doctor's, not a task's: --disk-limit (which may be below busybox) does not bound it.
+    const unbounded = engineFor(engine.info, { ...options.engine, buildDiskLimitBytes: undefined });
+    checks.push(await buildNamespaceCheck(unbounded, options.engine, options.busyboxPath));
     if (options.imageCache) checks.push(await imageCacheCheck(engine, options.imageCache));
   }
   if (options.gpu) {
