@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { chmod, chown, mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { formatSize } from '../config/size.js';
+import { WorkerError } from '../errors.js';
 import type { BuildIsolation } from './args.js';
 import { type BuildCgroup, createBuildCgroup } from './build-cgroup.js';
 import { removeBuildLeftovers } from './build-leftovers.js';
@@ -148,7 +149,16 @@ async function userBuild(
   const { info, options } = ctx;
   if (info.name !== 'podman' || info.rootless || options.buildUserns) return undefined;
   const setting = options.buildUser ?? 'auto';
-  if (setting === 'auto' && process.getuid?.() !== 0) return undefined;
+  if (setting !== 'none' && process.getuid?.() !== 0) {
+    if (setting === 'auto') return undefined;
+    throw new WorkerError(
+      'CONFIG_INVALID',
+      `--build-user ${setting} needs the worker to run as root`,
+      {
+        hint: "run the worker as root (it starts the build user's podman as that user), or pass --build-user none",
+      },
+    );
+  }
   const user = await findBuildUser(setting);
   if (!user) return undefined;
   const engine = await buildUserContext(ctx, user);

@@ -54,7 +54,8 @@ export async function syncBaseImages(
   signal?: AbortSignal,
 ): Promise<void> {
   const call = { timeoutMs: host.options.callTimeoutMs, signal };
-  await pruneUserImages(host, user, signal);
+  // Housekeeping: a store that is busy for long (another process holding its lock) must not fail the build.
+  await pruneUserImages(host, user, signal).catch(() => undefined);
   for (const image of images) {
     const hostId = await execEngineRaw(host.cli, imageIdArgs(image), call);
     if (hostId.exitCode !== 0) {
