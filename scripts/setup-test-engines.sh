@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Prepares this machine for the engine conformance tests: rootful podman, rootless podman
-# (user cwrootless) and Debian's docker.io daemon. Run as root; safe to run again (quick
+# (user cwrootless), the worker's build user (cwbuild) and Debian's docker.io daemon. Run as root; safe to run again (quick
 # when everything is in place). Works on a fresh Debian 12 machine, with or without systemd.
 set -euo pipefail
 
 ROOTLESS_USER="${CW_ROOTLESS_USER:-cwrootless}"
+# The worker's build user (--build-user auto takes it): rootless podman builds submissions.
+BUILD_USER="${CW_BUILD_USER:-cwbuild}"
 DOCKER_ROOT="${CW_DOCKER_DATA_ROOT:-/var/lib/compute-worker-test-docker}"
 DOCKER_SOCK=/run/docker.sock
 DOCKER_PID=/run/compute-worker-test-dockerd.pid
@@ -68,7 +70,40 @@ CONF
   chown "$ROOTLESS_USER:$ROOTLESS_USER" "$conf_dir/containers.conf" "$conf_dir/storage.conf"
 fi
 
-# 3. dockerd in the background, its own data root, no iptables and no bridge (only
+# 3. The build user: an unprivileged user with subordinate ids of its own, not shared with
+#    the rootless test user. Native overlay needs Linux 5.13; a file event log and cgroupfs
+#    work without a systemd user session.
+if ! id "$BUILD_USER" >/dev/null 2>&1; then
+  log "creating build user $BUILD_USER"
+  useradd -m -s /usr/sbin/nologin "$BUILD_USER"
+fi
+build_home="$(getent passwd "$BUILD_USER" | cut -d: -f6)"
+# A range past every range already handed out, when useradd gave none.
+next_range() { awk -F: '{ e = $2 + $3; if (e > m && e < 1000000000) m = e } END { s = (m > 100000 ? m : 100000); print s "-" s + 65535 }' "$1"; }
+if ! grep -q "^${BUILD_USER}:" /etc/subuid 2>/dev/null; then
+  usermod --add-subuids "$(next_range /etc/subuid)" "$BUILD_USER"
+fi
+if ! grep -q "^${BUILD_USER}:" /etc/subgid 2>/dev/null; then
+  usermod --add-subgids "$(next_range /etc/subgid)" "$BUILD_USER"
+fi
+build_conf="$build_home/.config/containers"
+if [ ! -f "$build_conf/containers.conf" ]; then
+  install -d -o "$BUILD_USER" -g "$BUILD_USER" "$build_home/.config" "$build_conf"
+  cat >"$build_conf/containers.conf" <<'CONF'
+[engine]
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+runtime = "runc"
+CONF
+  driver=vfs
+  if [ "$(printf '%s\n' "5.13" "$(uname -r | cut -d- -f1)" | sort -V | head -n1)" = "5.13" ]; then
+    driver=overlay
+  fi
+  printf '[storage]\ndriver = "%s"\n' "$driver" >"$build_conf/storage.conf"
+  chown "$BUILD_USER:$BUILD_USER" "$build_conf/containers.conf" "$build_conf/storage.conf"
+fi
+
+# 4. dockerd in the background, its own data root, no iptables and no bridge (only
 #    --network=none is used).
 if ! /usr/bin/docker -H "unix://$DOCKER_SOCK" version >/dev/null 2>&1; then
   log "starting dockerd (log: $DOCKER_LOG)"
@@ -87,4 +122,4 @@ if ! /usr/bin/docker -H "unix://$DOCKER_SOCK" version >/dev/null 2>&1; then
     exit 1
   fi
 fi
-log "ready: podman (rootful), podman as $ROOTLESS_USER, docker at $DOCKER_SOCK"
+log "ready: podman (rootful), podman as $ROOTLESS_USER, build user $BUILD_USER, docker at $DOCKER_SOCK"

@@ -89,6 +89,13 @@ export const engineFlags = {
       "URL of a remote engine that every engine call goes to: podman's service (podman --remote --url) or a docker daemon (docker -H), e.g. unix:///run/podman/podman.sock or ssh://user@host/run/podman/podman.sock. Default: CONTAINER_HOST (podman) or DOCKER_HOST (docker), else the local engine. Against a remote engine --disk-limit is not measured in volumes, --min-free-disk does not see its storage, and podman builds get no pids limit: the worker says so at start-up.",
     env: env('ENGINE_HOST'),
   }),
+  'build-user': Flags.string({
+    helpGroup: 'ENGINE',
+    description:
+      "The unprivileged host user whose rootless podman builds untrusted contexts (rootful podman, worker run as root), so a RUN step's root is that user in its own user namespace, not the host's root; the image is then moved into the worker's store. auto: the user cwbuild if it exists (with /etc/subuid and /etc/subgid entries), else builds run as the host's root; none: never. An explicit --build-userns takes precedence.",
+    default: 'auto',
+    env: env('BUILD_USER'),
+  }),
 };
 
 /** Limits of every container the worker runs. All finite. */

@@ -68,6 +68,7 @@ export function engineOptions(flags: TaskFlagValues): EngineOptions {
     buildUserns: flags['build-userns'],
     buildDiskLimitBytes: flags['disk-limit'],
     engineHost: flags['engine-host'],
+    buildUser: flags['build-user'],
   };
 }
 

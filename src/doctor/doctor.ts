@@ -3,8 +3,9 @@ import { dirname } from 'node:path';
 import { request } from 'undici';
 import { serviceBaseUrl } from '../clients/http.js';
 import type { StorageClient } from '../clients/types.js';
-import { createEngine } from '../engine/engine.js';
+import { createEngine, engineFor } from '../engine/engine.js';
 import type { Engine, EngineOptions, RunLimits } from '../engine/types.js';
+import { buildNamespaceCheck } from './build-user.js';
 import { builderCheck } from './builder.js';
 import { type Check, fail, pass } from './check.js';
 import { checkDisk } from './disk.js';
@@ -42,6 +43,9 @@ export async function runDoctor(options: DoctorOptions): Promise<Check[]> {
       ...(await probeEngine(engine, { limits: options.limits, busyboxPath: options.busyboxPath })),
     );
     checks.push(builderCheck(engine.info, options.engine.workflowBuildPolicy));
+    // Its build is doctor's, not a task's: --disk-limit (which may be below busybox) does not bound it.
+    const unbounded = engineFor(engine.info, { ...options.engine, buildDiskLimitBytes: undefined });
+    checks.push(await buildNamespaceCheck(unbounded, options.engine, options.busyboxPath));
     if (options.imageCache) checks.push(await imageCacheCheck(engine, options.imageCache));
   }
   if (options.gpu) {

@@ -357,3 +357,37 @@ export function pruneImagesArgs(label: Record<string, string>): string[] {
 export function imageSizeArgs(image: string): string[] {
   return ['image', 'inspect', '--format', '{{.Size}}', image];
 }
+
+/** Whether podman is rootless and where it keeps its storage: `<true|false>\t<graph root>\t<driver>`. */
+export function buildUserInfoArgs(): string[] {
+  return [
+    'info',
+    '--format',
+    '{{.Host.Security.Rootless}}\t{{.Store.GraphRoot}}\t{{.Store.GraphDriverName}}',
+  ];
+}
+
+/** An image's ID (podman and docker alike). */
+export function imageIdArgs(image: string): string[] {
+  return ['image', 'inspect', '--format', '{{.Id}}', image];
+}
+
+/** The image as a docker-archive on stdout: its name and ID travel with it. */
+export function imageSaveArgs(image: string): string[] {
+  return ['save', '--format', 'docker-archive', image];
+}
+
+/** Loads an archive from stdin (podman spools it to a file in $TMPDIR first). */
+export function imageLoadArgs(): string[] {
+  return ['load'];
+}
+
+/** The ids of every image in the store, one a line. */
+export function allImageIdsArgs(): string[] {
+  return ['images', '--all', '--quiet', '--no-trunc'];
+}
+
+/** `<id>\t<repository>` for each name of each image (one line per name). */
+export function imageNamesArgs(): string[] {
+  return ['images', '--no-trunc', '--format', '{{.ID}}\t{{.Repository}}'];
+}

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { mkdir, readdir, readFile, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -26,6 +26,11 @@ export interface BuildCgroup {
   readonly runParent: string;
   /** Moves the engine CLI (just started, no children yet) into the build's cgroup. */
   enter(pid: number): void;
+  /**
+   * Moves the engine CLI under the limits instead, with everything it starts: a rootless
+   * engine cannot put its RUN steps into --cgroup-parent, they stay in its own cgroup.
+   */
+  enterLimited(pid: number): void;
   /** SIGKILLs every process of the build until none is left; returns how many were killed. */
   killAll(): Promise<number>;
   /** True when a RUN step hit the memory limit (the kernel had to refuse or reclaim memory). */
@@ -107,6 +112,13 @@ async function createV1(
   return {
     runParent: `/${relative}/limited/run`,
     enter: (pid) => writeFileSync(join(pidsRoot, 'engine', 'cgroup.procs'), String(pid)),
+    enterLimited(pid) {
+      for (const root of [layout.pids, layout.memory, layout.cpu]) {
+        const dir = join(limited(root), 'engine');
+        mkdirSync(dir, { recursive: true });
+        writeFileSync(join(dir, 'cgroup.procs'), String(pid));
+      }
+    },
     killAll: () => killTree(pidsRoot),
     async hitMemoryLimit() {
       // On v1 failcnt stays 0 and oom_kill is counted only in runc's leaf, which runc
@@ -144,6 +156,11 @@ async function createV2(relative: string, limits: BuildLimits): Promise<BuildCgr
   return {
     runParent: `/${relative}/limited/run`,
     enter: (pid) => writeFileSync(join(base, 'engine', 'cgroup.procs'), String(pid)),
+    enterLimited(pid) {
+      // A leaf below the limits: v2 puts no process into a cgroup that has children.
+      mkdirSync(join(limited, 'engine'), { recursive: true });
+      writeFileSync(join(limited, 'engine', 'cgroup.procs'), String(pid));
+    },
     async killAll() {
       // cgroup.kill (Linux 5.14) kills the whole subtree at once, forks included.
       await writeFile(join(base, 'cgroup.kill'), '1').catch(() => undefined);

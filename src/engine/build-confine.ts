@@ -1,10 +1,12 @@
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdtemp, rm } from 'node:fs/promises';
+import { chmod, chown, mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { formatSize } from '../config/size.js';
+import { WorkerError } from '../errors.js';
 import type { BuildIsolation } from './args.js';
 import { type BuildCgroup, createBuildCgroup } from './build-cgroup.js';
 import { removeBuildLeftovers } from './build-leftovers.js';
+import { type BuildUser, buildUserContext, findBuildUser } from './build-user.js';
 import { buildIdMaps } from './build-userns.js';
 import type { EngineContext } from './context.js';
 import type { ExecResult } from './exec.js';
@@ -28,6 +30,23 @@ export interface BuildConfinement {
   env: Record<string, string>;
   /** Kills what is left of the build and removes its cgroup; after a failure, its working containers. */
   release(ctx: EngineContext, failed: boolean): Promise<void>;
+  /** Called with the engine CLI's pid as soon as it started (it enters the build's cgroup). */
+  onSpawn?: (pid: number) => void;
+  /** The build runs as this unprivileged user's rootless podman (see BuildAsUser). */
+  asUser?: BuildAsUser;
+}
+
+/** A build by the build user's rootless podman, whose image is then moved to the host's store. */
+export interface BuildAsUser {
+  user: BuildUser;
+  /** The build user's engine: its CLI and storage. */
+  engine: EngineContext;
+  /** Where the context goes, readable by the user (it does not exist yet). */
+  contextDir: string;
+  /** The user's TMPDIR: podman spools images it loads there. */
+  userTmp: string;
+  /** The host engine's TMPDIR for loading the built image. */
+  hostTmp: string;
 }
 
 /**
@@ -35,6 +54,9 @@ export interface BuildConfinement {
  * - rootful podman: RUN steps as root of a user namespace mapped to unprivileged host ids,
  *   a reduced capability set, and a cgroup of the worker's that carries the limits (pids
  *   too, which podman build has no flag for) and that is killed whole at the end;
+ * - rootful podman with a build user (--build-user, the default when the user exists):
+ *   the user's rootless podman builds, so RUN steps are root of the user's namespace;
+ *   the worker's cgroup of the build carries the limits and is killed whole at the end;
  * - rootless podman: already in the user's namespace; no limits on cgroup v1 (see
  *   EngineInfo.unenforcedLimits), but a worker running as root still kills it whole;
  * - docker: memory and CPU through build flags (no pids limit, no capability flags);
@@ -46,6 +68,8 @@ export async function confineBuild(
   buildId = randomBytes(8).toString('hex'),
 ): Promise<BuildConfinement | undefined> {
   if (TRUSTED_ROLES.has(role)) return undefined;
+  const asUser = await userBuild(ctx, buildId);
+  if (asUser) return asUser;
   const limits = ctx.options.buildLimits ?? {
     memoryBytes: DEFAULT_LIMITS.memoryBytes,
     cpus: DEFAULT_LIMITS.cpus,
@@ -53,7 +77,7 @@ export async function confineBuild(
   };
   const { info } = ctx;
   const podman = info.name === 'podman';
-  // A user namespace only when asked for (--build-userns): buildah 1.28 writes the mapped
+  // An id map only when asked for (--build-userns): buildah 1.28 writes the mapped
   // host ids into the image's layers, so what a build creates would belong to ids like
   // 2000001000 when the image runs.
   const userns = ctx.options.buildUserns;
@@ -83,6 +107,7 @@ export async function confineBuild(
       : undefined;
   if (engineTmp) await chmod(engineTmp, 0o711);
   return {
+    onSpawn: cgroup ? (pid) => cgroup.enter(pid) : undefined,
     isolation,
     limits,
     cgroup,
@@ -114,4 +139,70 @@ export async function buildOom(
   }
   // Without a cgroup to ask, a RUN step killed by SIGKILL under a memory limit is taken for OOM.
   return confinement.isolation.limits ? limit : undefined;
+}
+
+/**
+ * The confinement of a build by the build user, or undefined when there is none: not rootful
+ * podman, not root, an explicit --build-userns, --build-user none or (auto) no such user.
+ */
+async function userBuild(
+  ctx: EngineContext,
+  buildId: string,
+): Promise<BuildConfinement | undefined> {
+  const { info, options } = ctx;
+  // A remote podman builds on its own host, where this host's users mean nothing.
+  if (info.name !== 'podman' || info.rootless || options.buildUserns || ctx.cli.engineHost)
+    return undefined;
+  const setting = options.buildUser ?? 'auto';
+  if (setting !== 'none' && process.getuid?.() !== 0) {
+    if (setting === 'auto') return undefined;
+    throw new WorkerError(
+      'CONFIG_INVALID',
+      `--build-user ${setting} needs the worker to run as root`,
+      {
+        hint: "run the worker as root (it starts the build user's podman as that user), or pass --build-user none",
+      },
+    );
+  }
+  const user = await findBuildUser(setting);
+  if (!user) return undefined;
+  const engine = await buildUserContext(ctx, user);
+  const limits = options.buildLimits ?? {
+    memoryBytes: DEFAULT_LIMITS.memoryBytes,
+    cpus: DEFAULT_LIMITS.cpus,
+    pidsLimit: DEFAULT_LIMITS.pidsLimit,
+  };
+  // Root's folder (podman load spools the built image here), with the user's inside it.
+  const hostTmp = await mkdtemp(join(ENGINE_TMP_BASE, `cw-build-tmp-${buildId}-`));
+  const userDir = join(hostTmp, 'user');
+  const userTmp = join(userDir, 'tmp');
+  try {
+    await chmod(hostTmp, 0o711);
+    await mkdir(userTmp, { recursive: true, mode: 0o700 });
+    await chown(userDir, user.uid, user.gid);
+    await chown(userTmp, user.uid, user.gid);
+    await chmod(userDir, 0o700);
+  } catch (error) {
+    await rm(hostTmp, { recursive: true, force: true });
+    throw error;
+  }
+  const cgroup = await createBuildCgroup(limits, buildId);
+  return {
+    // The mark finds its working containers in the user's storage.
+    isolation: { mark: buildId },
+    limits,
+    cgroup,
+    limitsInCgroup: cgroup !== undefined,
+    env: { TMPDIR: userTmp },
+    onSpawn: cgroup ? (pid) => cgroup.enterLimited(pid) : undefined,
+    asUser: { user, engine, contextDir: join(userDir, 'context'), userTmp, hostTmp },
+    async release(_context, failed) {
+      try {
+        await cgroup?.remove();
+        await rm(hostTmp, { recursive: true, force: true });
+      } finally {
+        if (failed) await removeBuildLeftovers(engine, buildId);
+      }
+    },
+  };
 }

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { extractTarToDir } from '../archive/safe-tar.js';
@@ -9,6 +9,8 @@ import { WorkerError } from '../errors.js';
 import { buildArgs, imageVolumesArgs, removeImageArgs } from './args.js';
 import { buildOom, confineBuild } from './build-confine.js';
 import { buildDiskLimitError, checkBuiltImageSize, watchBuildDisk } from './build-disk.js';
+import { handContext } from './build-user.js';
+import { baseImages, moveBuiltImage, syncBaseImages } from './build-user-images.js';
 import { type BuildPolicy, checkContainerfile } from './containerfile-check.js';
 import type { EngineContext, SharedBuild } from './context.js';
 import { capDetail, type ExecResult, execEngine, execEngineRaw, hintFor } from './exec.js';
@@ -231,6 +233,9 @@ async function runBuild(
   containerfile: string,
 ): Promise<void> {
   const confinement = await confineBuild(ctx, request.role, request.buildId);
+  const asUser = confinement?.asUser;
+  // The engine that builds: the build user's rootless podman, or the host's.
+  const engine = asUser?.engine ?? ctx;
   const diskLimit = confinement ? ctx.options.buildDiskLimitBytes : undefined;
   // Past the disk limit the build is stopped as a cancel would stop it.
   const stopper = new AbortController();
@@ -240,27 +245,34 @@ async function runBuild(
   let diskSeen: number | undefined;
   const watch =
     confinement && diskLimit
-      ? watchBuildDisk(ctx, confinement.isolation.mark, diskLimit, (bytes) => {
+      ? watchBuildDisk(engine, confinement.isolation.mark, diskLimit, (bytes) => {
           diskSeen = bytes;
           stopper.abort();
         })
       : undefined;
   let failed = true;
   try {
-    const args = buildArgs(ctx.info, {
+    let contextDir = dir;
+    if (asUser) {
+      await handContext(dir, asUser.contextDir, asUser.user);
+      contextDir = asUser.contextDir;
+      const bases = await baseImages(contextDir);
+      await syncBaseImages(ctx, engine, bases, asUser.userTmp, stopper.signal);
+    }
+    const args = buildArgs(engine.info, {
       tag: image,
-      contextDir: dir,
-      containerfile,
+      contextDir,
+      containerfile: join(contextDir, basename(containerfile)),
       labels: request.labels,
       isolation: confinement?.isolation,
     });
-    const result = await execEngineRaw(ctx.cli, args, {
+    const result = await execEngineRaw(engine.cli, args, {
       timeoutMs: ctx.options.buildTimeoutMs,
       signal: stopper.signal,
       onLine: (line) => request.onOutputLine?.(line),
       tailLines: 200,
       tailBytes: 32 * 1024,
-      onSpawn: confinement?.cgroup ? (pid) => confinement.cgroup?.enter(pid) : undefined,
+      onSpawn: confinement?.onSpawn,
       env: confinement?.env,
     });
     await watch?.stop();
@@ -271,12 +283,13 @@ async function runBuild(
     failed = result.exitCode !== 0 || result.timedOut || result.cancelled;
     if (diskSeen !== undefined && diskLimit) {
       // The image may have been committed just before the kill.
-      await execEngineRaw(ctx.cli, removeImageArgs(image), {
+      await execEngineRaw(engine.cli, removeImageArgs(image), {
         timeoutMs: ctx.options.callTimeoutMs,
       });
       throw buildDiskLimitError(diskSeen, diskLimit, 'layers');
     }
     throwIfFailed(ctx, result, await buildOom(confinement, result));
+    if (asUser) await moveBuiltImage(engine, ctx, image, asUser.hostTmp, stopper.signal);
     if (diskLimit) await checkBuiltImageSize(ctx, image, diskLimit);
   } finally {
     await watch?.stop();

@@ -51,6 +51,14 @@ export interface EngineCli {
   workDir?: string;
   /** The remote engine every call goes to (EngineInfo.engineHost); undefined: the local one. */
   engineHost?: string;
+  /** Runs the CLI as this host user (rootless podman of the build user), with only this environment. */
+  user?: CliUser;
+}
+
+export interface CliUser {
+  uid: number;
+  gid: number;
+  env: Record<string, string>;
 }
 
 /** Runs the CLI and returns what happened; does not throw on a non-zero exit. */
@@ -214,6 +222,9 @@ export function spawnEngine(
   args: readonly string[],
   options: Pick<ExecOptions, 'timeoutMs' | 'signal' | 'input' | 'env' | 'killSignal'>,
 ): ResultPromise<{ buffer: false }> {
+  const user = cli.user
+    ? { uid: cli.user.uid, gid: cli.user.gid, extendEnv: false, env: cli.user.env }
+    : { env: {} };
   return execa(cli.path, [...engineHostArgs(cli.name, cli.engineHost), ...args], {
     cwd: cli.workDir ?? tmpdir(),
     buffer: false,
@@ -225,7 +236,9 @@ export function spawnEngine(
     cancelSignal: options.signal,
     forceKillAfterDelay: 5_000,
     killSignal: options.killSignal ?? 'SIGTERM',
-    env: { LC_ALL: 'C', ...options.env },
+    ...user,
+    // Node drops the supplementary groups when it changes the user.
+    env: { ...user.env, LC_ALL: 'C', ...options.env },
   }) as unknown as ResultPromise<{ buffer: false }>;
 }
 

@@ -83,6 +83,12 @@ export interface EngineOptions {
    * CONTAINER_HOST (podman) or DOCKER_HOST (docker) when set, else the local engine.
    */
   engineHost?: string;
+  /**
+   * --build-user: the unprivileged host user whose rootless podman builds untrusted contexts
+   * (rootful podman, worker run as root); `none` for none; undefined or `auto`: the user
+   * DEFAULT_BUILD_USER when it exists (see build-user.ts).
+   */
+  buildUser?: string;
 }
 
 /** Resource limits of an image build's RUN steps. */

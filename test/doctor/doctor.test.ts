@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { identifyNsqd } from '../../src/doctor/nsq.js';
+import { findBuildUser } from '../../src/engine/build-user.js';
 import { requireEngines, VARIANTS } from '../support/engine-variants.js';
 import { type Nsqd, type Nsqlookupd, startNsqd, startNsqlookupd } from '../support/nsq/index.js';
 
@@ -90,6 +91,8 @@ describe.skipIf(why).concurrent('compute-worker doctor', () => {
     expect(out.checks.find((c) => c.name === 'image-cache')?.message).toBe('0 images, 0 B of 50g');
     const builder = out.checks.find((c) => c.name === 'builder');
     expect(builder?.message).toMatch(/^podman \S+ builds with buildah \d+\.\d+\.\d+/);
+    // The build user (scripts/setup-test-engines.sh) is the default: a RUN step is its root.
+    if (await findBuildUser('auto')) expect(status['build-namespace']).toBe('pass');
   });
 
   it('on a fresh host with the defaults, creates the empty local storage and ledger and is ready', async () => {

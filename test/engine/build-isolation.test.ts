@@ -7,9 +7,16 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BUILD_MARK_ARG } from '../../src/engine/args.js';
 import { BUILD_CGROUP_ROOT } from '../../src/engine/build-cgroup.js';
 import { ENGINE_TMP_BASE } from '../../src/engine/build-confine.js';
+import { buildUserCli, findBuildUser } from '../../src/engine/build-user.js';
 import { createEngine } from '../../src/engine/engine.js';
-import { execEngine } from '../../src/engine/exec.js';
+import { type EngineCli, execEngine, execEngineRaw } from '../../src/engine/exec.js';
 import { LABEL_WORKER } from '../../src/engine/labels.js';
+import { DEFAULT_LIMITS } from '../../src/engine/limits.js';
+import {
+  BUSYBOX_CONTAINERFILE,
+  BUSYBOX_SKELETON,
+  contextTarGz,
+} from '../../src/engine/probe-context.js';
 import type { Engine, EngineOptions } from '../../src/engine/types.js';
 import { WorkerError } from '../../src/errors.js';
 import { busyboxContext } from '../support/busybox-context.js';
@@ -55,8 +62,13 @@ function defineBuildIsolation(variant: EngineVariant, cases: 'all' | 'spin'): vo
 
     async function build(
       lines: string[],
-      opts: { timeoutMs?: number; signal?: AbortSignal; userns?: string } = {},
-    ): Promise<{ error?: WorkerError; output: string[] }> {
+      opts: {
+        timeoutMs?: number;
+        signal?: AbortSignal;
+        userns?: string;
+        files?: Record<string, string>;
+      } = {},
+    ): Promise<{ error?: WorkerError; output: string[]; image?: string }> {
       if (!engine || !options) throw new Error('no engine');
       const output: string[] = [];
       // Other files build at the same time: what is left is looked for by this build's id.
@@ -70,17 +82,17 @@ function defineBuildIsolation(variant: EngineVariant, cases: 'all' | 'spin'): vo
             })
           : engine;
       try {
-        await built.buildImage({
+        const { image } = await built.buildImage({
           role: 'submission',
           // FROM scratch each time: a userns build FROM an image this host built fails at
           // runc's /run/.containerenv mount (buildah 1.28), see the README.
-          context: readableOf(await busyboxContext({ extraLines: lines })),
+          context: readableOf(await busyboxContext({ extraLines: lines, files: opts.files })),
           labels,
           signal: opts.signal,
           onOutputLine: (line) => output.push(line),
           buildId: lastBuildId,
         });
-        return { output };
+        return { output, image };
       } catch (error) {
         if (!(error instanceof WorkerError)) throw error;
         return { error, output };
@@ -91,7 +103,12 @@ function defineBuildIsolation(variant: EngineVariant, cases: 'all' | 'spin'): vo
 
     async function expectNothingLeft(marker: string): Promise<void> {
       expect(await processesWith(marker)).toEqual([]);
-      expect(await markedWorkingContainers(variant, lastBuildId)).toEqual([]);
+      const cli = { name: 'podman' as const, path: variant.options.enginePath ?? 'podman' };
+      expect(await markedWorkingContainers(cli, lastBuildId)).toEqual([]);
+      const user = variant.id === 'podman-rootful' ? await findBuildUser('auto') : undefined;
+      if (user) {
+        expect(await markedWorkingContainers(buildUserCli(cli, user), lastBuildId)).toEqual([]);
+      }
       expect(readdirSync(tmp)).toEqual([]);
       expect(
         readdirSync(ENGINE_TMP_BASE).filter((name) =>
@@ -104,18 +121,18 @@ function defineBuildIsolation(variant: EngineVariant, cases: 'all' | 'spin'): vo
     it('runs RUN steps as root of a user namespace, with a reduced capability set', async (t) => {
       if (!engine || cases !== 'all') return t.skip();
       // A comment of its own: a context built before would be cached and print nothing.
-      const { error, output } = await build(
-        [
-          `RUN echo "uid_map: $(cat /proc/self/uid_map)"; grep -E "^Cap(Eff|Bnd)" /proc/self/status # ${randomBytes(6).toString('hex')}`,
-        ],
-        { userns: 'auto' },
-      );
+      const { error, output } = await build([
+        `RUN echo "uid_map: $(cat /proc/self/uid_map)"; grep -E "^Cap(Eff|Bnd)" /proc/self/status # ${randomBytes(6).toString('hex')}`,
+      ]);
       expect(error, error?.detail).toBeUndefined();
       const uidMap = output.find((line) => line.startsWith('uid_map:')) ?? '';
       const [inside, host, count] = uidMap.replace('uid_map:', '').trim().split(/\s+/).map(Number);
       expect(inside).toBe(0);
-      // Not the identity map: the build's root is an unprivileged id of the host.
+      // Not the identity map: the build's root is an unprivileged id of the host (the build
+      // user's own, where there is one).
       expect(host).toBeGreaterThan(0);
+      const user = await findBuildUser(options?.buildUser ?? 'auto');
+      if (user) expect(host).toBe(user.uid);
       expect(count).toBeLessThan(2 ** 32 - 1);
       const caps = (name: string) =>
         BigInt(`0x${output.find((line) => line.startsWith(name))?.split(/\s+/)[1] ?? 'ffff'}`);
@@ -123,6 +140,117 @@ function defineBuildIsolation(variant: EngineVariant, cases: 'all' | 'spin'): vo
       expect(caps('CapBnd:')).toBe(0xfbn);
       expect(caps('CapEff:')).toBe(0xfbn);
       await expectNothingLeft('no-marker-here');
+    });
+
+    it('builds an image whose files belong to the ids the build gave them', async (t) => {
+      if (!engine || cases !== 'all') return t.skip();
+      const marker = randomBytes(6).toString('hex');
+      const { error, image } = await build(
+        ['COPY --chown=1000:1000 a.txt /owned', `RUN mkdir /app && echo ${marker} > /app/made`],
+        { files: { 'a.txt': 'a\n' } },
+      );
+      expect(error, error?.detail).toBeUndefined();
+      if (!image) throw new Error('no image');
+      try {
+        const result = await engine.run({
+          image,
+          command: [
+            '/bin/busybox',
+            'stat',
+            '-c',
+            '%u:%g %a %n',
+            '/owned',
+            '/app',
+            '/app/made',
+            '/tmp',
+          ],
+          mounts: [],
+          labels,
+          limits: { ...DEFAULT_LIMITS, memoryBytes: 128 * MIB },
+          timeoutMs: 60_000,
+          logTailLines: 50,
+          logTailBytes: 16 * 1024,
+        });
+        expect(result.exitCode, result.logTail).toBe(0);
+        expect(result.logTail.split('\n').filter(Boolean)).toEqual([
+          '1000:1000 644 /owned',
+          '0:0 755 /app',
+          '0:0 644 /app/made',
+          '0:0 1777 /tmp',
+        ]);
+        // The build user's store keeps no copy of the image: it was moved to the host's.
+        const user = await findBuildUser(options?.buildUser ?? 'auto');
+        if (user) {
+          const cli = buildUserCli({ name: 'podman', path: '/usr/bin/podman' }, user);
+          const left = await execEngineRaw(cli, ['image', 'exists', image], { timeoutMs: 60_000 });
+          expect(left.exitCode).toBe(1);
+        }
+      } finally {
+        await engine.removeByLabels(labels);
+        await engine.removeImage(image);
+      }
+      await expectNothingLeft(marker);
+    });
+
+    it('gives the build user the base image the host has, and drops it once the host has not', async (t) => {
+      if (!engine || !options || cases !== 'all') return t.skip();
+      const user = await findBuildUser(options.buildUser ?? 'auto');
+      if (!user) return t.skip();
+      const cli = buildUserCli({ name: 'podman', path: '/usr/bin/podman' }, user);
+      const call = { timeoutMs: 60_000 };
+      const base = await engine.buildImage({
+        role: 'workflow',
+        // A label first: no layer of the build cache (maybe one an id-mapped build left,
+        // with files of ids like 2000000000) is taken.
+        context: readableOf(
+          await contextTarGz({
+            Containerfile: `${['FROM scratch', `LABEL base=${randomBytes(6).toString('hex')}`, ...BUSYBOX_CONTAINERFILE.slice(1)].join('\n')}\n`,
+            busybox: readFileSync('/bin/busybox'),
+            ...BUSYBOX_SKELETON,
+          }),
+        ),
+        labels,
+      });
+      const baseId = (
+        await execEngine(engine.info, ['image', 'inspect', '--format', '{{.Id}}', base.image], call)
+      ).trim();
+      // A submission may not name the worker's own images: the base gets a name of its own.
+      const name = `localhost/cw-userns-base-${randomBytes(4).toString('hex')}:1`;
+      await execEngine(engine.info, ['tag', base.image, name], call);
+      let built: string | undefined;
+      try {
+        const context = await contextTarGz({
+          Containerfile: `FROM ${name}\nRUN echo from-base > /tmp/made\n`,
+        });
+        built = (
+          await engine.buildImage({ role: 'submission', context: readableOf(context), labels })
+        ).image;
+        const inUser = await execEngineRaw(
+          cli,
+          ['image', 'inspect', '--format', '{{.Id}}', name],
+          call,
+        );
+        expect(inUser.stdout.trim()).toBe(baseId);
+      } finally {
+        if (built) await engine.removeImage(built);
+        await execEngineRaw(engine.info, ['rmi', name], call);
+        await engine.removeImage(base.image);
+      }
+      // The host no longer has it: the next build refuses it, and the user's copy is gone.
+      const again = await engine
+        .buildImage({
+          role: 'submission',
+          context: readableOf(await contextTarGz({ Containerfile: `FROM ${name}\nRUN true\n` })),
+          labels,
+        })
+        .then(
+          () => undefined,
+          (error: WorkerError) => error,
+        );
+      expect(again?.code).toBe('BUILD_FAILED');
+      expect(again?.message).toMatch(`FROM ${name}: there is no such image on this host`);
+      const left = await execEngineRaw(cli, ['image', 'exists', baseId], call);
+      expect(left.exitCode).toBe(1);
     });
 
     it('kills a spinning RUN at the build timeout and leaves nothing', async (t) => {
@@ -204,8 +332,7 @@ async function processesWith(marker: string): Promise<number[]> {
 }
 
 /** Working containers of the confined build with this id (its mark). */
-async function markedWorkingContainers(variant: EngineVariant, buildId: string): Promise<string[]> {
-  const cli = { name: 'podman' as const, path: variant.options.enginePath ?? 'podman' };
+async function markedWorkingContainers(cli: EngineCli, buildId: string): Promise<string[]> {
   const call = { timeoutMs: 60_000 };
   const list = () => execEngine(cli, ['ps', '--all', '--external', '--quiet', '--no-trunc'], call);
   const ids = (await list().catch(list).catch(list)).split(/\s+/).filter(Boolean);

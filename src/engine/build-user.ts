@@ -1,0 +1,146 @@
+import { existsSync, statSync } from 'node:fs';
+import { cp, lchown, readdir, readFile, rename } from 'node:fs/promises';
+import { join } from 'node:path';
+import { WorkerError } from '../errors.js';
+import { buildUserInfoArgs } from './args.js';
+import type { EngineContext } from './context.js';
+import { type EngineCli, execEngine } from './exec.js';
+
+/** The build user `--build-user auto` takes when it exists (scripts/setup-test-engines.sh makes it). */
+export const DEFAULT_BUILD_USER = 'cwbuild';
+const USER_NAME = /^[a-z_][a-z0-9_-]{0,31}$/;
+
+/** An unprivileged host user whose rootless podman builds untrusted contexts. */
+export interface BuildUser {
+  name: string;
+  uid: number;
+  gid: number;
+  home: string;
+}
+
+/**
+ * The build user of a `--build-user` setting: `none` (or unset) for none; `auto` for
+ * DEFAULT_BUILD_USER when it exists with subordinate ids, else none; a name for that user,
+ * which must exist with entries in /etc/subuid and /etc/subgid.
+ */
+export async function findBuildUser(setting: string | undefined): Promise<BuildUser | undefined> {
+  if (!setting || setting === 'none') return undefined;
+  const auto = setting === 'auto';
+  const name = auto ? DEFAULT_BUILD_USER : setting;
+  const problem = (why: string) =>
+    new WorkerError('CONFIG_INVALID', `--build-user ${name}: ${why}`, {
+      hint: `create the user with subordinate ids (useradd -m ${name}; see scripts/setup-test-engines.sh), or pass --build-user none`,
+    });
+  if (!USER_NAME.test(name)) throw problem('not a user name');
+  const entry = (await readFile('/etc/passwd', 'utf8').catch(() => ''))
+    .split('\n')
+    .map((line) => line.split(':'))
+    .find((fields) => fields[0] === name);
+  if (!entry) {
+    if (auto) return undefined;
+    throw problem('no such user in /etc/passwd');
+  }
+  const uid = Number(entry[2]);
+  const gid = Number(entry[3]);
+  if (!Number.isInteger(uid) || !Number.isInteger(gid) || uid === 0 || gid === 0) {
+    throw problem('the build user must not be root');
+  }
+  for (const file of ['/etc/subuid', '/etc/subgid']) {
+    const text = await readFile(file, 'utf8').catch(() => '');
+    if (!text.split('\n').some((line) => line.startsWith(`${name}:`))) {
+      throw problem(`no entry in ${file}: rootless podman needs subordinate ids`);
+    }
+  }
+  return { name, uid, gid, home: entry[5] || '/' };
+}
+
+/** The engine CLI run as the build user: its own rootless podman, its own storage. */
+export function buildUserCli(cli: EngineCli, user: BuildUser): EngineCli {
+  const env: Record<string, string> = {
+    PATH: process.env.PATH ?? '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+    HOME: user.home,
+    USER: user.name,
+    LOGNAME: user.name,
+  };
+  // Without a login session there is no /run/user/<uid>: podman then uses /tmp/podman-run-<uid>.
+  const runtimeDir = `/run/user/${user.uid}`;
+  if (ownedBy(runtimeDir, user.uid)) env.XDG_RUNTIME_DIR = runtimeDir;
+  return {
+    name: 'podman',
+    path: cli.path,
+    workDir: existsSync(user.home) ? user.home : '/',
+    user: { uid: user.uid, gid: user.gid, env },
+  };
+}
+
+function ownedBy(path: string, uid: number): boolean {
+  try {
+    const stats = statSync(path);
+    return stats.isDirectory() && stats.uid === uid;
+  } catch {
+    return false;
+  }
+}
+
+const storageInfo = new Map<string, Promise<{ graphRoot: string; driver: string }>>();
+
+/**
+ * The engine context of the build user's podman: the rootful context's options and quirks,
+ * with its own CLI and storage (asked once per user).
+ */
+export async function buildUserContext(
+  ctx: EngineContext,
+  user: BuildUser,
+): Promise<EngineContext> {
+  const cli = buildUserCli(ctx.cli, user);
+  const key = `${user.name}\t${cli.path}`;
+  let known = storageInfo.get(key);
+  if (!known) {
+    known = readStorage(cli, ctx.options.callTimeoutMs);
+    storageInfo.set(key, known);
+    known.catch(() => storageInfo.delete(key));
+  }
+  const { graphRoot, driver } = await known;
+  return {
+    cli,
+    info: { ...ctx.info, rootless: true, graphRoot, storageDriver: driver },
+    options: ctx.options,
+  };
+}
+
+async function readStorage(
+  cli: EngineCli,
+  timeoutMs: number,
+): Promise<{ graphRoot: string; driver: string }> {
+  const out = await execEngine(cli, buildUserInfoArgs(), { timeoutMs });
+  const [rootless = '', graphRoot = '', driver = ''] = out.trim().split('\t');
+  if (rootless !== 'true' || !graphRoot) {
+    throw new WorkerError('ENGINE_FAILED', "The build user's podman is not rootless", {
+      detail: out.slice(0, 500),
+    });
+  }
+  return { graphRoot, driver };
+}
+
+/**
+ * Puts the build context where the build user can read it, owned by that user: moved when
+ * it is on the same file system, else copied (the worker's own folder is private to it).
+ */
+export async function handContext(dir: string, dest: string, user: BuildUser): Promise<void> {
+  try {
+    await rename(dir, dest);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EXDEV') throw error;
+    await cp(dir, dest, { recursive: true, verbatimSymlinks: true, preserveTimestamps: true });
+  }
+  await chownTree(dest, user);
+}
+
+async function chownTree(path: string, user: BuildUser): Promise<void> {
+  await lchown(path, user.uid, user.gid);
+  for (const entry of await readdir(path, { withFileTypes: true })) {
+    const child = join(path, entry.name);
+    if (entry.isDirectory()) await chownTree(child, user);
+    else await lchown(child, user.uid, user.gid);
+  }
+}
