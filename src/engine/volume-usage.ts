@@ -33,12 +33,26 @@ export async function volumeMountpoint(
 ): Promise<string | undefined> {
   // A remote engine's folder is on its host; the same path here would be another folder.
   if (ctx.cli.engineHost) return undefined;
+  const usual = await usualMountpoint(ctx, volume);
+  if (usual) return usual;
   const out = await execEngine(ctx.cli, volumeMountpointArgs(volume), {
     timeoutMs: ctx.options.callTimeoutMs,
     maxStdoutBytes: 64 * 1024,
   });
   const path = out.trim();
   return path.startsWith('/') ? path : undefined;
+}
+
+/**
+ * Where podman and docker keep a local volume by default, <storage>/volumes/NAME/_data: no
+ * engine call when that folder is there. A worker's volume names are random, so a folder
+ * of that name is this volume; elsewhere (a configured volume_path) the engine is asked.
+ */
+async function usualMountpoint(ctx: EngineContext, volume: string): Promise<string | undefined> {
+  if (!ctx.info.graphRoot || !/^cw-vol-[0-9a-f]{16}$/.test(volume)) return undefined;
+  const path = join(ctx.info.graphRoot, 'volumes', volume, '_data');
+  const found = await lstat(path).catch(() => undefined);
+  return found?.isDirectory() ? path : undefined;
 }
 
 /**

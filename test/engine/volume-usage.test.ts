@@ -1,8 +1,19 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, rm, symlink, truncate, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import {
+  chmod,
+  mkdir,
+  mkdtemp,
+  readFile,
+  rm,
+  symlink,
+  truncate,
+  writeFile,
+} from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { engineFor } from '../../src/engine/engine.js';
 import { measureTree } from '../../src/engine/volume-usage.js';
 
 // The walk behind --disk-limit, on real files: what a volume's folder holds on disk.
@@ -58,5 +69,39 @@ describe('measureTree', () => {
 
   it('throws when the folder is not there (a remote engine)', async () => {
     await expect(walk(join(dir, 'missing'))).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+});
+
+describe('the host folder of a volume', () => {
+  it('is found where the engine keeps volumes without asking it, else the engine is asked', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'cw-graphroot-'));
+    try {
+      const log = join(root, 'asked');
+      const cli = join(root, 'podman');
+      await writeFile(cli, `#!/bin/sh\necho "$*" >>'${log}'\necho /from/the/engine\n`);
+      await chmod(cli, 0o755);
+      const info = {
+        name: 'podman' as const,
+        path: cli,
+        version: '4.3.1',
+        clientVersion: '4.3.1',
+        rootless: false,
+        ociRuntime: 'runc',
+        cgroupVersion: 2 as const,
+        storageDriver: 'overlay',
+        gpuDevices: 'cdi' as const,
+        cgroupHybrid: false,
+        graphRoot: root,
+      };
+      const engine = engineFor(info, { buildTimeoutMs: 10_000, callTimeoutMs: 10_000 });
+      const here = 'cw-vol-0123456789abcdef';
+      await mkdir(join(root, 'volumes', here, '_data'), { recursive: true });
+      expect(await engine.volumeMountpoint(here)).toBe(join(root, 'volumes', here, '_data'));
+      expect(existsSync(log)).toBe(false);
+      expect(await engine.volumeMountpoint('cw-vol-fedcba9876543210')).toBe('/from/the/engine');
+      expect(await readFile(log, 'utf8')).toContain('cw-vol-fedcba9876543210');
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
   });
 });
