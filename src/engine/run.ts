@@ -27,6 +27,7 @@ export async function runContainer(ctx: EngineContext, spec: RunSpec): Promise<R
     throw new WorkerError('CANCELLED', 'The run was cancelled before it started');
   const name = `cw-run-${randomBytes(8).toString('hex')}`;
   const call = { timeoutMs: ctx.options.callTimeoutMs };
+  let leftForCaller = false;
   await execEngine(ctx.cli, createArgs(ctx.info, name, spec), call).catch((error: unknown) => {
     // The image may have been removed behind the worker's back: ask again next time.
     ctx.knownImages?.delete(spec.image);
@@ -38,9 +39,12 @@ export async function runContainer(ctx: EngineContext, spec: RunSpec): Promise<R
       name,
       spec.mounts.map((m) => m.volume),
     );
-    return await startAndWait(ctx, name, spec);
+    const result = await startAndWait(ctx, name, spec);
+    leftForCaller = spec.removeLater === true;
+    return result;
   } finally {
-    await execEngine(ctx.cli, removeContainersArgs([name]), call).catch(() => undefined);
+    if (!leftForCaller)
+      await execEngine(ctx.cli, removeContainersArgs([name]), call).catch(() => undefined);
   }
 }
 

@@ -139,6 +139,11 @@ export interface RunSpec {
   gpus?: GpuDevices;
   /** Extra engine flags decided by the caller, e.g. GPU devices. Must come from a pure builder. */
   extraArgs?: string[];
+  /**
+   * The stopped container is left for the caller to remove with others in one call (a task
+   * removes all of its containers by their run label when it ends); default: removed here.
+   */
+  removeLater?: boolean;
 }
 
 export interface RunResult {

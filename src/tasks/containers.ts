@@ -41,6 +41,8 @@ export async function runContainerStep(
       // The workflow (detarget, perf) never gets a GPU.
       gpus: spec.owner === 'submission' ? submissionGpus(env, run) : undefined,
       onLogLine: (line, stream) => run.onEvent?.({ type: 'log', step: spec.step, line, stream }),
+      // The task's cleanup removes its containers by their run label, all in one call.
+      removeLater: true,
     });
   } catch (error) {
     throw (await disk.stop()) ?? error;
