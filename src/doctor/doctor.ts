@@ -31,33 +31,40 @@ export interface DoctorOptions {
 
 /** Every check of the host, in the order a person fixes them: engine, isolation, services, NSQ. */
 export async function runDoctor(options: DoctorOptions): Promise<Check[]> {
-  const checks: Check[] = [];
   let engine: Engine | undefined;
+  let noEngine: Check | undefined;
   try {
     engine = await createEngine(options.engine);
   } catch (error) {
-    checks.push(fail('engine', 'no usable container engine', error));
+    noEngine = fail('engine', 'no usable container engine', error);
   }
-  if (engine) {
-    checks.push(
-      ...(await probeEngine(engine, { limits: options.limits, busyboxPath: options.busyboxPath })),
-    );
-    checks.push(builderCheck(engine.info, options.engine.workflowBuildPolicy));
-    // Its build is doctor's, not a task's: --disk-limit (which may be below busybox) does not bound it.
-    const unbounded = engineFor(engine.info, { ...options.engine, buildDiskLimitBytes: undefined });
-    checks.push(await buildNamespaceCheck(unbounded, options.engine, options.busyboxPath));
-    if (options.imageCache) checks.push(await imageCacheCheck(engine, options.imageCache));
-  }
-  if (options.gpu) {
-    checks.push(...(await checkGpus(engine, { busyboxPath: options.busyboxPath, ...options.gpu })));
-  }
-  if (options.disk) {
-    checks.push(...(await checkDisk({ ...options.disk, engineStorage: engine?.info.graphRoot })));
-  }
-  checks.push(await checkStorage(options.storage));
-  checks.push(await checkOrchestrator(options.orchestrator));
-  checks.push(...(await checkNsq(options.nsq)));
-  return checks;
+  // The checks do not depend on each other: they run at once, and are listed in order.
+  const none = Promise.resolve([] as Check[]);
+  const parts = await Promise.all([
+    engine ? engineChecks(engine, options) : none,
+    options.gpu ? checkGpus(engine, { busyboxPath: options.busyboxPath, ...options.gpu }) : none,
+    options.disk ? checkDisk({ ...options.disk, engineStorage: engine?.info.graphRoot }) : none,
+    checkStorage(options.storage).then((c) => [c]),
+    checkOrchestrator(options.orchestrator).then((c) => [c]),
+    checkNsq(options.nsq),
+  ]);
+  return [...(noEngine ? [noEngine] : []), ...parts.flat()];
+}
+
+async function engineChecks(engine: Engine, options: DoctorOptions): Promise<Check[]> {
+  // Its build is doctor's, not a task's: --disk-limit (which may be below busybox) does not bound it.
+  const unbounded = engineFor(engine.info, { ...options.engine, buildDiskLimitBytes: undefined });
+  const [probe, namespace, cache] = await Promise.all([
+    probeEngine(engine, { limits: options.limits, busyboxPath: options.busyboxPath }),
+    buildNamespaceCheck(unbounded, options.engine, options.busyboxPath),
+    options.imageCache ? imageCacheCheck(engine, options.imageCache) : undefined,
+  ]);
+  return [
+    ...probe,
+    builderCheck(engine.info, options.engine.workflowBuildPolicy),
+    namespace,
+    ...(cache ? [cache] : []),
+  ];
 }
 
 async function checkStorage(storage: StorageClient): Promise<Check> {

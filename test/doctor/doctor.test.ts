@@ -37,7 +37,8 @@ describe('identifyNsqd', () => {
   });
 });
 
-describe.skipIf(why).concurrent('compute-worker doctor', () => {
+// Several doctor runs at once, each building and running containers: slow on 2 cores.
+describe.skipIf(why).concurrent('compute-worker doctor', { timeout: 300_000 }, () => {
   let dir: string;
   let nsqd: Nsqd;
   let lookupd: Nsqlookupd;
