@@ -155,8 +155,9 @@ async function main() {
     await writeFile(file, JSON.stringify(task));
     return file;
   };
+  // One state folder, as on an operator's host: task exec reuses podman info's answer there.
+  const state = await mkdtemp(join(work, 'state-'));
   const taskExec = async (file, extra = []) => {
-    const state = await mkdtemp(join(work, 'state-'));
     return timed(cli, ['task', 'exec', '--json', '--state-dir', state, ...common, ...extra, file], {
       env,
     });
