@@ -15,6 +15,12 @@ export async function freeBytes(path: string): Promise<number> {
 }
 
 /** The folder with the least free space below `minFreeBytes`, or undefined when all have enough. */
+/**
+ * Two folders on one filesystem, read a moment apart, differ by what was written meanwhile:
+ * within this share the first named one (the engine's storage) is the one reported.
+ */
+const SAME_SPACE_SHARE = 0.01;
+
 export function lowestBelow(
   readings: readonly FreeSpace[],
   minFreeBytes: number,
@@ -22,7 +28,7 @@ export function lowestBelow(
   let lowest: FreeSpace | undefined;
   for (const reading of readings) {
     if (reading.freeBytes >= minFreeBytes) continue;
-    if (!lowest || reading.freeBytes < lowest.freeBytes) lowest = reading;
+    if (!lowest || reading.freeBytes < lowest.freeBytes * (1 - SAME_SPACE_SHARE)) lowest = reading;
   }
   return lowest;
 }

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { z } from 'zod';
 import { WorkerError } from '../errors.js';
 import { createArgs, removeContainersArgs, startAttachArgs, stateInspectArgs } from './args.js';
@@ -62,12 +63,23 @@ async function startAndWait(ctx: EngineContext, name: string, spec: RunSpec): Pr
   // At the deadline or on cancel the container is killed by name, and the attached client
   // then ends by itself: killing the client instead could leave it (or, behind a wrapper
   // such as runuser, the real one) attached.
+  if (spec.signal?.aborted)
+    throw new WorkerError('CANCELLED', 'The run was cancelled before it started');
   let stopped: 'timeout' | 'cancel' | undefined;
+  let ended = false;
   let killing: Promise<unknown> = Promise.resolve();
+  // A kill that comes before the engine has started the container does nothing: it is
+  // repeated until the attached client ends.
+  const killUntilEnded = async () => {
+    while (!ended) {
+      await execEngineRaw(ctx.cli, ['kill', name], call);
+      if (!ended) await sleep(1000);
+    }
+  };
   const stop = (why: 'timeout' | 'cancel') => {
     if (stopped) return;
     stopped = why;
-    killing = execEngineRaw(ctx.cli, ['kill', name], call);
+    killing = killUntilEnded();
   };
   const timer = setTimeout(() => stop('timeout'), spec.timeoutMs);
   const onAbort = () => stop('cancel');
@@ -87,12 +99,16 @@ async function startAndWait(ctx: EngineContext, name: string, spec: RunSpec): Pr
       tailBytes: 1024,
     });
   } finally {
+    ended = true;
     clearTimeout(timer);
     spec.signal?.removeEventListener('abort', onAbort);
   }
   await killing;
-  if (attached.timedOut) stop('timeout');
-  await killing;
+  if (attached.timedOut) {
+    // The safety net killed the client: the container may still run.
+    stopped ??= 'timeout';
+    await execEngineRaw(ctx.cli, ['kill', name], call);
+  }
   const timedOut = stopped === 'timeout';
   const cancelled = stopped === 'cancel';
   if (stopped) await execEngineRaw(ctx.cli, ['wait', name], call);

@@ -39,7 +39,8 @@ describe.skipIf(why)('image cache (rootful podman)', () => {
     const wrapper = join(dir, 'podman');
     await writeFile(wrapper, `#!/bin/sh\necho "$1" >> '${buildLog}'\nexec /usr/bin/podman "$@"\n`);
     await chmod(wrapper, 0o755);
-    engine = await createEngine({ ...variant.options, enginePath: wrapper });
+    // Builds as the host's root: the build user could not run this root-only wrapper.
+    engine = await createEngine({ ...variant.options, enginePath: wrapper, buildUser: 'none' });
   });
 
   afterAll(async () => {

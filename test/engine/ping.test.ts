@@ -1,12 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { createEngine, engineFor } from '../../src/engine/engine.js';
 import { WorkerError } from '../../src/errors.js';
-import { requireEngines, VARIANTS } from '../support/engine-variants.js';
+import { LOCAL_VARIANTS, requireEngines } from '../support/engine-variants.js';
 
 // The readiness check's question to the engine (/readyz): answered by a working engine,
 // an error when the engine cannot answer.
 
-describe.each(Object.values(VARIANTS))('engine ping: $id', (variant) => {
+describe.each(LOCAL_VARIANTS)('engine ping: $id', (variant) => {
   it('is answered by the engine, and fails when the engine cannot answer', async (ctx) => {
     const why = variant.unavailable();
     if (why) {

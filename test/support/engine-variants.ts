@@ -74,3 +74,9 @@ export const VARIANTS: Record<VariantId, EngineVariant> = {
 
 /** CI sets CW_TEST_REQUIRE_ENGINES=1: a missing engine is then a failure, not a skip. */
 export const requireEngines = process.env.CW_TEST_REQUIRE_ENGINES === '1';
+
+/**
+ * The engines that run without a service of their own: podman-remote needs the
+ * `podman system service` its test file starts (test/support/podman-service.ts).
+ */
+export const LOCAL_VARIANTS = Object.values(VARIANTS).filter((v) => v.id !== 'podman-remote');

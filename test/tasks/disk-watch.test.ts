@@ -10,6 +10,7 @@ import { watchDisk } from '../../src/tasks/disk-watch.js';
 function fakeEnv(sizes: Record<string, number | Error>): { env: TaskEnv; measured: string[] } {
   const measured: string[] = [];
   const engine = {
+    info: { name: 'podman' },
     volumeMountpoint: async (volume: string) => `/volumes/${volume}`,
     measureVolume: async (path: string): Promise<TreeUsage> => {
       const size = sizes[path.replace('/volumes/', '')];

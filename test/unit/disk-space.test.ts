@@ -16,6 +16,11 @@ describe('lowestBelow', () => {
     expect(lowestBelow([storage, temp], 1000)).toEqual(temp);
     expect(lowestBelow([storage, temp], 200)).toEqual(temp);
     expect(lowestBelow([storage, { ...temp, freeBytes: 900 }], 600)).toEqual(storage);
+    // One filesystem read twice: a few bytes apart, the first named is reported.
+    const big = { ...storage, freeBytes: 10 * 1024 ** 3 };
+    expect(
+      lowestBelow([big, { ...temp, freeBytes: big.freeBytes - 4096 }], 100 * 1024 ** 3),
+    ).toEqual(big);
   });
 
   it('lets a task start when every folder has at least the minimum', () => {
