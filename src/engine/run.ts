@@ -63,8 +63,17 @@ async function startAndWait(ctx: EngineContext, name: string, spec: RunSpec): Pr
   // At the deadline or on cancel the container is killed by name, and the attached client
   // then ends by itself: killing the client instead could leave it (or, behind a wrapper
   // such as runuser, the real one) attached.
-  if (spec.signal?.aborted)
-    throw new WorkerError('CANCELLED', 'The run was cancelled before it started');
+  // Cancelled while it was being created: it is not started at all.
+  if (spec.signal?.aborted) {
+    return {
+      exitCode: 0,
+      oomKilled: false,
+      timedOut: false,
+      cancelled: true,
+      durationMs: 0,
+      logTail: '',
+    };
+  }
   let stopped: 'timeout' | 'cancel' | undefined;
   let ended = false;
   let killing: Promise<unknown> = Promise.resolve();
