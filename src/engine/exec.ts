@@ -242,6 +242,30 @@ export function spawnEngine(
   }) as unknown as ResultPromise<{ buffer: false }>;
 }
 
+/**
+ * For a CLI spawned with its stdout consumed elsewhere (spawnEngine): keeps the tail of its
+ * stderr, and once it has ended throws what went wrong, as execEngine would.
+ */
+export function watchStreamed(what: string, sub: ResultPromise<{ buffer: false }>) {
+  const tail = new LogTail(50, 8 * 1024);
+  const lines = new LineSplitter((line) => tail.push(line));
+  sub.stderr?.on('data', (chunk: Buffer) => lines.write(chunk));
+  return {
+    /** Throws for a cancel, a timeout or a non-zero exit of the ended CLI. */
+    check(result: { isCanceled: boolean; timedOut: boolean; exitCode?: number }): void {
+      lines.end();
+      if (result.isCanceled) throw new WorkerError('CANCELLED', `${what} was cancelled`);
+      if (result.timedOut) {
+        throw new WorkerError('ENGINE_FAILED', `${what} timed out`, {
+          retryable: true,
+          detail: capDetail(tail.toString()),
+        });
+      }
+      if (result.exitCode !== 0) throw engineFailure(what, result.exitCode ?? 1, tail.toString());
+    },
+  };
+}
+
 async function feed(
   input: Readable,
   subprocess: ResultPromise<{ buffer: false }>,

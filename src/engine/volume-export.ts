@@ -5,11 +5,9 @@ import { join } from 'node:path';
 import type { PassThrough } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { execa } from 'execa';
-import { WorkerError } from '../errors.js';
 import { volumeExportArgs } from './args.js';
 import { type EngineContext, transferTimeoutMs } from './context.js';
-import { capDetail, engineFailure, spawnEngine } from './exec.js';
-import { LineSplitter, LogTail } from './log-tail.js';
+import { spawnEngine, watchStreamed } from './exec.js';
 
 /**
  * Whether `podman volume export` can stream a volume through a FIFO: it writes to a file
@@ -45,9 +43,7 @@ export async function exportThroughFifo(
       timeoutMs: transferTimeoutMs(ctx.options),
       signal,
     });
-    const tail = new LogTail(50, 8 * 1024);
-    const lines = new LineSplitter((line) => tail.push(line));
-    sub.stderr?.on('data', (chunk: Buffer) => lines.write(chunk));
+    const watch = watchStreamed(`${ctx.cli.name} volume export`, sub);
     // The reader went away: stop the engine instead of letting it block on a full FIFO.
     const onClose = () => sub.kill();
     out.on('close', onClose);
@@ -72,16 +68,7 @@ export async function exportThroughFifo(
     const result = await exited;
     if (copyError) throw copyError;
     out.off('close', onClose);
-    lines.end();
-    const what = `${ctx.cli.name} volume export`;
-    if (result.isCanceled) throw new WorkerError('CANCELLED', `${what} was cancelled`);
-    if (result.timedOut) {
-      throw new WorkerError('ENGINE_FAILED', `${what} timed out`, {
-        retryable: true,
-        detail: capDetail(tail.toString()),
-      });
-    }
-    if (result.exitCode !== 0) throw engineFailure(what, result.exitCode ?? 1, tail.toString());
+    watch.check(result);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

@@ -1,6 +1,5 @@
 import { randomBytes } from 'node:crypto';
 import { PassThrough, type Readable } from 'node:stream';
-import { WorkerError } from '../errors.js';
 import {
   copyInArgs,
   copyOutArgs,
@@ -10,8 +9,7 @@ import {
   volumeImportArgs,
 } from './args.js';
 import { type EngineContext, transferTimeoutMs } from './context.js';
-import { capDetail, engineFailure, execEngine, spawnEngine } from './exec.js';
-import { LineSplitter, LogTail } from './log-tail.js';
+import { execEngine, spawnEngine, watchStreamed } from './exec.js';
 import { checkMountedVolumes } from './mount-check.js';
 import { ensureRootfsImage } from './rootfs-image.js';
 import { canExportThroughFifo, exportThroughFifo } from './volume-export.js';
@@ -75,25 +73,14 @@ async function streamInto(
   signal?: AbortSignal,
 ): Promise<void> {
   const sub = spawnEngine(ctx.cli, args, { timeoutMs: transferTimeoutMs(ctx.options), signal });
-  const tail = new LogTail(50, 8 * 1024);
-  const lines = new LineSplitter((line) => tail.push(line));
-  sub.stderr?.on('data', (chunk: Buffer) => lines.write(chunk));
+  const watch = watchStreamed(`${ctx.cli.name} ${args.slice(0, 2).join(' ')}`, sub);
   // The reader went away: stop the engine instead of letting it block on a full pipe.
   const onClose = () => sub.kill();
   out.on('close', onClose);
   sub.stdout?.pipe(out, { end: false });
   const result = await sub;
   out.off('close', onClose);
-  lines.end();
-  const what = `${ctx.cli.name} ${args.slice(0, 2).join(' ')}`;
-  if (result.isCanceled) throw new WorkerError('CANCELLED', `${what} was cancelled`);
-  if (result.timedOut) {
-    throw new WorkerError('ENGINE_FAILED', `${what} timed out`, {
-      retryable: true,
-      detail: capDetail(tail.toString()),
-    });
-  }
-  if (result.exitCode !== 0) throw engineFailure(what, result.exitCode ?? 1, tail.toString());
+  watch.check(result);
 }
 
 /** The helper image holds only an empty, world-writable /mnt. */
