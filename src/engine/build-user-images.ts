@@ -12,7 +12,7 @@ import {
 } from './args.js';
 import { extractFlags, parseContainerfile } from './containerfile-parse.js';
 import { type EngineContext, transferTimeoutMs } from './context.js';
-import { capDetail, engineFailure, execEngine, execEngineRaw, spawnEngine } from './exec.js';
+import { capDetail, engineFailure, execEngineRaw, execImageListing, spawnEngine } from './exec.js';
 
 const STDERR_BYTES = 8 * 1024;
 /** The names of the images the worker builds (see build.ts). */
@@ -158,11 +158,11 @@ async function pruneUserImages(
 ): Promise<void> {
   const call = { timeoutMs: host.options.callTimeoutMs, signal };
   const ids = async (ctx: EngineContext, args: string[]) =>
-    new Set((await execEngine(ctx.cli, args, call)).split(/\s+/).filter(Boolean));
+    new Set((await execImageListing(ctx.cli, args, call)).split(/\s+/).filter(Boolean));
   const [hostIds, userIds, named] = await Promise.all([
     ids(host, allImageIdsArgs()),
     ids(user, allImageIdsArgs()),
-    execEngine(user.cli, imageNamesArgs(), call),
+    execImageListing(user.cli, imageNamesArgs(), call),
   ]);
   // No submission starts FROM the worker's own images: an image so named is a build's.
   const built = new Set(

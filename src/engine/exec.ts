@@ -154,6 +154,30 @@ export async function execEngine(
   return result.stdout;
 }
 
+/**
+ * podman reads every image of the store to list or prune images, and fails the whole call
+ * ("image not known") when any of them, perhaps another worker's, is removed meanwhile. On
+ * a shared host that is common: such a call is made again, a few times, a moment later.
+ */
+export async function execImageListing(
+  cli: EngineCli,
+  args: readonly string[],
+  options: ExecOptions,
+): Promise<string> {
+  for (let attempt = 1; ; attempt++) {
+    const result = await execEngineRaw(cli, args, options);
+    const raced = result.exitCode !== 0 && VANISHED_IMAGE.test(result.outputTail);
+    if (!raced || attempt >= LISTING_ATTEMPTS || options.signal?.aborted) {
+      checkResult(cli, args, result, options.timeoutMs);
+      return result.stdout;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50 * attempt));
+  }
+}
+
+const VANISHED_IMAGE = /(image|layer) not known/i;
+const LISTING_ATTEMPTS = 8;
+
 export function checkResult(
   cli: EngineCli,
   args: readonly string[],

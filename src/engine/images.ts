@@ -8,7 +8,7 @@ import {
   removeUnusedImageArgs,
 } from './args.js';
 import type { EngineContext } from './context.js';
-import { execEngine, execEngineRaw } from './exec.js';
+import { execEngineRaw, execImageListing } from './exec.js';
 import type { ImageFacts } from './types.js';
 
 const inspectSchema = z.array(
@@ -33,7 +33,7 @@ export async function listImages(
   const call = { timeoutMs: ctx.options.callTimeoutMs };
   const ids = [
     ...new Set(
-      (await execEngine(ctx.cli, imageListArgs(label), call)).split(/\s+/).filter(Boolean),
+      (await execImageListing(ctx.cli, imageListArgs(label), call)).split(/\s+/).filter(Boolean),
     ),
   ];
   if (ids.length === 0) return [];
@@ -86,7 +86,9 @@ export async function pruneImages(
   if (Object.keys(label).length !== 1) {
     throw new WorkerError('INTERNAL', 'pruneImages takes exactly one label');
   }
-  await execEngine(ctx.cli, pruneImagesArgs(label), { timeoutMs: ctx.options.callTimeoutMs });
+  await execImageListing(ctx.cli, pruneImagesArgs(label), {
+    timeoutMs: ctx.options.callTimeoutMs,
+  });
 }
 
 /** Whether the image exists: asked once per process, then remembered (EngineContext.knownImages). */

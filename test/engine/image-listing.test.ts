@@ -1,0 +1,77 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createEngine } from '../../src/engine/engine.js';
+import { execEngineRaw } from '../../src/engine/exec.js';
+import { LABEL_BUILT_BY } from '../../src/engine/labels.js';
+import type { Engine } from '../../src/engine/types.js';
+import { requireEngines, VARIANTS } from '../support/engine-variants.js';
+
+const variant = VARIANTS['podman-rootful'];
+const why = variant.unavailable();
+if (why && requireEngines)
+  throw new Error(`rootful podman is required (CW_TEST_REQUIRE_ENGINES=1) but ${why}`);
+
+/**
+ * Several workers share one image store. podman lists and prunes images by reading every
+ * image, and fails when another process removes one meanwhile: a worker's image listing
+ * and pruning must not fail because a sibling is busy.
+ */
+describe.skipIf(why)('image listing while another process removes images (rootful podman)', () => {
+  const run = randomBytes(4).toString('hex');
+  const label = { [LABEL_BUILT_BY]: `listing-test-${run}` };
+  const churnLabel = `cw-listing-churn=${run}`;
+  let engine: Engine;
+  let dir: string;
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'cw-listing-'));
+    engine = await createEngine(variant.options);
+  });
+
+  afterAll(async () => {
+    if (!engine) return;
+    const left = await execa('podman', ['images', '-q', '--filter', `label=${churnLabel}`], {
+      reject: false,
+    });
+    for (const id of left.stdout.split(/\s+/).filter(Boolean)) {
+      await execEngineRaw(engine.info, ['rmi', '--force', id], { timeoutMs: 60_000 });
+    }
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('lists and prunes its own images while a sibling builds and removes others', async () => {
+    // A sibling: builds and removes small unnamed images as fast as it can.
+    const churn = execa(
+      'sh',
+      [
+        '-c',
+        `for i in $(seq 1 25); do
+           id=$(printf 'FROM scratch\\nLABEL n=%s\\n' "$i" |
+             podman build -q --label ${churnLabel} -f - '${dir}') || exit 1
+           podman rmi --force "$id" >/dev/null || exit 1
+         done`,
+      ],
+      { reject: false },
+    );
+    let finished = false;
+    void churn.finally(() => {
+      finished = true;
+    });
+    let calls = 0;
+    const failures: string[] = [];
+    while (!finished) {
+      for (const call of [() => engine.listImages(label), () => engine.pruneImages(label)]) {
+        calls++;
+        await call().catch((error: Error) => failures.push(error.message));
+      }
+    }
+    const done = await churn;
+    expect(done.exitCode, done.stderr).toBe(0);
+    expect(calls).toBeGreaterThanOrEqual(6);
+    expect(failures).toEqual([]);
+  }, 180_000);
+});
