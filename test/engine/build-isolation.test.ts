@@ -67,6 +67,7 @@ function defineBuildIsolation(variant: EngineVariant, cases: 'all' | 'spin'): vo
         signal?: AbortSignal;
         userns?: string;
         files?: Record<string, string>;
+        cpus?: number;
       } = {},
     ): Promise<{ error?: WorkerError; output: string[]; image?: string }> {
       if (!engine || !options) throw new Error('no engine');
@@ -74,10 +75,11 @@ function defineBuildIsolation(variant: EngineVariant, cases: 'all' | 'spin'): vo
       // Other files build at the same time: what is left is looked for by this build's id.
       lastBuildId = randomBytes(8).toString('hex');
       const built =
-        opts.timeoutMs || opts.userns
+        opts.timeoutMs || opts.userns || opts.cpus
           ? await createEngine({
               ...options,
               ...(opts.timeoutMs ? { buildTimeoutMs: opts.timeoutMs } : {}),
+              ...(opts.cpus ? { buildLimits: { ...BUILD_LIMITS, cpus: opts.cpus } } : {}),
               ...(opts.userns ? { buildUserns: opts.userns } : {}),
             })
           : engine;
@@ -258,7 +260,8 @@ function defineBuildIsolation(variant: EngineVariant, cases: 'all' | 'spin'): vo
       const marker = `cwspin${randomBytes(6).toString('hex')}`;
       // rootless podman copies layers with vfs: slower to reach the RUN step.
       const timeoutMs = variant.id === 'podman-rootless' ? 90_000 : 40_000;
-      const building = build([`RUN while :; do :; done # ${marker}`], { timeoutMs });
+      // A fifth of a core: the spinning stays within it, and leaves the other tests the rest.
+      const building = build([`RUN while :; do :; done # ${marker}`], { timeoutMs, cpus: 0.2 });
       const spun = await sawProcess(marker, building);
       const { error } = await building;
       expect(spun, (await building).error?.detail).toBe(true);
