@@ -16,7 +16,7 @@ if (argv.length === 1 && argv[0] === '--version') {
 }
 
 async function run() {
-  const { execute } = await import('@oclif/core');
+  const { execute } = await import('@oclif/core/execute');
   const { prepareArgv } = await import('../dist/src/cli/argv.js');
   const { booleanFlagNames, knownFlagNames, repeatableFlagNames } = await import(
     '../dist/src/cli/flags.js'

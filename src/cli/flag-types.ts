@@ -1,4 +1,4 @@
-import { Flags } from '@oclif/core';
+import * as Flags from '@oclif/core/flags';
 import { formatDuration, parseDuration } from '../config/duration.js';
 import { formatSize, parseSize } from '../config/size.js';
 

@@ -1,4 +1,4 @@
-import { Flags } from '@oclif/core';
+import * as Flags from '@oclif/core/flags';
 import { parseDuration } from '../config/duration.js';
 import { parseSize } from '../config/size.js';
 import { DEFAULT_LIMITS } from '../engine/limits.js';
