@@ -1,6 +1,7 @@
 import { Config, Errors, Flags } from '@oclif/core';
 import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { BaseCommand } from '../../src/cli/base-command.js';
+import { durationFlag, positiveNumberFlag, sizeFlag } from '../../src/cli/flag-types.js';
 import { WorkerError } from '../../src/errors.js';
 
 // The output every command shares, run in-process through oclif as the CLI runs it:
@@ -18,6 +19,9 @@ class Probe extends BaseCommand {
   static override flags = {
     json: Flags.boolean({ default: false }),
     memory: Flags.integer({ min: 1 }),
+    size: sizeFlag(),
+    timeout: durationFlag(),
+    cpus: positiveNumberFlag(),
   };
   async run(): Promise<void> {
     await this.parse(Probe);
@@ -123,6 +127,15 @@ describe('the base command', () => {
     expect(JSON.parse(low.stdout)).toMatchObject({
       error: { message: expect.stringContaining('--memory') },
     });
+    // The worker's own flag types are the command line's fault too.
+    for (const argv of [['--size', 'abc'], ['--timeout', '5x'], ['--cpus', '-1']]) {
+      const bad = await run([...argv, '--json']);
+      expect(bad.exitCode, argv.join(' ')).toBe(2);
+      expect(JSON.parse(bad.stdout)).toMatchObject({
+        error: { code: 'CONFIG_INVALID', message: expect.stringContaining(argv[0] ?? '') },
+      });
+      expect((await run(argv)).exitCode, argv.join(' ')).toBe(2);
+    }
     // After --, --json is an argument, not the flag.
     const after = await run(['--bogus', '--', '--json']);
     expect(after.stdout).toBe('');
