@@ -128,7 +128,11 @@ describe('the base command', () => {
       error: { message: expect.stringContaining('--memory') },
     });
     // The worker's own flag types are the command line's fault too.
-    for (const argv of [['--size', 'abc'], ['--timeout', '5x'], ['--cpus', '-1']]) {
+    for (const argv of [
+      ['--size', 'abc'],
+      ['--timeout', '5x'],
+      ['--cpus', '-1'],
+    ]) {
       const bad = await run([...argv, '--json']);
       expect(bad.exitCode, argv.join(' ')).toBe(2);
       expect(JSON.parse(bad.stdout)).toMatchObject({
