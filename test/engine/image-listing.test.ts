@@ -44,12 +44,12 @@ describe.skipIf(why)('image listing while another process removes images (rootfu
   });
 
   it('lists and prunes its own images while a sibling builds and removes others', async () => {
-    // A sibling: builds and removes small unnamed images as fast as it can.
+    // A sibling: builds and removes 15 small unnamed images as fast as it can.
     const churn = execa(
       'sh',
       [
         '-c',
-        `for i in $(seq 1 25); do
+        `for i in $(seq 1 15); do
            id=$(printf 'FROM scratch\\nLABEL n=%s\\n' "$i" |
              podman build -q --label ${churnLabel} -f - '${dir}') || exit 1
            podman rmi --force "$id" >/dev/null || exit 1
