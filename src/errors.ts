@@ -32,6 +32,11 @@ export interface WorkerErrorOptions {
   hint?: string;
   /** The engine's or service's own words, size-capped by whoever captured them. */
   detail?: string;
+  /**
+   * The worker's own set-up is wrong (a service refused its credentials): never the task's
+   * fault, even where trying again at once cannot help.
+   */
+  workerFault?: boolean;
   cause?: unknown;
 }
 
@@ -41,6 +46,7 @@ export class WorkerError extends Error {
   readonly retryable: boolean;
   readonly hint?: string;
   readonly detail?: string;
+  readonly workerFault: boolean;
 
   constructor(code: ErrorCode, message: string, options: WorkerErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
@@ -48,6 +54,7 @@ export class WorkerError extends Error {
     this.retryable = options.retryable ?? false;
     this.hint = options.hint;
     this.detail = options.detail;
+    this.workerFault = options.workerFault ?? false;
   }
 
   /** Message, detail and hint as a person reads them on a terminal. */

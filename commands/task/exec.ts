@@ -15,7 +15,7 @@ export default class TaskExec extends BaseCommand {
   // One line per paragraph: oclif wraps the lines itself and keeps every newline.
   static override description = [
     'Reads a task JSON (the message body the worker gets from NSQ) and runs it: builds the workflow and submission images, stages the data, runs the containers, uploads the model or the prediction and reports to the orchestrator. With blank --storage-host and --orchestrator-host, the built-in local storage folder and orchestrator ledger are used.',
-    "A task that fails by its own fault (an invalid task, a failing, timed-out or out-of-memory submission or workflow, a failing build, invalid outputs) is reported failed. A failure that is the worker's or its host's (an internal error, the engine, a service that is down, an interrupt) is not: the task is fine, run it again once the host is fixed.",
+    "A task that fails by its own fault (an invalid task, a failing, timed-out or out-of-memory submission or workflow, a failing build, invalid outputs) is reported failed. A failure that is the worker's or its host's (an internal error, the engine, a service that is down or refuses the worker's credentials, an interrupt) is not: the task is fine, run it again once the host is fixed.",
     'Exit codes: 0 the task is done; 1 it failed by its own fault (reported failed); 2 a bad command line, configuration or task file; 3 the worker or its host could not run it (not reported). With --json, "status" is "done", "failed" (exit 1), "error" (exit 3) or "invalid", and "fault" says whose fault a failure was: "task" or "worker".',
   ].join('\n\n');
   static override examples = [

@@ -334,6 +334,7 @@ export class HttpService {
         `${this.service} refused the credentials (${answered})`,
         {
           hint: `check --${this.service}-user/--${this.service}-password`,
+          workerFault: true,
         },
       );
     }

@@ -33,11 +33,13 @@ export const TASK_FAULT_CODES: ReadonlySet<string> = new Set<
 /**
  * A storage or orchestrator answer that will be the same next time (a 404 for the
  * task's data, a refused report) is about the task; a service that is down or answers
- * 5xx is passing trouble of the platform, not of the task.
+ * 5xx is passing trouble of the platform, not of the task, and refused credentials are the
+ * worker's.
  */
 const SERVICE_CODES: ReadonlySet<ErrorCode> = new Set(['STORAGE_FAILED', 'ORCHESTRATOR_FAILED']);
 
 export function faultOf(error: WorkerError): Fault {
+  if (error.workerFault) return 'worker';
   if (TASK_FAULT_CODES.has(error.code)) return 'task';
   if (SERVICE_CODES.has(error.code)) return error.retryable ? 'worker' : 'task';
   return 'worker';

@@ -52,6 +52,33 @@ describe('faultOf', () => {
     expect(new Set(listed.map(([code]) => code))).toEqual(TASK_FAULT_CODES);
   });
 
+  it("takes a service's refusal of the worker's credentials for the worker fault", async () => {
+    const { createServer } = await import('node:http');
+    const { HttpStorageClient } = await import('../../src/clients/storage.js');
+    const { HttpOrchestratorClient } = await import('../../src/clients/orchestrator.js');
+    for (const status of [401, 403]) {
+      const server = createServer((_req, res) => res.writeHead(status).end('no'));
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      const { port } = server.address() as { port: number };
+      const options = { host: '127.0.0.1', port, user: 'u', password: 'wrong' };
+      const storage = new HttpStorageClient(options);
+      const orchestrator = new HttpOrchestratorClient(options);
+      const refused = [
+        await storage.getMetadata('data', 'x').catch((e: WorkerError) => e),
+        await orchestrator.reportFailed('learn', 'x', 'why').catch((e: WorkerError) => e),
+      ];
+      await storage.close();
+      await orchestrator.close();
+      server.close();
+      for (const e of refused) {
+        expect(e).toBeInstanceOf(WorkerError);
+        expect((e as WorkerError).message).toMatch(/refused the credentials/);
+        expect(faultOf(e as WorkerError), `${status}: ${e}`).toBe('worker');
+        expect(decideOutcome(failed(e as WorkerError), 1, policy).action).toBe('retry');
+      }
+    }
+  });
+
   it('takes an unexpected error of the worker (ENOENT, EACCES, ENOSPC) for the worker fault', () => {
     for (const code of ['ENOENT', 'EACCES', 'ENOSPC']) {
       const raw = Object.assign(new Error(`${code}: open '/tmp/x/model.tar.gz'`), { code });
