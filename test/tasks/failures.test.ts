@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { HttpStorageClient } from '../../src/clients/storage.js';
 import type { ErrorCode } from '../../src/errors.js';
 import type { StepName, TaskEnv } from '../../src/tasks/context.js';
+import { faultOf } from '../../src/tasks/outcome.js';
 import { busyboxContext } from '../support/busybox-context.js';
 import { requireEngines } from '../support/engine-variants.js';
 import { closedPort } from '../support/http-stand-in.js';
@@ -266,6 +267,8 @@ describe.skipIf(podmanMissing !== undefined && !requireEngines)(
           message: /storage refused the credentials/,
         });
         expect(outcome.report.error?.hint).toContain('--storage-password');
+        // The worker's set-up, not the submission: the daemon requeues it.
+        expect(outcome.report.error && faultOf(outcome.report.error)).toBe('worker');
       });
 
       it('an unreachable storage, as an error worth retrying', async () => {
