@@ -28,6 +28,22 @@ fill() { # volume url
       docker run --rm -i --network none -v "$1:/mnt" --entrypoint /bin/tar "$workflow" -x -C /mnt
   fi
 }
+# podman gives an empty volume to the container's user on its first mount; docker leaves it
+# root's, so the volumes the containers write are given to that user first (as the worker
+# does), in one helper run.
+if [ "$engine" = docker ]; then
+  user=1000:1000
+  for i in "${!hard[@]}"; do
+    case ${hard[$i]} in
+      --user) user=${hard[$((i + 1))]} ;;
+      --user=*) user=${hard[$i]#--user=} ;;
+    esac
+  done
+  owned=()
+  for role in perf train_pred test test_pred model; do owned+=(-v "${vol[$role]}:/v/$role"); done
+  docker run --rm --network none "${owned[@]}" --entrypoint /bin/chown "$workflow" \
+    "$user" /v/perf /v/train_pred /v/test /v/test_pred /v/model
+fi
 fill "${vol[train]}" "$train_url"
 fill "${vol[hidden]}" "$test_url"
 fill "${vol[test]}" "$pred_url"
