@@ -2,12 +2,10 @@ import { describe, expect, it } from 'vitest';
 import { buildNamespaceCheck, judgeBuildNamespace } from '../../src/doctor/build-user.js';
 import { findBuildUser } from '../../src/engine/build-user.js';
 import { createEngine } from '../../src/engine/engine.js';
-import { requireEngines, VARIANTS } from '../support/engine-variants.js';
+import { unavailableUnlessRequired, VARIANTS } from '../support/engine-variants.js';
 
 const podman = VARIANTS['podman-rootful'];
-const why = podman.unavailable();
-if (why && requireEngines)
-  throw new Error(`rootful podman is required (CW_TEST_REQUIRE_ENGINES=1) but ${why}`);
+const why = unavailableUnlessRequired(podman);
 
 describe('judgeBuildNamespace', () => {
   it("warns when a RUN step was the host's root", () => {

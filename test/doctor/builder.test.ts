@@ -3,12 +3,10 @@ import { describe, expect, it } from 'vitest';
 import { builderCheck } from '../../src/doctor/builder.js';
 import { createEngine } from '../../src/engine/engine.js';
 import type { EngineInfo } from '../../src/engine/types.js';
-import { requireEngines, VARIANTS } from '../support/engine-variants.js';
+import { unavailableUnlessRequired, VARIANTS } from '../support/engine-variants.js';
 
 const podman = VARIANTS['podman-rootful'];
-const why = podman.unavailable();
-if (why && requireEngines)
-  throw new Error(`rootful podman is required (CW_TEST_REQUIRE_ENGINES=1) but ${why}`);
+const why = unavailableUnlessRequired(podman);
 
 const info = (extra: Partial<EngineInfo>): EngineInfo => ({
   name: 'podman',

@@ -5,14 +5,12 @@ import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { identifyNsqd } from '../../src/doctor/nsq.js';
 import { findBuildUser } from '../../src/engine/build-user.js';
-import { requireEngines, VARIANTS } from '../support/engine-variants.js';
+import { unavailableUnlessRequired, VARIANTS } from '../support/engine-variants.js';
 import { type Nsqd, type Nsqlookupd, startNsqd, startNsqlookupd } from '../support/nsq/index.js';
 
 const cli = join(import.meta.dirname, '..', '..', 'bin', 'run.js');
 const podman = VARIANTS['podman-rootful'];
-const why = podman.unavailable();
-if (why && requireEngines)
-  throw new Error(`rootful podman is required (CW_TEST_REQUIRE_ENGINES=1) but ${why}`);
+const why = unavailableUnlessRequired(podman);
 
 interface DoctorJson {
   ready: boolean;

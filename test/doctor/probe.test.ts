@@ -7,7 +7,7 @@ import { createEngine } from '../../src/engine/engine.js';
 import { LABEL_WORKER } from '../../src/engine/labels.js';
 import { DEFAULT_LIMITS } from '../../src/engine/limits.js';
 import type { Engine, EngineInfo } from '../../src/engine/types.js';
-import { requireEngines, VARIANTS } from '../support/engine-variants.js';
+import { unavailableUnlessRequired, VARIANTS } from '../support/engine-variants.js';
 
 const MIB = 1024 ** 2;
 const limits = { ...DEFAULT_LIMITS, memoryBytes: 256 * MIB, tmpfsBytes: 64 * MIB, pidsLimit: 256 };
@@ -144,9 +144,7 @@ describe("doctor's findings from inside the probe container", () => {
 });
 
 const podman = VARIANTS['podman-rootful'];
-const why = podman.unavailable();
-if (why && requireEngines)
-  throw new Error(`rootful podman is required (CW_TEST_REQUIRE_ENGINES=1) but ${why}`);
+const why = unavailableUnlessRequired(podman);
 
 describe.skipIf(why)("doctor's probe on rootful podman", { timeout: 300_000 }, () => {
   let engine: Engine;

@@ -13,7 +13,11 @@ import type { Engine, EngineOptions } from '../../src/engine/types.js';
 import { WorkerError } from '../../src/errors.js';
 import { busyboxContext } from '../support/busybox-context.js';
 import { readableOf } from '../support/engine-tar.js';
-import { type EngineVariant, requireEngines, VARIANTS } from '../support/engine-variants.js';
+import {
+  type EngineVariant,
+  unavailableUnlessRequired,
+  VARIANTS,
+} from '../support/engine-variants.js';
 
 const MIB = 1024 ** 2;
 const LIMIT = 50 * MIB;
@@ -33,11 +37,7 @@ function defineBuildDisk(variant: EngineVariant): void {
     const cli = () => ({ name: 'podman' as const, path: variant.options.enginePath ?? 'podman' });
 
     beforeAll(async () => {
-      const why = variant.unavailable();
-      if (why) {
-        if (requireEngines) throw new Error(`${variant.id} is required but ${why}`);
-        return;
-      }
+      if (unavailableUnlessRequired(variant)) return;
       tmp = mkdtempSync(join(tmpdir(), 'cw-build-disk-test-'));
       chmodSync(tmp, 0o1777); // the rootless wrapper copies the context here as its user
       process.env.TMPDIR = tmp;

@@ -21,7 +21,11 @@ import type { Engine, EngineOptions } from '../../src/engine/types.js';
 import { WorkerError } from '../../src/errors.js';
 import { busyboxContext } from '../support/busybox-context.js';
 import { readableOf } from '../support/engine-tar.js';
-import { type EngineVariant, requireEngines, VARIANTS } from '../support/engine-variants.js';
+import {
+  type EngineVariant,
+  unavailableUnlessRequired,
+  VARIANTS,
+} from '../support/engine-variants.js';
 
 const MIB = 1024 ** 2;
 const BUILD_LIMITS = { memoryBytes: 128 * MIB, cpus: 1, pidsLimit: 64 };
@@ -40,11 +44,7 @@ function defineBuildIsolation(variant: EngineVariant, cases: 'all' | 'spin'): vo
     let engine: Engine | undefined;
 
     beforeAll(async () => {
-      const why = variant.unavailable();
-      if (why) {
-        if (requireEngines) throw new Error(`${variant.id} is required but ${why}`);
-        return;
-      }
+      if (unavailableUnlessRequired(variant)) return;
       // A private temp folder, so that a leftover of these builds is seen for certain.
       tmp = mkdtempSync(join(tmpdir(), 'cw-build-test-'));
       // The rootless wrapper makes its copy of the context here as the rootless user.

@@ -9,13 +9,11 @@ import { DEFAULT_LIMITS } from '../../src/engine/limits.js';
 import { BUSYBOX_SKELETON, contextTarGz } from '../../src/engine/probe-context.js';
 import type { Engine } from '../../src/engine/types.js';
 import { readableOf } from '../support/engine-tar.js';
-import { requireEngines, VARIANTS } from '../support/engine-variants.js';
+import { unavailableUnlessRequired, VARIANTS } from '../support/engine-variants.js';
 import { type StandIn, startStandIn } from '../support/http-stand-in.js';
 
 const variant = VARIANTS['podman-rootful'];
-const why = variant.unavailable();
-if (why && requireEngines)
-  throw new Error(`rootful podman is required (CW_TEST_REQUIRE_ENGINES=1) but ${why}`);
+const why = unavailableUnlessRequired(variant);
 
 const corpus = (name: string) =>
   readFile(join(import.meta.dirname, 'containerfile-corpus', `${name}.Containerfile`), 'utf8');

@@ -12,12 +12,10 @@ import { DEFAULT_LIMITS } from '../../src/engine/limits.js';
 import type { Engine } from '../../src/engine/types.js';
 import { busyboxContext } from '../support/busybox-context.js';
 import { readableOf } from '../support/engine-tar.js';
-import { requireEngines, VARIANTS } from '../support/engine-variants.js';
+import { unavailableUnlessRequired, VARIANTS } from '../support/engine-variants.js';
 
 const variant = VARIANTS['podman-rootful'];
-const why = variant.unavailable();
-if (why && requireEngines)
-  throw new Error(`rootful podman is required (CW_TEST_REQUIRE_ENGINES=1) but ${why}`);
+const why = unavailableUnlessRequired(variant);
 
 /**
  * The bounded image cache with real builds. Every image here is labelled with a worker id

@@ -8,12 +8,10 @@ import { createEngine } from '../../src/engine/engine.js';
 import { execEngineRaw } from '../../src/engine/exec.js';
 import { LABEL_BUILT_BY } from '../../src/engine/labels.js';
 import type { Engine } from '../../src/engine/types.js';
-import { requireEngines, VARIANTS } from '../support/engine-variants.js';
+import { unavailableUnlessRequired, VARIANTS } from '../support/engine-variants.js';
 
 const variant = VARIANTS['podman-rootful'];
-const why = variant.unavailable();
-if (why && requireEngines)
-  throw new Error(`rootful podman is required (CW_TEST_REQUIRE_ENGINES=1) but ${why}`);
+const why = unavailableUnlessRequired(variant);
 
 /**
  * Several workers share one image store. podman lists and prunes images by reading every

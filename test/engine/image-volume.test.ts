@@ -10,7 +10,7 @@ import { createEngine } from '../../src/engine/engine.js';
 import { LABEL_WORKER } from '../../src/engine/labels.js';
 import { DEFAULT_LIMITS } from '../../src/engine/limits.js';
 import type { Engine, RunSpec } from '../../src/engine/types.js';
-import { LOCAL_VARIANTS, requireEngines } from '../support/engine-variants.js';
+import { LOCAL_VARIANTS, unavailableUnlessRequired } from '../support/engine-variants.js';
 
 // An image that declares `VOLUME /scratch`: without care, the engine backs it with an
 // anonymous host volume that carries none of the worker's labels and outlives the task.
@@ -28,11 +28,7 @@ describe.each(LOCAL_VARIANTS)('an image VOLUME on $id', { timeout: 300_000 }, (v
   let dir = '';
 
   beforeAll(async () => {
-    const why = variant.unavailable();
-    if (why) {
-      if (requireEngines) throw new Error(`${variant.id} is required but ${why}`);
-      return;
-    }
+    if (unavailableUnlessRequired(variant)) return;
     engine = await createEngine(variant.options);
     dir = await mkdtemp(join(tmpdir(), 'cw-image-volume-'));
     await copyFile('/bin/busybox', join(dir, 'busybox'));

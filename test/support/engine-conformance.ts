@@ -13,7 +13,11 @@ import { WorkerError } from '../../src/errors.js';
 import { busyboxContext } from './busybox-context.js';
 import { defineHardeningTests } from './conformance-hardening.js';
 import { filesOfTar, readableOf, tarOf } from './engine-tar.js';
-import { type EngineVariant, requireEngines } from './engine-variants.js';
+import {
+  type EngineVariant,
+  requireEngines,
+  unavailableUnlessRequired,
+} from './engine-variants.js';
 
 const MIB = 1024 ** 2;
 const TEST_LIMITS: RunLimits = {
@@ -33,12 +37,7 @@ export function defineConformanceSuite(variant: EngineVariant): void {
     let image = '';
 
     beforeAll(async () => {
-      const why = variant.unavailable();
-      if (why) {
-        if (requireEngines)
-          throw new Error(`${variant.id} is required (CW_TEST_REQUIRE_ENGINES=1) but ${why}`);
-        return;
-      }
+      if (unavailableUnlessRequired(variant)) return;
       try {
         engine = await createEngine(variant.options);
       } catch (error) {

@@ -76,6 +76,17 @@ export const VARIANTS: Record<VariantId, EngineVariant> = {
 export const requireEngines = process.env.CW_TEST_REQUIRE_ENGINES === '1';
 
 /**
+ * Why this variant cannot run here (its tests are then skipped), or undefined when it can;
+ * where CI requires the engines, a missing one throws instead.
+ */
+export function unavailableUnlessRequired(variant: EngineVariant): string | undefined {
+  const why = variant.unavailable();
+  if (why && requireEngines)
+    throw new Error(`${variant.id} is required (CW_TEST_REQUIRE_ENGINES=1) but ${why}`);
+  return why;
+}
+
+/**
  * The engines that run without a service of their own: podman-remote needs the
  * `podman system service` its test file starts (test/support/podman-service.ts).
  */
