@@ -14,13 +14,13 @@ export async function freeBytes(path: string): Promise<number> {
   return info.bavail * info.bsize;
 }
 
-/** The folder with the least free space below `minFreeBytes`, or undefined when all have enough. */
 /**
  * Two folders on one filesystem, read a moment apart, differ by what was written meanwhile:
  * within this share the first named one (the engine's storage) is the one reported.
  */
 const SAME_SPACE_SHARE = 0.01;
 
+/** The folder with the least free space below `minFreeBytes`, or undefined when all have enough. */
 export function lowestBelow(
   readings: readonly FreeSpace[],
   minFreeBytes: number,

@@ -295,6 +295,15 @@ export function startAttachArgs(name: string): string[] {
   return ['start', '--attach', name];
 }
 
+/** Kills a container by name: its attached `start` client then ends by itself. */
+export function killArgs(name: string): string[] {
+  return ['kill', name];
+}
+
+export function waitArgs(name: string): string[] {
+  return ['wait', name];
+}
+
 export function stateInspectArgs(name: string): string[] {
   return ['inspect', '--type', 'container', '--format', '{{json .State}}', name];
 }

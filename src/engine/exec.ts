@@ -1,6 +1,7 @@
 import { tmpdir } from 'node:os';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { execa, type ResultPromise } from 'execa';
 import { WorkerError } from '../errors.js';
 import { engineHostArgs } from './args.js';
@@ -171,7 +172,7 @@ export async function execImageListing(
       checkResult(cli, args, result, options.timeoutMs);
       return result.stdout;
     }
-    await new Promise((resolve) => setTimeout(resolve, 50 * attempt));
+    await sleep(50 * attempt);
   }
 }
 

@@ -2,7 +2,14 @@ import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { z } from 'zod';
 import { WorkerError } from '../errors.js';
-import { createArgs, removeContainersArgs, startAttachArgs, stateInspectArgs } from './args.js';
+import {
+  createArgs,
+  killArgs,
+  removeContainersArgs,
+  startAttachArgs,
+  stateInspectArgs,
+  waitArgs,
+} from './args.js';
 import type { EngineContext } from './context.js';
 import { capDetail, engineFailure, execEngine, execEngineRaw, hintFor } from './exec.js';
 import { LogTail } from './log-tail.js';
@@ -81,7 +88,7 @@ async function startAndWait(ctx: EngineContext, name: string, spec: RunSpec): Pr
   // repeated until the attached client ends.
   const killUntilEnded = async () => {
     while (!ended) {
-      await execEngineRaw(ctx.cli, ['kill', name], call);
+      await execEngineRaw(ctx.cli, killArgs(name), call);
       if (!ended) await sleep(1000);
     }
   };
@@ -116,11 +123,11 @@ async function startAndWait(ctx: EngineContext, name: string, spec: RunSpec): Pr
   if (attached.timedOut) {
     // The safety net killed the client: the container may still run.
     stopped ??= 'timeout';
-    await execEngineRaw(ctx.cli, ['kill', name], call);
+    await execEngineRaw(ctx.cli, killArgs(name), call);
   }
   const timedOut = stopped === 'timeout';
   const cancelled = stopped === 'cancel';
-  if (stopped) await execEngineRaw(ctx.cli, ['wait', name], call);
+  if (stopped) await execEngineRaw(ctx.cli, waitArgs(name), call);
   const durationMs = Date.now() - started;
   if (attached.exitCode === 0 && !timedOut && !cancelled) {
     return {

@@ -8,6 +8,7 @@ import {
   imageExistsArgs,
   imageListArgs,
   imageVolumesArgs,
+  killArgs,
   limitArgs,
   pruneImagesArgs,
   removeContainersArgs,
@@ -15,6 +16,7 @@ import {
   removeUnusedImageArgs,
   volumeCreateArgs,
   volumeImportArgs,
+  waitArgs,
 } from '../../src/engine/args.js';
 import { unenforcedLimits } from '../../src/engine/detect.js';
 import { LABEL_MANAGED } from '../../src/engine/labels.js';
@@ -401,6 +403,8 @@ describe('image VOLUMEs', () => {
     expect(createArgs(podman, 'n', spec)).toContain('--image-volume=tmpfs');
     expect(createArgs(docker, 'n', spec)).not.toContain('--image-volume=tmpfs');
     expect(removeContainersArgs(['a', 'b'])).toEqual(['rm', '--force', '--volumes', 'a', 'b']);
+    expect(killArgs('cw-run-1')).toEqual(['kill', 'cw-run-1']);
+    expect(waitArgs('cw-run-1')).toEqual(['wait', 'cw-run-1']);
   });
 });
 
