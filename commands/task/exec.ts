@@ -9,6 +9,7 @@ import { createLogger } from '../../src/log.js';
 import { acquireTaskGpus, gpuNames } from '../../src/tasks/gpus.js';
 import { decideOutcome, ONE_SHOT } from '../../src/tasks/outcome.js';
 import { executeTask, reportFailure } from '../../src/tasks/run-task.js';
+import { trimImages } from '../../src/tasks/scope.js';
 
 export default class TaskExec extends BaseCommand {
   static override summary = 'Run one learn or predict task now, without NSQ.';
@@ -65,6 +66,7 @@ export default class TaskExec extends BaseCommand {
     ).finally(() => gpus.release());
     const outcome = decideOutcome(report, 1, ONE_SHOT);
     const reportError = outcome.action === 'failed' ? await reportFailure(env, report) : undefined;
+    await trimImages(env, log);
     await Promise.all([env.storage.close(), env.orchestrator.close(), env.release()]);
 
     const json = reportJson(report, {

@@ -19,6 +19,7 @@ export interface TaskScope {
 /**
  * Runs work inside a fresh scope, and whatever happens removes the scope's containers,
  * volumes and temp folder. Cleanup failures are logged, never hide the task's own error.
+ * The image cache is trimmed by the caller, with trimImages, once the task is answered.
  */
 export async function withTaskScope<T>(
   env: TaskEnv,
@@ -48,13 +49,17 @@ export async function withTaskScope<T>(
     await rm(tmp, { recursive: true, force: true }).catch((error) =>
       log.error({ err: error, tmp }, 'could not remove the temp folder of the task'),
     );
+    // The containers are gone: the task's images are free to go at the next trim.
     for (const release of scope.releases) release();
-    // After the containers are gone: the task's own images are then free to go too.
-    await trimImages(env, log);
   }
 }
 
-/** Brings the image cache back under its bound; a failure is logged, never the task's. */
+/**
+ * Brings the image cache back under its bound; a failure is logged, never the task's.
+ * Called once a task is answered (the daemon's FIN or REQ, task exec's report), not
+ * before: image listings and removals can take long on a busy engine, and nsqd should
+ * not wait on the cache's housekeeping to hear the task's result.
+ */
 export async function trimImages(env: TaskEnv, log: Logger): Promise<void> {
   if (!env.imageCache) return;
   try {

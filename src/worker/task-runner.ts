@@ -5,6 +5,7 @@ import { acquireTaskGpus, gpuNames } from '../tasks/gpus.js';
 import { decideOutcome, type RetryPolicy } from '../tasks/outcome.js';
 import { executeTask, type ParsedTask, type TaskReport } from '../tasks/run-task.js';
 import { parseTask, readableTaskUuid, taskKindOf } from '../tasks/schemas.js';
+import { trimImages } from '../tasks/scope.js';
 import { type DiskGate, LOW_DISK_DELAY_MS } from './disk-gate.js';
 import type { Journal } from './journal.js';
 import type { WorkerRecorder } from './metrics.js';
@@ -77,6 +78,7 @@ export async function runMessage(
   // write lands after the entry is removed, and "step started" is logged once it is on
   // disk, so a crash after that line leaves that step in the journal.
   let journalled: Promise<void> = Promise.resolve();
+  let executed = false;
   try {
     await deps.journal.write(entry);
     try {
@@ -112,6 +114,7 @@ export async function runMessage(
     }
 
     log.info('task started');
+    executed = true;
     const report = await executeTask(
       deps.env,
       {
@@ -146,6 +149,8 @@ export async function runMessage(
     await deps.journal
       .remove(message.id)
       .catch((error) => log.warn({ err: error }, 'could not update the journal'));
+    // After the answer: the image cache's housekeeping is no part of the task's result.
+    if (executed) await trimImages(deps.env, log);
   }
 }
 

@@ -17,6 +17,7 @@ import { createLogger } from '../../src/log.js';
 import type { TaskEnv, TaskEvent } from '../../src/tasks/context.js';
 import { executeTask, reportFailure, type TaskReport } from '../../src/tasks/run-task.js';
 import { parseTask } from '../../src/tasks/schemas.js';
+import { trimImages } from '../../src/tasks/scope.js';
 import { busyboxContext } from './busybox-context.js';
 import { VARIANTS } from './engine-variants.js';
 import { type OrchestratorServer, startOrchestratorServer } from './orchestrator-server.js';
@@ -211,7 +212,8 @@ export interface Outcome {
 }
 
 /**
- * Runs a task as `task exec` does: executeTask, then reportFailure when it failed.
+ * Runs a task as `task exec` does: executeTask, reportFailure when it failed, then the
+ * image cache's trim.
  * The task is registered with the orchestrator stand-in as taken by this worker.
  */
 export async function runTask(
@@ -227,16 +229,13 @@ export async function runTask(
   );
   const events: TaskEvent[] = [];
   const run = { signal: new AbortController().signal, onEvent: (e: TaskEvent) => events.push(e) };
-  const report = await executeTask(
-    env,
-    run,
-    parsed,
-    createLogger({ level: 'warn', format: 'json' }),
-  );
+  const log = createLogger({ level: 'warn', format: 'json' });
+  const report = await executeTask(env, run, parsed, log);
   if (report.status === 'failed') {
     const reportError = await reportFailure(env, report);
     if (reportError) throw reportError;
   }
+  await trimImages(env, log);
   const logs = events.flatMap((e) => (e.type === 'log' ? [e.line] : []));
   return { report, logs, events };
 }
