@@ -24,14 +24,19 @@ describe.skipIf(!hasPodman && !requireEngines)('long tasks', () => {
   it('a task longer than the message timeout is touched, not redelivered, done once', async () => {
     const task = predictTask(h.storage, h.orchestrator, h.fixtures, { sleep: 6 });
     const [id] = h.nsqd.publish(TOPIC.predict, task.body) as [string];
-    await h.fleet.start(await h.args(), { env: h.env });
+    const worker = await h.fleet.start(await h.args(), { env: h.env });
     await until(() => h.orchestrator.task(task.uuid)?.status === 'done', 180_000, 'task done');
-    await h.nsqd.waitFor(
-      (s) => s.topics.some((t) => t.channels[0]?.finishCount === 1),
-      // Finished once the task's leftovers are removed: seconds on a loaded machine.
-      60_000,
-      'the message finished',
-    );
+    await h.nsqd
+      .waitFor(
+        (s) => s.topics.some((t) => t.channels[0]?.finishCount === 1),
+        // Finished once the task's containers and volumes are removed: on a loaded machine,
+        // each engine call can take seconds.
+        150_000,
+        'the message finished',
+      )
+      .catch((error: Error) => {
+        throw new Error(`${error.message}\nthe worker's log:\n${worker.tail()}`);
+      });
 
     const commands = commandsFor(h.nsqd, id).map((c) => c.name);
     // At least three touches: the sleep alone spans three message timeouts.
@@ -39,7 +44,7 @@ describe.skipIf(!hasPodman && !requireEngines)('long tasks', () => {
     expect(commands.filter((c) => c !== 'TOUCH')).toEqual(['FIN']);
     expect(deliveriesOf(h.nsqd.stats(), TOPIC.predict, id).map((d) => d.attempts)).toEqual([1]);
     expect(reportsOf(h.orchestrator, task.uuid).map((r) => r.body.status)).toEqual(['done']);
-  }, 240_000);
+  }, 360_000);
 });
 
 describe.skipIf(!hasPodman && !requireEngines)('start-up check of nsqd', () => {
