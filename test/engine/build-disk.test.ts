@@ -131,16 +131,16 @@ function defineBuildDisk(variant: EngineVariant): void {
       await execEngineRaw(cli(), ['rmi', '--force', image], { timeoutMs: 60_000 });
     });
 
-    it('refuses an image with a sparse file of 256 MiB: the commit writes it out in full', async (t) => {
+    it('refuses an image with a sparse file of 64 MiB: the commit writes it out in full', async (t) => {
       if (!engine) return t.skip();
       const { error, image } = await build(
         await busyboxContext({
-          extraLines: [`RUN truncate -s 256M /tmp/sparse # ${randomBytes(6).toString('hex')}`],
+          extraLines: [`RUN truncate -s 64M /tmp/sparse # ${randomBytes(6).toString('hex')}`],
         }),
       );
       expect(error?.code, error?.detail).toBe('DISK_LIMIT');
       expect(error?.message).toMatch(
-        /^The submission's built image holds 25[6-9]\.\d MiB \(\d+ bytes\), past the --disk-limit of 50m: it was removed$/,
+        /^The submission's built image holds 6[4-9]\.\d MiB \(\d+ bytes\), past the --disk-limit of 50m: it was removed$/,
       );
       expect(await imageExists(image)).toBe(false);
     });
