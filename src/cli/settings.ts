@@ -227,7 +227,7 @@ export async function buildTaskEnv(
   try {
     // A one-off `task exec` reuses a recent `podman info` (see info-cache.ts); a daemon asks once.
     const infoCache = lock ? undefined : join(stateDir, 'engine-info.json');
-    const services = await servicesFromFlags(flags, stateDir, tmpDir, gpus, infoCache);
+    const services = await servicesFromFlags(flags, { stateDir, tmpDir, id }, gpus, infoCache);
     // Only a daemon keeps an image cache: its id, and so its images, outlive the process.
     const imageCache = lock ? imageCacheFor(flags, services.engine, stateDir, id) : undefined;
     return { ...services, ...(imageCache ? { imageCache } : {}), workerId: id, release };
@@ -239,13 +239,18 @@ export async function buildTaskEnv(
 
 async function servicesFromFlags(
   flags: TaskFlagValues,
-  stateDir: string,
-  tmpDir: string,
+  { stateDir, tmpDir, id }: { stateDir: string; tmpDir: string; id: string },
   gpus: TaskGpus | undefined,
   infoCacheFile?: string,
 ) {
   // The engine CLI runs in the worker's private temp folder (conmon drops files there).
-  const engine = await createEngine({ ...engineOptions(flags), workDir: tmpDir, infoCacheFile });
+  // Its builds carry the worker's id, so that a restart finds those a crash left.
+  const engine = await createEngine({
+    ...engineOptions(flags),
+    workDir: tmpDir,
+    infoCacheFile,
+    owner: id,
+  });
   const storage = await storageFromFlags(flags, stateDir);
   const orchestrator = createOrchestratorClient({
     host: flags['orchestrator-host'],

@@ -63,6 +63,28 @@ export async function createBuildCgroup(
   }
 }
 
+/**
+ * Kills every process of the build cgroups whose id starts with `prefix` and removes them:
+ * the builds a worker left running when it was killed (its builds' ids start with its id).
+ * Returns their ids.
+ */
+export async function removeBuildCgroupsOf(prefix: string): Promise<string[]> {
+  if (process.getuid?.() !== 0) return [];
+  const layout = await detectLayout();
+  if (!layout) return [];
+  // On v1 every process of a build is in the pids hierarchy (the engine CLI was put there,
+  // and runc places RUN steps in every hierarchy): its tree there holds them all.
+  const base = join(layout.version === 2 ? CGROUP_FS : layout.pids, BUILD_CGROUP_ROOT);
+  const ids = (await subdirs(base)).filter((id) => id.startsWith(prefix));
+  for (const id of ids) {
+    const dir = join(base, id);
+    if (layout.version === 2) await writeFile(join(dir, 'cgroup.kill'), '1').catch(() => undefined);
+    await killTree(dir);
+    await removeTree(layout, `${BUILD_CGROUP_ROOT}/${id}`);
+  }
+  return ids;
+}
+
 async function detectLayout(): Promise<Layout | undefined> {
   let mounts: string[][];
   try {

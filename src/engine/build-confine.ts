@@ -50,6 +50,20 @@ export interface BuildAsUser {
 }
 
 /**
+ * A new build's id: the worker's id (EngineOptions.owner), then a random part. The id
+ * names the build's cgroup, mark and temp folders, so that a worker restarted after a
+ * crash finds the builds it left (orphan-builds.ts).
+ */
+export function newBuildId(ctx: EngineContext): string {
+  const random = randomBytes(8).toString('hex');
+  return ctx.options.owner ? `${buildIdPrefix(ctx.options.owner)}${random}` : random;
+}
+
+export function buildIdPrefix(owner: string): string {
+  return `${owner}.`;
+}
+
+/**
  * How an untrusted build is confined on this engine:
  * - rootful podman: RUN steps as root of a user namespace mapped to unprivileged host ids,
  *   a reduced capability set, and a cgroup of the worker's that carries the limits (pids
@@ -65,7 +79,7 @@ export interface BuildAsUser {
 export async function confineBuild(
   ctx: EngineContext,
   role: string,
-  buildId = randomBytes(8).toString('hex'),
+  buildId = newBuildId(ctx),
 ): Promise<BuildConfinement | undefined> {
   if (TRUSTED_ROLES.has(role)) return undefined;
   const asUser = await userBuild(ctx, buildId);

@@ -17,9 +17,14 @@ const builderSchema = z.object({ Args: z.record(z.string(), z.string()).nullish(
  * behind (they have no labels; `ps --external` lists them). Each one's buildah.json in
  * the engine's storage keeps the build arguments it was made with, and every untrusted
  * build passes its own mark as one: so only this build's containers are removed, never
- * those of a build running next to it. Returns the removed ids.
+ * those of a build running next to it. With `prefix`, those of every build whose mark
+ * starts with it: the builds of one worker (see orphan-builds.ts). Returns the removed ids.
  */
-export async function removeBuildLeftovers(ctx: EngineContext, mark: string): Promise<string[]> {
+export async function removeBuildLeftovers(
+  ctx: EngineContext,
+  mark: string,
+  match: 'exact' | 'prefix' = 'exact',
+): Promise<string[]> {
   // A remote engine's storage is not readable here (remote.ts warns of it at start-up).
   if (ctx.cli.name !== 'podman' || ctx.cli.engineHost) return [];
   const call = { timeoutMs: ctx.options.callTimeoutMs };
@@ -33,7 +38,8 @@ export async function removeBuildLeftovers(ctx: EngineContext, mark: string): Pr
     : (await execEngine(ctx.cli, storageInfoArgs(), call)).trim().split('\t');
   const ours: string[] = [];
   for (const id of ids) {
-    if ((await buildMarkOf(graphRoot, driver, id)) === mark) ours.push(id);
+    const found = await buildMarkOf(graphRoot, driver, id);
+    if (found === mark || (match === 'prefix' && found?.startsWith(mark))) ours.push(id);
   }
   if (ours.length > 0) await execEngine(ctx.cli, removeContainersArgs(ours), call);
   return ours;

@@ -30,8 +30,9 @@ export async function buildImage(ctx: EngineContext, request: BuildRequest): Pro
     throw new WorkerError('INTERNAL', `invalid image role "${request.role}"`);
   }
   const started = Date.now();
-  // mkdtemp creates the folder with mode 0700.
-  const dir = await mkdtemp(join(tmpdir(), 'cw-build-'));
+  // mkdtemp creates the folder with mode 0700. In the worker's temp folder (the engine's
+  // work folder), which a worker restarted after a crash empties.
+  const dir = await mkdtemp(join(ctx.cli.workDir ?? tmpdir(), 'cw-build-'));
   // A build shared with other calls owns the folder until it ends, whoever waits for it.
   let handedOver = false;
   try {

@@ -5,6 +5,7 @@ import type { EngineContext } from './context.js';
 import { detectEngine } from './detect.js';
 import { execEngine } from './exec.js';
 import { listImages, pruneImages, removeImage } from './images.js';
+import { removeOrphanBuilds } from './orphan-builds.js';
 import { runContainer } from './run.js';
 import type { Engine, EngineInfo, EngineOptions } from './types.js';
 import { measureVolume, volumeMountpoint } from './volume-usage.js';
@@ -38,6 +39,7 @@ export function engineFor(info: EngineInfo, options: EngineOptions): Engine {
     exportVolume: (volume, signal) => exportVolume(ctx, volume, signal),
     run: (spec) => runContainer(ctx, spec),
     removeByLabels: (labels) => removeByLabels(ctx, labels),
+    removeOrphanBuilds: () => removeOrphanBuilds(ctx),
     volumeMountpoint: (volume) => volumeMountpoint(ctx, volume),
     measureVolume: (mountpoint, options) => measureVolume(ctx, mountpoint, options),
     ping: async () => {

@@ -89,6 +89,21 @@ export interface EngineOptions {
    * DEFAULT_BUILD_USER when it exists (see build-user.ts).
    */
   buildUser?: string;
+  /**
+   * The worker's id: every untrusted build's id starts with it, so that the worker, started
+   * again after a crash, stops and removes the builds it left (Engine.removeOrphanBuilds).
+   */
+  owner?: string;
+}
+
+/** What a worker's earlier run left of its untrusted builds, now removed. */
+export interface OrphanBuilds {
+  /** The ids of the builds whose processes were still running. */
+  builds: string[];
+  /** Their working containers, in the host's and the build user's storage. */
+  containers: string[];
+  /** Their temp folders under /var/tmp. */
+  folders: string[];
 }
 
 /** Resource limits of an image build's RUN steps. */
@@ -221,6 +236,11 @@ export interface Engine {
   removeByLabels(
     labels: Record<string, string>,
   ): Promise<{ containers: string[]; volumes: string[] }>;
+  /**
+   * Stops and removes the untrusted builds an earlier run of this worker (EngineOptions.owner)
+   * left: their processes, working containers and temp folders. Only at start-up.
+   */
+  removeOrphanBuilds(): Promise<OrphanBuilds>;
   /** The host folder of a volume's files, or undefined when the engine gives none. */
   volumeMountpoint(volume: string): Promise<string | undefined>;
   /** Allocated bytes under a volume's host folder; throws when it cannot be read. */

@@ -187,6 +187,15 @@ export class Worker {
       );
     }
     if (unreadable.length) log.warn({ files: unreadable }, 'unreadable journal entries removed');
+    // Builds first: a build left running could otherwise still be writing.
+    try {
+      const orphans = await env.engine.removeOrphanBuilds();
+      if (orphans.builds.length || orphans.containers.length || orphans.folders.length) {
+        log.warn(orphans, 'stopped and removed the image builds left by a previous run');
+      }
+    } catch (error) {
+      log.error({ err: error }, 'could not remove the image builds left by a previous run');
+    }
     const removed = await env.engine.removeByLabels({ [LABEL_WORKER]: env.workerId });
     if (removed.containers.length || removed.volumes.length) {
       log.warn(removed, 'removed containers and volumes left by a previous run');

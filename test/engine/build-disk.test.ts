@@ -18,6 +18,7 @@ import {
   unavailableUnlessRequired,
   VARIANTS,
 } from '../support/engine-variants.js';
+import { processesWith } from '../support/processes.js';
 
 const MIB = 1024 ** 2;
 const LIMIT = 50 * MIB;
@@ -184,16 +185,6 @@ async function buildMark(image: string): Promise<{ mark: string; cgroup?: string
     return { mark: arg.slice(BUILD_MARK_ARG.length + 1), cgroup };
   }
   return undefined;
-}
-
-async function processesWith(marker: string): Promise<number[]> {
-  const found: number[] = [];
-  for (const entry of await readdir('/proc')) {
-    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
-    const cmdline = await readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '');
-    if (cmdline.includes(marker)) found.push(Number(entry));
-  }
-  return found;
 }
 
 /** Working containers (`ps --external`) made with this build's mark. */

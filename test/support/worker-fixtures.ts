@@ -68,9 +68,9 @@ case $2 in
 esac
 `;
 
-const CONTAINERFILE = (script: string) => `FROM scratch
+const CONTAINERFILE = (script: string, extraLines: string[] = []) => `FROM scratch
 COPY busybox /bin/busybox
-RUN ["/bin/busybox", "--install", "-s", "/bin"]
+RUN ["/bin/busybox", "--install", "-s", "/bin"]${extraLines.map((l) => `\n${l}`).join('')}
 COPY ${script} /${script}
 USER 1000:1000
 ENTRYPOINT ["/bin/sh", "/${script}"]
@@ -141,6 +141,25 @@ export async function seedFixtures(storage: StorageServer): Promise<WorkerFixtur
     meta: { uuid: fixtures.modelUuid, algo: fixtures.algoUuid, timestamp_upload: 1 },
   });
   return fixtures;
+}
+
+/**
+ * Puts a submission into storage (under `uuid`, a fresh one by default): the test one, with
+ * `extraLines` after its first RUN step. Returns its uuid.
+ */
+export async function seedAlgo(
+  storage: StorageServer,
+  extraLines: string[] = [],
+  uuid: string = randomUUID(),
+): Promise<string> {
+  const busybox = { copyOf: '/bin/busybox', mode: 0o755 };
+  const blob = await packTarGz({
+    Containerfile: CONTAINERFILE('run.sh', extraLines),
+    'run.sh': SUBMISSION_RUN,
+    busybox,
+  });
+  storage.seed('algo', uuid, { blob });
+  return uuid;
 }
 
 export interface TaskBehaviour {

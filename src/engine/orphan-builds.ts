@@ -1,0 +1,90 @@
+import { readdir, readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { BUILD_MARK_ARG } from './args.js';
+import { removeBuildCgroupsOf } from './build-cgroup.js';
+import { buildIdPrefix, ENGINE_TMP_BASE } from './build-confine.js';
+import { removeBuildLeftovers } from './build-leftovers.js';
+import { buildUserContext, findBuildUser } from './build-user.js';
+import type { EngineContext } from './context.js';
+import type { OrphanBuilds } from './types.js';
+
+/**
+ * Removes what the untrusted builds of a killed run of this worker left: their processes
+ * (in the worker's build cgroups, which no service manager stops with the worker, or found
+ * by their mark where the worker made no cgroup), working containers and temp folders.
+ * One process at a time holds a worker id (the state folder's lock), so at start-up every
+ * build whose id starts with it is an orphan, and a sibling worker's builds are never seen.
+ */
+export async function removeOrphanBuilds(ctx: EngineContext): Promise<OrphanBuilds> {
+  const none = { builds: [], containers: [], folders: [] };
+  // A remote engine builds on its own host, out of this one's reach.
+  if (!ctx.options.owner || ctx.info.name !== 'podman' || ctx.cli.engineHost) return none;
+  const prefix = buildIdPrefix(ctx.options.owner);
+  const builds = new Set(await removeBuildCgroupsOf(prefix));
+  for (const id of await killMarkedTrees(prefix)) builds.add(id);
+  const containers = await removeBuildLeftovers(ctx, prefix, 'prefix');
+  const user = ctx.info.rootless
+    ? undefined
+    : await findBuildUser(ctx.options.buildUser ?? 'auto').catch(() => undefined);
+  if (user) {
+    const userCtx = await buildUserContext(ctx, user);
+    containers.push(...(await removeBuildLeftovers(userCtx, prefix, 'prefix')));
+  }
+  const folders = (await readdir(ENGINE_TMP_BASE).catch(() => [] as string[]))
+    .filter((name) => name.startsWith(`cw-build-tmp-${prefix}`))
+    .map((name) => join(ENGINE_TMP_BASE, name));
+  await Promise.all(folders.map((dir) => rm(dir, { recursive: true, force: true })));
+  return { builds: [...builds], containers, folders };
+}
+
+/**
+ * SIGKILLs every `podman build` whose mark starts with the prefix, with all its
+ * descendants (its runtime and RUN processes), until none is left. Returns the marks.
+ */
+async function killMarkedTrees(prefix: string): Promise<string[]> {
+  const wanted = `${BUILD_MARK_ARG}=${prefix}`;
+  const marks = new Set<string>();
+  for (let round = 0; round < 50; round++) {
+    const table = await processTable();
+    const roots = [...table].filter(([, p]) => p.args.some((a) => a.startsWith(wanted)));
+    if (roots.length === 0) break;
+    const doomed = new Set<number>();
+    const add = (pid: number) => {
+      if (doomed.has(pid)) return;
+      doomed.add(pid);
+      for (const [child, p] of table) if (p.ppid === pid) add(child);
+    };
+    for (const [pid, p] of roots) {
+      const arg = p.args.find((a) => a.startsWith(wanted)) as string;
+      marks.add(arg.slice(BUILD_MARK_ARG.length + 1));
+      add(pid);
+    }
+    for (const pid of doomed) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone already, or not this user's to kill
+      }
+    }
+    await sleep(100);
+  }
+  return [...marks];
+}
+
+async function processTable(): Promise<Map<number, { ppid: number; args: string[] }>> {
+  const table = new Map<number, { ppid: number; args: string[] }>();
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const [stat, cmdline] = await Promise.all([
+      readFile(`/proc/${entry}/stat`, 'utf8').catch(() => ''),
+      readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => ''),
+    ]);
+    // The command name (in parentheses) may hold spaces: the fields after its end.
+    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    if (stat && Number.isInteger(ppid)) {
+      table.set(Number(entry), { ppid, args: cmdline.split('\0') });
+    }
+  }
+  return table;
+}
