@@ -1,12 +1,13 @@
 import { defineConfig } from 'vitest/config';
 
-// Container tests spend most of their time waiting on the engine, so more
-// workers than cores keeps the 2-core CI machine busy without starving it.
+// Container tests wait on the engine part of the time, so one worker more than the
+// 2 cores of the CI machine keeps them busy; with more, every engine call and build
+// slows down (the cores are saturated, and builds share one build user's storage).
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
     pool: 'forks',
-    maxWorkers: 4,
+    maxWorkers: 3,
     testTimeout: 120_000,
     hookTimeout: 300_000,
     reporters: ['default', './test/support/summary-reporter.ts'],

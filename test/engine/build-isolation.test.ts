@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -26,6 +26,7 @@ import {
   unavailableUnlessRequired,
   VARIANTS,
 } from '../support/engine-variants.js';
+import { processesWith } from '../support/processes.js';
 
 const MIB = 1024 ** 2;
 const BUILD_LIMITS = { memoryBytes: 128 * MIB, cpus: 1, pidsLimit: 64 };
@@ -258,12 +259,13 @@ function defineBuildIsolation(variant: EngineVariant, cases: 'all' | 'spin'): vo
     it('kills a spinning RUN at the build timeout and leaves nothing', async (t) => {
       if (!engine) return t.skip();
       // The timeout counts from the build's start. The steps before the RUN come from the
-      // build cache and take a second or two, but on a busy machine the shortest timeout
-      // may end the build before its RUN starts: then a longer one is tried.
-      for (const timeoutMs of [10_000, 30_000, 90_000]) {
+      // build cache and take seconds, but on a busy machine the shorter timeout may end
+      // the build before its RUN starts: then the longer one is tried.
+      for (const timeoutMs of [20_000, 60_000]) {
         const marker = `cwspin${randomBytes(6).toString('hex')}`;
-        // A fifth of a core: the spinning stays within it, and leaves the other tests the rest.
-        const building = build([`RUN while :; do :; done # ${marker}`], { timeoutMs, cpus: 0.2 });
+        // Half a core for the whole build (the engine CLI too, with a build user): the
+        // spinning stays within it, and leaves the other tests the rest.
+        const building = build([`RUN while :; do :; done # ${marker}`], { timeoutMs, cpus: 0.5 });
         const spun = await sawProcess(marker, building);
         const { error } = await building;
         expect(error?.code, error?.detail).toBe('BUILD_FAILED');
@@ -325,17 +327,6 @@ async function sawProcess(marker: string, build: Promise<unknown>): Promise<bool
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
   return false;
-}
-
-/** Processes whose command line holds the marker (the RUN step's shell carries it). */
-async function processesWith(marker: string): Promise<number[]> {
-  const found: number[] = [];
-  for (const entry of await readdir('/proc')) {
-    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
-    const cmdline = await readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '');
-    if (cmdline.includes(marker)) found.push(Number(entry));
-  }
-  return found;
 }
 
 /** Working containers of the confined build with this id (its mark). */

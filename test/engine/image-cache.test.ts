@@ -21,7 +21,8 @@ const why = unavailableUnlessRequired(variant);
  * The bounded image cache with real builds. Every image here is labelled with a worker id
  * of this run only, and only those images (and a container of this run) are removed.
  */
-describe.skipIf(why)('image cache (rootful podman)', () => {
+// Each case builds several images: minutes on a busy 2-core machine.
+describe.skipIf(why)('image cache (rootful podman)', { timeout: 300_000 }, () => {
   const run = randomBytes(4).toString('hex');
   const workerId = `imgcache-test-${run}`;
   const label = { [LABEL_BUILT_BY]: workerId };
