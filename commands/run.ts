@@ -61,6 +61,7 @@ requeued. Flags of the original worker, written with one dash, are accepted as t
       env,
       log,
       journal: new Journal(env.stateDir),
+      stateDir: env.stateDir,
       retry: {
         maxAttempts: flags['max-attempts'],
         baseDelayMs: flags['retry-delay'],

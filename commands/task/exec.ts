@@ -10,6 +10,7 @@ import { acquireTaskGpus, gpuNames } from '../../src/tasks/gpus.js';
 import { decideOutcome, ONE_SHOT } from '../../src/tasks/outcome.js';
 import { executeTask, reportFailure } from '../../src/tasks/run-task.js';
 import { trimImages } from '../../src/tasks/scope.js';
+import { removeDeadExecRuns } from '../../src/worker/dead-runs.js';
 
 export default class TaskExec extends BaseCommand {
   static override summary = 'Run one learn or predict task now, without NSQ.';
@@ -49,6 +50,8 @@ export default class TaskExec extends BaseCommand {
     process.once('SIGINT', cancel);
     process.once('SIGTERM', cancel);
 
+    // What an earlier task exec on this state folder left when it was killed.
+    await removeDeadExecRuns(env.stateDir, env.engine, log);
     const remote = remoteEngineWarning(env.engine.info);
     if (remote) this.progress(`warning: ${remote}\n`);
     const gpus = acquireTaskGpus(env, parsed.type);

@@ -8,7 +8,7 @@ import {
   readPasswordFile,
 } from '../clients/config.js';
 import { containerOwner } from '../config/owner.js';
-import { defaultStateDir, workerTmpDir } from '../config/paths.js';
+import { defaultStateDir, execRunsDir, RUN_TMP_FILE, workerTmpDir } from '../config/paths.js';
 import { lockStateDir } from '../config/state-lock.js';
 import { parseIdRange } from '../engine/build-userns.js';
 import { createEngine } from '../engine/engine.js';
@@ -219,10 +219,18 @@ export async function buildTaskEnv(
   runLimits(flags); // a bad --user is refused before anything is locked or created
   const lock = owner === 'daemon' ? await lockStateDir(stateDir) : undefined;
   const id = lock ? await workerId(stateDir) : randomUUID();
+  // A task exec holds a folder of its own id for its life: when it is killed, the next
+  // command on the state folder finds the lock dead and removes what it left.
+  const runDir = lock ? undefined : join(execRunsDir(stateDir), id);
+  const runLock = runDir ? await lockRunDir(runDir) : undefined;
   const tmpDir = await prepareTmpDir(workerTmpDir(id));
+  // TMPDIR may differ for the command that cleans up after this one.
+  if (runDir) await writeFile(join(runDir, RUN_TMP_FILE), tmpDir);
   const release = async () => {
     if (lock) lock.release();
     else await rm(tmpDir, { recursive: true, force: true });
+    if (runDir) await rm(runDir, { recursive: true, force: true });
+    runLock?.release();
   };
   try {
     // A one-off `task exec` reuses a recent `podman info` (see info-cache.ts); a daemon asks once.
@@ -235,6 +243,11 @@ export async function buildTaskEnv(
     await release();
     throw error;
   }
+}
+
+async function lockRunDir(dir: string) {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  return lockStateDir(dir);
 }
 
 async function servicesFromFlags(

@@ -16,3 +16,14 @@ export function defaultStateDir(): string {
 export function workerTmpDir(workerId: string): string {
   return join(tmpdir(), `compute-worker-${workerId}`);
 }
+
+/**
+ * One folder per running `task exec` on a state folder, named by its worker id and holding
+ * its lock, so that the next command on the folder finds what a killed one left.
+ */
+export function execRunsDir(stateDir: string): string {
+  return join(stateDir, 'exec');
+}
+
+/** In a task exec's run folder: the path of its temp folder (TMPDIR can differ between commands). */
+export const RUN_TMP_FILE = 'tmp-dir';

@@ -50,6 +50,17 @@ export async function lockStateDir(dir: string): Promise<StateLock> {
 }
 
 /**
+ * Whether a live process holds the folder's lock: `none` when there is no lock file.
+ * Only a hint (the holder may die right after): take the lock to act on a dead one.
+ */
+export async function lockHolder(dir: string): Promise<'alive' | 'dead' | 'none'> {
+  const holder = await readHolder(join(dir, LOCK_NAME)).catch(() => 'unreadable' as const);
+  if (holder === 'gone') return 'none';
+  if (holder === 'unreadable') return 'dead';
+  return (await isAlive(holder)) ? 'alive' : 'dead';
+}
+
+/**
  * Removes a dead holder's lock. Several processes may find the same dead holder at
  * once: a guard file named after it lets one of them remove the lock, so nobody
  * removes a lock that a live process has just taken.

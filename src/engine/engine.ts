@@ -39,7 +39,7 @@ export function engineFor(info: EngineInfo, options: EngineOptions): Engine {
     exportVolume: (volume, signal) => exportVolume(ctx, volume, signal),
     run: (spec) => runContainer(ctx, spec),
     removeByLabels: (labels) => removeByLabels(ctx, labels),
-    removeOrphanBuilds: () => removeOrphanBuilds(ctx),
+    removeOrphanBuilds: (owner) => removeOrphanBuilds(ctx, owner),
     volumeMountpoint: (volume) => volumeMountpoint(ctx, volume),
     measureVolume: (mountpoint, options) => measureVolume(ctx, mountpoint, options),
     ping: async () => {

@@ -10,17 +10,18 @@ import type { EngineContext } from './context.js';
 import type { OrphanBuilds } from './types.js';
 
 /**
- * Removes what the untrusted builds of a killed run of this worker left: their processes
+ * Removes what the untrusted builds of a killed run of worker `owner` left: their processes
  * (in the worker's build cgroups, which no service manager stops with the worker, or found
  * by their mark where the worker made no cgroup), working containers and temp folders.
- * One process at a time holds a worker id (the state folder's lock), so at start-up every
- * build whose id starts with it is an orphan, and a sibling worker's builds are never seen.
+ * One process at a time holds a worker id (the state folder's lock, or a task exec's run
+ * folder's), so once that process is dead every build whose id starts with it is an
+ * orphan, and a sibling worker's builds are never seen.
  */
-export async function removeOrphanBuilds(ctx: EngineContext): Promise<OrphanBuilds> {
+export async function removeOrphanBuilds(ctx: EngineContext, owner: string): Promise<OrphanBuilds> {
   const none = { builds: [], containers: [], folders: [] };
   // A remote engine builds on its own host, out of this one's reach.
-  if (!ctx.options.owner || ctx.info.name !== 'podman' || ctx.cli.engineHost) return none;
-  const prefix = buildIdPrefix(ctx.options.owner);
+  if (ctx.info.name !== 'podman' || ctx.cli.engineHost) return none;
+  const prefix = buildIdPrefix(owner);
   const builds = new Set(await removeBuildCgroupsOf(prefix));
   for (const id of await killMarkedTrees(prefix)) builds.add(id);
   const containers = await removeBuildLeftovers(ctx, prefix, 'prefix');

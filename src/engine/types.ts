@@ -91,7 +91,8 @@ export interface EngineOptions {
   buildUser?: string;
   /**
    * The worker's id: every untrusted build's id starts with it, so that the worker, started
-   * again after a crash, stops and removes the builds it left (Engine.removeOrphanBuilds).
+   * again after a crash (or the next command, after a killed task exec), stops and removes
+   * the builds it left (Engine.removeOrphanBuilds).
    */
   owner?: string;
 }
@@ -237,10 +238,10 @@ export interface Engine {
     labels: Record<string, string>,
   ): Promise<{ containers: string[]; volumes: string[] }>;
   /**
-   * Stops and removes the untrusted builds an earlier run of this worker (EngineOptions.owner)
-   * left: their processes, working containers and temp folders. Only at start-up.
+   * Stops and removes the untrusted builds a dead run of the worker `owner` (its
+   * EngineOptions.owner) left: their processes, working containers and temp folders.
    */
-  removeOrphanBuilds(): Promise<OrphanBuilds>;
+  removeOrphanBuilds(owner: string): Promise<OrphanBuilds>;
   /** The host folder of a volume's files, or undefined when the engine gives none. */
   volumeMountpoint(volume: string): Promise<string | undefined>;
   /** Allocated bytes under a volume's host folder; throws when it cannot be read. */

@@ -7,6 +7,7 @@ import type { Logger } from '../log.js';
 import type { TaskEnv, TaskKind } from '../tasks/context.js';
 import type { RetryPolicy } from '../tasks/outcome.js';
 import { trimImages } from '../tasks/scope.js';
+import { removeDeadExecRuns } from './dead-runs.js';
 import { DiskGate } from './disk-gate.js';
 import type { Journal } from './journal.js';
 import type { WorkerRecorder } from './metrics.js';
@@ -31,6 +32,8 @@ export interface WorkerOptions {
   onOutcome?: (kind: TaskKind, outcome: MessageOutcome) => void;
   /** Where the worker's counters go (the metrics endpoint); none = not recorded. */
   metrics?: WorkerRecorder;
+  /** The state folder, where killed `task exec` runs are found (see dead-runs.ts). */
+  stateDir?: string;
 }
 
 interface Running {
@@ -189,13 +192,14 @@ export class Worker {
     if (unreadable.length) log.warn({ files: unreadable }, 'unreadable journal entries removed');
     // Builds first: a build left running could otherwise still be writing.
     try {
-      const orphans = await env.engine.removeOrphanBuilds();
+      const orphans = await env.engine.removeOrphanBuilds(env.workerId);
       if (orphans.builds.length || orphans.containers.length || orphans.folders.length) {
         log.warn(orphans, 'stopped and removed the image builds left by a previous run');
       }
     } catch (error) {
       log.error({ err: error }, 'could not remove the image builds left by a previous run');
     }
+    if (this.options.stateDir) await removeDeadExecRuns(this.options.stateDir, env.engine, log);
     const removed = await env.engine.removeByLabels({ [LABEL_WORKER]: env.workerId });
     if (removed.containers.length || removed.volumes.length) {
       log.warn(removed, 'removed containers and volumes left by a previous run');

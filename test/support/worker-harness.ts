@@ -12,6 +12,8 @@ import { type StorageServer, startStorageServer } from './storage-server.js';
 import { seedFixtures, type WorkerFixtures } from './worker-fixtures.js';
 import { assertBuilt, WorkerFleet, workerArgs } from './worker-process.js';
 
+export { until } from './until.js';
+
 export const TOPIC = { learn: 'train', predict: 'prediction' } as const;
 export const CHANNEL = 'compute';
 
@@ -100,16 +102,6 @@ export function claimsOf(orchestrator: OrchestratorServer, uuid: string) {
 /** nsqd commands received naming message `id` (FIN, REQ, TOUCH). */
 export function commandsFor(nsqd: Nsqd, id: string) {
   return nsqd.received.filter((c) => c.params[0] === id);
-}
-
-/** Polls until `cond` holds; the failure names what was awaited. */
-export async function until(cond: () => boolean, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline)
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -23,6 +23,7 @@ import {
   type TaskWorld,
   tarGz,
 } from '../support/task-fixtures.js';
+import { until } from '../support/until.js';
 
 // `compute-worker task exec` as a person or a script runs it: the built CLI
 // (bin/run.js over dist/, so `npm run build` comes first, as `npm test` does) in a
@@ -107,48 +108,52 @@ describe.skipIf(podmanMissing !== undefined && !requireEngines)(
       if (work) await rm(work, { recursive: true, force: true });
     });
 
-    /** Runs the CLI on this task JSON with its own temp and state folders. */
-    async function taskExec(task: Record<string, unknown>, extra: string[] = []) {
+    /** The CLI's command line for this task JSON, with its own temp and state folders. */
+    async function taskExecCommand(task: Record<string, unknown>, extra: string[] = []) {
       const dir = await mkdtemp(join(work, 'run-'));
       const file = join(dir, 'task.json');
       await writeFile(file, JSON.stringify(task));
       const tmp = join(dir, 'tmp');
       await mkdir(tmp);
-      const result = await execa(
-        process.execPath,
-        [
-          join(root, 'bin/run.js'),
-          'task',
-          'exec',
-          file,
-          '--engine',
-          'podman',
-          '--engine-path',
-          podman.options.enginePath as string,
-          '--oci-runtime',
-          'runc',
-          '--storage-host',
-          world.storage.host,
-          '--storage-port',
-          String(world.storage.port),
-          '--storage-password-file',
-          join(dir, '..', 'storage-password'),
-          '--orchestrator-host',
-          world.orchestrator.host,
-          '--orchestrator-port',
-          String(world.orchestrator.port),
-          '--state-dir',
-          join(dir, 'state'),
-          ...extra,
-        ],
-        {
-          reject: false,
-          cwd: dir,
-          // The orchestrator password from the environment: it never shows in ps.
-          env: { TMPDIR: tmp, COMPUTE_WORKER_ORCHESTRATOR_PASSWORD: PASSWORD },
-          stdin: 'ignore',
-        },
-      );
+      const args = [
+        join(root, 'bin/run.js'),
+        'task',
+        'exec',
+        file,
+        '--engine',
+        'podman',
+        '--engine-path',
+        podman.options.enginePath as string,
+        '--oci-runtime',
+        'runc',
+        '--storage-host',
+        world.storage.host,
+        '--storage-port',
+        String(world.storage.port),
+        '--storage-password-file',
+        join(dir, '..', 'storage-password'),
+        '--orchestrator-host',
+        world.orchestrator.host,
+        '--orchestrator-port',
+        String(world.orchestrator.port),
+        '--state-dir',
+        join(dir, 'state'),
+        ...extra,
+      ];
+      const options = {
+        reject: false,
+        cwd: dir,
+        // The orchestrator password from the environment: it never shows in ps.
+        env: { TMPDIR: tmp, COMPUTE_WORKER_ORCHESTRATOR_PASSWORD: PASSWORD },
+        stdin: 'ignore' as const,
+      };
+      return { args, options, tmp, state: join(dir, 'state') };
+    }
+
+    /** Runs the CLI on this task JSON with its own temp and state folders. */
+    async function taskExec(task: Record<string, unknown>, extra: string[] = []) {
+      const { args, options, tmp } = await taskExecCommand(task, extra);
+      const result = await execa(process.execPath, args, options);
       return { ...result, tmp };
     }
 
@@ -258,6 +263,41 @@ describe.skipIf(podmanMissing !== undefined && !requireEngines)(
         expect(out).toMatch(new RegExp(`  model uploaded as ${task.model_end}$`));
         expect(out).not.toContain('\u001b['); // no terminal colours into a pipe
         await expectClean(task.uuid, result.tmp);
+      });
+
+      it('a task exec killed with SIGKILL: the next one on its state folder removes what it left', async () => {
+        const sleeper = newIds('data').data;
+        world.storage.seed('data', sleeper, { blob: 'echo sleeping\nsleep 600\n' });
+        const task = learnTask({ algo: ids.runner, train_data: [sleeper] });
+        const killed = await taskExecCommand(task);
+        const child = execa(process.execPath, killed.args, killed.options);
+        let out = '';
+        child.stdout?.on('data', (chunk: Buffer) => {
+          out += chunk.toString('utf8');
+        });
+        await until(() => out.includes('| sleeping'), 180_000, 'the train step sleeping');
+        child.kill('SIGKILL');
+        await child;
+        const [runId] = await readdir(join(killed.state, 'exec'));
+        expect(runId).toMatch(/^[0-9a-f-]{36}$/);
+        // Nothing removed them: the train container still sleeps.
+        const before = await leftovers(task.uuid, killed.tmp);
+        expect(before.containers).not.toEqual([]);
+        expect(before.volumes).not.toEqual([]);
+        expect(before.tmp).toEqual([`compute-worker-${runId}`]);
+
+        // Another command on the state folder, with a TMPDIR of its own.
+        const next = { ...newIds('uuid'), model: ids.model, data: ids.predictData };
+        world.orchestrator.addTask('preduplet', next.uuid, 'pending');
+        const result = await taskExec(next, ['--state-dir', killed.state]);
+        expect(result.exitCode, result.stderr).toBe(0);
+        expect(result.stderr).toContain('removed what a killed task exec left');
+        expect(await leftovers(task.uuid, killed.tmp)).toEqual({
+          containers: [],
+          volumes: [],
+          tmp: [],
+        });
+        expect(await readdir(join(killed.state, 'exec'))).toEqual([]);
       });
 
       it('shows the control characters of a container’s output as escapes, never raw', async () => {

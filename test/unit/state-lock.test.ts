@@ -3,7 +3,7 @@ import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { lockStateDir, startTime } from '../../src/config/state-lock.js';
+import { lockHolder, lockStateDir, startTime } from '../../src/config/state-lock.js';
 
 let dir: string;
 beforeEach(async () => {
@@ -93,5 +93,18 @@ describe('lockStateDir', () => {
     }
     (won[0] as PromiseFulfilledResult<{ release(): void }>).value.release();
     expect(await readdir(dir)).toEqual([]);
+  });
+});
+
+describe('lockHolder', () => {
+  it('tells a live holder from a killed one, and a folder without a lock', async () => {
+    expect(await lockHolder(dir)).toBe('none');
+    const other = await sleeper();
+    await forgeLock(other.pid, other.start);
+    expect(await lockHolder(dir)).toBe('alive');
+    await other.kill();
+    expect(await lockHolder(dir)).toBe('dead');
+    await writeFile(join(dir, 'lock'), 'not json\n');
+    expect(await lockHolder(dir)).toBe('dead');
   });
 });
