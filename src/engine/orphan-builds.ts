@@ -48,7 +48,7 @@ async function killMarkedTrees(prefix: string): Promise<string[]> {
   const marks = new Set<string>();
   for (let round = 0; round < 50; round++) {
     const table = await processTable();
-    const roots = [...table].filter(([, p]) => p.args.some((a) => a.startsWith(wanted)));
+    const roots = [...table].filter(([, p]) => markOf(p.args, wanted) !== undefined);
     if (roots.length === 0) break;
     const doomed = new Set<number>();
     const add = (pid: number) => {
@@ -57,8 +57,7 @@ async function killMarkedTrees(prefix: string): Promise<string[]> {
       for (const [child, p] of table) if (p.ppid === pid) add(child);
     };
     for (const [pid, p] of roots) {
-      const arg = p.args.find((a) => a.startsWith(wanted)) as string;
-      marks.add(arg.slice(BUILD_MARK_ARG.length + 1));
+      marks.add(markOf(p.args, wanted) as string);
       add(pid);
     }
     for (const pid of doomed) {
@@ -71,6 +70,15 @@ async function killMarkedTrees(prefix: string): Promise<string[]> {
     await sleep(100);
   }
   return [...marks];
+}
+
+/** The build id of a `podman build` command line passing `--build-arg <wanted>...`. */
+function markOf(args: string[], wanted: string): string | undefined {
+  if (!args.includes('build')) return undefined;
+  const i = args.findIndex(
+    (a, k) => k > 0 && args[k - 1] === '--build-arg' && a.startsWith(wanted),
+  );
+  return i > 0 ? (args[i] as string).slice(BUILD_MARK_ARG.length + 1) : undefined;
 }
 
 async function processTable(): Promise<Map<number, { ppid: number; args: string[] }>> {
