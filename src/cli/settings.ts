@@ -226,10 +226,12 @@ export async function buildTaskEnv(
   const tmpDir = await prepareTmpDir(workerTmpDir(id));
   // TMPDIR may differ for the command that cleans up after this one.
   if (runDir) await writeFile(join(runDir, RUN_TMP_FILE), tmpDir);
+  // At the end, every task's temp folder is gone already: the worker's own goes too (a
+  // daemon's is made again at its next start).
   const release = async () => {
-    if (lock) lock.release();
-    else await rm(tmpDir, { recursive: true, force: true });
+    await rm(tmpDir, { recursive: true, force: true });
     if (runDir) await rm(runDir, { recursive: true, force: true });
+    lock?.release();
     runLock?.release();
   };
   try {

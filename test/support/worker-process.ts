@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa, type ResultPromise } from 'execa';
+import { workerTmpDir } from '../../src/config/paths.js';
 
 /**
  * A real `compute-worker run` process, as an operator starts it: its JSON log lines
@@ -268,6 +269,10 @@ export class WorkerFleet {
         });
       if (found.volumes.length)
         await execa('podman', ['volume', 'rm', '-f', ...found.volumes], { reject: false });
+    }
+    // Killed workers that are never started again: their temp folders go with their state.
+    for (const id of await this.workerIds()) {
+      await rm(workerTmpDir(id), { recursive: true, force: true });
     }
     for (const dir of this.stateDirs) await rm(dir, { recursive: true, force: true });
     this.workers.splice(0);
