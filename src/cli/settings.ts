@@ -205,8 +205,10 @@ export function imageCacheFor(
  * Everything a task needs, from the flags: detects the engine and opens the clients.
  * `owner: 'daemon'` (run) locks the state folder for the life of the process and keeps
  * the worker id stored there, so a restart finds what a crash of that same worker left.
- * `owner: 'once'` (task exec) takes no lock, so it works beside a running daemon: it gets
- * a fresh worker id and temp folder of its own, which no daemon's recovery ever touches.
+ * `owner: 'once'` (task exec) takes no lock on the state folder, so it works beside a
+ * running daemon: it gets a fresh worker id and temp folder of its own, which no daemon's
+ * recovery touches while it lives, and holds the lock of `<state-dir>/exec/<its id>`
+ * (see worker/dead-runs.ts for what happens once it is dead).
  */
 export async function buildTaskEnv(
   flags: TaskFlagValues,
