@@ -9,6 +9,7 @@ import {
   startNsqd,
   startNsqlookupd,
 } from '../support/nsq/index.js';
+import { until as pollUntil } from '../support/until.js';
 
 /** A real nsqjs Reader with everything it emits written down. */
 export interface Watched {
@@ -42,15 +43,9 @@ export function closeReaders(): void {
   for (const r of open.splice(0)) r.close();
 }
 
-/** Polls `cond` until true; the failure names what was awaited. */
-export async function until(cond: () => boolean, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline)
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+/** Polls every 20 ms: nsqjs's timings in these tests are tens of milliseconds. */
+export const until = (cond: () => boolean, timeoutMs: number, what: string) =>
+  pollUntil(cond, timeoutMs, what, 20);
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
