@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,6 +11,7 @@ import { execEngine, execEngineRaw } from '../../src/engine/exec.js';
 import { LABEL_WORKER } from '../../src/engine/labels.js';
 import type { Engine, EngineOptions } from '../../src/engine/types.js';
 import { WorkerError } from '../../src/errors.js';
+import { buildCgroupsWhere, processesWith } from '../support/build-traces.js';
 import { busyboxContext } from '../support/busybox-context.js';
 import { readableOf } from '../support/engine-tar.js';
 import {
@@ -18,7 +19,6 @@ import {
   unavailableUnlessRequired,
   VARIANTS,
 } from '../support/engine-variants.js';
-import { processesWith } from '../support/processes.js';
 
 const MIB = 1024 ** 2;
 const LIMIT = 50 * MIB;
@@ -113,7 +113,7 @@ function defineBuildDisk(variant: EngineVariant): void {
       expect(await imageExists(image)).toBe(false);
       // The rootful worker puts the build into a cgroup of its own.
       if (variant.id === 'podman-rootful') expect(cgroup).toBeDefined();
-      if (cgroup) expect(await buildCgroupsOf(cgroup)).toEqual([]);
+      if (cgroup) expect(await buildCgroupsWhere((id) => id === cgroup)).toEqual([]);
     });
 
     it('lets a RUN step hold a sparse file of 1 GiB: it takes almost nothing', async (t) => {
@@ -214,17 +214,6 @@ async function workingContainersOf(variant: EngineVariant, mark: string): Promis
     }
   }
   return ours;
-}
-
-/** The build's cgroup folders left in any hierarchy. */
-async function buildCgroupsOf(id: string): Promise<string[]> {
-  const left: string[] = [];
-  for (const hierarchy of await readdir('/sys/fs/cgroup').catch(() => [] as string[])) {
-    const dir = join('/sys/fs/cgroup', hierarchy, BUILD_CGROUP_ROOT, id);
-    if (existsSync(dir)) left.push(dir);
-  }
-  left.push(...(existsSync(join('/sys/fs/cgroup', BUILD_CGROUP_ROOT, id)) ? [id] : []));
-  return left;
 }
 
 defineBuildDisk(VARIANTS['podman-rootful']);

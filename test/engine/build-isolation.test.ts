@@ -1,11 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { readdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BUILD_MARK_ARG } from '../../src/engine/args.js';
-import { BUILD_CGROUP_ROOT } from '../../src/engine/build-cgroup.js';
 import { ENGINE_TMP_BASE } from '../../src/engine/build-confine.js';
 import { buildUserCli, findBuildUser } from '../../src/engine/build-user.js';
 import { createEngine } from '../../src/engine/engine.js';
@@ -19,6 +17,7 @@ import {
 } from '../../src/engine/probe-context.js';
 import type { Engine, EngineOptions } from '../../src/engine/types.js';
 import { WorkerError } from '../../src/errors.js';
+import { buildCgroupsWhere, processesWith } from '../support/build-traces.js';
 import { busyboxContext } from '../support/busybox-context.js';
 import { readableOf } from '../support/engine-tar.js';
 import {
@@ -26,7 +25,6 @@ import {
   unavailableUnlessRequired,
   VARIANTS,
 } from '../support/engine-variants.js';
-import { processesWith } from '../support/processes.js';
 
 const MIB = 1024 ** 2;
 const BUILD_LIMITS = { memoryBytes: 128 * MIB, cpus: 1, pidsLimit: 64 };
@@ -118,7 +116,7 @@ function defineBuildIsolation(variant: EngineVariant, cases: 'all' | 'spin'): vo
           name.startsWith(`cw-build-tmp-${lastBuildId}`),
         ),
       ).toEqual([]);
-      expect(await buildCgroups(lastBuildId)).toEqual([]);
+      expect(await buildCgroupsWhere((id) => id === lastBuildId)).toEqual([]);
     }
 
     it('runs RUN steps as root of a user namespace, with a reduced capability set', async (t) => {
@@ -351,18 +349,6 @@ async function markedWorkingContainers(cli: EngineCli, buildId: string): Promise
       return false;
     }
   });
-}
-
-/** The worker's build cgroups left in any hierarchy (only this file's builds make them). */
-async function buildCgroups(id: string): Promise<string[]> {
-  const left: string[] = [];
-  for (const hierarchy of await readdir('/sys/fs/cgroup').catch(() => [] as string[])) {
-    const dir = join('/sys/fs/cgroup', hierarchy, BUILD_CGROUP_ROOT);
-    for (const name of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
-      if (name.isDirectory() && name.name === id) left.push(join(dir, name.name));
-    }
-  }
-  return left;
 }
 
 defineBuildIsolation(VARIANTS['podman-rootful'], 'all');

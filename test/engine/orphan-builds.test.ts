@@ -4,8 +4,8 @@ import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 import { BUILD_MARK_ARG } from '../../src/engine/args.js';
 import { createEngine } from '../../src/engine/engine.js';
+import { processesWith } from '../support/build-traces.js';
 import { unavailableUnlessRequired, VARIANTS } from '../support/engine-variants.js';
-import { processesWith } from '../support/processes.js';
 
 const variant = VARIANTS['podman-rootful'];
 const why = unavailableUnlessRequired(variant);

@@ -1,11 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { readdir } from 'node:fs/promises';
-import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
-import { BUILD_CGROUP_ROOT } from '../../src/engine/build-cgroup.js';
 import { ENGINE_TMP_BASE } from '../../src/engine/build-confine.js';
-import { processesWith } from '../support/processes.js';
+import { buildCgroupsWhere, processesWith } from '../support/build-traces.js';
 import { learnTask, seedAlgo } from '../support/worker-fixtures.js';
 import {
   deliveriesOf,
@@ -42,7 +40,7 @@ describe.skipIf(!hasPodman && !requireEngines)('crash of a worker during a build
     await sleep(1000);
     // Nothing else stops it.
     expect(await processesWith(marker)).not.toEqual([]);
-    expect(await buildCgroupsOf(workerId)).not.toEqual([]);
+    expect(await buildCgroupsWhere((id) => id.startsWith(`${workerId}.`))).not.toEqual([]);
 
     // The redelivery builds the submission as it is now: one that does not spin.
     await seedAlgo(h.storage, [], algo);
@@ -59,7 +57,7 @@ describe.skipIf(!hasPodman && !requireEngines)('crash of a worker during a build
     // Its buildah working container, in the build user's storage (or the host's).
     expect(stopped.containers).toHaveLength(1);
     expect(await processesWith(marker)).toEqual([]);
-    expect(await buildCgroupsOf(workerId)).toEqual([]);
+    expect(await buildCgroupsWhere((id) => id.startsWith(`${workerId}.`))).toEqual([]);
     expect(
       (await readdir(ENGINE_TMP_BASE)).filter((n) => n.startsWith(`cw-build-tmp-${workerId}.`)),
     ).toEqual([]);
@@ -80,17 +78,4 @@ async function spinningWithin(marker: string, timeoutMs: number): Promise<void> 
     if (Date.now() > deadline) throw new Error(`no RUN step spinning after ${timeoutMs} ms`);
     await sleep(200);
   }
-}
-
-/** The worker's build cgroups: at the root of cgroup v2, or of any v1 hierarchy. */
-async function buildCgroupsOf(workerId: string): Promise<string[]> {
-  const found: string[] = [];
-  const hierarchies = await readdir('/sys/fs/cgroup').catch(() => [] as string[]);
-  for (const root of ['', ...hierarchies]) {
-    const dir = join('/sys/fs/cgroup', root, BUILD_CGROUP_ROOT);
-    for (const name of await readdir(dir).catch(() => [] as string[])) {
-      if (name.startsWith(`${workerId}.`)) found.push(join(dir, name));
-    }
-  }
-  return found;
 }
