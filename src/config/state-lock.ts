@@ -3,6 +3,7 @@ import { readFileSync, unlinkSync } from 'node:fs';
 import { link, readFile, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { WorkerError } from '../errors.js';
+import { procStatFields } from './proc-stat.js';
 
 /**
  * The state folder belongs to one live process at a time. Node has no flock, so the
@@ -178,16 +179,8 @@ async function bootId(): Promise<string> {
 
 /** Field 22 of /proc/PID/stat (clock ticks after boot); undefined when there is no such process. */
 export async function startTime(pid: number): Promise<string | undefined> {
-  let stat: string;
-  try {
-    stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    return '';
-  }
-  // The command name (field 2) is in parentheses and may hold spaces or ')'.
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return fields[19] ?? '';
+  const fields = await procStatFields(pid);
+  return fields && (fields[19] ?? '');
 }
 
 async function isAlive(holder: Holder): Promise<boolean> {

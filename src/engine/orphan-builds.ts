@@ -1,6 +1,7 @@
 import { readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { procStatFields } from '../config/proc-stat.js';
 import { BUILD_MARK_ARG } from './args.js';
 import { removeBuildCgroupsOf } from './build-cgroup.js';
 import { buildIdPrefix, ENGINE_TMP_BASE } from './build-confine.js';
@@ -85,13 +86,12 @@ async function processTable(): Promise<Map<number, { ppid: number; args: string[
   const table = new Map<number, { ppid: number; args: string[] }>();
   for (const entry of await readdir('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
-    const [stat, cmdline] = await Promise.all([
-      readFile(`/proc/${entry}/stat`, 'utf8').catch(() => ''),
+    const [fields, cmdline] = await Promise.all([
+      procStatFields(entry),
       readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => ''),
     ]);
-    // The command name (in parentheses) may hold spaces: the fields after its end.
-    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-    if (stat && Number.isInteger(ppid)) {
+    const ppid = Number(fields?.[1] ?? Number.NaN);
+    if (Number.isInteger(ppid)) {
       table.set(Number(entry), { ppid, args: cmdline.split('\0') });
     }
   }
