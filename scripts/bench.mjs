@@ -492,7 +492,7 @@ async function measureStaging(storage, ids, env) {
 async function stageChild(options) {
   const dist = (file) => import(pathToFileURL(join(root, 'dist/src', file)).href);
   const { HttpStorageClient } = await dist('clients/storage.js');
-  const { createEngine } = await dist('engine/engine.js');
+  const { createEngine } = await dist('container-engine.js');
   const { DEFAULT_LIMITS } = await dist('engine/limits.js');
   const { stageFiles } = await dist('tasks/staging.js');
   const storage = new HttpStorageClient({

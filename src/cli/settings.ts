@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { lstat, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Interfaces } from '@oclif/core';
+import { parseIdRange } from '../build/userns.js';
 import {
   createOrchestratorClient,
   createStorageClient,
@@ -10,8 +11,7 @@ import {
 import { containerOwner } from '../config/owner.js';
 import { defaultStateDir, execRunsDir, RUN_TMP_FILE, workerTmpDir } from '../config/paths.js';
 import { lockStateDir } from '../config/state-lock.js';
-import { parseIdRange } from '../engine/build-userns.js';
-import { createEngine } from '../engine/engine.js';
+import { createEngine } from '../container-engine.js';
 import { ImageCache } from '../engine/image-cache.js';
 import { DEFAULT_LIMITS } from '../engine/limits.js';
 import type { Engine, EngineOptions, RunLimits } from '../engine/types.js';

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { Readable } from 'node:stream';
-import { DEFAULT_BUILD_USER, findBuildUser } from '../engine/build-user.js';
+import { DEFAULT_BUILD_USER, findBuildUser } from '../build/user.js';
 import { LABEL_WORKER } from '../engine/labels.js';
 import { BUSYBOX_CONTAINERFILE, BUSYBOX_SKELETON, contextTarGz } from '../engine/probe-context.js';
 import type { Engine, EngineOptions } from '../engine/types.js';

@@ -3,7 +3,7 @@ import { dirname } from 'node:path';
 import { request } from 'undici';
 import { serviceBaseUrl } from '../clients/http.js';
 import type { StorageClient } from '../clients/types.js';
-import { createEngine, engineFor } from '../engine/engine.js';
+import { createEngine, engineFor } from '../container-engine.js';
 import type { Engine, EngineOptions, RunLimits } from '../engine/types.js';
 import { buildNamespaceCheck } from './build-user.js';
 import { builderCheck } from './builder.js';

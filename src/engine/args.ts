@@ -1,7 +1,7 @@
 import { formatSize } from '../config/size.js';
-import type { BuildIdMaps } from './build-userns.js';
 import { LABEL_MANAGED } from './labels.js';
 import type {
+  BuildIdMaps,
   BuildLimits,
   EngineInfo,
   GpuDevices,

@@ -1,5 +1,37 @@
 import type { Readable } from 'node:stream';
-import type { TreeUsage, WalkOptions } from './volume-usage.js';
+
+/**
+ * What a volume holds, measured from the host: the engine's volumes have no quota on an
+ * ordinary filesystem, so the worker walks them itself.
+ */
+export interface TreeUsage {
+  /** Allocated bytes (st_blocks * 512): a sparse file counts what it really takes. */
+  bytes: number;
+  /** Files, folders and links seen. */
+  entries: number;
+  /** Folders the walk could not read (their content is not in `bytes`). */
+  unreadable: number;
+  /** The walk stopped at `maxEntries`: `bytes` is a lower bound. */
+  truncated: boolean;
+}
+
+export interface WalkOptions {
+  /** Stop after this many entries, so a tree of millions of empty files costs a bounded walk. */
+  maxEntries: number;
+  /** Stop as soon as this many bytes are counted: the answer is known. */
+  stopAtBytes?: number;
+}
+
+export interface IdRange {
+  start: number;
+  count: number;
+}
+
+/** The host ids an untrusted build's root (0) and users (1..count-1) map to. */
+export interface BuildIdMaps {
+  uid: IdRange;
+  gid: IdRange;
+}
 
 /** What was found out about the container engine, once, at start-up. Every quirk is keyed on this. */
 export interface EngineInfo {

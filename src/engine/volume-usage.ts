@@ -3,28 +3,7 @@ import { join } from 'node:path';
 import { duArgs, volumeMountpointArgs } from './args.js';
 import type { EngineContext } from './context.js';
 import { execEngine } from './exec.js';
-
-/**
- * What a volume holds, measured from the host: the engine's volumes have no quota on an
- * ordinary filesystem, so the worker walks them itself.
- */
-export interface TreeUsage {
-  /** Allocated bytes (st_blocks * 512): a sparse file counts what it really takes. */
-  bytes: number;
-  /** Files, folders and links seen. */
-  entries: number;
-  /** Folders the walk could not read (their content is not in `bytes`). */
-  unreadable: number;
-  /** The walk stopped at `maxEntries`: `bytes` is a lower bound. */
-  truncated: boolean;
-}
-
-export interface WalkOptions {
-  /** Stop after this many entries, so a tree of millions of empty files costs a bounded walk. */
-  maxEntries: number;
-  /** Stop as soon as this many bytes are counted: the answer is known. */
-  stopAtBytes?: number;
-}
+import type { TreeUsage, WalkOptions } from './types.js';
 
 /** The host path of a named volume, or undefined when the engine gives none. */
 export async function volumeMountpoint(

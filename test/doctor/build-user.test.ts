@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
+import { findBuildUser } from '../../src/build/user.js';
+import { createEngine } from '../../src/container-engine.js';
 import { buildNamespaceCheck, judgeBuildNamespace } from '../../src/doctor/build-user.js';
-import { findBuildUser } from '../../src/engine/build-user.js';
-import { createEngine } from '../../src/engine/engine.js';
 import { unavailableUnlessRequired, VARIANTS } from '../support/engine-variants.js';
 
 const podman = VARIANTS['podman-rootful'];

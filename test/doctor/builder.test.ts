@@ -1,7 +1,7 @@
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
+import { createEngine } from '../../src/container-engine.js';
 import { builderCheck } from '../../src/doctor/builder.js';
-import { createEngine } from '../../src/engine/engine.js';
 import type { EngineInfo } from '../../src/engine/types.js';
 import { unavailableUnlessRequired, VARIANTS } from '../support/engine-variants.js';
 

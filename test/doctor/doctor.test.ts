@@ -3,8 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { findBuildUser } from '../../src/build/user.js';
 import { identifyNsqd } from '../../src/doctor/nsq.js';
-import { findBuildUser } from '../../src/engine/build-user.js';
 import { unavailableUnlessRequired, VARIANTS } from '../support/engine-variants.js';
 import { type Nsqd, type Nsqlookupd, startNsqd, startNsqlookupd } from '../support/nsq/index.js';
 

@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createEngine } from '../../src/container-engine.js';
 import { probeEngine } from '../../src/doctor/probe.js';
 import { judgeProbe, parseProbe } from '../../src/doctor/probe-facts.js';
 import { unenforcedLimits } from '../../src/engine/detect.js';
-import { createEngine } from '../../src/engine/engine.js';
 import { LABEL_WORKER } from '../../src/engine/labels.js';
 import { DEFAULT_LIMITS } from '../../src/engine/limits.js';
 import type { Engine, EngineInfo } from '../../src/engine/types.js';

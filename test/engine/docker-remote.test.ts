@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, describe, expect, it } from 'vitest';
+import { createEngine } from '../../src/container-engine.js';
 import { probeEngine } from '../../src/doctor/probe.js';
-import { createEngine } from '../../src/engine/engine.js';
 import { LABEL_WORKER } from '../../src/engine/labels.js';
 import type { Engine } from '../../src/engine/types.js';
 import { filesOfTar, readableOf, tarOf } from '../support/engine-tar.js';

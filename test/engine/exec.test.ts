@@ -1,7 +1,7 @@
 import { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { createEngine } from '../../src/engine/engine.js';
+import { createEngine } from '../../src/container-engine.js';
 import { execEngine, hintFor } from '../../src/engine/exec.js';
 import { WorkerError } from '../../src/errors.js';
 

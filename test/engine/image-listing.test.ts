@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createEngine } from '../../src/engine/engine.js';
+import { createEngine } from '../../src/container-engine.js';
 import { execEngineRaw } from '../../src/engine/exec.js';
 import { LABEL_BUILT_BY } from '../../src/engine/labels.js';
 import type { Engine } from '../../src/engine/types.js';

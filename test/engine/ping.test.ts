@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { createEngine, engineFor } from '../../src/engine/engine.js';
+import { createEngine, engineFor } from '../../src/container-engine.js';
 import { WorkerError } from '../../src/errors.js';
 import { LOCAL_VARIANTS, unavailableUnlessRequired } from '../support/engine-variants.js';
 

@@ -1,7 +1,7 @@
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createEngine } from '../../src/container-engine.js';
 import { probeEngine } from '../../src/doctor/probe.js';
-import { createEngine } from '../../src/engine/engine.js';
 import { execEngine } from '../../src/engine/exec.js';
 import { WorkerError } from '../../src/errors.js';
 import { defineConformanceSuite } from '../support/engine-conformance.js';

@@ -16,7 +16,7 @@ import { assertBuilt } from '../support/worker-process.js';
 const variant = VARIANTS['podman-rootless'];
 const why = variant.unavailable();
 const wrapper = variant.options.enginePath as string;
-const dist = fileURLToPath(new URL('../../dist/src/engine/engine.js', import.meta.url));
+const dist = fileURLToPath(new URL('../../dist/src/container-engine.js', import.meta.url));
 const USER = 'cwrootless';
 
 describe.skipIf(why !== undefined && !requireEngines)('disk usage under rootless podman', () => {

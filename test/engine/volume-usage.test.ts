@@ -13,7 +13,7 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { engineFor } from '../../src/engine/engine.js';
+import { engineFor } from '../../src/container-engine.js';
 import { measureTree } from '../../src/engine/volume-usage.js';
 
 // The walk behind --disk-limit, on real files: what a volume's folder holds on disk.

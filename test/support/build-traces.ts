@@ -1,6 +1,6 @@
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { BUILD_CGROUP_ROOT } from '../../src/engine/build-cgroup.js';
+import { BUILD_CGROUP_ROOT } from '../../src/build/cgroup.js';
 
 /**
  * Processes whose command line holds the marker: a RUN step's shell carries the marker of

@@ -9,7 +9,7 @@ import { execa } from 'execa';
 import tar from 'tar-stream';
 import { HttpOrchestratorClient } from '../../src/clients/orchestrator.js';
 import { HttpStorageClient } from '../../src/clients/storage.js';
-import { createEngine } from '../../src/engine/engine.js';
+import { createEngine } from '../../src/container-engine.js';
 import { LABEL_TASK } from '../../src/engine/labels.js';
 import { DEFAULT_LIMITS } from '../../src/engine/limits.js';
 import type { EngineOptions } from '../../src/engine/types.js';

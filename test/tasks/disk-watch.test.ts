@@ -1,6 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { Engine } from '../../src/engine/types.js';
-import type { TreeUsage } from '../../src/engine/volume-usage.js';
+import type { Engine, TreeUsage } from '../../src/engine/types.js';
 import type { TaskEnv, TaskEvent, TaskRun } from '../../src/tasks/context.js';
 import { watchDisk } from '../../src/tasks/disk-watch.js';
 

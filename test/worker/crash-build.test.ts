@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { readdir } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
-import { ENGINE_TMP_BASE } from '../../src/engine/build-confine.js';
+import { ENGINE_TMP_BASE } from '../../src/build/confine.js';
 import { buildCgroupsWhere, processesWith } from '../support/build-traces.js';
 import { learnTask, seedAlgo } from '../support/worker-fixtures.js';
 import {

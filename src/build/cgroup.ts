@@ -3,7 +3,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { mkdir, readdir, readFile, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { BuildLimits } from './types.js';
+import type { BuildLimits } from '../engine/types.js';
 
 /** Every build's cgroup lives under this folder at the root of each hierarchy. */
 export const BUILD_CGROUP_ROOT = 'compute-worker-build';

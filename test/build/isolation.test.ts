@@ -3,10 +3,10 @@ import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ENGINE_TMP_BASE } from '../../src/build/confine.js';
+import { buildUserCli, findBuildUser } from '../../src/build/user.js';
+import { createEngine } from '../../src/container-engine.js';
 import { BUILD_MARK_ARG } from '../../src/engine/args.js';
-import { ENGINE_TMP_BASE } from '../../src/engine/build-confine.js';
-import { buildUserCli, findBuildUser } from '../../src/engine/build-user.js';
-import { createEngine } from '../../src/engine/engine.js';
 import { type EngineCli, execEngine, execEngineRaw } from '../../src/engine/exec.js';
 import { LABEL_WORKER } from '../../src/engine/labels.js';
 import { DEFAULT_LIMITS } from '../../src/engine/limits.js';

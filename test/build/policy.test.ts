@@ -1,8 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { checkContainerfile, findProblem } from '../../src/engine/containerfile-check.js';
-import { extractFlags } from '../../src/engine/containerfile-parse.js';
+import { extractFlags } from '../../src/build/parse.js';
+import { checkContainerfile, findProblem } from '../../src/build/policy.js';
 import { BUSYBOX_CONTAINERFILE } from '../../src/engine/probe-context.js';
 import { WorkerError } from '../../src/errors.js';
 

@@ -6,9 +6,9 @@ import {
   externalContainerListArgs,
   removeContainersArgs,
   storageInfoArgs,
-} from './args.js';
-import type { EngineContext } from './context.js';
-import { execEngine } from './exec.js';
+} from '../engine/args.js';
+import type { EngineContext } from '../engine/context.js';
+import { execEngine } from '../engine/exec.js';
 
 const builderSchema = z.object({ Args: z.record(z.string(), z.string()).nullish() });
 

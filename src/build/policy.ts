@@ -6,7 +6,7 @@ import {
   type Instruction,
   ParseProblem,
   parseContainerfile,
-} from './containerfile-parse.js';
+} from './parse.js';
 
 /**
  * `strict` (submissions) allows a short list of instructions and flags, everything else is

@@ -2,13 +2,13 @@ import { readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { procStatFields } from '../config/proc-stat.js';
-import { BUILD_MARK_ARG } from './args.js';
-import { removeBuildCgroupsOf } from './build-cgroup.js';
-import { buildIdPrefix, ENGINE_TMP_BASE } from './build-confine.js';
-import { removeBuildLeftovers } from './build-leftovers.js';
-import { buildUserContext, findBuildUser } from './build-user.js';
-import type { EngineContext } from './context.js';
-import type { OrphanBuilds } from './types.js';
+import { BUILD_MARK_ARG } from '../engine/args.js';
+import type { EngineContext } from '../engine/context.js';
+import type { OrphanBuilds } from '../engine/types.js';
+import { removeBuildCgroupsOf } from './cgroup.js';
+import { buildIdPrefix, ENGINE_TMP_BASE } from './confine.js';
+import { removeBuildLeftovers } from './leftovers.js';
+import { buildUserContext, findBuildUser } from './user.js';
 
 /**
  * Removes what the untrusted builds of a killed run of worker `owner` left: their processes

@@ -2,16 +2,16 @@ import { randomBytes } from 'node:crypto';
 import { chmod, chown, mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { formatSize } from '../config/size.js';
+import type { BuildIsolation } from '../engine/args.js';
+import type { EngineContext } from '../engine/context.js';
+import type { ExecResult } from '../engine/exec.js';
+import { DEFAULT_LIMITS } from '../engine/limits.js';
+import type { BuildLimits } from '../engine/types.js';
 import { WorkerError } from '../errors.js';
-import type { BuildIsolation } from './args.js';
-import { type BuildCgroup, createBuildCgroup } from './build-cgroup.js';
-import { removeBuildLeftovers } from './build-leftovers.js';
-import { type BuildUser, buildUserContext, findBuildUser } from './build-user.js';
-import { buildIdMaps } from './build-userns.js';
-import type { EngineContext } from './context.js';
-import type { ExecResult } from './exec.js';
-import { DEFAULT_LIMITS } from './limits.js';
-import type { BuildLimits } from './types.js';
+import { type BuildCgroup, createBuildCgroup } from './cgroup.js';
+import { removeBuildLeftovers } from './leftovers.js';
+import { type BuildUser, buildUserContext, findBuildUser } from './user.js';
+import { buildIdMaps } from './userns.js';
 
 /** Roles whose build contexts are trusted: the problem's workflow. Any other role is confined. */
 const TRUSTED_ROLES = new Set(['workflow']);

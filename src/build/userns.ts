@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises';
+import type { BuildIdMaps, IdRange } from '../engine/types.js';
 import { WorkerError } from '../errors.js';
 
 /** Far above the ranges useradd hands out (SUB_UID_MAX is 600100000): no user of the host has these ids. */
@@ -6,17 +7,6 @@ export const DEFAULT_BUILD_USERNS = '2000000000:65536';
 /** The /etc/subuid and /etc/subgid entry podman's own --userns=auto draws from. */
 const SUBID_USER = 'containers';
 const MAX_ID = 4_294_967_294;
-
-export interface IdRange {
-  start: number;
-  count: number;
-}
-
-/** The host ids an untrusted build's root (0) and users (1..count-1) map to. */
-export interface BuildIdMaps {
-  uid: IdRange;
-  gid: IdRange;
-}
 
 export function parseIdRange(text: string, what = '--build-userns'): IdRange {
   const match = /^(\d+):(\d+)$/.exec(text.trim());

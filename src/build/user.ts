@@ -1,10 +1,10 @@
 import { existsSync, statSync } from 'node:fs';
 import { cp, lchown, readdir, readFile, rename } from 'node:fs/promises';
 import { join } from 'node:path';
+import { buildUserInfoArgs } from '../engine/args.js';
+import type { EngineContext } from '../engine/context.js';
+import { type EngineCli, execEngine } from '../engine/exec.js';
 import { WorkerError } from '../errors.js';
-import { buildUserInfoArgs } from './args.js';
-import type { EngineContext } from './context.js';
-import { type EngineCli, execEngine } from './exec.js';
 
 /** The build user `--build-user auto` takes when it exists (scripts/setup-test-engines.sh makes it). */
 export const DEFAULT_BUILD_USER = 'cwbuild';

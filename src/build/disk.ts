@@ -2,12 +2,12 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { readableSize } from '../config/free-space.js';
 import { formatSize } from '../config/size.js';
+import { imageSizeArgs, removeImageArgs } from '../engine/args.js';
+import type { EngineContext } from '../engine/context.js';
+import { execEngine, execEngineRaw } from '../engine/exec.js';
+import { measureVolume } from '../engine/volume-usage.js';
 import { WorkerError } from '../errors.js';
-import { imageSizeArgs, removeImageArgs } from './args.js';
-import { buildMarkOf } from './build-leftovers.js';
-import type { EngineContext } from './context.js';
-import { execEngine, execEngineRaw } from './exec.js';
-import { measureVolume } from './volume-usage.js';
+import { buildMarkOf } from './leftovers.js';
 
 /** How often a confined build's layer is measured: a build writes at most this long past the limit. */
 export const BUILD_DISK_INTERVAL_MS = 2000;

@@ -1,17 +1,20 @@
-import { pingArgs } from './args.js';
-import { buildImage } from './build.js';
-import { removeByLabels } from './cleanup.js';
-import type { EngineContext } from './context.js';
-import { detectEngine } from './detect.js';
-import { execEngine } from './exec.js';
-import { listImages, pruneImages, removeImage } from './images.js';
-import { removeOrphanBuilds } from './orphan-builds.js';
-import { runContainer } from './run.js';
-import type { Engine, EngineInfo, EngineOptions } from './types.js';
-import { measureVolume, volumeMountpoint } from './volume-usage.js';
-import { createVolume, exportVolume, importVolume } from './volumes.js';
+import { buildImage } from './build/build.js';
+import { removeOrphanBuilds } from './build/orphans.js';
+import { pingArgs } from './engine/args.js';
+import { removeByLabels } from './engine/cleanup.js';
+import type { EngineContext } from './engine/context.js';
+import { detectEngine } from './engine/detect.js';
+import { execEngine } from './engine/exec.js';
+import { listImages, pruneImages, removeImage } from './engine/images.js';
+import { runContainer } from './engine/run.js';
+import type { Engine, EngineInfo, EngineOptions } from './engine/types.js';
+import { measureVolume, volumeMountpoint } from './engine/volume-usage.js';
+import { createVolume, exportVolume, importVolume } from './engine/volumes.js';
 
-/** Detects the engine once and returns the worker's one door to it. */
+/**
+ * Detects the engine once and returns the worker's one door to it: the engine's calls
+ * (src/engine) and the builds made through them (src/build).
+ */
 export async function createEngine(options: EngineOptions): Promise<Engine> {
   const info = await detectEngine(options);
   return engineFor(info, options);
@@ -51,5 +54,5 @@ export function engineFor(info: EngineInfo, options: EngineOptions): Engine {
   };
 }
 
-export { detectEngine } from './detect.js';
-export { DEFAULT_LIMITS } from './limits.js';
+export { detectEngine } from './engine/detect.js';
+export { DEFAULT_LIMITS } from './engine/limits.js';

@@ -1,6 +1,5 @@
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { WorkerError } from '../errors.js';
 import {
   allImageIdsArgs,
   imageIdArgs,
@@ -9,10 +8,17 @@ import {
   imageSaveArgs,
   removeImageArgs,
   removeUnusedImageArgs,
-} from './args.js';
-import { extractFlags, parseContainerfile } from './containerfile-parse.js';
-import { type EngineContext, transferTimeoutMs } from './context.js';
-import { capDetail, engineFailure, execEngineRaw, execImageListing, spawnEngine } from './exec.js';
+} from '../engine/args.js';
+import { type EngineContext, transferTimeoutMs } from '../engine/context.js';
+import {
+  capDetail,
+  engineFailure,
+  execEngineRaw,
+  execImageListing,
+  spawnEngine,
+} from '../engine/exec.js';
+import { WorkerError } from '../errors.js';
+import { extractFlags, parseContainerfile } from './parse.js';
 
 const STDERR_BYTES = 8 * 1024;
 /** The names of the images the worker builds (see build.ts). */

@@ -2,8 +2,8 @@ import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
+import { createEngine } from '../../src/container-engine.js';
 import { BUILD_MARK_ARG } from '../../src/engine/args.js';
-import { createEngine } from '../../src/engine/engine.js';
 import { processesWith } from '../support/build-traces.js';
 import { unavailableUnlessRequired, VARIANTS } from '../support/engine-variants.js';
 
