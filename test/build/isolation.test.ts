@@ -86,7 +86,7 @@ function defineBuildIsolation(variant: EngineVariant, cases: 'all' | 'spin'): vo
         const { image } = await built.buildImage({
           role: 'submission',
           // FROM scratch each time: a userns build FROM an image this host built fails at
-          // runc's /run/.containerenv mount (buildah 1.28), see the README.
+          // runc's /run/.containerenv mount (buildah 1.28), see docs/builds.md.
           context: readableOf(await busyboxContext({ extraLines: lines, files: opts.files })),
           labels,
           signal: opts.signal,

@@ -23,7 +23,12 @@ describe('the npm package', { timeout: 120_000 }, () => {
         // Commands and flags known without importing every command: a fast start.
         'oclif.manifest.json',
         'package.json',
+        // The documentation the README links to, the license it declares, the policy.
         'README.md',
+        'LICENSE',
+        'SECURITY.md',
+        'docs/operating.md',
+        'docs/security.md',
       ]),
     );
     expect(files?.filter((f) => /^(src|test|commands)\//.test(f))).toEqual([]);
