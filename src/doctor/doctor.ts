@@ -3,8 +3,6 @@ import { dirname } from 'node:path';
 import { request } from 'undici';
 import { serviceBaseUrl } from '../clients/http.js';
 import type { OrchestratorClient, StorageClient } from '../clients/types.js';
-import { workerLiveDir } from '../config/paths.js';
-import { lockHolder } from '../config/state-lock.js';
 import { createEngine, engineFor } from '../container-engine.js';
 import type { Engine, EngineOptions, RunLimits } from '../engine/types.js';
 import { buildNamespaceCheck } from './build-user.js';
@@ -15,7 +13,7 @@ import { checkDisk } from './disk.js';
 import { checkGpus, type GpuCheckOptions } from './gpu.js';
 import { processGroupCheck, stateFolderCheck } from './host.js';
 import { imageCacheCheck } from './image-cache.js';
-import { buildUserImagesCheck, type IsLive, orphansCheck } from './leftovers.js';
+import { buildUserImagesCheck, type IsLive, liveWorker, orphansCheck } from './leftovers.js';
 import { checkNsq, type NsqCheckOptions } from './nsq.js';
 import { probeEngine } from './probe.js';
 
@@ -89,11 +87,6 @@ async function engineChecks(engine: Engine, options: DoctorOptions): Promise<Che
 
 async function stateChecks(stateDir: string): Promise<Check[]> {
   return Promise.all([stateFolderCheck(stateDir), processGroupCheck(stateDir)]);
-}
-
-/** Every worker, daemon or task exec, holds the lock of its live folder while it runs. */
-async function liveWorker(workerId: string): Promise<boolean> {
-  return (await lockHolder(workerLiveDir(workerId))) === 'alive';
 }
 
 async function checkStorage(storage: StorageClient): Promise<Check> {

@@ -1,4 +1,6 @@
 import { buildUserCli, findBuildUser } from '../build/user.js';
+import { workerLiveDir } from '../config/paths.js';
+import { lockHolder } from '../config/state-lock.js';
 import { danglingImagesArgs, imageNamesArgs } from '../engine/args.js';
 import { execEngine } from '../engine/exec.js';
 import { LABEL_WORKER } from '../engine/labels.js';
@@ -7,6 +9,10 @@ import { type Check, fail, pass, skip, warn } from './check.js';
 
 /** Whether a live worker holds the id (see config/paths.ts workerLiveDir). */
 export type IsLive = (workerId: string) => Promise<boolean>;
+
+/** Every worker, daemon or task exec, holds the lock of its live folder while it runs. */
+export const liveWorker: IsLive = async (workerId) =>
+  (await lockHolder(workerLiveDir(workerId))) === 'alive';
 
 /**
  * Containers and volumes of a worker that is gone: a worker re-created under a new id
