@@ -33,7 +33,9 @@ flags as run. Exit code 1 when the host cannot run tasks.`;
   async run(): Promise<void> {
     const { flags } = await this.parse(Doctor);
     const options = await doctorOptions(flags);
-    const checks = await runDoctor(options).finally(() => options.storage.close());
+    const checks = await runDoctor(options).finally(() =>
+      Promise.all([options.storage.close(), options.orchestratorClient?.close()]),
+    );
     const { ready, summary } = verdict(checks);
     this.result({ ready, summary, checks }, `${checks.map(describeCheck).join('')}\n${summary}\n`);
     if (!ready) this.exit(EXIT.failed);

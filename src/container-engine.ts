@@ -6,6 +6,7 @@ import type { EngineContext } from './engine/context.js';
 import { detectEngine } from './engine/detect.js';
 import { execEngine } from './engine/exec.js';
 import { listImages, pruneImages, removeImage } from './engine/images.js';
+import { listManaged } from './engine/managed.js';
 import { runContainer } from './engine/run.js';
 import type { Engine, EngineInfo, EngineOptions } from './engine/types.js';
 import { measureVolume, volumeMountpoint } from './engine/volume-usage.js';
@@ -43,6 +44,7 @@ export function engineFor(info: EngineInfo, options: EngineOptions): Engine {
     run: (spec) => runContainer(ctx, spec),
     removeByLabels: (labels) => removeByLabels(ctx, labels),
     removeOrphanBuilds: (owner) => removeOrphanBuilds(ctx, owner),
+    listManaged: () => listManaged(ctx),
     volumeMountpoint: (volume) => volumeMountpoint(ctx, volume),
     measureVolume: (mountpoint, options) => measureVolume(ctx, mountpoint, options),
     ping: async () => {

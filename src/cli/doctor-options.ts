@@ -1,6 +1,7 @@
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Interfaces } from '@oclif/core';
+import { createOrchestratorClient } from '../clients/config.js';
 import type { DoctorOptions } from '../doctor/doctor.js';
 import { parseGpuSelection } from '../gpu/pool.js';
 import type { runFlags } from './flags.js';
@@ -8,6 +9,7 @@ import {
   diskLimits,
   engineOptions,
   ledgerFile,
+  password,
   prepareStateDir,
   runLimits,
   storageFromFlags,
@@ -55,6 +57,18 @@ export async function doctorOptions(flags: DoctorFlagValues): Promise<DoctorOpti
       minFreeBytes: disk.minFreeDiskBytes,
       tmpDir: tmpdir(),
     },
+    stateDir,
+    ...(flags['orchestrator-host']
+      ? {
+          orchestratorClient: createOrchestratorClient({
+            host: flags['orchestrator-host'],
+            port: flags['orchestrator-port'],
+            user: flags['orchestrator-user'],
+            password: await password(flags, 'orchestrator'),
+            ledgerFile: ledgerFile(flags, stateDir),
+          }),
+        }
+      : {}),
     imageCache: {
       workerId: await workerId(stateDir),
       maxBytes: flags['image-cache-size'],

@@ -9,7 +9,13 @@ import {
   readPasswordFile,
 } from '../clients/config.js';
 import { containerOwner } from '../config/owner.js';
-import { defaultStateDir, execRunsDir, RUN_TMP_FILE, workerTmpDir } from '../config/paths.js';
+import {
+  defaultStateDir,
+  execRunsDir,
+  RUN_TMP_FILE,
+  workerLiveDir,
+  workerTmpDir,
+} from '../config/paths.js';
 import { lockStateDir } from '../config/state-lock.js';
 import { createEngine } from '../container-engine.js';
 import { ImageCache } from '../engine/image-cache.js';
@@ -85,7 +91,7 @@ export function runLimits(flags: TaskFlagValues): RunLimits {
   };
 }
 
-async function password(
+export async function password(
   flags: TaskFlagValues,
   service: 'storage' | 'orchestrator',
 ): Promise<string> {
@@ -226,6 +232,7 @@ export async function buildTaskEnv(
   const runDir = lock ? undefined : join(execRunsDir(stateDir), id);
   const runLock = runDir ? await lockRunDir(runDir) : undefined;
   const tmpDir = await prepareTmpDir(workerTmpDir(id));
+  const liveLock = await lockRunDir(workerLiveDir(id));
   // TMPDIR may differ for the command that cleans up after this one.
   if (runDir) await writeFile(join(runDir, RUN_TMP_FILE), tmpDir);
   // At the end, every task's temp folder is gone already: the worker's own goes too (a
@@ -233,6 +240,8 @@ export async function buildTaskEnv(
   const release = async () => {
     await rm(tmpDir, { recursive: true, force: true });
     if (runDir) await rm(runDir, { recursive: true, force: true });
+    liveLock.release();
+    await rm(workerLiveDir(id), { recursive: true, force: true });
     lock?.release();
     runLock?.release();
   };

@@ -40,6 +40,12 @@ export interface HttpServiceOptions {
   maxJsonBytes?: number;
 }
 
+/** What a service answered one call with the worker's credentials, and without any. */
+export interface CredentialAnswers {
+  ours: number;
+  without: number;
+}
+
 export interface HttpCall {
   method: 'GET' | 'POST';
   /** Path and query, e.g. `/model?uuid=...&algo=...`. */
@@ -57,6 +63,10 @@ export interface HttpCall {
    * lasts until the answer's body is closed.
    */
   transferred?: () => number;
+  /** Sent without the worker's credentials (doctor's check that the service asks for them). */
+  anonymous?: boolean;
+  /** Every status is an answer, none an error (doctor reads the status itself). */
+  anyStatus?: boolean;
 }
 
 const DEFAULT_TIMEOUT_MS = 30_000;
@@ -213,7 +223,9 @@ export class HttpService {
       response = await request(url, {
         method: call.method,
         dispatcher: this.agent,
-        headers: { ...call.headers, authorization: this.authorization },
+        headers: call.anonymous
+          ? { ...call.headers }
+          : { ...call.headers, authorization: this.authorization },
         body: call.body,
         signal,
       });
@@ -223,9 +235,23 @@ export class HttpService {
     }
     if (response.body.destroyed) deadline.clear();
     else response.body.once('close', () => deadline.clear());
-    if (call.ok.includes(response.statusCode)) return response;
+    if (call.anyStatus || call.ok.includes(response.statusCode)) return response;
     const body = await readCapped(response.body, ERROR_BODY_CAP);
     throw this.statusError(call, response.statusCode, body);
+  }
+
+  /**
+   * The statuses the service answers `call` with the worker's credentials and without any.
+   * A service's health call needs none, so this is how doctor learns that the service
+   * checks credentials and accepts the worker's: it must refuse the call without them.
+   */
+  async credentialAnswers(call: HttpCall): Promise<CredentialAnswers> {
+    const status = async (anonymous: boolean) => {
+      const response = await this.sendOnce({ ...call, anonymous, anyStatus: true });
+      await response.body.dump({ limit: ERROR_BODY_CAP }).catch(() => undefined);
+      return response.statusCode;
+    };
+    return { ours: await status(false), without: await status(true) };
   }
 
   /**

@@ -1,5 +1,12 @@
 import { WorkerError } from '../errors.js';
-import { answerWords, type HttpCall, HttpService, type HttpServiceOptions } from './http.js';
+import { NIL_UUID } from '../tasks/schemas.js';
+import {
+  answerWords,
+  type CredentialAnswers,
+  type HttpCall,
+  HttpService,
+  type HttpServiceOptions,
+} from './http.js';
 import type { LearnDone, OrchestratorClient } from './types.js';
 
 const DONE_ROUTE = { learn: 'learndone', predict: 'preddone' } as const;
@@ -14,6 +21,17 @@ export class HttpOrchestratorClient implements OrchestratorClient {
 
   get description(): string {
     return this.http.description;
+  }
+
+  /**
+   * A claim of the nil task for no worker: no task has that uuid, so an orchestrator that
+   * takes the credentials answers 400 or 404, and one that checks them refuses a stranger.
+   */
+  async credentialAnswers(signal?: AbortSignal): Promise<CredentialAnswers> {
+    return this.http.credentialAnswers({
+      ...this.jsonPost(`/worker/learnuplet/${NIL_UUID}`, { worker: '' }, 'the nil task', signal),
+      ok: [],
+    });
   }
 
   async claim(

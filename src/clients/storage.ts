@@ -3,8 +3,18 @@ import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { Readable, Transform } from 'node:stream';
 import { toWorkerError, WorkerError } from '../errors.js';
-import { describeIssues, type ModelMetadata, ModelMetadataSchema } from '../tasks/schemas.js';
-import { type HttpCall, HttpService, type HttpServiceOptions } from './http.js';
+import {
+  describeIssues,
+  type ModelMetadata,
+  ModelMetadataSchema,
+  NIL_UUID,
+} from '../tasks/schemas.js';
+import {
+  type CredentialAnswers,
+  type HttpCall,
+  HttpService,
+  type HttpServiceOptions,
+} from './http.js';
 import type { Blob, StorageClient, StorageKind } from './types.js';
 
 /** The storage service over HTTP (SPEC.md section 3). */
@@ -21,6 +31,16 @@ export class HttpStorageClient implements StorageClient {
 
   async health(signal?: AbortSignal): Promise<void> {
     await this.http.sendAndDrain({ method: 'GET', path: '/health', ok: [200], signal });
+  }
+
+  /** The metadata of the nil problem: there is none, but a stranger must not even learn that. */
+  async credentialAnswers(signal?: AbortSignal): Promise<CredentialAnswers> {
+    return this.http.credentialAnswers({
+      method: 'GET',
+      path: `/problem/${NIL_UUID}`,
+      ok: [],
+      signal,
+    });
   }
 
   async getMetadata(kind: StorageKind, uuid: string, signal?: AbortSignal): Promise<unknown> {

@@ -1,5 +1,6 @@
 import type { Readable } from 'node:stream';
 import type { ModelMetadata } from '../tasks/schemas.js';
+import type { CredentialAnswers } from './http.js';
 
 /** The storage's object kinds (SPEC.md section 3): each is a route, `/:kind/:uuid`. */
 export type StorageKind = 'problem' | 'algo' | 'model' | 'data' | 'prediction';
@@ -15,6 +16,8 @@ export interface StorageClient {
   /** Where blobs come from, for logs: "storage http://host:port" or "local storage /path" (never the password). */
   readonly description: string;
   health(signal?: AbortSignal): Promise<void>;
+  /** How a call that needs credentials is answered with ours and without (none: a local service). */
+  credentialAnswers?(signal?: AbortSignal): Promise<CredentialAnswers>;
   getMetadata(kind: StorageKind, uuid: string, signal?: AbortSignal): Promise<unknown>;
   getModelMetadata(uuid: string, signal?: AbortSignal): Promise<ModelMetadata>;
   getBlob(kind: StorageKind, uuid: string, signal?: AbortSignal): Promise<Blob>;
@@ -40,6 +43,8 @@ export interface LearnDone {
 
 export interface OrchestratorClient {
   readonly description: string;
+  /** How a call that needs credentials is answered with ours and without (none: the local ledger). */
+  credentialAnswers?(signal?: AbortSignal): Promise<CredentialAnswers>;
   /** Marks the task taken by this worker; a task that is no longer `todo` gives WorkerError TASK_TAKEN. */
   claim(
     kind: 'learnuplet' | 'preduplet',

@@ -18,6 +18,14 @@ export function workerTmpDir(workerId: string): string {
 }
 
 /**
+ * Beside the temp folder (which a restart empties), the lock a worker holds for its whole
+ * life under its id: doctor tells a live worker's containers from a dead one's by it.
+ */
+export function workerLiveDir(workerId: string): string {
+  return `${workerTmpDir(workerId)}.live`;
+}
+
+/**
  * One folder per running `task exec` on a state folder, named by its worker id and holding
  * its lock, so that the next command on the folder finds what a killed one left.
  */

@@ -61,6 +61,13 @@ export async function lockHolder(dir: string): Promise<'alive' | 'dead' | 'none'
   return (await isAlive(holder)) ? 'alive' : 'dead';
 }
 
+/** The pid of the live process holding the folder's lock, if one does (a hint, as lockHolder). */
+export async function liveHolderPid(dir: string): Promise<number | undefined> {
+  const holder = await readHolder(join(dir, LOCK_NAME)).catch(() => 'unreadable' as const);
+  if (holder === 'gone' || holder === 'unreadable') return undefined;
+  return (await isAlive(holder)) ? holder.pid : undefined;
+}
+
 /**
  * Removes a dead holder's lock. Several processes may find the same dead holder at
  * once: a guard file named after it lets one of them remove the lock, so nobody

@@ -2,15 +2,18 @@ import { access, constants } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { request } from 'undici';
 import { serviceBaseUrl } from '../clients/http.js';
-import type { StorageClient } from '../clients/types.js';
+import type { OrchestratorClient, StorageClient } from '../clients/types.js';
 import { createEngine, engineFor } from '../container-engine.js';
 import type { Engine, EngineOptions, RunLimits } from '../engine/types.js';
 import { buildNamespaceCheck } from './build-user.js';
 import { builderCheck } from './builder.js';
 import { type Check, fail, pass } from './check.js';
+import { checkCredentials } from './credentials.js';
 import { checkDisk } from './disk.js';
 import { checkGpus, type GpuCheckOptions } from './gpu.js';
+import { processGroupCheck, stateFolderCheck } from './host.js';
 import { imageCacheCheck } from './image-cache.js';
+import { buildUserImagesCheck, type IsLive, liveWorker, orphansCheck } from './leftovers.js';
 import { checkNsq, type NsqCheckOptions } from './nsq.js';
 import { probeEngine } from './probe.js';
 
@@ -27,6 +30,12 @@ export interface DoctorOptions {
   disk?: { limitBytes: number; minFreeBytes: number; tmpDir: string };
   /** The worker's image cache: its worker id, --image-cache-size and last-use file. */
   imageCache?: { workerId: string; maxBytes: number; file: string };
+  /** The orchestrator's client, for the credentials check (the local ledger has none). */
+  orchestratorClient?: OrchestratorClient;
+  /** The state folder: does it persist, and is the daemon on it in a group of its own. */
+  stateDir?: string;
+  /** Whether a worker id belongs to a live worker (default: its lock beside its temp folder). */
+  isLive?: IsLive;
 }
 
 /** Every check of the host, in the order a person fixes them: engine, isolation, services, NSQ. */
@@ -44,8 +53,13 @@ export async function runDoctor(options: DoctorOptions): Promise<Check[]> {
     engine ? engineChecks(engine, options) : none,
     options.gpu ? checkGpus(engine, { busyboxPath: options.busyboxPath, ...options.gpu }) : none,
     options.disk ? checkDisk({ ...options.disk, engineStorage: engine?.info.graphRoot }) : none,
+    options.stateDir ? stateChecks(options.stateDir) : none,
     checkStorage(options.storage).then((c) => [c]),
+    checkCredentials('storage', options.storage).then((c) => [c]),
     checkOrchestrator(options.orchestrator).then((c) => [c]),
+    options.orchestratorClient
+      ? checkCredentials('orchestrator', options.orchestratorClient).then((c) => [c])
+      : none,
     checkNsq(options.nsq),
   ]);
   return [...(noEngine ? [noEngine] : []), ...parts.flat()];
@@ -54,17 +68,25 @@ export async function runDoctor(options: DoctorOptions): Promise<Check[]> {
 async function engineChecks(engine: Engine, options: DoctorOptions): Promise<Check[]> {
   // Its build is doctor's, not a task's: --disk-limit (which may be below busybox) does not bound it.
   const unbounded = engineFor(engine.info, { ...options.engine, buildDiskLimitBytes: undefined });
-  const [probe, namespace, cache] = await Promise.all([
+  const [probe, namespace, cache, orphans, buildUserImages] = await Promise.all([
     probeEngine(engine, { limits: options.limits, busyboxPath: options.busyboxPath }),
     buildNamespaceCheck(unbounded, options.engine, options.busyboxPath),
     options.imageCache ? imageCacheCheck(engine, options.imageCache) : undefined,
+    orphansCheck(engine, options.isLive ?? liveWorker),
+    buildUserImagesCheck(engine, options.engine),
   ]);
   return [
     ...probe,
     builderCheck(engine.info, options.engine.workflowBuildPolicy),
     namespace,
+    buildUserImages,
     ...(cache ? [cache] : []),
+    orphans,
   ];
+}
+
+async function stateChecks(stateDir: string): Promise<Check[]> {
+  return Promise.all([stateFolderCheck(stateDir), processGroupCheck(stateDir)]);
 }
 
 async function checkStorage(storage: StorageClient): Promise<Check> {

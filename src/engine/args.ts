@@ -400,3 +400,18 @@ export function allImageIdsArgs(): string[] {
 export function imageNamesArgs(): string[] {
   return ['images', '--no-trunc', '--format', '{{.ID}}\t{{.Repository}}'];
 }
+
+/** Each container's id and labels, one line each (`ID<TAB>{json}`). */
+export function containerLabelLinesArgs(ids: readonly string[]): string[] {
+  return ['inspect', '--type', 'container', '--format', '{{.Id}}\t{{json .Config.Labels}}', ...ids];
+}
+
+/** Each volume's name and labels, one line each (`NAME<TAB>{json}`). */
+export function volumeLabelLinesArgs(names: readonly string[]): string[] {
+  return ['volume', 'inspect', '--format', '{{.Name}}\t{{json .Labels}}', ...names];
+}
+
+/** The ids of the images no name points to any more: what an interrupted build or move leaves. */
+export function danglingImagesArgs(): string[] {
+  return ['images', '--quiet', '--no-trunc', '--filter', 'dangling=true'];
+}

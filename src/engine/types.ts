@@ -274,6 +274,8 @@ export interface Engine {
    * EngineOptions.owner) left: their processes, working containers and temp folders.
    */
   removeOrphanBuilds(owner: string): Promise<OrphanBuilds>;
+  /** Every container and volume of any compute-worker on this engine, with its worker id. */
+  listManaged(): Promise<ManagedObjects>;
   /** The host folder of a volume's files, or undefined when the engine gives none. */
   volumeMountpoint(volume: string): Promise<string | undefined>;
   /** Allocated bytes under a volume's host folder; throws when it cannot be read. */
@@ -295,4 +297,16 @@ export type UnenforcedLimit = 'memory' | 'cpus' | 'pids';
 export interface GpuDevices {
   kind: string;
   uuids: readonly string[];
+}
+
+/** A container (by id) or volume (by name) of some compute-worker, and that worker's id. */
+export interface ManagedObject {
+  name: string;
+  /** Its `compute-worker.worker` label; none on an image's labels inherited alone. */
+  worker?: string;
+}
+
+export interface ManagedObjects {
+  containers: ManagedObject[];
+  volumes: ManagedObject[];
 }

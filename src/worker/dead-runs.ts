@@ -1,6 +1,6 @@
 import { readdir, readFile, rm, stat } from 'node:fs/promises';
 import { basename, isAbsolute, join } from 'node:path';
-import { execRunsDir, RUN_TMP_FILE, workerTmpDir } from '../config/paths.js';
+import { execRunsDir, RUN_TMP_FILE, workerLiveDir, workerTmpDir } from '../config/paths.js';
 import { lockHolder, lockStateDir } from '../config/state-lock.js';
 import { LABEL_WORKER } from '../engine/labels.js';
 import type { Engine } from '../engine/types.js';
@@ -46,9 +46,11 @@ export async function removeDeadExecRuns(
     try {
       await engine.removeOrphanBuilds(id);
       const left = await engine.removeByLabels({ [LABEL_WORKER]: id });
-      for (const tmp of new Set([workerTmpDir(id), await recordedTmpDir(dir, id)])) {
-        if (tmp) await rm(tmp, { recursive: true, force: true });
+      const tmp = await recordedTmpDir(dir, id);
+      for (const folder of new Set([workerTmpDir(id), tmp, tmp && `${tmp}.live`])) {
+        if (folder) await rm(folder, { recursive: true, force: true });
       }
+      await rm(workerLiveDir(id), { recursive: true, force: true });
       await rm(dir, { recursive: true, force: true });
       removed.push(id);
       log.warn({ worker: id, ...left }, 'removed what a killed task exec left');

@@ -140,8 +140,9 @@ describe('HttpStorageClient downloads', () => {
       user: 'alice',
       password: 'nope',
     });
-    server.fault('/health', { status: 503 });
-    const error = await caught(wrong.health());
+    const uuid = randomUUID();
+    server.fault(`/data/${uuid}`, { status: 503 });
+    const error = await caught(wrong.getMetadata('data', uuid));
     await wrong.close();
     expect(error.message).toContain('refused the credentials');
     expect(server.requests.map((r) => r.status)).toEqual([401]);

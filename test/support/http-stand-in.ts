@@ -50,6 +50,8 @@ export type Fault = { times?: number } & (
 export interface StandInOptions {
   user?: string;
   password?: string;
+  /** Paths answered without credentials (a real storage's /health is). */
+  open?: readonly string[];
 }
 
 export interface StandIn {
@@ -165,7 +167,7 @@ export async function startStandIn(
     });
     try {
       // As a real service: a stranger is refused before anything else happens.
-      if (authorization !== expected) {
+      if (authorization !== expected && !options.open?.includes(path.split('?')[0] ?? '')) {
         await readBody(req);
         res.setHeader('www-authenticate', `Basic realm="${realm}"`);
         sendJson(res, 401, { error: 'unauthorized: wrong user or password' });

@@ -143,7 +143,8 @@ export async function startStorageServer(options: StandInOptions = {}): Promise<
     sendJson(res, 201, meta);
   }
 
-  const base = await startStandIn('storage', options, route);
+  // As the real storage: its /health answers anyone.
+  const base = await startStandIn('storage', { open: ['/health'], ...options }, route);
   return {
     ...base,
     seed(kind, uuid, object) {
