@@ -16,6 +16,27 @@ import { createVolumes, settleAll } from './volumes.js';
 
 const PERFORMANCE_MAX_BYTES = 1024 * 1024;
 
+/**
+ * A task continues only from a model of its own algo: the message is untrusted, and a start
+ * model of another algo would hand this submission another participant's model. Asked of
+ * storage before anything is fetched or built.
+ */
+async function checkStartModel(
+  env: TaskEnv,
+  run: TaskRun,
+  algo: string,
+  modelStart: string,
+): Promise<void> {
+  const model = await env.storage.getModelMetadata(modelStart, run.signal);
+  if (model.algo.toLowerCase() !== algo.toLowerCase()) {
+    throw new WorkerError(
+      'TASK_INVALID',
+      `learn task field "model_start": model ${modelStart} was not trained by this task's algo ${algo}`,
+      { hint: 'a task may continue only from a model of its own algo' },
+    );
+  }
+}
+
 export interface LearnResult {
   performance: Performance;
   modelBytes: number;
@@ -33,6 +54,10 @@ export async function runLearn(
   scope: TaskScope,
   steps: StepRecorder,
 ): Promise<LearnResult> {
+  if (task.rank > 0 && task.model_start) {
+    const start = task.model_start;
+    await steps.step('stage', () => checkStartModel(env, run, task.algo, start));
+  }
   // The images build while the data is staged: both are needed before the first container.
   const [images, v] = await settleAll([
     buildImages(env, run, steps, { workflow: task.workflow, submission: task.algo }, scope),

@@ -60,6 +60,34 @@ export const LearnTaskSchema = z
     status,
   })
   .superRefine((task, ctx) => {
+    // Storage finds a UUID whatever its case: two spellings of one data set are one set.
+    const once = (field: 'train_data' | 'test_data') => {
+      const seen = new Set<string>();
+      task[field].forEach((uuid, index) => {
+        const key = uuid.toLowerCase();
+        if (seen.has(key)) {
+          ctx.addIssue({
+            code: 'custom',
+            path: [field, index],
+            message: `lists data set ${uuid} more than once`,
+          });
+        }
+        seen.add(key);
+      });
+      return seen;
+    };
+    once('train_data');
+    const test = once('test_data');
+    // A test set also staged as train data would hand the submission its labelled targets.
+    task.train_data.forEach((uuid, index) => {
+      if (test.has(uuid.toLowerCase())) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['train_data', index],
+          message: `data set ${uuid} is also in test_data: train and test sets must be disjoint`,
+        });
+      }
+    });
     if (task.rank > 0 && task.model_start === undefined) {
       ctx.addIssue({
         code: 'custom',
