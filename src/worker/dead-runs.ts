@@ -3,6 +3,7 @@ import { basename, isAbsolute, join } from 'node:path';
 import { execRunsDir, RUN_TMP_FILE, workerTmpDir } from '../config/paths.js';
 import { lockHolder, lockStateDir } from '../config/state-lock.js';
 import { LABEL_WORKER } from '../engine/labels.js';
+import { releaseSizedDisks } from '../engine/sized-disk-release.js';
 import type { Engine } from '../engine/types.js';
 import type { Logger } from '../log.js';
 
@@ -45,10 +46,13 @@ export async function removeDeadExecRuns(
     }
     try {
       await engine.removeOrphanBuilds(id);
+      const tmps = [...new Set([workerTmpDir(id), await recordedTmpDir(dir, id)])].filter(
+        (tmp): tmp is string => tmp !== undefined,
+      );
+      // Its sized filesystems are mounted over its volumes' folders: released first.
+      for (const tmp of tmps) await releaseSizedDisks(tmp);
       const left = await engine.removeByLabels({ [LABEL_WORKER]: id });
-      for (const tmp of new Set([workerTmpDir(id), await recordedTmpDir(dir, id)])) {
-        if (tmp) await rm(tmp, { recursive: true, force: true });
-      }
+      for (const tmp of tmps) await rm(tmp, { recursive: true, force: true });
       await rm(dir, { recursive: true, force: true });
       removed.push(id);
       log.warn({ worker: id, ...left }, 'removed what a killed task exec left');
