@@ -54,6 +54,7 @@ export async function doctorOptions(flags: DoctorFlagValues): Promise<DoctorOpti
       limitBytes: disk.diskLimitBytes,
       minFreeBytes: disk.minFreeDiskBytes,
       tmpDir: tmpdir(),
+      bound: disk.diskBound,
     },
     imageCache: {
       workerId: await workerId(stateDir),

@@ -9,6 +9,7 @@ import { buildNamespaceCheck } from './build-user.js';
 import { builderCheck } from './builder.js';
 import { type Check, fail, pass } from './check.js';
 import { checkDisk } from './disk.js';
+import { diskBoundCheck } from './disk-bound.js';
 import { checkGpus, type GpuCheckOptions } from './gpu.js';
 import { imageCacheCheck } from './image-cache.js';
 import { checkNsq, type NsqCheckOptions } from './nsq.js';
@@ -24,7 +25,7 @@ export interface DoctorOptions {
   busyboxPath?: string;
   gpu?: GpuCheckOptions;
   /** --disk-limit and --min-free-disk, and the worker's temp folder, for the free-space checks. */
-  disk?: { limitBytes: number; minFreeBytes: number; tmpDir: string };
+  disk?: { limitBytes: number; minFreeBytes: number; tmpDir: string; bound?: 'auto' | 'poll' };
   /** The worker's image cache: its worker id, --image-cache-size and last-use file. */
   imageCache?: { workerId: string; maxBytes: number; file: string };
 }
@@ -54,16 +55,18 @@ export async function runDoctor(options: DoctorOptions): Promise<Check[]> {
 async function engineChecks(engine: Engine, options: DoctorOptions): Promise<Check[]> {
   // Its build is doctor's, not a task's: --disk-limit (which may be below busybox) does not bound it.
   const unbounded = engineFor(engine.info, { ...options.engine, buildDiskLimitBytes: undefined });
-  const [probe, namespace, cache] = await Promise.all([
+  const [probe, namespace, cache, bound] = await Promise.all([
     probeEngine(engine, { limits: options.limits, busyboxPath: options.busyboxPath }),
     buildNamespaceCheck(unbounded, options.engine, options.busyboxPath),
     options.imageCache ? imageCacheCheck(engine, options.imageCache) : undefined,
+    options.disk ? diskBoundCheck(engine.info, options.disk.tmpDir, options.disk.bound) : undefined,
   ]);
   return [
     ...probe,
     builderCheck(engine.info, options.engine.workflowBuildPolicy),
     namespace,
     ...(cache ? [cache] : []),
+    ...(bound ? [bound] : []),
   ];
 }
 
