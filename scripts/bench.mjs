@@ -17,6 +17,9 @@
 //              tasks at once
 //   start-up   `compute-worker --version` and `--help`
 //   cache      a second task of the same workflow and algo builds nothing
+//   disk       the sized filesystem a writing step gets as root with podman (--disk-limit
+//              20g): made and mounted, then released, median of --runs; a learn task
+//              makes three of them while its images build
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
@@ -201,6 +204,9 @@ async function main() {
   console.error(`bench: staging ${stagingMib} MiB`);
   const staging = await measureStaging(storage, ids, env);
 
+  console.error('bench: sized filesystems');
+  const disk = await measureSizedDisk();
+
   console.error('bench: 4 learn tasks at once in one worker');
   const four = await fourAtOnce(cli, env, common, nsqd, orchestrator, ids);
 
@@ -249,6 +255,13 @@ async function main() {
     ['compute-worker --version', '< 0.30 s', '', `${startup['--version'].toFixed(2)} s`, ''],
     ['compute-worker --help', '< 0.30 s', '', `${startup['--help'].toFixed(2)} s`, ''],
     [
+      'sized filesystem of a step (20g): make + mount',
+      '< 0.10 s',
+      '',
+      `${(disk.make * 1000).toFixed(0)} ms`,
+      `release ${(disk.release * 1000).toFixed(0)} ms`,
+    ],
+    [
       'builds in a second task of the same workflow and algo',
       '0',
       '',
@@ -274,6 +287,25 @@ function table(head, rows) {
   const widths = head.map((_, i) => Math.max(...all.map((r) => String(r[i]).length)));
   const line = (r) => `| ${r.map((c, i) => String(c).padEnd(widths[i])).join(' | ')} |`;
   return [line(head), line(widths.map((n) => '-'.repeat(n))), ...rows.map(line)].join('\n');
+}
+
+async function measureSizedDisk() {
+  const dist = (file) => import(pathToFileURL(join(root, 'dist/src/engine', file)).href);
+  const { createSizedDisk } = await dist('sized-disk.js');
+  const { releaseSizedDisks } = await dist('sized-disk-release.js');
+  const make = [];
+  const release = [];
+  for (let i = 0; i < runs; i++) {
+    const dir = await mkdtemp(join(work, 'disk-'));
+    let started = performance.now();
+    await createSizedDisk(dir, 'disk-train', 20 * 1024 ** 3);
+    make.push((performance.now() - started) / 1000);
+    started = performance.now();
+    await releaseSizedDisks(dir);
+    release.push((performance.now() - started) / 1000);
+    await rm(dir, { recursive: true, force: true });
+  }
+  return { make: median(make), release: median(release) };
 }
 
 async function seed(storage) {

@@ -56,6 +56,7 @@ export async function doctorOptions(flags: DoctorFlagValues): Promise<DoctorOpti
       limitBytes: disk.diskLimitBytes,
       minFreeBytes: disk.minFreeDiskBytes,
       tmpDir: tmpdir(),
+      bound: disk.diskBound,
     },
     stateDir,
     ...(flags['orchestrator-host']

@@ -147,10 +147,18 @@ export const limitFlags = {
   'disk-limit': sizeFlag({
     helpGroup: 'CONTAINER LIMITS',
     description:
-      'Most a task may write into its volumes (model, predictions, ...), measured every 2s while a container runs; past it the container is killed and the task fails.',
+      'Most a container step of a task may write into its volumes (model, predictions, ...); past it the task fails. As root with local rootful podman, each writing step gets a filesystem of this size; elsewhere the volumes are measured every 2s and the container is killed.',
     ...sizeDefault(parseSize('20g')),
     env: env('DISK_LIMIT'),
   }),
+  'disk-bound': Flags.option({
+    options: ['auto', 'poll'] as const,
+    helpGroup: 'CONTAINER LIMITS',
+    description:
+      'How --disk-limit is held: auto gives each writing step a loop-mounted filesystem of that size where the host allows it (doctor says which), else measures every 2s; poll always measures.',
+    default: 'auto' as const,
+    env: env('DISK_BOUND'),
+  })(),
   'min-free-disk': sizeFlag({
     helpGroup: 'CONTAINER LIMITS',
     description:

@@ -20,6 +20,7 @@ import { lockStateDir } from '../config/state-lock.js';
 import { createEngine } from '../container-engine.js';
 import { ImageCache } from '../engine/image-cache.js';
 import { DEFAULT_LIMITS } from '../engine/limits.js';
+import { releaseSizedDisks } from '../engine/sized-disk-release.js';
 import type { Engine, EngineOptions, RunLimits } from '../engine/types.js';
 import { WorkerError } from '../errors.js';
 import { discoverGpus } from '../gpu/discover.js';
@@ -182,6 +183,7 @@ export function ledgerFile(flags: TaskFlagValues, stateDir: string): string {
 export function diskLimits(flags: TaskFlagValues): {
   diskLimitBytes: number;
   minFreeDiskBytes: number;
+  diskBound: 'auto' | 'poll';
 } {
   const diskLimitBytes = flags['disk-limit'];
   if (diskLimitBytes <= 0) {
@@ -189,7 +191,11 @@ export function diskLimits(flags: TaskFlagValues): {
       hint: 'e.g. --disk-limit 20g',
     });
   }
-  return { diskLimitBytes, minFreeDiskBytes: flags['min-free-disk'] ?? 2 * diskLimitBytes };
+  return {
+    diskLimitBytes,
+    minFreeDiskBytes: flags['min-free-disk'] ?? 2 * diskLimitBytes,
+    diskBound: flags['disk-bound'],
+  };
 }
 
 /** The worker's bounded image cache; its last-use records live in the state folder. */
@@ -238,6 +244,8 @@ export async function buildTaskEnv(
   // At the end, every task's temp folder is gone already: the worker's own goes too (a
   // daemon's is made again at its next start).
   const release = async () => {
+    // Each task released its sized filesystems; a failed release is not removed through.
+    await releaseSizedDisks(tmpDir).catch(() => undefined);
     await rm(tmpDir, { recursive: true, force: true });
     if (runDir) await rm(runDir, { recursive: true, force: true });
     liveLock.release();

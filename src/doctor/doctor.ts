@@ -10,6 +10,7 @@ import { builderCheck } from './builder.js';
 import { type Check, fail, pass } from './check.js';
 import { checkCredentials } from './credentials.js';
 import { checkDisk } from './disk.js';
+import { diskBoundCheck } from './disk-bound.js';
 import { checkGpus, type GpuCheckOptions } from './gpu.js';
 import { processGroupCheck, stateFolderCheck } from './host.js';
 import { imageCacheCheck } from './image-cache.js';
@@ -27,7 +28,7 @@ export interface DoctorOptions {
   busyboxPath?: string;
   gpu?: GpuCheckOptions;
   /** --disk-limit and --min-free-disk, and the worker's temp folder, for the free-space checks. */
-  disk?: { limitBytes: number; minFreeBytes: number; tmpDir: string };
+  disk?: { limitBytes: number; minFreeBytes: number; tmpDir: string; bound?: 'auto' | 'poll' };
   /** The worker's image cache: its worker id, --image-cache-size and last-use file. */
   imageCache?: { workerId: string; maxBytes: number; file: string };
   /** The orchestrator's client, for the credentials check (the local ledger has none). */
@@ -68,10 +69,11 @@ export async function runDoctor(options: DoctorOptions): Promise<Check[]> {
 async function engineChecks(engine: Engine, options: DoctorOptions): Promise<Check[]> {
   // Its build is doctor's, not a task's: --disk-limit (which may be below busybox) does not bound it.
   const unbounded = engineFor(engine.info, { ...options.engine, buildDiskLimitBytes: undefined });
-  const [probe, namespace, cache, orphans, buildUserImages] = await Promise.all([
+  const [probe, namespace, cache, bound, orphans, buildUserImages] = await Promise.all([
     probeEngine(engine, { limits: options.limits, busyboxPath: options.busyboxPath }),
     buildNamespaceCheck(unbounded, options.engine, options.busyboxPath),
     options.imageCache ? imageCacheCheck(engine, options.imageCache) : undefined,
+    options.disk ? diskBoundCheck(engine.info, options.disk.tmpDir, options.disk.bound) : undefined,
     orphansCheck(engine, options.isLive ?? liveWorker),
     buildUserImagesCheck(engine, options.engine),
   ]);
@@ -81,6 +83,7 @@ async function engineChecks(engine: Engine, options: DoctorOptions): Promise<Che
     namespace,
     buildUserImages,
     ...(cache ? [cache] : []),
+    ...(bound ? [bound] : []),
     orphans,
   ];
 }

@@ -304,3 +304,40 @@ async function feed(
     return error;
   }
 }
+
+/**
+ * Runs a host tool of the worker's own (mkfs.ext4, mount, umount, losetup for a task's sized
+ * filesystem), bounded in time; a failure throws with the tool's own words.
+ */
+export async function execHost(
+  command: string,
+  args: readonly string[],
+  timeoutMs: number,
+): Promise<string> {
+  const result = await execa(command, args, {
+    reject: false,
+    stdin: 'ignore',
+    timeout: timeoutMs,
+    forceKillAfterDelay: 5_000,
+    env: { LC_ALL: 'C' },
+  });
+  const what = `${command} ${args.slice(0, 2).join(' ')}`;
+  if ((result as { code?: string }).code === 'ENOENT') {
+    throw new WorkerError('ENGINE_FAILED', `${command} was not found`, {
+      retryable: true,
+      hint: 'install e2fsprogs and util-linux (mkfs.ext4, mount, losetup)',
+    });
+  }
+  if (result.timedOut) {
+    throw new WorkerError('ENGINE_FAILED', `${what} did not finish within ${timeoutMs} ms`, {
+      retryable: true,
+    });
+  }
+  if (result.exitCode !== 0) {
+    throw new WorkerError('ENGINE_FAILED', `${what} failed with exit code ${result.exitCode}`, {
+      retryable: true,
+      detail: capDetail(String(result.stderr)),
+    });
+  }
+  return String(result.stdout);
+}

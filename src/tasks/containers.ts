@@ -1,6 +1,7 @@
 import { formatDuration } from '../config/duration.js';
 import { formatSize } from '../config/size.js';
 import { LABEL_STEP } from '../engine/labels.js';
+import type { SizedDisk } from '../engine/sized-disk.js';
 import type { RunResult, VolumeMount } from '../engine/types.js';
 import { WorkerError } from '../errors.js';
 import type { StepName, TaskEnv, TaskRun } from './context.js';
@@ -16,6 +17,8 @@ export interface ContainerStep {
   mounts: VolumeMount[];
   timeoutMs: number;
   labels: Record<string, string>;
+  /** The sized filesystems of the task's bounded volumes, by volume name (TaskScope.disks). */
+  disks?: ReadonlyMap<string, SizedDisk>;
 }
 
 /** Runs one step's container and turns anything but a clean exit into a WorkerError. */
@@ -25,7 +28,7 @@ export async function runContainerStep(
   spec: ContainerStep,
 ): Promise<RunResult> {
   const who = `the ${spec.owner}'s ${spec.step} step`;
-  const disk = watchDisk(env, run, spec.step, spec.mounts, who);
+  const disk = watchDisk(env, run, spec.step, spec.mounts, who, spec.disks);
   let result: RunResult;
   try {
     result = await env.engine.run({

@@ -50,6 +50,11 @@ export interface TaskEnv {
   gpus?: TaskGpus;
   /** Most bytes the writable volumes of one container step may hold (--disk-limit). */
   diskLimitBytes: number;
+  /**
+   * How --disk-limit is held (--disk-bound): `auto` (default) gives each writing step a
+   * filesystem of that size where the host allows it, else polls; `poll` always polls.
+   */
+  diskBound?: 'auto' | 'poll';
   /** No new task is taken while the engine's storage or tmpDir has less free (--min-free-disk). */
   minFreeDiskBytes: number;
   /** Cap on the prediction bytes read back from the submission (--max-prediction-size). */

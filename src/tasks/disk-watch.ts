@@ -1,5 +1,6 @@
 import { readableSize } from '../config/free-space.js';
 import { formatSize } from '../config/size.js';
+import { type SizedDisk, sizedDiskUsage } from '../engine/sized-disk.js';
 import type { Engine, VolumeMount } from '../engine/types.js';
 import { WorkerError } from '../errors.js';
 import type { StepName, TaskEnv, TaskRun } from './context.js';
@@ -24,8 +25,11 @@ export interface DiskWatch {
 
 /**
  * Measures the volumes a container step can write, every DISK_POLL_MS while it runs, and
- * aborts the step once they hold more than --disk-limit together. Engine volumes have no
- * quota on an ordinary filesystem: this is the bound. Its lag is one poll plus one walk.
+ * aborts the step once they hold more than --disk-limit together. Where they live on a
+ * sized filesystem of their own (`disks`, see createWritableVolumes), that filesystem is
+ * the bound and a measure is one statfs: the watch then only tells a full filesystem
+ * (the writer got "no space left on device") from any other failure. Elsewhere engine
+ * volumes have no quota and the walk is the bound, with a lag of one poll plus one walk.
  */
 export function watchDisk(
   env: TaskEnv,
@@ -34,16 +38,32 @@ export function watchDisk(
   mounts: readonly VolumeMount[],
   /** Who runs, for the message: "the submission's train step". */
   who = `the ${step} step`,
+  disks?: ReadonlyMap<string, SizedDisk>,
 ): DiskWatch {
   const limit = new AbortController();
   const signal = AbortSignal.any([run.signal, limit.signal]);
   const volumes = [...new Set(mounts.filter((m) => !m.readOnly).map((m) => m.volume))];
-  let exceeded: { bytes: number; files: number; truncated: boolean } | undefined;
+  let exceeded: Exceeded | undefined;
   let stopped = false;
   let wake: (() => void) | undefined;
 
-  const paths = resolvePaths(env, run, step, volumes);
+  const disk = oneDisk(volumes, disks);
+  const paths = disk ? Promise.resolve([]) : resolvePaths(env, run, step, volumes);
   const measure = async (): Promise<void> => {
+    if (disk) {
+      if (exceeded) return;
+      const usage = await sizedDiskUsage(disk).catch(() => undefined); // unmounted at the end
+      if (usage && (usage.bytes > env.diskLimitBytes || usage.full)) {
+        exceeded = {
+          bytes: usage.bytes,
+          files: usage.files,
+          truncated: usage.outOfFiles,
+          full: usage.full,
+        };
+        limit.abort(new Error('disk limit'));
+      }
+      return;
+    }
     const found = await paths;
     if (found.length === 0 || exceeded) return;
     let bytes = 0;
@@ -59,7 +79,7 @@ export function watchDisk(
       bytes += usage.bytes;
       files += usage.entries;
       if (bytes > env.diskLimitBytes || usage.truncated) {
-        exceeded = { bytes, files, truncated: usage.truncated };
+        exceeded = { bytes, files, truncated: usage.truncated, full: false };
         limit.abort(new Error('disk limit'));
         return;
       }
@@ -93,6 +113,25 @@ export function watchDisk(
   };
 }
 
+interface Exceeded {
+  bytes: number;
+  files: number;
+  /** Too many files: the walk stopped at DISK_MAX_ENTRIES, or the filesystem has no inode left. */
+  truncated: boolean;
+  /** The step's sized filesystem is full: it held the writer at its size. */
+  full: boolean;
+}
+
+/** The sized filesystem all of the step's writable volumes are on, if they are on one. */
+function oneDisk(
+  volumes: readonly string[],
+  disks: ReadonlyMap<string, SizedDisk> | undefined,
+): SizedDisk | undefined {
+  const found = new Set(volumes.map((volume) => disks?.get(volume)));
+  const [only] = found;
+  return found.size === 1 ? only : undefined;
+}
+
 /** Host folders of the volumes, looked up once; a volume that cannot be read is warned about and skipped. */
 async function resolvePaths(
   env: TaskEnv,
@@ -123,12 +162,19 @@ async function resolvePaths(
   return paths;
 }
 
-function diskLimitError(
-  env: TaskEnv,
-  who: string,
-  seen: { bytes: number; files: number; truncated: boolean },
-): WorkerError {
+function diskLimitError(env: TaskEnv, who: string, seen: Exceeded): WorkerError {
   const limit = formatSize(env.diskLimitBytes);
+  if (seen.full) {
+    // The filesystem held the writer: it did not get past the limit, it reached it.
+    const what = seen.truncated
+      ? `${seen.files} files, all its filesystem has room for`
+      : `${readableSize(seen.bytes)} (${seen.bytes} bytes), all the --disk-limit of ${limit} allows`;
+    return new WorkerError(
+      'DISK_LIMIT',
+      `${who} filled its writable volumes with ${what}: writing more failed with "no space left on device"`,
+      { hint: 'the operator can raise it with --disk-limit' },
+    );
+  }
   const what = seen.truncated
     ? `more than ${DISK_MAX_ENTRIES} files`
     : `${readableSize(seen.bytes)} (${seen.bytes} bytes)`;

@@ -12,7 +12,7 @@ import { type LearnTask, type Performance, PerformanceSchema } from './schemas.j
 import type { TaskScope } from './scope.js';
 import { prepareEmpty, stageFiles, stageModel } from './staging.js';
 import type { StepRecorder } from './steps.js';
-import { createVolumes, settleAll } from './volumes.js';
+import { createVolumes, createWritableVolumes, settleAll } from './volumes.js';
 
 const PERFORMANCE_MAX_BYTES = 1024 * 1024;
 
@@ -64,7 +64,7 @@ export async function runLearn(
     stageLearn(env, run, task, scope, steps),
   ]);
 
-  const common = { labels: scope.labels };
+  const common = { labels: scope.labels, disks: scope.disks };
   await steps.step('detarget', () =>
     runContainerStep(env, run, {
       ...common,
@@ -193,17 +193,21 @@ async function stageLearn(
   scope: TaskScope,
   steps: StepRecorder,
 ) {
-  const v = await createVolumes(env, scope.labels, [
+  // The worker fills these itself, each bounded by its own cap.
+  const staged = createVolumes(env, scope.labels, [
     'hiddenTest',
-    'perf',
     'train',
-    'trainPred',
-    'test',
-    'testPred',
-    'model',
     'trainPredChecked',
     'testPredChecked',
   ] as const);
+  // What the containers write, one filesystem of --disk-limit per writing step.
+  const [fromWorker, detarget, train, perf] = await settleAll([
+    staged,
+    createWritableVolumes(env, scope, 'detarget', ['test'] as const),
+    createWritableVolumes(env, scope, 'train', ['trainPred', 'testPred', 'model'] as const),
+    createWritableVolumes(env, scope, 'perf', ['perf'] as const),
+  ]);
+  const v = { ...fromWorker, ...detarget, ...train, ...perf };
   const files = (uuids: string[]) =>
     uuids.map((uuid) => ({ kind: 'data' as const, uuid, name: uuid }));
   await steps.step(

@@ -10,7 +10,7 @@ import type { PredictTask } from './schemas.js';
 import type { TaskScope } from './scope.js';
 import { stageFiles, stageModel } from './staging.js';
 import type { StepRecorder } from './steps.js';
-import { createVolumes, settleAll } from './volumes.js';
+import { createVolumes, createWritableVolumes, settleAll } from './volumes.js';
 
 export interface PredictResult {
   predictionUuid: string;
@@ -37,6 +37,7 @@ export async function runPredict(
   await steps.step('predict', () =>
     runContainerStep(env, run, {
       labels: scope.labels,
+      disks: scope.disks,
       step: 'predict',
       owner: 'submission',
       image: images.submission,
@@ -91,7 +92,11 @@ async function stagePredict(
   scope: TaskScope,
   steps: StepRecorder,
 ) {
-  const v = await createVolumes(env, scope.labels, ['test', 'testPred', 'model'] as const);
+  const [staged, written] = await settleAll([
+    createVolumes(env, scope.labels, ['test', 'model'] as const),
+    createWritableVolumes(env, scope, 'predict', ['testPred'] as const),
+  ]);
+  const v = { ...staged, ...written };
   await steps.step(
     'stage',
     async () => {

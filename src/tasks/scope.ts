@@ -2,6 +2,8 @@ import { randomUUID } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LABEL_RUN } from '../engine/labels.js';
+import type { SizedDisk } from '../engine/sized-disk.js';
+import { releaseSizedDisks } from '../engine/sized-disk-release.js';
 import type { Logger } from '../log.js';
 import type { TaskEnv } from './context.js';
 import { taskLabels } from './volumes.js';
@@ -14,6 +16,8 @@ export interface TaskScope {
   tmp: string;
   /** Releases of the images the task holds (see ImageCache.hold), called when it ends. */
   releases: Array<() => void>;
+  /** The sized filesystem each bounded volume lives on (see createWritableVolumes), by volume name. */
+  disks: Map<string, SizedDisk>;
 }
 
 /**
@@ -34,10 +38,15 @@ export async function withTaskScope<T>(
     labels: taskLabels(env, taskUuid, runId),
     tmp,
     releases: [],
+    disks: new Map(),
   };
   try {
     return await work(scope);
   } finally {
+    // Before the volumes go: podman cannot remove a volume whose folder is mounted over.
+    await releaseSizedDisks(tmp).catch((error) =>
+      log.error({ err: error, tmp }, 'could not release the sized filesystems of the task'),
+    );
     try {
       // The run label alone: it is unique to this execution. With the worker's label too,
       // podman 4.3 (which ORs label filters) lists the volumes of the worker's other

@@ -1,8 +1,9 @@
 import { readdir, readFile, rm, stat } from 'node:fs/promises';
 import { basename, isAbsolute, join } from 'node:path';
-import { execRunsDir, RUN_TMP_FILE, workerLiveDir, workerTmpDir } from '../config/paths.js';
+import { execRunsDir, RUN_TMP_FILE, workerTmpDir } from '../config/paths.js';
 import { lockHolder, lockStateDir } from '../config/state-lock.js';
 import { LABEL_WORKER } from '../engine/labels.js';
+import { releaseSizedDisks } from '../engine/sized-disk-release.js';
 import type { Engine } from '../engine/types.js';
 import type { Logger } from '../log.js';
 
@@ -45,12 +46,16 @@ export async function removeDeadExecRuns(
     }
     try {
       await engine.removeOrphanBuilds(id);
+      const tmps = [...new Set([workerTmpDir(id), await recordedTmpDir(dir, id)])].filter(
+        (tmp): tmp is string => tmp !== undefined,
+      );
+      // Its sized filesystems are mounted over its volumes' folders: released first.
+      for (const tmp of tmps) await releaseSizedDisks(tmp);
       const left = await engine.removeByLabels({ [LABEL_WORKER]: id });
-      const tmp = await recordedTmpDir(dir, id);
-      for (const folder of new Set([workerTmpDir(id), tmp, tmp && `${tmp}.live`])) {
-        if (folder) await rm(folder, { recursive: true, force: true });
+      for (const tmp of tmps) {
+        await rm(tmp, { recursive: true, force: true });
+        await rm(`${tmp}.live`, { recursive: true, force: true });
       }
-      await rm(workerLiveDir(id), { recursive: true, force: true });
       await rm(dir, { recursive: true, force: true });
       removed.push(id);
       log.warn({ worker: id, ...left }, 'removed what a killed task exec left');

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { formatDuration } from '../config/duration.js';
 import { LABEL_WORKER } from '../engine/labels.js';
 import { remoteEngineWarning } from '../engine/remote.js';
+import { releaseSizedDisks } from '../engine/sized-disk-release.js';
 import type { Logger } from '../log.js';
 import type { TaskEnv, TaskKind } from '../tasks/context.js';
 import type { RetryPolicy } from '../tasks/outcome.js';
@@ -200,6 +201,15 @@ export class Worker {
       log.error({ err: error }, 'could not remove the image builds left by a previous run');
     }
     if (this.options.stateDir) await removeDeadExecRuns(this.options.stateDir, env.engine, log);
+    // The sized filesystems of its tasks, before their volumes (mounted over) can be removed.
+    try {
+      const disks = await releaseSizedDisks(env.tmpDir);
+      if (disks.mounts.length || disks.loops.length) {
+        log.warn(disks, 'released the sized filesystems left by a previous run');
+      }
+    } catch (error) {
+      log.error({ err: error }, 'could not release the sized filesystems left by a previous run');
+    }
     const removed = await env.engine.removeByLabels({ [LABEL_WORKER]: env.workerId });
     if (removed.containers.length || removed.volumes.length) {
       log.warn(removed, 'removed containers and volumes left by a previous run');

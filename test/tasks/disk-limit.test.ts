@@ -82,13 +82,15 @@ describe.skipIf(podmanMissing !== undefined && !requireEngines)(
       expect(report.error?.code, report.error?.describe()).toBe('DISK_LIMIT');
       expect(report.failedStep).toBe(step);
       expect(report.error?.retryable).toBe(false);
+      // Polled, the writer is stopped past the limit; on a sized filesystem (root with
+      // rootful podman) it is held at the limit and gets "no space left on device".
       expect(report.error?.message).toMatch(
         new RegExp(
-          `the submission's ${step} step filled its writable volumes with [0-9.]+ MiB \\(\\d+ bytes\\), past the --disk-limit of 20m`,
+          `the submission's ${step} step filled its writable volumes with [0-9.]+ MiB \\(\\d+ bytes\\)(, past the --disk-limit of 20m: it was stopped|, all the --disk-limit of 20m allows: writing more failed with "no space left on device")$`,
         ),
       );
       const seen = Number(/\((\d+) bytes\)/.exec(report.error?.message ?? '')?.[1]);
-      expect(seen).toBeGreaterThan(LIMIT);
+      expect(seen).toBeGreaterThan(LIMIT * 0.9);
       expect(doneReports(world, report.uuid).map((r) => r.body)).toEqual([{ status: 'failed' }]);
       expect(await leftovers(report.uuid, env.tmpDir)).toEqual({
         containers: [],
