@@ -97,7 +97,12 @@ requeued. Flags of the original worker, written with one dash, are accepted as t
         scrape: () => metrics.scrape(),
         contentType: metrics.registry.contentType,
         live: () => watched.live(),
-        ready: () => watched.ready(),
+        ready: () => {
+          const verdict = watched.ready();
+          const outage = worker.notTaking;
+          if (!outage) return verdict;
+          return { ok: false, reason: verdict.ok ? outage : `${verdict.reason}; ${outage}` };
+        },
       }).catch(async (error) => {
         watched.close();
         await worker.stop(true);

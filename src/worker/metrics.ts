@@ -5,13 +5,20 @@ import type { TaskReport } from '../tasks/run-task.js';
 import type { MessageOutcome } from './task-runner.js';
 
 /** Why a message went back to NSQ. */
-export type RequeueReason = 'worker-fault' | 'low-disk' | 'shutdown' | 'no-free-slot' | 'draining';
+export type RequeueReason =
+  | 'worker-fault'
+  | 'low-disk'
+  | 'service-outage'
+  | 'shutdown'
+  | 'no-free-slot'
+  | 'draining';
 
 /** The outcomes that are a requeue sent to nsqd, and why it was sent. */
 const REQUEUED_BECAUSE: Partial<Record<MessageOutcome, RequeueReason>> = {
   // A passing fault of the worker, its host or a service (or a failure that could not be reported).
   requeued: 'worker-fault',
   'low-disk': 'low-disk',
+  outage: 'service-outage',
   cancelled: 'shutdown',
 };
 
@@ -60,7 +67,7 @@ export class WorkerMetrics implements WorkerRecorder {
   });
   private readonly finished = new Counter({
     name: `${PREFIX}tasks_finished_total`,
-    help: 'Messages whose task ended, by task kind and outcome (done, failed, requeued, taken-elsewhere, invalid, cancelled, lease-lost, low-disk).',
+    help: 'Messages whose task ended, by task kind and outcome (done, failed, requeued, taken-elsewhere, invalid, cancelled, lease-lost, low-disk, outage).',
     labelNames: ['kind', 'outcome'],
     registers: [this.registry],
   });

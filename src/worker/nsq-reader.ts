@@ -100,6 +100,8 @@ export interface TopicReader {
   connect(): void;
   /** RDY 0 on every connection: nothing new is delivered. */
   pause(): void;
+  /** Takes messages again after pause(). */
+  resume(): void;
   close(): void;
 }
 
@@ -168,6 +170,7 @@ export function openReader(options: ReaderOptions, handlers: ReaderHandlers): To
       reader.pause();
       for (const conn of leases.keys()) conn.setRdy(0);
     },
+    resume: () => reader.unpause(),
     close: () => {
       reader.close();
       for (const conn of leases.keys()) conn.close();

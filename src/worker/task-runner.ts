@@ -10,6 +10,7 @@ import { type DiskGate, LOW_DISK_DELAY_MS } from './disk-gate.js';
 import type { Journal } from './journal.js';
 import type { WorkerRecorder } from './metrics.js';
 import type { Lease } from './nsq-reader.js';
+import type { ServiceGate } from './service-gate.js';
 
 export interface RunnerDeps {
   env: TaskEnv;
@@ -18,8 +19,13 @@ export interface RunnerDeps {
   log: Logger;
   /** Whether the host has room for a new task (--min-free-disk); none = always. */
   disk?: DiskGate;
+  /** Whether storage and the orchestrator answer (see service-gate.ts); none = not watched. */
+  services?: ServiceGate;
   metrics?: WorkerRecorder;
 }
+
+/** How long a message handed back during an outage waits in NSQ. */
+const OUTAGE_DELAY_MS = 5_000;
 
 /** How a message ended, for the worker's counters and the tests' assertions. */
 export type MessageOutcome =
@@ -30,7 +36,9 @@ export type MessageOutcome =
   | 'invalid'
   | 'cancelled'
   | 'lease-lost'
-  | 'low-disk';
+  | 'low-disk'
+  /** Handed back unrun or unfinished because storage or the orchestrator is down. */
+  | 'outage';
 
 /**
  * Runs the task of one NSQ message from claim to FIN or REQ. The message stays in flight
@@ -60,6 +68,14 @@ export async function runMessage(
     answer(lease, taskLog, () => message.requeue(LOW_DISK_DELAY_MS, false));
     lease.release();
     return 'low-disk';
+  }
+  // Already in transit when the readers stopped: back to NSQ, not counted as an attempt.
+  if (deps.services?.down) {
+    taskLog.debug('storage or the orchestrator is down: message handed back');
+    deps.services.countOutage(uuid);
+    answer(lease, taskLog, () => message.requeue(OUTAGE_DELAY_MS, false));
+    lease.release();
+    return 'outage';
   }
   // The task's GPUs are its own until its containers are removed (executeTask returned).
   // The pool was sized for every slot at start-up, so a free message always finds them.
@@ -185,7 +201,22 @@ async function settle(
     );
     return answer(lease, log, () => message.finish()) ? 'done' : 'lease-lost';
   }
-  const decision = decideOutcome(report, message.attempts, deps.retry);
+  if (
+    report.status === 'failed' &&
+    report.error instanceof WorkerError &&
+    (await deps.services?.isOutage(report.uuid, report.error))
+  ) {
+    log.warn(
+      { step: report.failedStep, err: error.toJSON() },
+      'the service is down: requeued without spending an attempt',
+    );
+    return answer(lease, log, () => message.requeue(OUTAGE_DELAY_MS, false))
+      ? 'outage'
+      : 'lease-lost';
+  }
+  const attempts = deps.services?.attempts(report.uuid, message.attempts) ?? message.attempts;
+  const decision = decideOutcome(report, attempts, deps.retry);
+  if (decision.action !== 'retry') deps.services?.forget(report.uuid);
   if (decision.action === 'done') {
     log.info(
       { steps: report.steps, performance: report.performance, prediction: report.predictionUuid },

@@ -13,6 +13,7 @@ import { DiskGate } from './disk-gate.js';
 import type { Journal } from './journal.js';
 import type { WorkerRecorder } from './metrics.js';
 import { type Lease, type NsqdInfo, openReader, type TopicReader } from './nsq-reader.js';
+import { ServiceGate } from './service-gate.js';
 import { type MessageOutcome, runMessage } from './task-runner.js';
 
 export const TOPICS: Record<TaskKind, string> = { learn: 'train', predict: 'prediction' };
@@ -35,6 +36,8 @@ export interface WorkerOptions {
   metrics?: WorkerRecorder;
   /** The state folder, where killed `task exec` runs are found (see dead-runs.ts). */
   stateDir?: string;
+  /** The pauses between probes of a service that is down (tests shorten them). */
+  serviceProbeMs?: { firstProbeMs?: number; lastProbeMs?: number };
 }
 
 interface Running {
@@ -62,6 +65,7 @@ export class Worker {
   private draining = false;
   private stopped?: Promise<void>;
   private readonly disk: DiskGate;
+  private readonly services: ServiceGate;
 
   constructor(private readonly options: WorkerOptions) {
     const { env, log } = options;
@@ -69,6 +73,29 @@ export class Worker {
     if (env.engine.info.graphRoot)
       folders.unshift({ what: "the engine's storage", path: env.engine.info.graphRoot });
     this.disk = new DiskGate({ folders, minFreeBytes: env.minFreeDiskBytes, log });
+    this.services = new ServiceGate({
+      probes: {
+        storage: (signal) => env.storage.health(signal),
+        orchestrator: async (signal) => {
+          // It has no health call: any answer below 500 to a call that needs credentials.
+          const answers = await env.orchestrator.credentialAnswers?.(signal);
+          if (answers && answers.ours >= 500) throw new Error(`it answered HTTP ${answers.ours}`);
+        },
+      },
+      log,
+      onChange: (down) => {
+        for (const reader of this.readers.values()) {
+          if (down) reader.pause();
+          else if (!this.draining) reader.resume();
+        }
+      },
+      ...options.serviceProbeMs,
+    });
+  }
+
+  /** Why the worker takes no task now (a service down), or undefined. */
+  get notTaking(): string | undefined {
+    return this.services.reason;
   }
 
   /** Removes what a previous run left, then starts taking messages. */
@@ -141,7 +168,12 @@ export class Worker {
     const entry: Running = { controller, done: Promise.resolve() };
     this.running[kind].add(entry);
     this.options.metrics?.taskStarted(kind);
-    entry.done = runMessage({ ...this.options, disk: this.disk }, kind, lease, controller.signal)
+    entry.done = runMessage(
+      { ...this.options, disk: this.disk, services: this.services },
+      kind,
+      lease,
+      controller.signal,
+    )
       .then((outcome) => {
         this.options.metrics?.taskFinished(kind, outcome);
         this.options.onOutcome?.(kind, outcome);
@@ -259,6 +291,7 @@ export class Worker {
     }
     await Promise.allSettled(all());
     for (const reader of this.readers.values()) reader.close();
+    this.services.close();
     log.info('worker stopped');
   }
 
