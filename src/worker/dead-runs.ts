@@ -3,6 +3,7 @@ import { basename, isAbsolute, join } from 'node:path';
 import { execRunsDir, RUN_TMP_FILE, workerTmpDir } from '../config/paths.js';
 import { lockHolder, lockStateDir } from '../config/state-lock.js';
 import { LABEL_WORKER } from '../engine/labels.js';
+import { removeRunCgroupsOf } from '../engine/run-cgroup.js';
 import type { Engine } from '../engine/types.js';
 import type { Logger } from '../log.js';
 
@@ -46,6 +47,7 @@ export async function removeDeadExecRuns(
     try {
       await engine.removeOrphanBuilds(id);
       const left = await engine.removeByLabels({ [LABEL_WORKER]: id });
+      await removeRunCgroupsOf(id);
       for (const tmp of new Set([workerTmpDir(id), await recordedTmpDir(dir, id)])) {
         if (tmp) await rm(tmp, { recursive: true, force: true });
       }

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { formatDuration } from '../config/duration.js';
 import { LABEL_WORKER } from '../engine/labels.js';
 import { remoteEngineWarning } from '../engine/remote.js';
+import { removeRunCgroupsOf } from '../engine/run-cgroup.js';
 import type { Logger } from '../log.js';
 import type { TaskEnv, TaskKind } from '../tasks/context.js';
 import type { RetryPolicy } from '../tasks/outcome.js';
@@ -201,6 +202,8 @@ export class Worker {
     }
     if (this.options.stateDir) await removeDeadExecRuns(this.options.stateDir, env.engine, log);
     const removed = await env.engine.removeByLabels({ [LABEL_WORKER]: env.workerId });
+    // With its containers gone, the parent cgroups they were measured in are empty.
+    await removeRunCgroupsOf(env.workerId);
     if (removed.containers.length || removed.volumes.length) {
       log.warn(removed, 'removed containers and volumes left by a previous run');
     }
