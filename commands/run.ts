@@ -98,6 +98,7 @@ requeued. Flags of the original worker, written with one dash, are accepted as t
         contentType: metrics.registry.contentType,
         live: () => watched.live(),
         ready: () => watched.ready(),
+        status: () => worker.status(metrics.nsqdConnectionCount),
       }).catch(async (error) => {
         watched.close();
         await worker.stop(true);
@@ -105,7 +106,7 @@ requeued. Flags of the original worker, written with one dash, are accepted as t
       });
       log.info(
         { address: server.address },
-        `metrics on http://${server.address}/metrics (health: /healthz, /readyz)`,
+        `metrics on http://${server.address}/metrics (status: /status, health: /healthz, /readyz)`,
       );
     }
     await stopped;

@@ -79,6 +79,7 @@ export async function runMessage(
     messageId: message.id,
     attempts: message.attempts,
     startedAt: new Date().toISOString(),
+    ...(named ? { gpus: named } : {}),
   };
   // Journal writes go one after another: the step on disk is the last one started, no
   // write lands after the entry is removed, and "step started" is logged once it is on

@@ -13,6 +13,7 @@ import { DiskGate } from './disk-gate.js';
 import type { Journal } from './journal.js';
 import type { WorkerRecorder } from './metrics.js';
 import { type Lease, type NsqdInfo, openReader, type TopicReader } from './nsq-reader.js';
+import { daemonStatus, type WorkerStatus } from './status.js';
 import { type MessageOutcome, runMessage } from './task-runner.js';
 
 export const TOPICS: Record<TaskKind, string> = { learn: 'train', predict: 'prediction' };
@@ -151,6 +152,21 @@ export class Worker {
         log.error({ err: error }, 'unexpected error while running a message');
       })
       .finally(() => this.running[kind].delete(entry));
+  }
+
+  /** What it does now, for GET /status: its tasks in progress, and whether it takes more. */
+  async status(nsqdConnections: number): Promise<WorkerStatus> {
+    const why: string[] = [];
+    if (this.draining) why.push('draining: stopping');
+    if (nsqdConnections === 0) why.push('not connected to any nsqd');
+    if (this.disk.short) why.push('low on disk space (--min-free-disk)');
+    const full = (['learn', 'predict'] as const).filter(
+      (k) => this.busy[k] >= this.options.parallelism[k],
+    );
+    const taking = why.length === 0 && full.length < 2;
+    for (const kind of full) why.push(`every ${kind} slot is busy (${this.busy[kind]})`);
+    const entries = await this.options.journal.list();
+    return daemonStatus(this.options.env.workerId, this.draining, taking, why, entries);
   }
 
   private checkNsqd(kind: TaskKind, info: NsqdInfo): void {

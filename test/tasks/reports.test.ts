@@ -70,6 +70,8 @@ describe.skipIf(podmanMissing !== undefined && !requireEngines)(
       const { report } = await runTask(world, env, task);
       expect(report.status).toBe('failed');
       const bodies = doneReports(world, task.uuid).map((r) => r.body);
+      // The body as an orchestrator gets it, for the documentation.
+      process.stderr.write(`failed report: ${JSON.stringify(bodies[0])}\n`);
       const lines = Array.from({ length: 50 }, (_, i) => `epoch ${i + 11}: loss 0.${i + 11}`);
       expect(bodies).toEqual([
         {
