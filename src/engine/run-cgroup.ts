@@ -34,14 +34,16 @@ type Files =
  * A parent cgroup for one container, or undefined where the worker cannot read cgroups
  * of the engine's containers: a remote or rootless engine (rootless podman on cgroup v1
  * has no cgroup per container at all), a worker that is not root, podman with the
- * systemd cgroup manager (which takes only slices as parents).
+ * systemd cgroup manager (which takes only slices as parents), docker.
  */
 export async function createRunCgroup(
   info: Pick<EngineInfo, 'name' | 'rootless' | 'engineHost' | 'cgroupManager'>,
   owner = 'worker',
 ): Promise<RunCgroup | undefined> {
   if (process.getuid?.() !== 0 || info.rootless || info.engineHost) return undefined;
-  if ((info.cgroupManager ?? 'cgroupfs') !== 'cgroupfs') return undefined;
+  // Docker's systemd cgroup driver takes only slices too, and `docker info` here does not
+  // say which driver runs: docker containers are not measured yet.
+  if (info.name !== 'podman' || info.cgroupManager !== 'cgroupfs') return undefined;
   const relative = `${RUN_CGROUP_ROOT}/${owner}-${randomBytes(6).toString('hex')}`;
   const files = await filesOf(relative);
   if (!files) return undefined;

@@ -1,6 +1,7 @@
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { formatDuration } from '../config/duration.js';
+import { workerVersion } from '../config/worker-version.js';
 import { LABEL_WORKER } from '../engine/labels.js';
 import { remoteEngineWarning } from '../engine/remote.js';
 import { removeRunCgroupsOf } from '../engine/run-cgroup.js';
@@ -111,6 +112,7 @@ export class Worker {
     this.options.log.info(
       {
         worker: this.options.env.workerId,
+        version: workerVersion(),
         learnParallelism: this.options.parallelism.learn,
         predictParallelism: this.options.parallelism.predict,
       },
