@@ -103,6 +103,7 @@ requeued. Flags of the original worker, written with one dash, are accepted as t
           if (!outage) return verdict;
           return { ok: false, reason: verdict.ok ? outage : `${verdict.reason}; ${outage}` };
         },
+        status: () => worker.status(metrics.nsqdConnectionCount),
       }).catch(async (error) => {
         watched.close();
         await worker.stop(true);
@@ -110,7 +111,7 @@ requeued. Flags of the original worker, written with one dash, are accepted as t
       });
       log.info(
         { address: server.address },
-        `metrics on http://${server.address}/metrics (health: /healthz, /readyz)`,
+        `metrics on http://${server.address}/metrics (status: /status, health: /healthz, /readyz)`,
       );
     }
     await stopped;

@@ -37,6 +37,12 @@ export interface WorkerErrorOptions {
    * fault, even where trying again at once cannot help.
    */
   workerFault?: boolean;
+  /**
+   * The last lines a submission's container printed before it failed (cleaned): its own
+   * output, which a failed report may show. Never set for the workflow, which sees the
+   * hidden targets.
+   */
+  submissionOutput?: readonly string[];
   cause?: unknown;
 }
 
@@ -47,6 +53,7 @@ export class WorkerError extends Error {
   readonly hint?: string;
   readonly detail?: string;
   readonly workerFault: boolean;
+  readonly submissionOutput?: readonly string[];
 
   constructor(code: ErrorCode, message: string, options: WorkerErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
@@ -55,6 +62,7 @@ export class WorkerError extends Error {
     this.hint = options.hint;
     this.detail = options.detail;
     this.workerFault = options.workerFault ?? false;
+    if (options.submissionOutput) this.submissionOutput = options.submissionOutput;
   }
 
   /** Message, detail and hint as a person reads them on a terminal. */

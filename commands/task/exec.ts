@@ -4,11 +4,12 @@ import { taskFlags } from '../../src/cli/flags.js';
 import { describeReport, progressPrinter, reportJson } from '../../src/cli/progress.js';
 import { buildTaskEnv } from '../../src/cli/settings.js';
 import { readTaskFile } from '../../src/cli/task-input.js';
+import { failedBody } from '../../src/clients/orchestrator.js';
 import { remoteEngineWarning } from '../../src/engine/remote.js';
 import { createLogger } from '../../src/log.js';
 import { acquireTaskGpus, gpuNames } from '../../src/tasks/gpus.js';
 import { decideOutcome, ONE_SHOT } from '../../src/tasks/outcome.js';
-import { executeTask, reportFailure } from '../../src/tasks/run-task.js';
+import { executeTask, failedReportOf, reportFailure } from '../../src/tasks/run-task.js';
 import { trimImages } from '../../src/tasks/scope.js';
 import { removeDeadExecRuns } from '../../src/worker/dead-runs.js';
 
@@ -68,13 +69,16 @@ export default class TaskExec extends BaseCommand {
       log,
     ).finally(() => gpus.release());
     const outcome = decideOutcome(report, 1, ONE_SHOT);
-    const reportError = outcome.action === 'failed' ? await reportFailure(env, report) : undefined;
+    const failure =
+      outcome.action === 'failed' ? failedReportOf(env, report, outcome, 1) : undefined;
+    const reportError = failure ? await reportFailure(env, report, failure) : undefined;
     await trimImages(env, log);
     await Promise.all([env.storage.close(), env.orchestrator.close(), env.release()]);
 
     const json = reportJson(report, {
       ...(outcome.action === 'retry' ? { status: 'error' } : {}),
       ...(outcome.action === 'done' ? {} : { fault: outcome.fault }),
+      ...(failure ? { report: failedBody(failure) } : {}),
       ...(reportError ? { reportError: reportError.toJSON() } : {}),
     });
     const notReported =

@@ -85,21 +85,37 @@ export async function removeBuildCgroupsOf(prefix: string): Promise<string[]> {
   return ids;
 }
 
-async function detectLayout(): Promise<Layout | undefined> {
+/** Removes the folders of a cgroup the runtime made under `relative` (no process is killed). */
+export async function removeCgroupFolders(relative: string): Promise<void> {
+  const layout = await detectLayout();
+  if (layout) await removeTree(layout, relative);
+}
+
+/** The cgroup hierarchies this host mounts: a v1 controller's mount point, and whether v2 is at the root. */
+export async function cgroupMounts(): Promise<
+  { v1(controller: string): string | undefined; v2: boolean } | undefined
+> {
   let mounts: string[][];
   try {
     mounts = (await readFile('/proc/self/mounts', 'utf8')).split('\n').map((l) => l.split(' '));
   } catch {
     return undefined;
   }
-  const v1 = (controller: string) =>
-    mounts.find((m) => m[2] === 'cgroup' && (m[3] ?? '').split(',').includes(controller))?.[1];
-  const pids = v1('pids');
-  const memory = v1('memory');
-  const cpu = v1('cpu');
+  return {
+    v1: (controller) =>
+      mounts.find((m) => m[2] === 'cgroup' && (m[3] ?? '').split(',').includes(controller))?.[1],
+    v2: mounts.some((m) => m[1] === CGROUP_FS && m[2] === 'cgroup2'),
+  };
+}
+
+async function detectLayout(): Promise<Layout | undefined> {
+  const mounts = await cgroupMounts();
+  if (!mounts) return undefined;
+  const pids = mounts.v1('pids');
+  const memory = mounts.v1('memory');
+  const cpu = mounts.v1('cpu');
   if (pids && memory && cpu) return { version: 1, pids, memory, cpu };
-  if (mounts.some((m) => m[1] === CGROUP_FS && m[2] === 'cgroup2')) return { version: 2 };
-  return undefined;
+  return mounts.v2 ? { version: 2 } : undefined;
 }
 
 async function createV1(

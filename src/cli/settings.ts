@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { lstat, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { Interfaces } from '@oclif/core';
 import { parseIdRange } from '../build/userns.js';
 import {
@@ -286,13 +286,21 @@ async function servicesFromFlags(
     owner: id,
   });
   const storage = await storageFromFlags(flags, stateDir);
+  const orchestratorPassword = await password(flags, 'orchestrator');
   const orchestrator = createOrchestratorClient({
     host: flags['orchestrator-host'],
     port: flags['orchestrator-port'],
     user: flags['orchestrator-user'],
-    password: await password(flags, 'orchestrator'),
+    password: orchestratorPassword,
     ledgerFile: ledgerFile(flags, stateDir),
   });
+  // What no report to the orchestrator may name (see tasks/report-body.ts).
+  const privateWords = [
+    resolve(stateDir),
+    tmpDir,
+    await password(flags, 'storage'),
+    orchestratorPassword,
+  ].filter(Boolean);
   return {
     stateDir,
     engine,
@@ -309,5 +317,6 @@ async function servicesFromFlags(
     ...diskLimits(flags),
     maxPredictionBytes: flags['max-prediction-size'],
     maxModelBytes: flags['max-model-size'],
+    privateWords,
   };
 }

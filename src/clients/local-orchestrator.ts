@@ -1,7 +1,8 @@
 import { appendFile, mkdir, readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { WorkerError } from '../errors.js';
-import type { LearnDone, OrchestratorClient } from './types.js';
+import { failedBody } from './orchestrator.js';
+import type { FailedReport, LearnDone, OrchestratorClient, TaskUsage } from './types.js';
 
 /** One line of the ledger: what an orchestrator would have been told. */
 export interface LedgerEntry {
@@ -43,24 +44,31 @@ export class LocalOrchestratorClient implements OrchestratorClient {
     await this.append(`/worker/${kind}/${uuid}`, { worker: workerId });
   }
 
-  async learnDone(uuid: string, result: LearnDone): Promise<void> {
+  async learnDone(uuid: string, result: LearnDone, usage?: TaskUsage): Promise<void> {
     await this.append(`/learndone/${uuid}`, {
       status: 'done',
       perf: result.perf,
       train_perf: result.train_perf,
       test_perf: result.test_perf,
+      ...(usage ? { usage } : {}),
     });
   }
 
-  async predDone(uuid: string, predictionUuid: string): Promise<void> {
+  async predDone(uuid: string, predictionUuid: string, usage?: TaskUsage): Promise<void> {
     await this.append(`/preddone/${uuid}`, {
       status: 'done',
       prediction_storage_uuid: predictionUuid,
+      ...(usage ? { usage } : {}),
     });
   }
 
-  async reportFailed(kind: 'learn' | 'predict', uuid: string, reason: string): Promise<void> {
-    await this.append(`/${DONE_ROUTE[kind]}/${uuid}`, { status: 'failed' }, reason);
+  /** The same body an orchestrator gets; `reason` repeats its message for a quick `jq .reason`. */
+  async reportFailed(
+    kind: 'learn' | 'predict',
+    uuid: string,
+    failure: FailedReport,
+  ): Promise<void> {
+    await this.append(`/${DONE_ROUTE[kind]}/${uuid}`, failedBody(failure), failure.error.message);
   }
 
   /** Every line of the ledger; lines a person broke by hand are skipped. */

@@ -7,7 +7,7 @@ import {
   HttpService,
   type HttpServiceOptions,
 } from './http.js';
-import type { LearnDone, OrchestratorClient } from './types.js';
+import type { FailedReport, LearnDone, OrchestratorClient, TaskUsage } from './types.js';
 
 const DONE_ROUTE = { learn: 'learndone', predict: 'preddone' } as const;
 
@@ -59,30 +59,48 @@ export class HttpOrchestratorClient implements OrchestratorClient {
     );
   }
 
-  async learnDone(uuid: string, result: LearnDone, signal?: AbortSignal): Promise<void> {
+  async learnDone(
+    uuid: string,
+    result: LearnDone,
+    usage?: TaskUsage,
+    signal?: AbortSignal,
+  ): Promise<void> {
     const body = {
       status: 'done',
       perf: result.perf,
       train_perf: result.train_perf,
       test_perf: result.test_perf,
+      ...(usage ? { usage } : {}),
     };
     await this.post(`/learndone/${encodeURIComponent(uuid)}`, body, `learnuplet ${uuid}`, signal);
   }
 
-  async predDone(uuid: string, predictionUuid: string, signal?: AbortSignal): Promise<void> {
-    const body = { status: 'done', prediction_storage_uuid: predictionUuid };
+  async predDone(
+    uuid: string,
+    predictionUuid: string,
+    usage?: TaskUsage,
+    signal?: AbortSignal,
+  ): Promise<void> {
+    const body = {
+      status: 'done',
+      prediction_storage_uuid: predictionUuid,
+      ...(usage ? { usage } : {}),
+    };
     await this.post(`/preddone/${encodeURIComponent(uuid)}`, body, `preduplet ${uuid}`, signal);
   }
 
-  /** The body is exactly `{"status":"failed"}`: SPEC has no field for the reason. */
+  /**
+   * `{"status":"failed"}` plus SPEC.md section 7's `error` and `usage`: the orchestrator's
+   * JSON decoder ignores fields it does not know, so an older one reads it as before.
+   */
   async reportFailed(
     kind: 'learn' | 'predict',
     uuid: string,
-    _reason: string,
+    failure: FailedReport,
     signal?: AbortSignal,
   ): Promise<void> {
     const path = `/${DONE_ROUTE[kind]}/${encodeURIComponent(uuid)}`;
-    await this.post(path, { status: 'failed' }, `${kind} task ${uuid}`, signal);
+    await this.post(path, failedBody(failure), `${kind} task ${uuid}`, signal);
   }
 
   private jsonPost(path: string, body: unknown, what: string, signal?: AbortSignal): HttpCall {
@@ -104,4 +122,13 @@ export class HttpOrchestratorClient implements OrchestratorClient {
   async close(): Promise<void> {
     await this.http.close();
   }
+}
+
+/** The body of a failed report, as both orchestrators (HTTP and the local ledger) get it. */
+export function failedBody(failure: FailedReport): Record<string, unknown> {
+  return {
+    status: 'failed',
+    error: failure.error,
+    ...(failure.usage ? { usage: failure.usage } : {}),
+  };
 }

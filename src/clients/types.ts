@@ -41,6 +41,48 @@ export interface LearnDone {
   test_perf: Record<string, number>;
 }
 
+/** What one container step cost (SPEC.md section 7); a figure the host cannot measure is left out. */
+export interface StepUsage {
+  wall_s: number;
+  cpu_s?: number;
+  peak_memory_bytes?: number;
+  /** What the step left in its writable volumes. */
+  written_bytes?: number;
+  gpus?: GpuUsage[];
+}
+
+export interface GpuUsage {
+  uuid: string;
+  /** Seconds of the step the GPU was busy: its utilization summed over the samples. */
+  busy_s?: number;
+  peak_memory_bytes?: number;
+}
+
+/** The `usage` of a done or failed report: one entry per container step that ran. */
+export interface TaskUsage {
+  worker: string;
+  host: string;
+  steps: Record<string, StepUsage>;
+}
+
+/** The `error` of a failed report (SPEC.md section 7): nothing in it names a host path, a password or another task. */
+export interface ReportError {
+  code: string;
+  step?: string;
+  fault: 'task' | 'worker';
+  message: string;
+  retryable: boolean;
+  attempts: number;
+  /** The last lines of the failing step's output, only when that step ran the submission's image. */
+  log_tail?: string[];
+}
+
+/** Everything a failed report says besides its status. */
+export interface FailedReport {
+  error: ReportError;
+  usage?: TaskUsage;
+}
+
 export interface OrchestratorClient {
   readonly description: string;
   /** How a call that needs credentials is answered with ours and without (none: the local ledger). */
@@ -52,13 +94,23 @@ export interface OrchestratorClient {
     workerId: string,
     signal?: AbortSignal,
   ): Promise<void>;
-  learnDone(uuid: string, result: LearnDone, signal?: AbortSignal): Promise<void>;
-  predDone(uuid: string, predictionUuid: string, signal?: AbortSignal): Promise<void>;
-  /** Sends `{"status":"failed"}`; the reason stays local (logs, ledger), as SPEC's body has no room for it. */
+  learnDone(
+    uuid: string,
+    result: LearnDone,
+    usage?: TaskUsage,
+    signal?: AbortSignal,
+  ): Promise<void>;
+  predDone(
+    uuid: string,
+    predictionUuid: string,
+    usage?: TaskUsage,
+    signal?: AbortSignal,
+  ): Promise<void>;
+  /** Sends `{"status":"failed","error":...,"usage":...}` (SPEC.md section 7). */
   reportFailed(
     kind: 'learn' | 'predict',
     uuid: string,
-    reason: string,
+    failure: FailedReport,
     signal?: AbortSignal,
   ): Promise<void>;
   /** Releases connections; safe to call twice. */

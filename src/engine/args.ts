@@ -88,8 +88,15 @@ export function runtimeArgs(info: Quirks): string[] {
 }
 
 /** `create` of a task container: hardened, limited, labelled, never started by this call. */
-export function createArgs(info: Quirks, name: string, spec: RunSpec): string[] {
+export function createArgs(
+  info: Quirks,
+  name: string,
+  spec: RunSpec,
+  /** A parent cgroup of the worker's, whose counters outlive the container (run-cgroup.ts). */
+  cgroupParent?: string,
+): string[] {
   const args = ['create', '--name', name, ...runtimeArgs(info), ...limitArgs(info, spec.limits)];
+  if (cgroupParent) args.push(...cgroupParentArgs(info, cgroupParent));
   args.push('--log-opt', `max-size=${ENGINE_LOG_MAX}`);
   if (info.name === 'podman') {
     args.push('--timeout', String(Math.ceil(spec.timeoutMs / 1000) + CONMON_GRACE_SECONDS));
@@ -100,6 +107,13 @@ export function createArgs(info: Quirks, name: string, spec: RunSpec): string[] 
   args.push(...labelArgs(spec.labels), ...mountArgs(spec.mounts), ...gpuArgs(info, spec.gpus));
   args.push(...(spec.extraArgs ?? []));
   return [...args, spec.image, ...spec.command];
+}
+
+/** Under the worker's parent cgroup; podman's conmon stays out of it, so it holds the container only. */
+export function cgroupParentArgs(info: Quirks, parent: string): string[] {
+  return info.name === 'podman'
+    ? ['--cgroups=no-conmon', '--cgroup-parent', parent]
+    : ['--cgroup-parent', parent];
 }
 
 /** The same as createArgs: kept as the name readers look for; containers are never `run` directly. */

@@ -14,6 +14,7 @@ import type { EngineContext } from './context.js';
 import { capDetail, engineFailure, execEngine, execEngineRaw, hintFor } from './exec.js';
 import { LogTail } from './log-tail.js';
 import { checkMountedVolumes } from './mount-check.js';
+import { createRunCgroup, type RunCgroup } from './run-cgroup.js';
 import type { RunResult, RunSpec } from './types.js';
 
 const stateSchema = z.object({
@@ -23,6 +24,8 @@ const stateSchema = z.object({
 });
 
 const SIGKILL_EXIT = 137;
+/** How often a running container's memory is sampled where the kernel keeps no peak. */
+const USAGE_SAMPLE_MS = 1000;
 
 /**
  * create -> (volumes checked) -> start --attach with a deadline -> (kill) -> (inspect) -> rm.
@@ -36,24 +39,49 @@ export async function runContainer(ctx: EngineContext, spec: RunSpec): Promise<R
   const name = `cw-run-${randomBytes(8).toString('hex')}`;
   const call = { timeoutMs: ctx.options.callTimeoutMs };
   let leftForCaller = false;
-  await execEngine(ctx.cli, createArgs(ctx.info, name, spec), call).catch((error: unknown) => {
-    // The image may have been removed behind the worker's back: ask again next time.
-    ctx.knownImages?.delete(spec.image);
-    throw error;
-  });
+  const cgroup = await createRunCgroup(ctx.info, ctx.options.owner);
   try {
-    await checkMountedVolumes(
-      ctx,
-      name,
-      spec.mounts.map((m) => m.volume),
+    await execEngine(ctx.cli, createArgs(ctx.info, name, spec, cgroup?.parent), call).catch(
+      (error: unknown) => {
+        // The image may have been removed behind the worker's back: ask again next time.
+        ctx.knownImages?.delete(spec.image);
+        throw error;
+      },
     );
-    const result = await startAndWait(ctx, name, spec);
-    leftForCaller = spec.removeLater === true;
-    return result;
+    try {
+      await checkMountedVolumes(
+        ctx,
+        name,
+        spec.mounts.map((m) => m.volume),
+      );
+      const result = await measured(cgroup, () => startAndWait(ctx, name, spec));
+      leftForCaller = spec.removeLater === true;
+      return result;
+    } finally {
+      if (!leftForCaller)
+        await execEngine(ctx.cli, removeContainersArgs([name]), call).catch(() => undefined);
+    }
   } finally {
-    if (!leftForCaller)
-      await execEngine(ctx.cli, removeContainersArgs([name]), call).catch(() => undefined);
+    await cgroup?.remove().catch(() => undefined);
   }
+}
+
+/** Runs the container, sampling its cgroup while it runs and reading it once it has ended. */
+async function measured(
+  cgroup: RunCgroup | undefined,
+  run: () => Promise<RunResult>,
+): Promise<RunResult> {
+  if (!cgroup) return run();
+  const timer = setInterval(() => void cgroup.sample().catch(() => undefined), USAGE_SAMPLE_MS);
+  timer.unref();
+  let result: RunResult;
+  try {
+    result = await run();
+  } finally {
+    clearInterval(timer);
+  }
+  const usage = await cgroup.read().catch(() => ({}));
+  return Object.keys(usage).length > 0 ? { ...result, usage } : result;
 }
 
 /**

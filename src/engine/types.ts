@@ -205,6 +205,14 @@ export interface RunResult {
   durationMs: number;
   /** Last lines of the container's output, capped by logTailLines / logTailBytes. */
   logTail: string;
+  /** What the container used, from its cgroup; absent where the worker cannot read it. */
+  usage?: ContainerUsage;
+}
+
+/** A container's CPU time and memory peak; a figure that could not be measured is left out. */
+export interface ContainerUsage {
+  cpuSeconds?: number;
+  peakMemoryBytes?: number;
 }
 
 export interface BuildRequest {

@@ -1,9 +1,11 @@
+import type { StepUsage } from '../clients/types.js';
 import { formatDuration } from '../config/duration.js';
 import { formatSize } from '../config/size.js';
 import { LABEL_STEP } from '../engine/labels.js';
 import type { SizedDisk } from '../engine/sized-disk.js';
 import type { RunResult, VolumeMount } from '../engine/types.js';
 import { WorkerError } from '../errors.js';
+import { type GpuUsageSample, type GpuWatch, watchGpus } from '../gpu/usage.js';
 import type { StepName, TaskEnv, TaskRun } from './context.js';
 import { watchDisk } from './disk-watch.js';
 import { submissionGpus } from './gpus.js';
@@ -29,8 +31,14 @@ export async function runContainerStep(
 ): Promise<RunResult> {
   const who = `the ${spec.owner}'s ${spec.step} step`;
   const disk = watchDisk(env, run, spec.step, spec.mounts, who, spec.disks);
+  // The workflow (detarget, perf) never gets a GPU.
+  const gpus = spec.owner === 'submission' ? submissionGpus(env, run) : undefined;
   let result: RunResult;
+  let gpuWatch: GpuWatch | undefined;
   try {
+    // What the volumes hold before the container writes: written_bytes is what it adds.
+    await disk.ready;
+    gpuWatch = gpus ? watchGpus(gpus.uuids) : undefined;
     result = await env.engine.run({
       image: spec.image,
       command: spec.command,
@@ -41,17 +49,19 @@ export async function runContainerStep(
       logTailLines: env.logTailLines,
       logTailBytes: env.logTailBytes,
       signal: disk.signal,
-      // The workflow (detarget, perf) never gets a GPU.
-      gpus: spec.owner === 'submission' ? submissionGpus(env, run) : undefined,
+      gpus,
       onLogLine: (line, stream) => run.onEvent?.({ type: 'log', step: spec.step, line, stream }),
       // The task's cleanup removes its containers by their run label, all in one call.
       removeLater: true,
     });
   } catch (error) {
+    await gpuWatch?.stop();
     throw (await disk.stop()) ?? error;
   }
+  const gpuUsage = await gpuWatch?.stop();
   // Past the limit, the watcher's kill is not a cancel: the step failed.
   const overLimit = await disk.stop();
+  if (run.usage) run.usage[spec.step] = stepUsage(result, disk.written(), gpuUsage);
   if (overLimit) throw overLimit;
   const failure = describeFailure(env, spec, result);
   if (failure) throw failure;
@@ -65,6 +75,11 @@ export function describeFailure(
 ): WorkerError | undefined {
   const who = `the ${spec.owner}'s ${spec.step} step`;
   const detail = result.logTail ? `last lines of its output:\n${result.logTail}` : undefined;
+  // Only the submission's own output may leave the worker in a report.
+  const output =
+    spec.owner === 'submission' && result.logTail
+      ? { submissionOutput: result.logTail.split('\n') }
+      : {};
   if (result.cancelled) {
     return new WorkerError('CANCELLED', `${who} was cancelled`, { retryable: true });
   }
@@ -72,23 +87,21 @@ export function describeFailure(
     return new WorkerError(
       'CONTAINER_TIMEOUT',
       `${who} ran past its ${formatDuration(spec.timeoutMs)} limit and was killed`,
-      { detail, hint: timeoutHint(spec) },
+      { detail, hint: timeoutHint(spec), ...output },
     );
   }
   if (result.oomKilled) {
     return new WorkerError(
       'CONTAINER_OOM',
       `${who} ran out of memory (limit ${formatSize(env.limits.memoryBytes)}) and was killed`,
-      { detail, hint: 'the operator can raise it with --memory' },
+      { detail, hint: 'the operator can raise it with --memory', ...output },
     );
   }
   if (result.exitCode !== 0) {
     return new WorkerError(
       'CONTAINER_FAILED',
       `${who} exited with code ${result.exitCode}${exitMeaning(result.exitCode)}`,
-      {
-        detail,
-      },
+      { detail, ...output },
     );
   }
   return undefined;
@@ -112,4 +125,33 @@ function exitMeaning(code: number): string {
     default:
       return '';
   }
+}
+
+/** What the step cost, as far as this host can measure it (SPEC.md section 7). */
+function stepUsage(
+  result: RunResult,
+  written: number | undefined,
+  gpus: GpuUsageSample[] | undefined,
+): StepUsage {
+  const { cpuSeconds, peakMemoryBytes } = result.usage ?? {};
+  return {
+    wall_s: seconds(result.durationMs / 1000),
+    ...(cpuSeconds !== undefined ? { cpu_s: seconds(cpuSeconds) } : {}),
+    ...(peakMemoryBytes !== undefined ? { peak_memory_bytes: peakMemoryBytes } : {}),
+    ...(written !== undefined ? { written_bytes: written } : {}),
+    ...(gpus?.length
+      ? {
+          gpus: gpus.map((g) => ({
+            uuid: g.uuid,
+            ...(g.busySeconds !== undefined ? { busy_s: seconds(g.busySeconds) } : {}),
+            ...(g.peakMemoryBytes !== undefined ? { peak_memory_bytes: g.peakMemoryBytes } : {}),
+          })),
+        }
+      : {}),
+  };
+}
+
+/** Seconds to the millisecond: finer is noise. */
+function seconds(value: number): number {
+  return Math.round(value * 1000) / 1000;
 }

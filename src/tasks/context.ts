@@ -1,4 +1,4 @@
-import type { OrchestratorClient, StorageClient } from '../clients/types.js';
+import type { OrchestratorClient, StepUsage, StorageClient } from '../clients/types.js';
 import type { ImageCache } from '../engine/image-cache.js';
 import type { Engine, RunLimits } from '../engine/types.js';
 import type { Gpu } from '../gpu/discover.js';
@@ -65,6 +65,11 @@ export interface TaskEnv {
   spoolCapBytes?: number;
   /** The worker's bounded image cache (--image-cache-size); none: images are kept. */
   imageCache?: ImageCache;
+  /**
+   * Passwords and private folders of this worker (its state and temp folders) that no
+   * report leaves with; the usual host folders are left out of reports anyway.
+   */
+  privateWords?: readonly string[];
 }
 
 /** One execution of one task. */
@@ -74,6 +79,8 @@ export interface TaskRun {
   onEvent?: (event: TaskEvent) => void;
   /** The GPUs this task holds (given to the submission's containers only). */
   gpus?: readonly Gpu[];
+  /** What each container step that ran cost, by step: filled in as the steps end. */
+  usage?: Partial<Record<StepName, StepUsage>>;
 }
 
 export interface StepTiming {

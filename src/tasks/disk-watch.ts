@@ -16,6 +16,13 @@ const warned = new WeakSet<Engine>();
 export interface DiskWatch {
   /** Aborted when the container must stop: the run's own signal, or the limit passed. */
   signal: AbortSignal;
+  /** Resolves once the volumes were measured before the container writes to them. */
+  ready: Promise<void>;
+  /**
+   * Bytes the writable volumes grew by while the step ran, once stop() returned; undefined
+   * where they cannot be measured or the limit cut the walk short.
+   */
+  written(): number | undefined;
   /**
    * Stops watching and measures once more (a fast writer may have finished between two
    * polls); the error to fail the step with when the limit was passed, else undefined.
@@ -46,6 +53,8 @@ export function watchDisk(
   let exceeded: Exceeded | undefined;
   let stopped = false;
   let wake: (() => void) | undefined;
+  let first: number | undefined;
+  let last: number | undefined;
 
   const disk = oneDisk(volumes, disks);
   const paths = disk ? Promise.resolve([]) : resolvePaths(env, run, step, volumes);
@@ -84,24 +93,33 @@ export function watchDisk(
         return;
       }
     }
+    first ??= bytes;
+    last = bytes;
   };
 
+  const sleepOrWake = () =>
+    new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, DISK_POLL_MS);
+      wake = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+
+  const ready = measure();
   const loop = (async () => {
+    await ready;
     while (!stopped && !signal.aborted) {
-      await measure();
+      await sleepOrWake();
       if (stopped || signal.aborted) break;
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, DISK_POLL_MS);
-        wake = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
+      await measure();
     }
   })();
-
   return {
     signal,
+    ready,
+    written: () =>
+      exceeded || first === undefined || last === undefined ? undefined : Math.max(0, last - first),
     async stop() {
       stopped = true;
       wake?.();

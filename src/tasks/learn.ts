@@ -8,6 +8,7 @@ import { runContainerStep } from './containers.js';
 import type { TaskEnv, TaskRun } from './context.js';
 import { buildImages } from './images.js';
 import { copyPredictions, leftModelBudget, predictionBudget } from './outputs.js';
+import { taskUsage } from './report-body.js';
 import { type LearnTask, type Performance, PerformanceSchema } from './schemas.js';
 import type { TaskScope } from './scope.js';
 import { prepareEmpty, stageFiles, stageModel } from './staging.js';
@@ -179,6 +180,7 @@ export async function runLearn(
         train_perf: performance.train_perf,
         test_perf: performance.test_perf,
       },
+      taskUsage(env, run.usage ?? {}),
       run.signal,
     ),
   );

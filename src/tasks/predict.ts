@@ -6,6 +6,7 @@ import { runContainerStep } from './containers.js';
 import type { TaskEnv, TaskRun } from './context.js';
 import { buildImages } from './images.js';
 import { onlyPlainPredictions, predictionBudget } from './outputs.js';
+import { taskUsage } from './report-body.js';
 import type { PredictTask } from './schemas.js';
 import type { TaskScope } from './scope.js';
 import { stageFiles, stageModel } from './staging.js';
@@ -80,7 +81,12 @@ export async function runPredict(
   );
 
   await steps.step('report', () =>
-    env.orchestrator.predDone(task.uuid, predictionUuid, run.signal),
+    env.orchestrator.predDone(
+      task.uuid,
+      predictionUuid,
+      taskUsage(env, run.usage ?? {}),
+      run.signal,
+    ),
   );
   return { predictionUuid, predictionBytes };
 }

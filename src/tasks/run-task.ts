@@ -1,9 +1,12 @@
-import { toWorkerError, type WorkerError } from '../errors.js';
+import type { FailedReport, StepUsage } from '../clients/types.js';
+import { toWorkerError, WorkerError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { StepName, StepTiming, TaskEnv, TaskKind, TaskRun } from './context.js';
 import { gpuNames } from './gpus.js';
 import { runLearn } from './learn.js';
+import type { Fault } from './outcome.js';
 import { runPredict } from './predict.js';
+import { failedReport } from './report-body.js';
 import type { LearnTask, Performance, PredictTask } from './schemas.js';
 import { withTaskScope } from './scope.js';
 import { StepRecorder } from './steps.js';
@@ -26,15 +29,19 @@ export interface TaskReport {
   /** The step that was running when the task failed. */
   failedStep?: StepName;
   error?: WorkerError;
+  /** What each container step that ran cost (SPEC.md section 7's usage.steps). */
+  usage?: Partial<Record<StepName, StepUsage>>;
 }
 
 /** Runs a learn or predict task to its end, removing everything it created. */
 export async function executeTask(
   env: TaskEnv,
-  run: TaskRun,
+  given: TaskRun,
   parsed: ParsedTask,
   log: Logger,
 ): Promise<TaskReport> {
+  const run: TaskRun = { ...given, usage: {} };
+  const usage = run.usage as TaskReport['usage'];
   const steps = new StepRecorder(run);
   const gpus = gpuNames(run.gpus);
   const base = {
@@ -42,6 +49,7 @@ export async function executeTask(
     uuid: parsed.task.uuid,
     steps: steps.timings,
     ...(gpus ? { gpus } : {}),
+    usage,
   };
   try {
     return await withTaskScope(env, parsed.task.uuid, log, async (scope) => {
@@ -67,17 +75,40 @@ export async function executeTask(
   }
 }
 
-/** Tells the orchestrator a task failed. Returns the reporting error, if any, instead of throwing. */
+/**
+ * Tells the orchestrator a task failed (the body from failedReportOf). Returns the
+ * reporting error, if any, instead of throwing.
+ */
 export async function reportFailure(
   env: TaskEnv,
   report: TaskReport,
+  failure: FailedReport,
   signal?: AbortSignal,
 ): Promise<WorkerError | undefined> {
-  const reason = report.error?.message ?? 'unknown error';
   try {
-    await env.orchestrator.reportFailed(report.kind, report.uuid, reason, signal);
+    await env.orchestrator.reportFailed(report.kind, report.uuid, failure, signal);
     return undefined;
   } catch (error) {
     return toWorkerError(error, 'ORCHESTRATOR_FAILED');
   }
+}
+
+/**
+ * What a failed report says, as SPEC.md section 7 has it: why, whose fault it was, after
+ * how many attempts, and what the task cost.
+ */
+export function failedReportOf(
+  env: TaskEnv,
+  report: TaskReport,
+  decision: { fault: Fault; reason: string },
+  attempts: number,
+): FailedReport {
+  return failedReport(env, {
+    error: report.error ?? new WorkerError('INTERNAL', 'the task failed without a reason'),
+    fault: decision.fault,
+    reason: decision.reason,
+    step: report.failedStep,
+    attempts,
+    usage: report.usage,
+  });
 }

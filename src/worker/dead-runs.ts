@@ -3,6 +3,7 @@ import { basename, isAbsolute, join } from 'node:path';
 import { execRunsDir, RUN_TMP_FILE, workerTmpDir } from '../config/paths.js';
 import { lockHolder, lockStateDir } from '../config/state-lock.js';
 import { LABEL_WORKER } from '../engine/labels.js';
+import { removeRunCgroupsOf } from '../engine/run-cgroup.js';
 import { releaseSizedDisks } from '../engine/sized-disk-release.js';
 import type { Engine } from '../engine/types.js';
 import type { Logger } from '../log.js';
@@ -52,6 +53,7 @@ export async function removeDeadExecRuns(
       // Its sized filesystems are mounted over its volumes' folders: released first.
       for (const tmp of tmps) await releaseSizedDisks(tmp);
       const left = await engine.removeByLabels({ [LABEL_WORKER]: id });
+      await removeRunCgroupsOf(id);
       for (const tmp of tmps) {
         await rm(tmp, { recursive: true, force: true });
         await rm(`${tmp}.live`, { recursive: true, force: true });

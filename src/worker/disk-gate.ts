@@ -24,6 +24,11 @@ export class DiskGate {
 
   constructor(private readonly options: DiskGateOptions) {}
 
+  /** The last check found a folder short of space. */
+  get short(): boolean {
+    return this.low;
+  }
+
   /** The folder that is short of space, or undefined when a task may start. */
   async check(): Promise<FreeSpace | undefined> {
     const { folders, minFreeBytes, log } = this.options;

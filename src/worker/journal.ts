@@ -10,6 +10,8 @@ export const JournalEntrySchema = z.object({
   attempts: z.number(),
   startedAt: z.string(),
   step: z.string().optional(),
+  /** The task's GPUs, as index:UUID. */
+  gpus: z.array(z.string()).optional(),
 });
 export type JournalEntry = z.infer<typeof JournalEntrySchema>;
 
@@ -42,6 +44,22 @@ export class Journal {
 
   async remove(messageId: string): Promise<void> {
     await rm(this.file(messageId), { force: true });
+  }
+
+  /** The tasks in progress now, as written so far; files being replaced or unreadable are skipped. */
+  async list(): Promise<JournalEntry[]> {
+    const names = await readdir(this.dir).catch(() => [] as string[]);
+    const entries: JournalEntry[] = [];
+    for (const name of names.filter((n) => n.endsWith('.json'))) {
+      try {
+        entries.push(
+          JournalEntrySchema.parse(JSON.parse(await readFile(join(this.dir, name), 'utf8'))),
+        );
+      } catch {
+        // removed meanwhile, or not a journal entry
+      }
+    }
+    return entries;
   }
 
   /** Reads and clears what a previous run left: the tasks it did not finish. */

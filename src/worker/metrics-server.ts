@@ -26,6 +26,8 @@ export interface MetricsSources {
   contentType: string;
   live(): HealthVerdict;
   ready(): HealthVerdict;
+  /** What the worker does now, served as JSON on /status. */
+  status?(): Promise<unknown>;
 }
 
 export interface MetricsServer {
@@ -34,7 +36,7 @@ export interface MetricsServer {
   close(): Promise<void>;
 }
 
-/** Serves /metrics, /healthz and /readyz on GET (and HEAD); anything else is a 404. */
+/** Serves /metrics, /status, /healthz and /readyz on GET (and HEAD); anything else is a 404. */
 export async function startMetricsServer(
   at: ListenAddress,
   sources: MetricsSources,
@@ -50,7 +52,18 @@ export async function startMetricsServer(
       const verdict = path === '/healthz' ? sources.live() : sources.ready();
       return text(verdict.ok ? 200 : 503, verdict.reason);
     }
-    if (path !== '/metrics') return text(404, 'not found: try /metrics, /healthz or /readyz');
+    if (path === '/status' && sources.status) {
+      sources.status().then(
+        (body) => {
+          response.writeHead(200, { 'content-type': 'application/json' });
+          response.end(request.method === 'HEAD' ? undefined : `${JSON.stringify(body)}\n`);
+        },
+        (error: Error) => text(500, `status could not be read: ${error.message}`),
+      );
+      return;
+    }
+    if (path !== '/metrics')
+      return text(404, 'not found: try /metrics, /status, /healthz or /readyz');
     sources.scrape().then(
       (body) => {
         response.writeHead(200, { 'content-type': sources.contentType });

@@ -3,7 +3,13 @@ import type { Logger } from '../log.js';
 import type { TaskEnv, TaskKind } from '../tasks/context.js';
 import { acquireTaskGpus, gpuNames } from '../tasks/gpus.js';
 import { decideOutcome, type RetryPolicy } from '../tasks/outcome.js';
-import { executeTask, type ParsedTask, type TaskReport } from '../tasks/run-task.js';
+import { failedReport } from '../tasks/report-body.js';
+import {
+  executeTask,
+  failedReportOf,
+  type ParsedTask,
+  type TaskReport,
+} from '../tasks/run-task.js';
 import { parseTask, readableTaskUuid, taskKindOf } from '../tasks/schemas.js';
 import { trimImages } from '../tasks/scope.js';
 import { type DiskGate, LOW_DISK_DELAY_MS } from './disk-gate.js';
@@ -89,6 +95,7 @@ export async function runMessage(
     messageId: message.id,
     attempts: message.attempts,
     startedAt: new Date().toISOString(),
+    ...(named ? { gpus: named } : {}),
   };
   // Journal writes go one after another: the step on disk is the last one started, no
   // write lands after the entry is removed, and "step started" is logged once it is on
@@ -243,7 +250,11 @@ async function settle(
     `task failed: ${decision.reason}`,
   );
   try {
-    await deps.env.orchestrator.reportFailed(report.kind, report.uuid, decision.reason);
+    await deps.env.orchestrator.reportFailed(
+      report.kind,
+      report.uuid,
+      failedReportOf(deps.env, report, decision, message.attempts),
+    );
   } catch (reportError) {
     if (reportError instanceof WorkerError && !reportError.retryable) {
       // The orchestrator refuses it (the task is finished already, or unknown): asking
@@ -300,8 +311,14 @@ async function finishInvalid(
     `invalid task message, finished${why}: ${reason}`,
   );
   if (reported && uuid) {
+    const failure = failedReport(deps.env, {
+      error: error instanceof WorkerError ? error : new WorkerError('TASK_INVALID', reason),
+      fault: 'task',
+      reason,
+      attempts: lease.message.attempts,
+    });
     await deps.env.orchestrator
-      .reportFailed(kind, uuid, reason)
+      .reportFailed(kind, uuid, failure)
       .catch((reportError) =>
         log.warn({ err: reportError, task: uuid }, 'could not report the invalid task'),
       );

@@ -1,8 +1,10 @@
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { formatDuration } from '../config/duration.js';
+import { workerVersion } from '../config/worker-version.js';
 import { LABEL_WORKER } from '../engine/labels.js';
 import { remoteEngineWarning } from '../engine/remote.js';
+import { removeRunCgroupsOf } from '../engine/run-cgroup.js';
 import { releaseSizedDisks } from '../engine/sized-disk-release.js';
 import type { Logger } from '../log.js';
 import type { TaskEnv, TaskKind } from '../tasks/context.js';
@@ -14,6 +16,7 @@ import type { Journal } from './journal.js';
 import type { WorkerRecorder } from './metrics.js';
 import { type Lease, type NsqdInfo, openReader, type TopicReader } from './nsq-reader.js';
 import { ServiceGate } from './service-gate.js';
+import { daemonStatus, type WorkerStatus } from './status.js';
 import { type MessageOutcome, runMessage } from './task-runner.js';
 
 export const TOPICS: Record<TaskKind, string> = { learn: 'train', predict: 'prediction' };
@@ -137,6 +140,7 @@ export class Worker {
     this.options.log.info(
       {
         worker: this.options.env.workerId,
+        version: workerVersion(),
         learnParallelism: this.options.parallelism.learn,
         predictParallelism: this.options.parallelism.predict,
       },
@@ -183,6 +187,21 @@ export class Worker {
         log.error({ err: error }, 'unexpected error while running a message');
       })
       .finally(() => this.running[kind].delete(entry));
+  }
+
+  /** What it does now, for GET /status: its tasks in progress, and whether it takes more. */
+  async status(nsqdConnections: number): Promise<WorkerStatus> {
+    const why: string[] = [];
+    if (this.draining) why.push('draining: stopping');
+    if (nsqdConnections === 0) why.push('not connected to any nsqd');
+    if (this.disk.short) why.push('low on disk space (--min-free-disk)');
+    const full = (['learn', 'predict'] as const).filter(
+      (k) => this.busy[k] >= this.options.parallelism[k],
+    );
+    const taking = why.length === 0 && full.length < 2;
+    for (const kind of full) why.push(`every ${kind} slot is busy (${this.busy[kind]})`);
+    const entries = await this.options.journal.list();
+    return daemonStatus(this.options.env.workerId, this.draining, taking, why, entries);
   }
 
   private checkNsqd(kind: TaskKind, info: NsqdInfo): void {
@@ -243,6 +262,8 @@ export class Worker {
       log.error({ err: error }, 'could not release the sized filesystems left by a previous run');
     }
     const removed = await env.engine.removeByLabels({ [LABEL_WORKER]: env.workerId });
+    // With its containers gone, the parent cgroups they were measured in are empty.
+    await removeRunCgroupsOf(env.workerId);
     if (removed.containers.length || removed.volumes.length) {
       log.warn(removed, 'removed containers and volumes left by a previous run');
     }

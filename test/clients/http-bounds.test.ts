@@ -3,6 +3,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { HttpServiceOptions } from '../../src/clients/http.js';
 import { HttpOrchestratorClient } from '../../src/clients/orchestrator.js';
 import { HttpStorageClient } from '../../src/clients/storage.js';
+import { failure } from '../support/failed-report.js';
 import { caught } from '../support/http-errors.js';
 import {
   type OrchestratorServer,
@@ -196,7 +197,7 @@ describe('error answers with endless bodies', () => {
     orchestrator.fault(`/learndone/${uuid}`, {
       stream: { status: 400, chunk: Buffer.alloc(64 * 1024, 0x42), contentType: 'text/plain' },
     });
-    const error = await caught(orchestratorClient().reportFailed('learn', uuid, 'x'));
+    const error = await caught(orchestratorClient().reportFailed('learn', uuid, failure('x')));
     expect(error.code).toBe('ORCHESTRATOR_FAILED');
     expect(error.message).toContain(`/learndone/${uuid} answered 400: BBBB`);
     expect(error.retryable).toBe(false);
@@ -208,7 +209,7 @@ describe('error answers with endless bodies', () => {
     orchestrator.fault(`/learndone/${uuid}`, {
       stream: { status: 200, chunk: Buffer.alloc(64 * 1024, 0x20) },
     });
-    await orchestratorClient().reportFailed('learn', uuid, 'x');
+    await orchestratorClient().reportFailed('learn', uuid, failure('x'));
     await clientLeftEarly(orchestrator);
   });
 });

@@ -13,6 +13,7 @@ import { LocalOrchestratorClient } from '../../src/clients/local-orchestrator.js
 import { describeLocalStorageLayout, LocalStorageClient } from '../../src/clients/local-storage.js';
 import { HttpOrchestratorClient } from '../../src/clients/orchestrator.js';
 import { HttpStorageClient } from '../../src/clients/storage.js';
+import { failure } from '../support/failed-report.js';
 import { caught } from '../support/http-errors.js';
 
 let dir: string;
@@ -140,7 +141,7 @@ describe('LocalOrchestratorClient', () => {
     await orchestrator.claim('learnuplet', learn, worker);
     await orchestrator.learnDone(learn, { perf: 0.5, train_perf: { a: 1 }, test_perf: { b: 0 } });
     await orchestrator.claim('preduplet', predict, worker);
-    await orchestrator.reportFailed('predict', predict, 'predict step exited with code 1');
+    await orchestrator.reportFailed('predict', predict, failure('predict step exited with code 1'));
     const lines = (await readFile(ledger, 'utf8'))
       .trimEnd()
       .split('\n')
@@ -156,7 +157,7 @@ describe('LocalOrchestratorClient', () => {
       {
         time: expect.any(String),
         call: `/preddone/${predict}`,
-        body: { status: 'failed' },
+        body: { status: 'failed', ...failure('predict step exited with code 1') },
         reason: 'predict step exited with code 1',
       },
     ]);
@@ -168,7 +169,7 @@ describe('LocalOrchestratorClient', () => {
     const done = randomUUID();
     const failed = randomUUID();
     await orchestrator.predDone(done, randomUUID());
-    await orchestrator.reportFailed('learn', failed, 'boom');
+    await orchestrator.reportFailed('learn', failed, failure('boom'));
     const error = await caught(orchestrator.claim('preduplet', done, randomUUID()));
     expect(error.code).toBe('TASK_TAKEN');
     expect(error.retryable).toBe(false);

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { HttpOrchestratorClient } from '../../src/clients/orchestrator.js';
+import { failure } from '../support/failed-report.js';
 import { caught } from '../support/http-errors.js';
 import { closedPort } from '../support/http-stand-in.js';
 import {
@@ -74,16 +75,16 @@ describe('HttpOrchestratorClient', () => {
     expect(error.detail).toContain('is pending, not todo');
   });
 
-  it('reports a failure with the body {"status":"failed"} on a single-slash path', async () => {
+  it('reports a failure with its error (SPEC.md section 7) on a single-slash path', async () => {
     const learn = randomUUID();
     const predict = randomUUID();
     server.addTask('learnuplet', learn);
     server.addTask('preduplet', predict, 'pending');
-    await client.reportFailed('learn', learn, 'train step exited with code 2');
-    await client.reportFailed('predict', predict, 'no prediction file');
+    await client.reportFailed('learn', learn, failure('train step exited with code 2'));
+    await client.reportFailed('predict', predict, failure('no prediction file'));
     expect(server.requests.map((r) => [r.path, r.body])).toEqual([
-      [`/learndone/${learn}`, { status: 'failed' }],
-      [`/preddone/${predict}`, { status: 'failed' }],
+      [`/learndone/${learn}`, { status: 'failed', ...failure('train step exited with code 2') }],
+      [`/preddone/${predict}`, { status: 'failed', ...failure('no prediction file') }],
     ]);
     expect(server.task(learn)?.status).toBe('failed');
     expect(server.task(predict)?.status).toBe('failed');

@@ -34,6 +34,9 @@ export interface FakeGpuOptions {
   cdiVersion?: string;
 }
 
+export const FAKE_GPU_BUSY_PERCENT = 50;
+export const FAKE_GPU_USED_MIB = 1024;
+
 export async function makeFakeGpus(options: FakeGpuOptions): Promise<FakeGpus> {
   const id = randomBytes(4).toString('hex');
   const dir = await mkdtemp(join(tmpdir(), 'cw-fake-gpus-'));
@@ -59,7 +62,12 @@ export async function makeFakeGpus(options: FakeGpuOptions): Promise<FakeGpus> {
   await mkdir('/etc/cdi', { recursive: true });
   await writeFile(specFile, JSON.stringify(spec));
   const smi = uuids.map((u, i) => `${i}, ${u}, Fake GPU ${i}, 580.159.04, 81559 MiB`).join('\n');
-  await script(join(binDir, 'nvidia-smi'), `cat <<'EOF'\n${smi}\nEOF`);
+  // The usage query (uuid, utilization %, MiB used): every GPU half busy, 1024 MiB used.
+  const busy = uuids.map((u) => `${u}, ${FAKE_GPU_BUSY_PERCENT}, ${FAKE_GPU_USED_MIB}`).join('\n');
+  await script(
+    join(binDir, 'nvidia-smi'),
+    `case "$*" in *utilization.gpu*) cat <<'EOF'\n${busy}\nEOF\nexit 0 ;; esac\ncat <<'EOF'\n${smi}\nEOF`,
+  );
   return {
     kind,
     uuids,

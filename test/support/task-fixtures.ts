@@ -15,7 +15,13 @@ import { DEFAULT_LIMITS } from '../../src/engine/limits.js';
 import type { EngineOptions } from '../../src/engine/types.js';
 import { createLogger } from '../../src/log.js';
 import type { TaskEnv, TaskEvent } from '../../src/tasks/context.js';
-import { executeTask, reportFailure, type TaskReport } from '../../src/tasks/run-task.js';
+import { decideOutcome, ONE_SHOT } from '../../src/tasks/outcome.js';
+import {
+  executeTask,
+  failedReportOf,
+  reportFailure,
+  type TaskReport,
+} from '../../src/tasks/run-task.js';
 import { parseTask } from '../../src/tasks/schemas.js';
 import { trimImages } from '../../src/tasks/scope.js';
 import { busyboxContext } from './busybox-context.js';
@@ -131,6 +137,22 @@ export async function prebuild(
   );
 }
 
+/**
+ * The script runner as both workflow and submission under one uuid (problem and algo),
+ * built ahead; returns that uuid.
+ */
+export async function seedRunner(world: TaskWorld): Promise<string> {
+  const { uuid } = newIds('uuid');
+  const runner = await scriptRunnerContext();
+  world.storage.seed('problem', uuid, { blob: runner });
+  world.storage.seed('algo', uuid, { blob: runner });
+  await prebuild(await world.env(), [
+    ['workflow', runner],
+    ['submission', runner],
+  ]);
+  return uuid;
+}
+
 /** The steps of a learn task, in order (SPEC section 5). */
 export const LEARN_STEPS = [
   'build-workflow',
@@ -232,7 +254,14 @@ export async function runTask(
   const log = createLogger({ level: 'warn', format: 'json' });
   const report = await executeTask(env, run, parsed, log);
   if (report.status === 'failed') {
-    const reportError = await reportFailure(env, report);
+    const outcome = decideOutcome(report, 1, ONE_SHOT);
+    const failure = failedReportOf(
+      env,
+      report,
+      outcome.action === 'done' ? { fault: 'worker', reason: 'done' } : outcome,
+      1,
+    );
+    const reportError = await reportFailure(env, report, failure);
     if (reportError) throw reportError;
   }
   await trimImages(env, log);

@@ -91,7 +91,12 @@ describe.skipIf(podmanMissing !== undefined && !requireEngines)(
       );
       const seen = Number(/\((\d+) bytes\)/.exec(report.error?.message ?? '')?.[1]);
       expect(seen).toBeGreaterThan(LIMIT * 0.9);
-      expect(doneReports(world, report.uuid).map((r) => r.body)).toEqual([{ status: 'failed' }]);
+      expect(doneReports(world, report.uuid).map((r) => r.body)).toEqual([
+        expect.objectContaining({
+          status: 'failed',
+          error: expect.objectContaining({ code: 'DISK_LIMIT', step, fault: 'task' }),
+        }),
+      ]);
       expect(await leftovers(report.uuid, env.tmpDir)).toEqual({
         containers: [],
         volumes: [],

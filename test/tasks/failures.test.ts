@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { HttpStorageClient } from '../../src/clients/storage.js';
-import type { ErrorCode } from '../../src/errors.js';
+import type { ErrorCode, WorkerError } from '../../src/errors.js';
 import type { StepName, TaskEnv } from '../../src/tasks/context.js';
 import { faultOf } from '../../src/tasks/outcome.js';
 import { busyboxContext } from '../support/busybox-context.js';
@@ -114,7 +114,17 @@ describe.skipIf(podmanMissing !== undefined && !requireEngines)(
       expect(reports.map((r) => [r.path, r.body, r.status])).toEqual([
         [
           `/${report.kind === 'learn' ? 'learndone' : 'preddone'}/${report.uuid}`,
-          { status: 'failed' },
+          {
+            status: 'failed',
+            error: expect.objectContaining({
+              code: expected.code,
+              step: expected.step,
+              fault: faultOf(report.error as WorkerError),
+              message: expect.stringMatching(expected.message),
+              attempts: 1,
+            }),
+            usage: expect.objectContaining({ worker: env.workerId }),
+          },
           200,
         ],
       ]);

@@ -7,7 +7,13 @@ import { acquireTaskGpus } from '../../src/tasks/gpus.js';
 import { executeTask } from '../../src/tasks/run-task.js';
 import { parseTask } from '../../src/tasks/schemas.js';
 import { requireEngines } from '../support/engine-variants.js';
-import { type FakeGpus, makeFakeGpus } from '../support/fake-gpus.js';
+import {
+  FAKE_GPU_BUSY_PERCENT,
+  FAKE_GPU_USED_MIB,
+  type FakeGpus,
+  makeFakeGpus,
+  withPath,
+} from '../support/fake-gpus.js';
 import {
   leftovers,
   newIds,
@@ -95,10 +101,13 @@ describe.skipIf(podmanMissing !== undefined && !requireEngines)(
 
     it('two tasks at once, pool of two: each submission sees its own single GPU, the workflow none', async () => {
       const env = await gpuEnv(2);
-      const [a, b] = await Promise.all([
-        learn(env, `${SEE('train')}sleep 3\n`),
-        learn(env, `${SEE('train')}sleep 3\n`),
-      ]);
+      // The host's nvidia-smi (the stand-in) reports both GPUs half busy.
+      const [a, b] = await withPath(gpus.path, () =>
+        Promise.all([
+          learn(env, `${SEE('train')}sleep 3\n`),
+          learn(env, `${SEE('train')}sleep 3\n`),
+        ]),
+      );
       for (const task of [a, b]) {
         expect(task.report.status, task.report.error?.describe()).toBe('done');
         expect(task.held).toHaveLength(1);
@@ -107,6 +116,21 @@ describe.skipIf(podmanMissing !== undefined && !requireEngines)(
           `train-sees=/dev/nvidia${index}`,
         ]);
         expect(task.report.gpus).toEqual([`${index}:${task.held[0]}`]);
+        // Usage names the task's own GPU only, and only for the submission's step.
+        const { detarget, train, perf } = task.report.usage ?? {};
+        expect(detarget?.gpus).toBeUndefined();
+        expect(perf?.gpus).toBeUndefined();
+        expect(train?.gpus).toEqual([
+          {
+            uuid: task.held[0],
+            busy_s: expect.any(Number),
+            peak_memory_bytes: FAKE_GPU_USED_MIB * 1024 ** 2,
+          },
+        ]);
+        const busy = train?.gpus?.[0]?.busy_s ?? 0;
+        const half = (train?.wall_s ?? 0) * (FAKE_GPU_BUSY_PERCENT / 100);
+        expect(busy).toBeGreaterThan(half * 0.5);
+        expect(busy).toBeLessThan(half * 1.5);
         expect(await leftovers(task.report.uuid, env.tmpDir)).toEqual({
           containers: [],
           volumes: [],

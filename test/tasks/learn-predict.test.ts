@@ -1,3 +1,4 @@
+import { hostname } from 'node:os';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { requireEngines } from '../support/engine-variants.js';
 import {
@@ -193,6 +194,11 @@ describe
       expect(predDone?.body).toEqual({
         status: 'done',
         prediction_storage_uuid: predicted.report.predictionUuid,
+        usage: {
+          worker: env.workerId,
+          host: hostname(),
+          steps: { predict: expect.objectContaining({ wall_s: expect.any(Number) }) },
+        },
       });
       const prediction = rows(
         world.storage.blob('prediction', fields.uuid)?.toString('utf8') ?? '',

@@ -10,9 +10,8 @@ import {
   newIds,
   type Outcome,
   podmanMissing,
-  prebuild,
   runTask,
-  scriptRunnerContext,
+  seedRunner,
   startWorld,
   type TaskWorld,
   tarGz,
@@ -30,18 +29,11 @@ describe.skipIf(podmanMissing !== undefined && !requireEngines)(
   { timeout: 300_000 },
   () => {
     let world: TaskWorld;
-    const ids = newIds('R');
+    const ids = { R: '' };
 
     beforeAll(async () => {
       world = await startWorld();
-      const runner = await scriptRunnerContext();
-      world.storage.seed('problem', ids.R, { blob: runner });
-      world.storage.seed('algo', ids.R, { blob: runner });
-      const env = await world.env();
-      await prebuild(env, [
-        ['workflow', runner],
-        ['submission', runner],
-      ]);
+      ids.R = await seedRunner(world);
     });
 
     afterAll(() => world?.close());
@@ -94,7 +86,10 @@ describe.skipIf(podmanMissing !== undefined && !requireEngines)(
       expect(reports.map((r) => [r.path, r.body])).toEqual([
         [
           `/${report.kind === 'learn' ? 'learndone' : 'preddone'}/${report.uuid}`,
-          { status: 'failed' },
+          expect.objectContaining({
+            status: 'failed',
+            error: expect.objectContaining({ code: expected.code, step: expected.step }),
+          }),
         ],
       ]);
       expect(await leftovers(report.uuid, env.tmpDir)).toEqual({

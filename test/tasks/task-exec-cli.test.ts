@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
@@ -211,6 +211,11 @@ describe.skipIf(podmanMissing !== undefined && !requireEngines)(
         expect(doneReports(world, task.uuid)[0]?.body).toEqual({
           status: 'done',
           prediction_storage_uuid: json.prediction,
+          usage: {
+            worker: expect.any(String),
+            host: hostname(),
+            steps: { predict: expect.objectContaining({ wall_s: expect.any(Number) }) },
+          },
         });
         expect(world.storage.blob('prediction', json.prediction as string)).toBeDefined();
         // Progress and the container's output went to stderr, stdout kept for the result.
@@ -240,7 +245,21 @@ describe.skipIf(podmanMissing !== undefined && !requireEngines)(
         expect(error.message).toContain(`data ${missing}`);
         expect(error.retryable).toBe(false);
         expect(Array.isArray(json.steps)).toBe(true);
-        expect(doneReports(world, task.uuid).map((r) => r.body)).toEqual([{ status: 'failed' }]);
+        // The body the orchestrator got, also printed as "report".
+        const sent = {
+          status: 'failed',
+          error: {
+            code: 'STORAGE_FAILED',
+            step: 'stage',
+            fault: 'task',
+            message: expect.stringContaining(`data ${missing}`),
+            retryable: false,
+            attempts: 1,
+          },
+          usage: { worker: expect.any(String), host: hostname(), steps: {} },
+        };
+        expect(doneReports(world, task.uuid).map((r) => r.body)).toEqual([sent]);
+        expect(json.report).toEqual(sent);
         await expectClean(task.uuid, result.tmp);
       });
 

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { type ErrorCode, toWorkerError, WorkerError } from '../../src/errors.js';
 import { decideOutcome, faultOf, ONE_SHOT, TASK_FAULT_CODES } from '../../src/tasks/outcome.js';
 import type { TaskReport } from '../../src/tasks/run-task.js';
+import { failure } from '../support/failed-report.js';
 
 const policy = { maxAttempts: 4, baseDelayMs: 1000, maxDelayMs: 5000 };
 
@@ -65,7 +66,7 @@ describe('faultOf', () => {
       const orchestrator = new HttpOrchestratorClient(options);
       const refused = [
         await storage.getMetadata('data', 'x').catch((e: WorkerError) => e),
-        await orchestrator.reportFailed('learn', 'x', 'why').catch((e: WorkerError) => e),
+        await orchestrator.reportFailed('learn', 'x', failure('why')).catch((e: WorkerError) => e),
       ];
       await storage.close();
       await orchestrator.close();

@@ -68,7 +68,10 @@ describe.skipIf((!hasPodman || !isRoot()) && !requireEngines)('a worker with GPU
       'the second task reported',
     );
     expect(reportsOf(h.orchestrator, stuck.uuid).map((r) => r.body)).toEqual([
-      { status: 'failed' },
+      expect.objectContaining({
+        status: 'failed',
+        error: expect.objectContaining({ code: 'CONTAINER_TIMEOUT', step: 'predict' }),
+      }),
     ]);
     expect(reportsOf(h.orchestrator, next.uuid).map((r) => r.path)).toEqual([
       expect.stringMatching(/^\/preddone\//),

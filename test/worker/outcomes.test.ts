@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { RawNsqClient } from '../support/nsq/index.js';
 import { predictTask, type SeededTask } from '../support/worker-fixtures.js';
@@ -129,8 +130,25 @@ describe.skipIf(!hasPodman && !requireEngines)('outcome of each failure class', 
   });
 
   it('a failing submission is reported failed once, finished, never delivered again', () => {
+    // SPEC.md section 7: why, whose fault, the submission's last lines, what it cost.
     expect(reportsOf(h.orchestrator, permanent.uuid).map((r) => r.body)).toEqual([
-      { status: 'failed' },
+      {
+        status: 'failed',
+        error: {
+          code: 'CONTAINER_FAILED',
+          step: 'predict',
+          fault: 'task',
+          message: "the submission's predict step exited with code 3",
+          retryable: false,
+          attempts: 1,
+          log_tail: ['asked to exit with 3'],
+        },
+        usage: {
+          worker: expect.any(String),
+          host: hostname(),
+          steps: { predict: expect.objectContaining({ wall_s: expect.any(Number) }) },
+        },
+      },
     ]);
     expect(deliveries('permanent')).toEqual([1]);
     expect(commands('permanent')).toContain('FIN');
@@ -153,7 +171,17 @@ describe.skipIf(!hasPodman && !requireEngines)('outcome of each failure class', 
     expect(deliveries('exhausted')).toEqual([1, 2]);
     expect(commands('exhausted').filter((c) => c === 'REQ')).toHaveLength(1);
     expect(reportsOf(h.orchestrator, exhausted.uuid).map((r) => r.body)).toEqual([
-      { status: 'failed' },
+      expect.objectContaining({
+        status: 'failed',
+        error: expect.objectContaining({
+          code: 'STORAGE_FAILED',
+          step: 'stage',
+          fault: 'worker',
+          message: expect.stringMatching(/503.*\(gave up after 2 attempts\)$/),
+          retryable: true,
+          attempts: 2,
+        }),
+      }),
     ]);
     const line = worker.lines.find((l) => l.task === exhausted.uuid && l.level >= ERROR);
     expect(line?.msg).toMatch(/503/);
@@ -176,7 +204,16 @@ describe.skipIf(!hasPodman && !requireEngines)('outcome of each failure class', 
 
   it('an invalid task with a readable uuid is reported failed and finished', () => {
     expect(reportsOf(h.orchestrator, invalidUuid).map((r) => r.body)).toEqual([
-      { status: 'failed' },
+      {
+        status: 'failed',
+        error: {
+          code: 'TASK_INVALID',
+          fault: 'task',
+          message: expect.stringMatching(/model/),
+          retryable: false,
+          attempts: 1,
+        },
+      },
     ]);
     expect(claimsOf(h.orchestrator, invalidUuid)).toEqual([]);
     expect(commands('invalid')).toEqual(['FIN']);
@@ -200,7 +237,16 @@ describe.skipIf(!hasPodman && !requireEngines)('outcome of each failure class', 
     expect(commandsFor(h.nsqd, id('learnOnTrain')).map((c) => c.name)).toEqual(['FIN']);
     expect(
       reportsOf(h.orchestrator, learnOnTrainUuid).map((r) => [r.path, r.body, r.status]),
-    ).toEqual([[`/learndone/${learnOnTrainUuid}`, { status: 'failed' }, 200]]);
+    ).toEqual([
+      [
+        `/learndone/${learnOnTrainUuid}`,
+        {
+          status: 'failed',
+          error: expect.objectContaining({ code: 'TASK_INVALID', fault: 'task' }),
+        },
+        200,
+      ],
+    ]);
     expect(claimsOf(h.orchestrator, learnOnTrainUuid)).toEqual([]);
   });
 

@@ -111,7 +111,26 @@ describe.skipIf(!hasPodman && !requireEngines)('a worker fault in the middle of 
     );
     expect(commandsFor(h.nsqd, id).map((c) => c.name)).not.toContain('REQ');
     expect(deliveriesOf(h.nsqd.stats(), TOPIC.learn, id).map((d) => d.attempts)).toEqual([1]);
-    expect(reportsOf(h.orchestrator, task.uuid).map((r) => r.body)).toEqual([{ status: 'failed' }]);
+    const bodies = reportsOf(h.orchestrator, task.uuid).map((r) => r.body);
+    expect(bodies).toEqual([
+      {
+        status: 'failed',
+        error: {
+          code: expect.any(String),
+          step: 'upload',
+          fault: 'worker',
+          message: expect.stringMatching(
+            /^the worker could not run this task: .*ENOENT.*model\.tar\.gz.* \(gave up after 1 attempt\)$/,
+          ),
+          retryable: true,
+          attempts: 1,
+        },
+        usage: expect.objectContaining({ worker: await worker.workerId() }),
+      },
+    ]);
+    // The log names the worker's temp folder; the report does not.
+    expect(failed.msg).toContain(workerTmp);
+    expect(JSON.stringify(bodies)).not.toContain(workerTmp);
     await expectNothingLeft(worker, workerTmp);
   }, 400_000);
 });
