@@ -151,8 +151,9 @@ describe.skipIf(podmanMissing !== undefined && !requireEngines)(
         const ticks = Number(/^cpu-ticks (\d+)$/m.exec(logs.join('\n'))?.[1]);
         expect(ticks).toBeGreaterThan(0);
         const [done] = doneReports(world, task.uuid);
-        const usage = (done?.body as { usage: { steps: Record<string, Record<string, number>> } })
-          .usage;
+        const usage = (
+          (done?.body ?? {}) as { usage: { steps: Record<string, Record<string, number>> } }
+        ).usage;
         expect(Object.keys(usage.steps)).toEqual(['detarget', 'train', 'perf']);
         const train = usage.steps.train as Record<string, number>;
         // USER_HZ is 100 on Linux.
