@@ -195,6 +195,7 @@ export class Worker {
     if (this.draining) why.push('draining: stopping');
     if (nsqdConnections === 0) why.push('not connected to any nsqd');
     if (this.disk.short) why.push('low on disk space (--min-free-disk)');
+    if (this.services.reason) why.push(this.services.reason);
     const full = (['learn', 'predict'] as const).filter(
       (k) => this.busy[k] >= this.options.parallelism[k],
     );
