@@ -5,6 +5,7 @@ import { basename, join } from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { extractTarToDir } from '../archive/safe-tar.js';
+import { formatSize } from '../config/size.js';
 import { buildArgs, imageVolumesArgs, removeImageArgs } from '../engine/args.js';
 import type { EngineContext, SharedBuild } from '../engine/context.js';
 import { capDetail, type ExecResult, execEngine, execEngineRaw, hintFor } from '../engine/exec.js';
@@ -36,7 +37,7 @@ export async function buildImage(ctx: EngineContext, request: BuildRequest): Pro
   // A build shared with other calls owns the folder until it ends, whoever waits for it.
   let handedOver = false;
   try {
-    const digest = await hashAndExtract(request, dir);
+    const digest = await hashAndExtract(request, dir, ctx.options.maxContextBytes);
     const image = `localhost/compute-worker/${request.role}:${digest}`;
     // Checked before the cache: an image built under an older or looser policy is not reused.
     const policy = policyFor(ctx, request.role);
@@ -139,7 +140,11 @@ async function waitFor(shared: SharedBuild, request: BuildRequest): Promise<{ ca
   }
 }
 
-async function hashAndExtract(request: BuildRequest, dir: string): Promise<string> {
+async function hashAndExtract(
+  request: BuildRequest,
+  dir: string,
+  maxBytes: number | undefined,
+): Promise<string> {
   const hash = createHash('sha256');
   // Hashes exactly the bytes the extractor reads (a 'data' listener would race it).
   const tee = new Transform({
@@ -149,10 +154,12 @@ async function hashAndExtract(request: BuildRequest, dir: string): Promise<strin
     },
   });
   const feeding = pipeline(request.context, tee);
-  const extracting = extractTarToDir(tee, dir, { gzip: true }).catch((error: unknown) => {
+  // Each entry's size is counted from its header before its body is written.
+  const limits = maxBytes ? { maxTotalBytes: maxBytes, maxEntryBytes: maxBytes } : {};
+  const extracting = extractTarToDir(tee, dir, { gzip: true, limits }).catch((error: unknown) => {
     tee.destroy();
     request.context.destroy();
-    throw error;
+    throw maxBytes ? overCap(error, maxBytes) : error;
   });
   const [extracted, fed] = await Promise.allSettled([extracting, feeding]);
   // A rejected archive explains more than the broken pipe it causes, and a failed download
@@ -167,6 +174,18 @@ async function hashAndExtract(request: BuildRequest, dir: string): Promise<strin
   }
   if (extracted.status === 'rejected') throw extracted.reason;
   return hash.digest('hex');
+}
+
+/** A context past --max-context-size is the task's to fix: said as such, naming the flag. */
+function overCap(error: unknown, maxBytes: number): unknown {
+  if (!(error instanceof WorkerError) || error.code !== 'ARCHIVE_REJECTED') return error;
+  if (!/allowed( per entry)?\b/.test(error.message) || !/than the/.test(error.message))
+    return error;
+  return new WorkerError(
+    'BUILD_CONTEXT_REJECTED',
+    `The build context is larger than --max-context-size (${formatSize(maxBytes)}): ${error.message}`,
+    { hint: 'make the context smaller, or raise --max-context-size (default: --disk-limit)' },
+  );
 }
 
 /** A submission is always built under the strict policy; the workflow as configured; anything else strictly. */
