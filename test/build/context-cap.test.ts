@@ -72,7 +72,7 @@ describe.skipIf(why)('the build context cap (--max-context-size)', { timeout: 30
   it('refuses files that pass one by one but not together, removing what was unpacked', async () => {
     const error = await refusal(await zerosTarGz(8, 10 * MIB));
     expect(error.code).toBe('BUILD_CONTEXT_REJECTED');
-    expect(error.message).toMatch(/--max-context-size \(50m\)[^]*zeros-5/);
+    expect(error.message).toMatch(/--max-context-size \(50m\).*zeros-5/s);
     expect(await readdir(workDir)).toEqual([]);
   });
 });
