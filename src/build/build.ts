@@ -1,10 +1,11 @@
-import { createHash } from 'node:crypto';
-import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { createHash, randomBytes } from 'node:crypto';
+import { copyFile, lstat, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { extractTarToDir } from '../archive/safe-tar.js';
+import { formatSize } from '../config/size.js';
 import { buildArgs, imageVolumesArgs, removeImageArgs } from '../engine/args.js';
 import type { EngineContext, SharedBuild } from '../engine/context.js';
 import { capDetail, type ExecResult, execEngine, execEngineRaw, hintFor } from '../engine/exec.js';
@@ -36,11 +37,11 @@ export async function buildImage(ctx: EngineContext, request: BuildRequest): Pro
   // A build shared with other calls owns the folder until it ends, whoever waits for it.
   let handedOver = false;
   try {
-    const digest = await hashAndExtract(request, dir);
+    const digest = await hashAndExtract(request, dir, ctx.options.maxContextBytes);
     const image = `localhost/compute-worker/${request.role}:${digest}`;
     // Checked before the cache: an image built under an older or looser policy is not reused.
     const policy = policyFor(ctx, request.role);
-    const containerfile = await checkContainerfiles(dir, policy);
+    const containerfile = await checkContainerfiles(dir, policy, ctx.info.name);
     await request.onImage?.(image);
     const done = (cached: boolean, joined = false) => ({
       image,
@@ -139,7 +140,11 @@ async function waitFor(shared: SharedBuild, request: BuildRequest): Promise<{ ca
   }
 }
 
-async function hashAndExtract(request: BuildRequest, dir: string): Promise<string> {
+async function hashAndExtract(
+  request: BuildRequest,
+  dir: string,
+  maxBytes: number | undefined,
+): Promise<string> {
   const hash = createHash('sha256');
   // Hashes exactly the bytes the extractor reads (a 'data' listener would race it).
   const tee = new Transform({
@@ -149,10 +154,12 @@ async function hashAndExtract(request: BuildRequest, dir: string): Promise<strin
     },
   });
   const feeding = pipeline(request.context, tee);
-  const extracting = extractTarToDir(tee, dir, { gzip: true }).catch((error: unknown) => {
+  // Each entry's size is counted from its header before its body is written.
+  const limits = maxBytes ? { maxTotalBytes: maxBytes, maxEntryBytes: maxBytes } : {};
+  const extracting = extractTarToDir(tee, dir, { gzip: true, limits }).catch((error: unknown) => {
     tee.destroy();
     request.context.destroy();
-    throw error;
+    throw maxBytes ? overCap(error, maxBytes) : error;
   });
   const [extracted, fed] = await Promise.allSettled([extracting, feeding]);
   // A rejected archive explains more than the broken pipe it causes, and a failed download
@@ -169,14 +176,34 @@ async function hashAndExtract(request: BuildRequest, dir: string): Promise<strin
   return hash.digest('hex');
 }
 
+/** A context past --max-context-size is the task's to fix: said as such, naming the flag. */
+function overCap(error: unknown, maxBytes: number): unknown {
+  if (!(error instanceof WorkerError) || error.code !== 'ARCHIVE_REJECTED') return error;
+  if (!/allowed( per entry)?\b/.test(error.message) || !/than the/.test(error.message))
+    return error;
+  return new WorkerError(
+    'BUILD_CONTEXT_REJECTED',
+    `The build context is larger than --max-context-size (${formatSize(maxBytes)}): ${error.message}`,
+    { hint: 'make the context smaller, or raise --max-context-size (default: --disk-limit)' },
+  );
+}
+
 /** A submission is always built under the strict policy; the workflow as configured; anything else strictly. */
 export function policyFor(ctx: EngineContext, role: string): BuildPolicy {
   if (role === 'workflow') return ctx.options.workflowBuildPolicy ?? 'trusted';
   return 'strict';
 }
 
-/** Checks every Containerfile/Dockerfile at the root (builders differ in which they take); returns the one docker uses. */
-async function checkContainerfiles(dir: string, policy: BuildPolicy): Promise<string> {
+/**
+ * Checks every Containerfile/Dockerfile at the root (builders differ in which they take);
+ * returns the one the engine would take by itself, which the build names explicitly (a
+ * remote podman would otherwise look in its service's working folder).
+ */
+async function checkContainerfiles(
+  dir: string,
+  policy: BuildPolicy,
+  engine: string,
+): Promise<string> {
   const names = (await readdir(dir)).filter((name) =>
     ['containerfile', 'dockerfile'].includes(name.toLowerCase()),
   );
@@ -191,7 +218,16 @@ async function checkContainerfiles(dir: string, policy: BuildPolicy): Promise<st
   }
   for (const name of names) {
     const path = join(dir, name);
-    if ((await stat(path)).size > MAX_CONTAINERFILE_BYTES) {
+    const info = await lstat(path);
+    // A link is read where it points, which the policy would not have checked.
+    if (!info.isFile()) {
+      throw new WorkerError(
+        'BUILD_CONTEXT_REJECTED',
+        `The build context's ${name} is ${fileKind(info)}, not a regular file`,
+        { hint: `put the ${name} itself at the top of the .tar.gz` },
+      );
+    }
+    if (info.size > MAX_CONTAINERFILE_BYTES) {
       throw new WorkerError(
         'BUILD_CONTEXT_REJECTED',
         `The build context's ${name} is larger than 1 MiB`,
@@ -199,10 +235,20 @@ async function checkContainerfiles(dir: string, policy: BuildPolicy): Promise<st
     }
     checkContainerfile(await readFile(path), name, policy);
   }
-  const preferred = ['Dockerfile', 'Containerfile', 'dockerfile', 'containerfile'].find((n) =>
-    names.includes(n),
-  );
+  // buildah looks for Containerfile first, docker for Dockerfile.
+  const order =
+    engine === 'podman'
+      ? ['Containerfile', 'Dockerfile', 'containerfile', 'dockerfile']
+      : ['Dockerfile', 'Containerfile', 'dockerfile', 'containerfile'];
+  const preferred = order.find((n) => names.includes(n));
   return join(dir, preferred ?? (names[0] as string));
+}
+
+function fileKind(info: Awaited<ReturnType<typeof lstat>>): string {
+  if (info.isSymbolicLink()) return 'a symbolic link';
+  if (info.isDirectory()) return 'a folder';
+  if (info.isFIFO()) return 'a named pipe';
+  return 'a special file';
 }
 
 /**
@@ -252,6 +298,7 @@ async function runBuild(
         })
       : undefined;
   let failed = true;
+  let remoteFile: string | undefined;
   try {
     let contextDir = dir;
     if (asUser) {
@@ -260,10 +307,19 @@ async function runBuild(
       const bases = await baseImages(contextDir);
       await syncBaseImages(ctx, engine, bases, asUser.userTmp, stopper.signal);
     }
+    let file = join(contextDir, basename(containerfile));
+    if (engine.info.name === 'podman' && engine.info.engineHost) {
+      // podman 4.3's service reads a --file inside the context relative to its own working
+      // folder (and so builds whatever Containerfile lies there); one outside the context
+      // is sent with it. The random name cannot be one of the context's own files.
+      remoteFile = `${dir}-${randomBytes(8).toString('hex')}.Containerfile`;
+      await copyFile(file, remoteFile);
+      file = remoteFile;
+    }
     const args = buildArgs(engine.info, {
       tag: image,
       contextDir,
-      containerfile: join(contextDir, basename(containerfile)),
+      containerfile: file,
       labels: request.labels,
       isolation: confinement?.isolation,
     });
@@ -293,6 +349,7 @@ async function runBuild(
     if (asUser) await moveBuiltImage(engine, ctx, image, asUser.hostTmp, stopper.signal);
     if (diskLimit) await checkBuiltImageSize(ctx, image, diskLimit);
   } finally {
+    if (remoteFile) await rm(remoteFile, { force: true });
     await watch?.stop();
     request.signal?.removeEventListener('abort', onCancel);
     if (confinement) await confinement.release(ctx, failed);

@@ -200,17 +200,29 @@ export function extractFlags(rest: string): { flags: string[]; args: string } {
   return { flags, args: '' };
 }
 
-/** An instruction's arguments: a JSON array of strings when it parses as one, else words. */
-export function argumentList(args: string): { json: boolean; words: string[] } {
-  if (args.startsWith('[')) {
+/**
+ * The JSON array an argument text starts with, and the text after it: buildah's parser
+ * decodes the first JSON value and ignores what follows, so `["a"] b` is the array ["a"].
+ * Undefined when the text does not start with a JSON array of strings.
+ */
+export function leadingJsonArray(args: string): { words: string[]; after: string } | undefined {
+  if (!args.startsWith('[')) return undefined;
+  for (let end = args.indexOf(']'); end >= 0; end = args.indexOf(']', end + 1)) {
+    let parsed: unknown;
     try {
-      const parsed: unknown = JSON.parse(args);
-      if (Array.isArray(parsed) && parsed.every((w) => typeof w === 'string')) {
-        return { json: true, words: parsed };
-      }
+      parsed = JSON.parse(args.slice(0, end + 1));
     } catch {
-      // not JSON: the builder reads it as words too
+      continue;
     }
+    if (!Array.isArray(parsed) || !parsed.every((w) => typeof w === 'string')) return undefined;
+    return { words: parsed, after: args.slice(end + 1) };
   }
+  return undefined;
+}
+
+/** An instruction's arguments: a JSON array of strings (escapes decoded) when it starts with one, else words. */
+export function argumentList(args: string): { json: boolean; words: string[] } {
+  const json = leadingJsonArray(args);
+  if (json) return { json: true, words: json.words };
   return { json: false, words: args.split(/[\t\v\f\r \u0085\u00a0]+/).filter(Boolean) };
 }

@@ -4,6 +4,7 @@ import {
   decodeContainerfile,
   extractFlags,
   type Instruction,
+  leadingJsonArray,
   ParseProblem,
   parseContainerfile,
 } from './parse.js';
@@ -98,7 +99,7 @@ const HEREDOC = /<[^ \t<]*</;
 // ---- strict -------------------------------------------------------------------------
 
 interface StrictState {
-  /** Stage names (lower case) in order; an unnamed stage is ''. */
+  /** Stage names as written (lower case) in order; an unnamed stage is ''. */
   stages: string[];
   seenFrom: boolean;
 }
@@ -132,6 +133,11 @@ function checkStrict(instruction: Instruction, state: StrictState): string | und
     return `${keyword} before the first FROM`;
   }
   const rest = instruction.rest;
+  const json = leadingJsonArray(extractFlags(rest).args);
+  if (json && json.after !== '') {
+    // buildah would drop the text after the array; a reader that did not would see other words.
+    return `${keyword} ["..."] followed by more text is not allowed (nothing may follow a JSON array)`;
+  }
   if ((keyword === 'RUN' || keyword === 'COPY') && HEREDOC.test(rest)) {
     return `${keyword} with "<<" (a heredoc) is not allowed`;
   }
@@ -158,11 +164,13 @@ function strictFrom(rest: string, state: StrictState): string | undefined {
   if (!image || more.length > 0 || (as !== undefined && (as.toUpperCase() !== 'AS' || !name))) {
     return 'FROM must read "FROM <image>" or "FROM <image> AS <name>"';
   }
-  const stage = name?.toLowerCase() ?? '';
+  // buildah matches stage names byte for byte and docker lower-cases them: a name already in
+  // lower case means the same stage to both, and any other spelling of it is an image.
+  const stage = name ?? '';
   if (name !== undefined && (!STAGE_NAME.test(stage) || state.stages.includes(stage))) {
     return `FROM ... AS ${name}: a stage name is a new lower-case word (letters, digits, ._-)`;
   }
-  const earlierStage = state.stages.includes(image.toLowerCase());
+  const earlierStage = state.stages.includes(image);
   if (!earlierStage && image.toLowerCase() !== 'scratch') {
     if (!IMAGE_REF.test(image)) return `FROM ${image}: not an image name`;
     // podman also resolves a bare hex word as an image ID prefix: any image on the host.
@@ -181,7 +189,8 @@ function strictCopy(rest: string, state: StrictState): string | undefined {
   for (const flag of flags) {
     const from = /^--from=([A-Za-z0-9._-]+)$/.exec(flag);
     if (from) {
-      const ref = (from[1] as string).toLowerCase();
+      // Byte for byte, as buildah matches it (stage names are lower case: see strictFrom).
+      const ref = from[1] as string;
       const current = state.stages.length - 1;
       const index = /^[0-9]+$/.test(ref) ? Number(ref) : state.stages.indexOf(ref);
       if (!(index >= 0 && index < current)) {

@@ -38,9 +38,10 @@ export async function baseImages(dir: string): Promise<string[]> {
       const [image = '', as, stage] = extractFlags(rest)
         .args.split(/[ \t]+/)
         .filter(Boolean);
-      const lower = image.toLowerCase();
-      if (lower !== 'scratch' && !stages.includes(lower) && image) images.add(image);
-      if (as?.toUpperCase() === 'AS' && stage) stages.push(stage.toLowerCase());
+      // A stage only by its exact name, as buildah matches it: any other spelling is an image.
+      const isStage = stages.includes(image);
+      if (image.toLowerCase() !== 'scratch' && !isStage && image) images.add(image);
+      if (as?.toUpperCase() === 'AS' && stage) stages.push(stage);
     }
   }
   return [...images];

@@ -172,6 +172,12 @@ export const limitFlags = {
     ...sizeDefault(parseSize('1g')),
     env: env('MAX_PREDICTION_SIZE'),
   }),
+  'max-context-size': sizeFlag({
+    helpGroup: 'CONTAINER LIMITS',
+    description:
+      "Most bytes a build context (the workflow's or a submission's .tar.gz) may hold unpacked, counted from each entry's size as the archive streams in, before anything is written past it; a larger context is the task's fault (BUILD_CONTEXT_REJECTED). Default: --disk-limit.",
+    env: env('MAX_CONTEXT_SIZE'),
+  }),
   'max-model-size': sizeFlag({
     helpGroup: 'CONTAINER LIMITS',
     description:

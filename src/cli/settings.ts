@@ -74,6 +74,7 @@ export function engineOptions(flags: TaskFlagValues): EngineOptions {
     },
     buildUserns: flags['build-userns'],
     buildDiskLimitBytes: flags['disk-limit'],
+    maxContextBytes: flags['max-context-size'] ?? flags['disk-limit'],
     engineHost: flags['engine-host'],
     buildUser: flags['build-user'],
   };

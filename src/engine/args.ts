@@ -122,7 +122,7 @@ export const runArgs = createArgs;
 export interface BuildArgsInput {
   tag: string;
   contextDir: string;
-  /** Absolute path of the Containerfile/Dockerfile (docker needs it when it is not `Dockerfile`). */
+  /** Absolute path of the Containerfile/Dockerfile the build takes (every engine gets it as --file). */
   containerfile: string;
   labels: Record<string, string>;
   /** How an untrusted build is confined; undefined for a trusted one (the workflow). */
@@ -165,7 +165,8 @@ export function buildArgs(info: Quirks, input: BuildArgsInput): string[] {
   const common = ['--tag', input.tag, '--force-rm', ...labelArgs(input.labels)];
   const confine = input.isolation ? buildConfineArgs(info, input.isolation) : [];
   if (info.name === 'podman') {
-    // podman finds Containerfile or Dockerfile in the context itself.
+    // Named explicitly: a remote podman without --file builds the Containerfile of its
+    // service's working folder, not the context's.
     return [
       'build',
       '--network=none',
@@ -174,6 +175,8 @@ export function buildArgs(info: Quirks, input: BuildArgsInput): string[] {
       ...runtimeArgs(info),
       ...common,
       ...confine,
+      '--file',
+      input.containerfile,
       input.contextDir,
     ];
   }

@@ -203,7 +203,22 @@ function isOom(
   return memoryLimited && state.ExitCode === SIGKILL_EXIT;
 }
 
+/**
+ * runc failing to set up the image's own working directory in its root filesystem
+ * (`WORKDIR /proc/self/fd/7`: "error during container init: mkdir /proc/self/fd/7: not a
+ * directory"): the image is wrong, not the engine.
+ */
+const IMAGE_WORKDIR_REFUSED =
+  /error during container init: (mkdir|chdir)[^\n]*: (not a directory|no such file or directory|file exists|too many levels of symbolic links)/i;
+
 function startFailure(ctx: EngineContext, stderr: string, exitCode: number): WorkerError {
+  if (!hintFor(stderr) && IMAGE_WORKDIR_REFUSED.test(stderr)) {
+    return new WorkerError(
+      'CONTAINER_FAILED',
+      "The container could not start: the image's working directory (WORKDIR) cannot be made",
+      { detail: capDetail(stderr) },
+    );
+  }
   // The image's own command is missing or not executable: the submission is at fault.
   if (
     !hintFor(stderr) &&

@@ -105,6 +105,8 @@ export interface EngineOptions {
    * podman only) and the size its image may have; undefined: not bounded.
    */
   buildDiskLimitBytes?: number;
+  /** --max-context-size: most bytes a build context holds unpacked; undefined: the tar default (10 GiB). */
+  maxContextBytes?: number;
   /**
    * Where `podman info`'s answer is kept between processes (see info-cache.ts); undefined:
    * podman is asked every time.

@@ -321,6 +321,8 @@ describe('buildArgs', () => {
       '0:2000000000:65536',
       '--userns-gid-map',
       '0:3000:10',
+      '--file',
+      '/tmp/ctx/Dockerfile',
       '/tmp/ctx',
     ]);
   });

@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, mkdirSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -38,6 +38,9 @@ export async function startPodmanService(): Promise<PodmanService> {
   const dir = serviceDir();
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
+  // A Containerfile in the service's working folder, which a remote build without --file
+  // takes instead of the context's: one that cannot build here shows the wrong one was used.
+  writeFileSync(join(dir, 'Containerfile'), 'FROM docker.io/library/node:22-bookworm-slim\n');
   const storageArgs = [
     '--root',
     join(dir, 'root'),
