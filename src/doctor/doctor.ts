@@ -13,6 +13,7 @@ import { checkGpus, type GpuCheckOptions } from './gpu.js';
 import { imageCacheCheck } from './image-cache.js';
 import { checkNsq, type NsqCheckOptions } from './nsq.js';
 import { probeEngine } from './probe.js';
+import { usernsRangeCheck } from './userns.js';
 
 export interface DoctorOptions {
   engine: EngineOptions;
@@ -54,13 +55,15 @@ export async function runDoctor(options: DoctorOptions): Promise<Check[]> {
 async function engineChecks(engine: Engine, options: DoctorOptions): Promise<Check[]> {
   // Its build is doctor's, not a task's: --disk-limit (which may be below busybox) does not bound it.
   const unbounded = engineFor(engine.info, { ...options.engine, buildDiskLimitBytes: undefined });
-  const [probe, namespace, cache] = await Promise.all([
+  const [range, probe, namespace, cache] = await Promise.all([
+    usernsRangeCheck(engine.info, options.limits),
     probeEngine(engine, { limits: options.limits, busyboxPath: options.busyboxPath }),
     buildNamespaceCheck(unbounded, options.engine, options.busyboxPath),
     options.imageCache ? imageCacheCheck(engine, options.imageCache) : undefined,
   ]);
   return [
     ...probe,
+    range,
     builderCheck(engine.info, options.engine.workflowBuildPolicy),
     namespace,
     ...(cache ? [cache] : []),
