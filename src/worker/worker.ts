@@ -140,7 +140,12 @@ export class Worker {
     const entry: Running = { controller, done: Promise.resolve() };
     this.running[kind].add(entry);
     this.options.metrics?.taskStarted(kind);
-    entry.done = runMessage({ ...this.options, disk: this.disk }, kind, lease, controller.signal)
+    entry.done = runMessage(
+      { ...this.options, disk: this.disk, stopping: () => this.draining },
+      kind,
+      lease,
+      controller.signal,
+    )
       .then((outcome) => {
         this.options.metrics?.taskFinished(kind, outcome);
         this.options.onOutcome?.(kind, outcome);
