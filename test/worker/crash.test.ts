@@ -1,4 +1,5 @@
-import { readdir } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
+import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 import { workerTmpDir } from '../../src/config/paths.js';
 import { predictTask } from '../support/worker-fixtures.js';
@@ -60,6 +61,10 @@ describe.skipIf(!hasPodman && !requireEngines)('crash of a worker', () => {
     // What the dead worker left: its task volumes at least (the container may have ended).
     const left = await h.fleet.leftovers(crashedId);
     expect(left.volumes.length).toBeGreaterThan(0);
+    // As root with rootful podman, the predict step's sized filesystem is still mounted.
+    const tmp = `${workerTmpDir(crashedId)}/`;
+    const sized = process.getuid?.() === 0;
+    if (sized) expect(await readFile('/proc/self/mountinfo', 'utf8')).toContain(tmp);
 
     const restarted = await h.fleet.start(await h.args([], crashing.stateDir), { env: h.env });
     const interrupted = await restarted.waitForLine(
@@ -74,6 +79,14 @@ describe.skipIf(!hasPodman && !requireEngines)('crash of a worker', () => {
       'the leftovers removed',
     );
     expect(removed.volumes).toEqual(expect.arrayContaining(left.volumes));
+    if (sized) {
+      const released = restarted.lines.find((l) =>
+        l.msg.includes('released the sized filesystems left by a previous run'),
+      );
+      expect(released?.mounts).toEqual(expect.arrayContaining([expect.stringContaining(tmp)]));
+      expect(await readFile('/proc/self/mountinfo', 'utf8')).not.toContain(tmp);
+      expect((await execa('losetup', ['-a'])).stdout).not.toContain(tmp);
+    }
     await restarted.waitForLine((l) => l.msg === 'worker started', 60_000, 'the restart');
     expect(await h.fleet.leftovers(crashedId)).toEqual({ containers: [], volumes: [] });
     // The dead run's task temp folder goes too.
