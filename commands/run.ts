@@ -19,8 +19,8 @@ export default class Run extends BaseCommand {
     `Consumes topic "train" (learn tasks) and topic "prediction" (predict tasks) on channel
 "compute", finding nsqd through nsqlookupd or connecting to nsqd directly. Each task is
 claimed from the orchestrator, run in hardened containers, and reported. Passing errors are
-retried with backoff; errors of the task itself are reported failed at once. SIGTERM,
-SIGINT or SIGHUP drains: no new tasks, running ones get --shutdown-grace, then are cancelled and
+retried with backoff; errors of the task itself are reported failed at once. SIGTERM or
+SIGINT drains: no new tasks, running ones get --shutdown-grace, then are cancelled and
 requeued. Flags of the original worker, written with one dash, are accepted as they are.`;
   static override examples = [
     '<%= config.bin %> run --nsqlookupd-urls 10.0.0.5:4161 --storage-host storage --orchestrator-host orchestrator',
@@ -84,9 +84,6 @@ requeued. Flags of the original worker, written with one dash, are accepted as t
       };
       process.on('SIGTERM', onSignal);
       process.on('SIGINT', onSignal);
-      // A closed terminal or session (ssh, tmux) or a `systemctl reload`: drained like
-      // SIGTERM, never the sudden death Node's default would be.
-      process.on('SIGHUP', onSignal);
     });
     await worker.start();
     let server: MetricsServer | undefined;

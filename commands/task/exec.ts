@@ -50,7 +50,6 @@ export default class TaskExec extends BaseCommand {
     const cancel = () => controller.abort(new Error('interrupted by a signal'));
     process.once('SIGINT', cancel);
     process.once('SIGTERM', cancel);
-    process.once('SIGHUP', cancel);
 
     // What an earlier task exec on this state folder left when it was killed.
     await removeDeadExecRuns(env.stateDir, env.engine, log);

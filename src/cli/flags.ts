@@ -370,7 +370,7 @@ export const runFlags = {
   'shutdown-grace': durationFlag({
     helpGroup: 'RETRIES AND SHUTDOWN',
     description:
-      'On SIGTERM, SIGINT or SIGHUP, how long running tasks may go on before they are cancelled and requeued. A second signal stops at once.',
+      'On SIGTERM or SIGINT, how long running tasks may go on before they are cancelled and requeued. A second signal stops at once.',
     ...durationDefault(parseDuration('30s')),
     env: env('SHUTDOWN_GRACE'),
   }),

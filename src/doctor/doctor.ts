@@ -17,7 +17,6 @@ import { imageCacheCheck } from './image-cache.js';
 import { buildUserImagesCheck, type IsLive, liveWorker, orphansCheck } from './leftovers.js';
 import { checkNsq, type NsqCheckOptions } from './nsq.js';
 import { probeEngine } from './probe.js';
-import { usernsRangeCheck } from './userns.js';
 
 export interface DoctorOptions {
   engine: EngineOptions;
@@ -70,8 +69,7 @@ export async function runDoctor(options: DoctorOptions): Promise<Check[]> {
 async function engineChecks(engine: Engine, options: DoctorOptions): Promise<Check[]> {
   // Its build is doctor's, not a task's: --disk-limit (which may be below busybox) does not bound it.
   const unbounded = engineFor(engine.info, { ...options.engine, buildDiskLimitBytes: undefined });
-  const [range, probe, namespace, cache, bound, orphans, buildUserImages] = await Promise.all([
-    usernsRangeCheck(engine.info, options.limits),
+  const [probe, namespace, cache, bound, orphans, buildUserImages] = await Promise.all([
     probeEngine(engine, { limits: options.limits, busyboxPath: options.busyboxPath }),
     buildNamespaceCheck(unbounded, options.engine, options.busyboxPath),
     options.imageCache ? imageCacheCheck(engine, options.imageCache) : undefined,
@@ -81,7 +79,6 @@ async function engineChecks(engine: Engine, options: DoctorOptions): Promise<Che
   ]);
   return [
     ...probe,
-    range,
     builderCheck(engine.info, options.engine.workflowBuildPolicy),
     namespace,
     buildUserImages,

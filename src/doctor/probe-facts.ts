@@ -14,8 +14,6 @@ export const PROBE_SCRIPT = [
   "grep : /proc/net/dev | cut -d: -f1 | tr -d ' ' | sed 's/^/if=/'",
   'for f in memory/memory.limit_in_bytes memory.max pids/pids.max pids.max; do if [ -r /sys/fs/cgroup/$f ]; then echo "cgroup=$f=$(cat /sys/fs/cgroup/$f)"; fi; done',
   `if out=$(touch ${PROBE_INPUT}/probe 2>&1); then echo input=written; else echo "input=$out"; fi`,
-  "sed 's/^/uid_map=/' /proc/self/uid_map",
-  'echo "core=$(ulimit -Hc)"',
 ].join('; ');
 
 export interface ProbeMount {
@@ -33,14 +31,10 @@ export interface ProbeFacts {
   cgroup: { memory?: string; pids?: string };
   /** What a write into the read-only input mount gave: `written` or the error. */
   inputWrite?: string;
-  /** /proc/self/uid_map: inside id, outside id, count. */
-  uidMap: { inside: number; outside: number; count: number }[];
-  /** `ulimit -Hc`: the hard limit of core dump size. */
-  core?: string;
 }
 
 export function parseProbe(lines: readonly string[]): ProbeFacts {
-  const facts: ProbeFacts = { mounts: [], status: {}, interfaces: [], cgroup: {}, uidMap: [] };
+  const facts: ProbeFacts = { mounts: [], status: {}, interfaces: [], cgroup: {} };
   for (const line of lines) {
     const eq = line.indexOf('=');
     if (eq < 0) continue;
@@ -63,12 +57,6 @@ export function parseProbe(lines: readonly string[]): ProbeFacts {
       if (m) facts.cgroup[value.startsWith('memory') ? 'memory' : 'pids'] = m[1];
     } else if (key === 'input') {
       facts.inputWrite = value;
-    } else if (key === 'uid_map') {
-      const [inside, outside, count] = value.trim().split(/\s+/).map(Number);
-      if (inside !== undefined && outside !== undefined && count !== undefined)
-        facts.uidMap.push({ inside, outside, count });
-    } else if (key === 'core') {
-      facts.core = value.trim();
     }
   }
   return facts;
@@ -93,7 +81,7 @@ const roundToPage = (bytes: number) => Math.ceil(bytes / PAGE) * PAGE;
 /** One finding per hardening promise, failing (never warning) when the inside says otherwise. */
 export function judgeProbe(
   facts: ProbeFacts,
-  info: Pick<EngineInfo, 'name' | 'unenforcedLimits' | 'usernsRemap'>,
+  info: Pick<EngineInfo, 'name' | 'unenforcedLimits'>,
   limits: RunLimits,
 ): Check[] {
   const checks: Check[] = [];
@@ -192,15 +180,6 @@ export function judgeProbe(
     );
   }
 
-  checks.push(usernsFinding(facts, info, limits));
-
-  check(
-    'core-dumps',
-    facts.core === '0',
-    `core dump size inside (ulimit -Hc): ${facts.core ?? '?'}`,
-    `a crash could dump the container's memory where the host's core_pattern says: --ulimit core=0 is not honoured (check the default ulimits in ${engineConf})`,
-  );
-
   const input = facts.inputWrite ?? 'not tried';
   check(
     'read-only-inputs',
@@ -209,42 +188,4 @@ export function judgeProbe(
     'volumes mounted :ro must refuse writes with EROFS: the engine or the OCI runtime ignored the ro option',
   );
   return checks;
-}
-
-/** The host-side id of `id` in a uid map; undefined when it is not mapped. */
-export function outsideId(map: ProbeFacts['uidMap'], id: number): number | undefined {
-  const range = map.find((m) => id >= m.inside && id < m.inside + m.count);
-  return range ? range.outside + (id - range.inside) : undefined;
-}
-
-/**
- * The container's root and user, as its uid map says, are ids of its own, not the host's
- * (where they would share RLIMIT_NPROC and file owners with every other container).
- */
-function usernsFinding(
-  facts: ProbeFacts,
-  info: Pick<EngineInfo, 'name' | 'usernsRemap'>,
-  limits: RunLimits,
-): Check {
-  const user = Number(limits.user.split(':')[0]);
-  const root = outsideId(facts.uidMap, 0);
-  const mapped = outsideId(facts.uidMap, user);
-  const message = `uid 0 inside is ${root ?? 'unmapped'} outside, uid ${user} is ${mapped ?? 'unmapped'} (/proc/self/uid_map)`;
-  const own = facts.uidMap.length > 0 && root !== 0 && mapped !== user;
-  if (own)
-    return { name: 'userns', status: 'pass', message: `${message}: a user namespace of its own` };
-  if (info.name === 'docker') {
-    return {
-      name: 'userns',
-      status: 'warn',
-      message: `${message}: the container runs as the host's uids (docker without userns-remap), shared by every task`,
-      hint: 'start dockerd with --userns-remap=default, or use rootful podman, which gives each container a namespace of its own',
-    };
-  }
-  return {
-    name: 'userns',
-    status: 'fail',
-    message: `${message}: the container runs as the host's uids, shared by every task`,
-    hint: 'podman did not apply --userns=auto: check the `containers` entries of /etc/subuid and /etc/subgid (doctor check userns-range)',
-  };
 }

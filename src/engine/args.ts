@@ -14,8 +14,7 @@ import type {
  * Pure builders of engine CLI arguments. Nothing here runs anything; exec.ts does.
  * `info` carries the engine's name and the quirks they depend on.
  */
-type Quirks = Pick<EngineInfo, 'name' | 'ociRuntimeOverride' | 'unenforcedLimits' | 'gpuDevices'> &
-  Partial<Pick<EngineInfo, 'rootless'>>;
+type Quirks = Pick<EngineInfo, 'name' | 'ociRuntimeOverride' | 'unenforcedLimits' | 'gpuDevices'>;
 
 /** Container logs kept on disk by the engine (they are streamed out while the task runs). */
 export const ENGINE_LOG_MAX = '64m';
@@ -50,9 +49,6 @@ export function limitArgs(info: Quirks, limits: RunLimits): string[] {
     `nofile=${limits.nofile}:${limits.nofile}`,
     '--ulimit',
     `nproc=${limits.nproc}:${limits.nproc}`,
-    // A crash dump is the host's business (core_pattern may pipe it to a host helper).
-    '--ulimit',
-    'core=0:0',
     '--shm-size',
     formatSize(limits.shmBytes),
     '--init',
@@ -62,7 +58,6 @@ export function limitArgs(info: Quirks, limits: RunLimits): string[] {
   // podman copies the CLI's own http_proxy and friends (credentials included) into a
   // container by default; docker only from its config file, which the worker never writes.
   if (info.name === 'podman') args.push('--http-proxy=false');
-  args.push(...usernsArgs(info, limits));
   if (!skip.has('pids')) args.push('--pids-limit', String(limits.pidsLimit));
   if (!skip.has('memory')) {
     const memory = formatSize(limits.memoryBytes);
@@ -72,38 +67,8 @@ export function limitArgs(info: Quirks, limits: RunLimits): string[] {
   return args;
 }
 
-/**
- * The ids a rootless podman's container may take from its user's subordinate range: few
- * enough that several containers fit in the usual 65536 (rootless podman 4.3 would
- * otherwise give the first container the whole range and refuse the next).
- */
-export const ROOTLESS_USERNS_MIN_SIZE = 1024;
-
-/**
- * A user namespace of its own for each container (podman): its uid 1000 is a host uid that
- * no other container has, so RLIMIT_NPROC, file owners and signals are its own. Rootful
- * podman takes the ids from the `containers` entry of /etc/subuid and /etc/subgid and sizes
- * the namespace for the image; rootless podman from its user's range, with a size that
- * holds the container's user. docker has only its daemon's userns-remap.
- */
-export function usernsArgs(info: Quirks, limits: Pick<RunLimits, 'user'>): string[] {
-  if (info.name !== 'podman') return [];
-  if (!info.rootless) return ['--userns=auto'];
-  const ids = limits.user.split(':').map(Number);
-  const size = Math.max(ROOTLESS_USERNS_MIN_SIZE, ...ids.map((id) => id + 1));
-  return [`--userns=auto:size=${size}`];
-}
-
-/**
- * podman's U option gives a volume's files to the container's user as its namespace maps
- * it, at each start: what the worker staged as uid 1000 (or another container of the task
- * wrote) is the container's own uid 1000. docker keeps the host's ids.
- */
-export function mountArgs(info: Quirks, mounts: readonly VolumeMount[]): string[] {
-  return mounts.flatMap((m) => {
-    const options = [...(m.readOnly ? ['ro'] : []), ...(info.name === 'podman' ? ['U'] : [])];
-    return ['-v', `${m.volume}:${m.target}${options.length ? `:${options.join(',')}` : ''}`];
-  });
+export function mountArgs(mounts: readonly VolumeMount[]): string[] {
+  return mounts.flatMap((m) => ['-v', `${m.volume}:${m.target}${m.readOnly ? ':ro' : ''}`]);
 }
 
 /**
@@ -139,11 +104,7 @@ export function createArgs(
     // task; a tmpfs is charged to the container's memory and goes with it.
     args.push('--image-volume=tmpfs');
   }
-  args.push(
-    ...labelArgs(spec.labels),
-    ...mountArgs(info, spec.mounts),
-    ...gpuArgs(info, spec.gpus),
-  );
+  args.push(...labelArgs(spec.labels), ...mountArgs(spec.mounts), ...gpuArgs(info, spec.gpus));
   args.push(...(spec.extraArgs ?? []));
   return [...args, spec.image, ...spec.command];
 }
@@ -345,15 +306,10 @@ export function removeVolumesArgs(names: readonly string[]): string[] {
 
 /**
  * Starts a created container and streams its output until it exits, exiting with its code.
- * The worker stops this client with SIGKILL (nothing to proxy), then kills the container by
- * name. podman passes no signal the client gets on to the container (--sig-proxy=false):
- * a signal meant for the worker is never the submission's. docker's start has no such flag:
- * there the client's own process group (exec.ts) keeps such signals away.
+ * The worker stops this client with SIGKILL (nothing to proxy), then kills the container by name.
  */
-export function startAttachArgs(engine: 'podman' | 'docker', name: string): string[] {
-  return engine === 'podman'
-    ? ['start', '--attach', '--sig-proxy=false', name]
-    : ['start', '--attach', name];
+export function startAttachArgs(name: string): string[] {
+  return ['start', '--attach', name];
 }
 
 /** Kills a container by name: its attached `start` client then ends by itself. */

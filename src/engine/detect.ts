@@ -7,8 +7,6 @@ import { infoCacheKey, readInfoCache, writeInfoCache } from './info-cache.js';
 import { resolveEngineHost } from './remote.js';
 import type { EngineInfo, EngineOptions, UnenforcedLimit } from './types.js';
 
-const idMapSchema = z.object({ container_id: z.number(), host_id: z.number(), size: z.number() });
-
 const podmanInfoSchema = z.object({
   host: z.object({
     cgroupVersion: z.string(),
@@ -16,9 +14,6 @@ const podmanInfoSchema = z.object({
     cgroupControllers: z.array(z.string()).nullish(),
     ociRuntime: z.object({ name: z.string() }).optional(),
     security: z.object({ rootless: z.boolean() }),
-    idMappings: z
-      .object({ uidmap: z.array(idMapSchema).nullish(), gidmap: z.array(idMapSchema).nullish() })
-      .nullish(),
     buildahVersion: z.string().optional(),
     serviceIsRemote: z.boolean().optional(),
   }),
@@ -203,23 +198,7 @@ async function podmanInfo(
     ...(info.store.graphRoot ? { graphRoot: info.store.graphRoot } : {}),
     ...(info.host.cgroupManager ? { cgroupManager: info.host.cgroupManager } : {}),
     serviceIsRemote: info.host.serviceIsRemote === true,
-    ...(info.host.security.rootless
-      ? { subordinateIds: subordinateIds(info.host.idMappings) }
-      : {}),
   };
-}
-
-/** The ids a rootless namespace maps beyond its container id 0 (the user itself). */
-function subordinateIds(maps: z.infer<typeof podmanInfoSchema>['host']['idMappings']): {
-  uids: number;
-  gids: number;
-} {
-  const count = (map: z.infer<typeof idMapSchema>[] | null | undefined) =>
-    (map ?? []).reduce(
-      (sum, m) => sum + Math.max(0, m.container_id + m.size - Math.max(1, m.container_id)),
-      0,
-    );
-  return { uids: count(maps?.uidmap), gids: count(maps?.gidmap) };
 }
 
 async function dockerInfo(
@@ -244,7 +223,6 @@ async function dockerInfo(
     // A daemon with CDI enabled (docker 25+) lists its spec folders; older ones need the
     // NVIDIA hook behind --gpus.
     gpuDevices: (info.CDISpecDirs ?? []).length > 0 ? 'cdi' : 'nvidia-hook',
-    usernsRemap: (info.SecurityOptions ?? []).some((option) => option.includes('name=userns')),
     ...(info.DockerRootDir ? { graphRoot: info.DockerRootDir } : {}),
   };
 }

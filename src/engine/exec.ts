@@ -250,7 +250,7 @@ export function spawnEngine(
   const user = cli.user
     ? { uid: cli.user.uid, gid: cli.user.gid, extendEnv: false, env: cli.user.env }
     : { env: {} };
-  const subprocess = execa(cli.path, [...engineHostArgs(cli.name, cli.engineHost), ...args], {
+  return execa(cli.path, [...engineHostArgs(cli.name, cli.engineHost), ...args], {
     cwd: cli.workDir ?? tmpdir(),
     buffer: false,
     reject: false,
@@ -261,34 +261,10 @@ export function spawnEngine(
     cancelSignal: options.signal,
     forceKillAfterDelay: 5_000,
     killSignal: options.killSignal ?? 'SIGTERM',
-    // A process group of its own: a signal to the worker's group (Ctrl-C, systemd's
-    // KillMode=control-group, `kill -- -PGID`) reaches neither the CLI nor, through the
-    // CLI's signal proxying, a container. The worker stops its CLIs itself (the cancel
-    // signal, the deadline, and its own exit: see trackUntilExit).
-    detached: true,
     ...user,
     // Node drops the supplementary groups when it changes the user.
     env: { ...user.env, LC_ALL: 'C', ...options.env },
   }) as unknown as ResultPromise<{ buffer: false }>;
-  trackUntilExit(subprocess);
-  return subprocess;
-}
-
-/** Engine CLIs still running; execa's own clean-up on exit does not cover detached ones. */
-const running = new Set<ResultPromise<{ buffer: false }>>();
-let exitHook = false;
-
-/** The worker exiting (a crash included) takes its running engine CLIs with it, as before. */
-function trackUntilExit(subprocess: ResultPromise<{ buffer: false }>): void {
-  if (!exitHook) {
-    exitHook = true;
-    process.on('exit', () => {
-      for (const sub of running) sub.kill('SIGKILL');
-    });
-  }
-  running.add(subprocess);
-  const forget = () => running.delete(subprocess);
-  subprocess.then(forget, forget);
 }
 
 /**

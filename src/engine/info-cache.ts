@@ -22,9 +22,6 @@ const CONFIG_FILES = [
   '/usr/bin/runc',
   '/usr/sbin/runc',
   '/usr/bin/conmon',
-  // A rootless user's subordinate ids (EngineInfo.subordinateIds).
-  '/etc/subuid',
-  '/etc/subgid',
 ];
 
 const ENV = [
@@ -60,7 +57,7 @@ export async function infoCacheKey(cliPath: string): Promise<string> {
   );
   const boot = await readFile('/proc/sys/kernel/random/boot_id', 'utf8').catch(() => '');
   const parts = {
-    v: 2,
+    v: 1,
     uid: process.getuid?.(),
     gid: process.getgid?.(),
     boot: boot.trim(),

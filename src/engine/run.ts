@@ -131,7 +131,7 @@ async function startAndWait(ctx: EngineContext, name: string, spec: RunSpec): Pr
   if (spec.signal?.aborted) onAbort();
   let attached: Awaited<ReturnType<typeof execEngineRaw>>;
   try {
-    attached = await execEngineRaw(ctx.cli, startAttachArgs(ctx.info.name, name), {
+    attached = await execEngineRaw(ctx.cli, startAttachArgs(name), {
       // Only a safety net: the kill above ends the client first.
       timeoutMs: spec.timeoutMs + ctx.options.callTimeoutMs,
       killSignal: 'SIGKILL',

@@ -68,18 +68,6 @@ export interface EngineInfo {
    * undefined for the local one. Its host's folders are not this host's: see remote.ts.
    */
   engineHost?: string;
-  /**
-   * docker only: the daemon runs with userns-remap (`docker info` SecurityOptions
-   * name=userns), so containers' ids are not the host's; all containers still share the one
-   * remapped range. podman gives every container a namespace of its own (args.ts usernsArgs).
-   */
-  usernsRemap?: boolean;
-  /**
-   * Rootless podman: the subordinate ids its user namespace maps besides the user's own
-   * (`podman info` host.idMappings), from which each container takes its own; undefined
-   * where podman does not say (rootful, remote).
-   */
-  subordinateIds?: { uids: number; gids: number };
 }
 
 export interface EngineOptions {

@@ -2,7 +2,7 @@ import { toWorkerError, WorkerError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { TaskEnv, TaskKind } from '../tasks/context.js';
 import { acquireTaskGpus, gpuNames } from '../tasks/gpus.js';
-import { decideOutcome, faultOf, type RetryPolicy } from '../tasks/outcome.js';
+import { decideOutcome, type RetryPolicy } from '../tasks/outcome.js';
 import { failedReport } from '../tasks/report-body.js';
 import {
   executeTask,
@@ -28,22 +28,10 @@ export interface RunnerDeps {
   /** Whether storage and the orchestrator answer (see service-gate.ts); none = not watched. */
   services?: ServiceGate;
   metrics?: WorkerRecorder;
-  /** Whether the worker is draining: a container that dies meanwhile is not the task's fault. */
-  stopping?: () => boolean;
 }
 
 /** How long a message handed back during an outage waits in NSQ. */
 const OUTAGE_DELAY_MS = 5_000;
-/**
- * Failures of a container or a build that may be the stop's doing rather than the task's
- * (a signal to the whole unit or session that reached it some other way than through the
- * worker): while the worker stops, they are handed back, never reported.
- */
-const DIES_IN_A_STOP: ReadonlySet<string> = new Set([
-  'CONTAINER_FAILED',
-  'CONTAINER_OOM',
-  'BUILD_FAILED',
-]);
 
 /** How a message ended, for the worker's counters and the tests' assertions. */
 export type MessageOutcome =
@@ -202,18 +190,6 @@ async function settle(
   if (report.status === 'failed' && signal.aborted) {
     // Shutdown: hand the message back at once, for another worker or the next start.
     log.warn({ step: report.failedStep }, 'task cancelled by shutdown: requeued');
-    return answer(lease, log, () => message.requeue(0, false)) ? 'cancelled' : 'lease-lost';
-  }
-  if (
-    report.status === 'failed' &&
-    deps.stopping?.() &&
-    faultOf(error) === 'task' &&
-    DIES_IN_A_STOP.has(error.code)
-  ) {
-    log.warn(
-      { step: report.failedStep, err: error.toJSON() },
-      'a container or build of the task died while the worker was stopping: not blamed on the task, requeued',
-    );
     return answer(lease, log, () => message.requeue(0, false)) ? 'cancelled' : 'lease-lost';
   }
   if (

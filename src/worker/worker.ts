@@ -173,12 +173,7 @@ export class Worker {
     this.running[kind].add(entry);
     this.options.metrics?.taskStarted(kind);
     entry.done = runMessage(
-      {
-        ...this.options,
-        disk: this.disk,
-        services: this.services,
-        stopping: () => this.draining,
-      },
+      { ...this.options, disk: this.disk, services: this.services },
       kind,
       lease,
       controller.signal,

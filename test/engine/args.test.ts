@@ -14,7 +14,6 @@ import {
   removeContainersArgs,
   removeImageArgs,
   removeUnusedImageArgs,
-  startAttachArgs,
   volumeCreateArgs,
   volumeImportArgs,
   waitArgs,
@@ -28,7 +27,6 @@ const podman = { name: 'podman' as const, unenforcedLimits: [] };
 const docker = { name: 'docker' as const, unenforcedLimits: [] };
 const rootlessV1 = {
   name: 'podman' as const,
-  rootless: true,
   unenforcedLimits: unenforcedLimits({ name: 'podman', rootless: true, cgroupVersion: 1 }),
 };
 
@@ -78,8 +76,6 @@ const HARDENING = [
   'nofile=1024:1024',
   '--ulimit',
   'nproc=1024:1024',
-  '--ulimit',
-  'core=0:0',
   '--shm-size',
   '512m',
   '--init',
@@ -101,7 +97,6 @@ describe('the exact arguments of a task container', () => {
       ...HARDENING,
       '--read-only-tmpfs=false',
       '--http-proxy=false',
-      '--userns=auto',
       ...CGROUP_LIMITS,
     ]);
     expect(
@@ -118,7 +113,6 @@ describe('the exact arguments of a task container', () => {
       ...HARDENING,
       '--read-only-tmpfs=false',
       '--http-proxy=false',
-      '--userns=auto',
       ...CGROUP_LIMITS,
       '--log-opt',
       'max-size=64m',
@@ -130,9 +124,9 @@ describe('the exact arguments of a task container', () => {
       '--label',
       `${LABEL_MANAGED}=true`,
       '-v',
-      'vol-train:/data/train:U',
+      'vol-train:/data/train',
       '-v',
-      'vol-model:/data/model:ro,U',
+      'vol-model:/data/model:ro',
       'localhost/compute-worker/submission:abc',
       '-T',
       'train',
@@ -146,7 +140,6 @@ describe('the exact arguments of a task container', () => {
       ...HARDENING,
       '--read-only-tmpfs=false',
       '--http-proxy=false',
-      '--userns=auto:size=1024',
     ]);
     expect(createArgs(rootlessV1, 'n', { ...spec, limits: LIMITS })).toEqual([
       'create',
@@ -155,7 +148,6 @@ describe('the exact arguments of a task container', () => {
       ...HARDENING,
       '--read-only-tmpfs=false',
       '--http-proxy=false',
-      '--userns=auto:size=1024',
       '--log-opt',
       'max-size=64m',
       '--timeout',
@@ -166,9 +158,9 @@ describe('the exact arguments of a task container', () => {
       '--label',
       `${LABEL_MANAGED}=true`,
       '-v',
-      'vol-train:/data/train:U',
+      'vol-train:/data/train',
       '-v',
-      'vol-model:/data/model:ro,U',
+      'vol-model:/data/model:ro',
       'localhost/compute-worker/submission:abc',
       '-T',
       'train',
@@ -212,11 +204,7 @@ describe('limitArgs', () => {
     expect(flagValue(args, '--pids-limit')).toBe('256');
     expect(flagValue(args, '--shm-size')).toBe('1g');
     expect(Number(flagValue(args, '--cpus'))).toBeGreaterThan(0);
-    expect(flagValues(args, '--ulimit')).toEqual([
-      'nofile=1024:1024',
-      'nproc=1024:1024',
-      'core=0:0',
-    ]);
+    expect(flagValues(args, '--ulimit')).toEqual(['nofile=1024:1024', 'nproc=1024:1024']);
   });
 
   it('turns off podman read-only extra tmpfs mounts, which have no size; docker has none', () => {
@@ -229,7 +217,7 @@ describe('limitArgs', () => {
     const args = limitArgs(rootlessV1, DEFAULT_LIMITS);
     for (const flag of ['--memory', '--memory-swap', '--cpus', '--pids-limit'])
       expect(args).not.toContain(flag);
-    expect(flagValues(args, '--ulimit')).toHaveLength(3);
+    expect(flagValues(args, '--ulimit')).toHaveLength(2);
     expect(unenforcedLimits({ name: 'podman', rootless: false, cgroupVersion: 1 })).toEqual([]);
     const rootlessV2 = { name: 'podman' as const, rootless: true, cgroupVersion: 2 as const };
     expect(unenforcedLimits(rootlessV2, ['cpu', 'memory', 'pids'])).toEqual([]);
@@ -253,28 +241,7 @@ describe('createArgs', () => {
       'compute-worker.task=t1',
       `${LABEL_MANAGED}=true`,
     ]);
-    expect(flagValues(args, '-v')).toEqual([
-      'vol-train:/data/train:U',
-      'vol-model:/data/model:ro,U',
-    ]);
-    // docker has no U: its containers keep the host's ids.
-    expect(flagValues(createArgs(docker, 'n', spec), '-v')).toEqual([
-      'vol-train:/data/train',
-      'vol-model:/data/model:ro',
-    ]);
-  });
-
-  it('gives each podman container a user namespace of its own, sized for the user when rootless', () => {
-    expect(createArgs(podman, 'n', spec)).toContain('--userns=auto');
-    expect(limitArgs(rootlessV1, { ...LIMITS, user: '5000:6000' })).toContain(
-      '--userns=auto:size=6001',
-    );
-    expect(createArgs(docker, 'n', spec).some((a) => a.startsWith('--userns'))).toBe(false);
-  });
-
-  it('keeps signals of the worker out of the container: podman start --sig-proxy=false', () => {
-    expect(startAttachArgs('podman', 'n')).toEqual(['start', '--attach', '--sig-proxy=false', 'n']);
-    expect(startAttachArgs('docker', 'n')).toEqual(['start', '--attach', 'n']);
+    expect(flagValues(args, '-v')).toEqual(['vol-train:/data/train', 'vol-model:/data/model:ro']);
   });
 
   it("gives podman's conmon its own deadline after the worker's, as a backstop; docker has none", () => {

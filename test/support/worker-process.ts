@@ -204,15 +204,7 @@ export class WorkerFleet {
    * the environment, as an operator should pass them. `stateDir` reuses a folder (a
    * restart of the same worker).
    */
-  async start(
-    args: string[],
-    options: {
-      env?: Record<string, string>;
-      command?: string[];
-      /** A process group of its own, as a service or a shell job has: `kill -- -PID` reaches it whole. */
-      ownGroup?: boolean;
-    } = {},
-  ) {
+  async start(args: string[], options: { env?: Record<string, string>; command?: string[] } = {}) {
     const stateIndex = args.indexOf('--state-dir');
     const stateDir = stateIndex >= 0 ? (args[stateIndex + 1] as string) : '';
     if (stateDir) this.stateDirs.add(stateDir);
@@ -224,7 +216,6 @@ export class WorkerFleet {
       buffer: false,
       // A draining worker may take longer than execa's 5 s before it escalates to SIGKILL.
       forceKillAfterDelay: false,
-      detached: options.ownGroup === true,
     });
     const worker = new WorkerProcess(child, stateDir);
     this.workers.push(worker);
