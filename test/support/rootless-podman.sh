@@ -17,6 +17,15 @@ if [ "${1:-}" = build ] && [ "$#" -ge 2 ] && [ -d "${!#}" ]; then
   cp -a "$context/." "$copy/"
   chown -R "$user:" "$copy"
   set -- "${@:1:$#-1}" "$copy"
+  # A --file inside the context names the same file in the copy.
+  args=()
+  for arg in "$@"; do
+    case "$arg" in
+      "$context"/*) args+=("$copy/${arg#"$context"/}") ;;
+      *) args+=("$arg") ;;
+    esac
+  done
+  set -- "${args[@]}"
   # Pass a stop on to podman (runuser forwards it) instead of leaving the build running.
   trap 'kill -TERM "$child" 2>/dev/null' TERM INT
   "${as_user[@]}" podman "$@" &
