@@ -114,7 +114,12 @@ describe.skipIf((podmanMissing !== undefined || !root) && !requireEngines)(
         /^the submission's train step filled its writable volumes with [0-9.]+ (MiB|GiB) \(\d+ bytes\), all the --disk-limit of 1g allows: writing more failed with "no space left on device"$/,
       );
       expect(logs.join('\n')).toMatch(/No space left on device/);
-      expect(doneReports(world, report.uuid).map((r) => r.body)).toEqual([{ status: 'failed' }]);
+      expect(doneReports(world, report.uuid).map((r) => r.body)).toEqual([
+        expect.objectContaining({
+          status: 'failed',
+          error: expect.objectContaining({ code: 'DISK_LIMIT', fault: 'task' }),
+        }),
+      ]);
 
       // Nothing left: no volume, container or file, no mount, no loop device of this task.
       expect(await leftovers(report.uuid, env.tmpDir)).toEqual({

@@ -1,5 +1,6 @@
-import { readdir, rm } from 'node:fs/promises';
+import { readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 import { workerTmpDir } from '../../src/config/paths.js';
 import { learnTask } from '../support/worker-fixtures.js';
@@ -49,7 +50,15 @@ describe.skipIf(!hasPodman && !requireEngines)('a worker fault in the middle of 
     const workerTmp = workerTmpDir(await worker.workerId());
     const folders = (await readdir(workerTmp)).filter((f) => f.startsWith('compute-worker-task-'));
     expect(folders).toHaveLength(1);
-    await rm(join(workerTmp, folders[0] as string), { recursive: true });
+    const folder = join(workerTmp, folders[0] as string);
+    // As root the task's steps have sized filesystems mounted in it: a cleaner that
+    // removes the folder has to detach them first.
+    const mounts = (await readFile('/proc/self/mounts', 'utf8'))
+      .split('\n')
+      .map((line) => line.split(' ')[1] ?? '')
+      .filter((point) => point.startsWith(`${folder}/`));
+    for (const point of mounts.reverse()) await execa('umount', ['-l', point]);
+    await rm(folder, { recursive: true });
     // The next delivery need not wait as long.
     h.storage.seed('data', task.data, { blob: '\n' });
     return { task, worker, id, workerTmp };
