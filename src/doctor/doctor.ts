@@ -67,10 +67,15 @@ export async function runDoctor(options: DoctorOptions): Promise<Check[]> {
 }
 
 async function engineChecks(engine: Engine, options: DoctorOptions): Promise<Check[]> {
-  // Its build is doctor's, not a task's: --disk-limit (which may be below busybox) does not bound it.
-  const unbounded = engineFor(engine.info, { ...options.engine, buildDiskLimitBytes: undefined });
+  // Its builds are doctor's, not a task's: --disk-limit and --max-context-size (which may be
+  // below busybox) do not bound them.
+  const unbounded = engineFor(engine.info, {
+    ...options.engine,
+    buildDiskLimitBytes: undefined,
+    maxContextBytes: undefined,
+  });
   const [probe, namespace, cache, bound, orphans, buildUserImages] = await Promise.all([
-    probeEngine(engine, { limits: options.limits, busyboxPath: options.busyboxPath }),
+    probeEngine(unbounded, { limits: options.limits, busyboxPath: options.busyboxPath }),
     buildNamespaceCheck(unbounded, options.engine, options.busyboxPath),
     options.imageCache ? imageCacheCheck(engine, options.imageCache) : undefined,
     options.disk ? diskBoundCheck(engine.info, options.disk.tmpDir, options.disk.bound) : undefined,

@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -304,6 +304,13 @@ describe.skipIf(podmanMissing !== undefined && !requireEngines)(
         expect(before.containers).not.toEqual([]);
         expect(before.volumes).not.toEqual([]);
         expect(before.tmp).toEqual([`compute-worker-${runId}`]);
+        // As root with rootful podman, its steps' sized filesystems are still mounted.
+        const sized = process.getuid?.() === 0;
+        const held = async () => ({
+          mounted: (await readFile('/proc/self/mountinfo', 'utf8')).includes(`${killed.tmp}/`),
+          attached: (await execa('losetup', ['-a'])).stdout.includes(`${killed.tmp}/`),
+        });
+        if (sized) expect(await held()).toEqual({ mounted: true, attached: true });
 
         // Another command on the state folder, with a TMPDIR of its own.
         const next = { ...newIds('uuid'), model: ids.model, data: ids.predictData };
@@ -317,6 +324,7 @@ describe.skipIf(podmanMissing !== undefined && !requireEngines)(
           tmp: [],
         });
         expect(await readdir(join(killed.state, 'exec'))).toEqual([]);
+        if (sized) expect(await held()).toEqual({ mounted: false, attached: false });
       });
 
       it('shows the control characters of a container’s output as escapes, never raw', async () => {
