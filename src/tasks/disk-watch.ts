@@ -71,6 +71,10 @@ export function watchDisk(
         };
         limit.abort(new Error('disk limit'));
       }
+      if (usage) {
+        first ??= usage.bytes;
+        last = usage.bytes;
+      }
       return;
     }
     const found = await paths;
