@@ -1,20 +1,12 @@
-import { createServer } from 'node:net';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
+import { closedPort } from '../support/http-stand-in.js';
 import { get, Scrape } from '../support/prometheus.js';
 import { predictTask } from '../support/worker-fixtures.js';
 import { type Harness, TOPIC, until, useHarness } from '../support/worker-harness.js';
 import { BIN, hasPodman, requireEngines } from '../support/worker-process.js';
 
 // What an operator's Prometheus and orchestrator probes see of a running worker.
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as { port: number }).port;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 /** Scrapes until `cond` holds of a scrape; the failure names what was awaited. */
 async function scrapeUntil(address: string, cond: (m: Scrape) => boolean, what: string) {
@@ -44,7 +36,7 @@ describe.skipIf(!hasPodman && !requireEngines)('run --metrics-address', () => {
   });
 
   it('serves metrics during and after a task, and readiness that follows nsqd', async () => {
-    const port = await freePort();
+    const port = await closedPort();
     const address = `127.0.0.1:${port}`;
     const worker = await h.fleet.start(await h.args(['--metrics-address', address]), {
       env: h.env,

@@ -1,5 +1,5 @@
-import { createServer } from 'node:net';
 import { describe, expect, it } from 'vitest';
+import { closedPort } from '../support/http-stand-in.js';
 import { get } from '../support/prometheus.js';
 import { predictTask } from '../support/worker-fixtures.js';
 import { type Harness, reportsOf, TOPIC, until, useHarness } from '../support/worker-harness.js';
@@ -10,14 +10,6 @@ import { hasPodman, requireEngines } from '../support/worker-process.js';
 
 const OUTAGE_MS = 150_000;
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as { port: number }).port;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
-
 describe.skipIf(!hasPodman && !requireEngines)('a storage outage', () => {
   let h: Harness;
   useHarness({ msgTimeoutMs: 10_000 }, (started) => {
@@ -25,7 +17,7 @@ describe.skipIf(!hasPodman && !requireEngines)('a storage outage', () => {
   });
 
   it(`of ${OUTAGE_MS / 1000} s with three tasks queued ends with all three done`, async () => {
-    const address = `127.0.0.1:${await freePort()}`;
+    const address = `127.0.0.1:${await closedPort()}`;
     // The test worker's retry delays (1 s to 2 s) would spend 5 attempts in seconds.
     const worker = await h.fleet.start(
       await h.args(['--metrics-address', address, '--predict-parallelism', '2']),
