@@ -1,3 +1,4 @@
+import { createServer } from 'node:net';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 import { closedPort } from '../support/http-stand-in.js';
