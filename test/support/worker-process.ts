@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa, type ResultPromise } from 'execa';
 import { workerTmpDir } from '../../src/config/paths.js';
+import { releaseSizedDisks } from '../../src/engine/sized-disk-release.js';
 
 /**
  * A real `compute-worker run` process, as an operator starts it: its JSON log lines
@@ -272,6 +273,8 @@ export class WorkerFleet {
     }
     // Killed workers that are never started again: their temp folders go with their state.
     for (const id of await this.workerIds()) {
+      // A killed worker's steps may still have their sized filesystems mounted there.
+      await releaseSizedDisks(workerTmpDir(id));
       await rm(workerTmpDir(id), { recursive: true, force: true });
     }
     for (const dir of this.stateDirs) await rm(dir, { recursive: true, force: true });

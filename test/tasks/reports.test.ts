@@ -1,4 +1,4 @@
-import { rm } from 'node:fs/promises';
+import { readdir, rm } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { requireEngines } from '../support/engine-variants.js';
@@ -146,6 +146,9 @@ describe.skipIf(podmanMissing !== undefined && !requireEngines)(
           model_start: null,
           rank: 0,
         };
+        const before = new Set(
+          await readdir('/sys/fs/cgroup/memory/compute-worker-run').catch(() => [] as string[]),
+        );
         const { report, logs } = await runTask(world, env, task);
         expect(report.status, report.error?.describe()).toBe('done');
         const ticks = Number(/^cpu-ticks (\d+)$/m.exec(logs.join('\n'))?.[1]);
@@ -165,9 +168,16 @@ describe.skipIf(podmanMissing !== undefined && !requireEngines)(
         expect(train.written_bytes).toBeLessThan(3 * MIB * 1.1);
         expect(train.wall_s).toBeGreaterThanOrEqual(2); // date +%s counts whole seconds
         // The parent cgroups the containers were measured in are gone with them.
-        const { readdir } = await import('node:fs/promises');
-        const left = await readdir('/sys/fs/cgroup/memory/compute-worker-run').catch(() => []);
-        expect(left.filter((name) => name.startsWith('worker-'))).toEqual([]);
+        // Other tests' containers may be measured meanwhile: theirs come and go, a leaked
+        // one of this task would stay.
+        const ours = async () =>
+          (await readdir('/sys/fs/cgroup/memory/compute-worker-run').catch(() => [])).filter(
+            (name) => name.startsWith('worker-') && !before.has(name),
+          );
+        for (let i = 0; i < 60 && (await ours()).length > 0; i++) {
+          await new Promise((resolve) => setTimeout(resolve, 500));
+        }
+        expect(await ours()).toEqual([]);
       },
     );
   },
