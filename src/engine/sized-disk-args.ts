@@ -79,6 +79,11 @@ export function umountArgs(dir: string, lazy = false): string[] {
   return lazy ? ['-l', dir] : [dir];
 }
 
+/** Only that one mount, not those under it: they are shared when made under it. */
+export function makeSharedArgs(mountPoint: string): string[] {
+  return ['--make-shared', mountPoint];
+}
+
 export function loopDetachArgs(device: string): string[] {
   return ['-d', device];
 }

@@ -64,6 +64,23 @@ export async function releaseSizedDisks(root: string): Promise<ReleasedDisks> {
   return released;
 }
 
+/**
+ * The loop devices whose files lie under `root` that are still attached, waiting up to
+ * `waitMs` for them to go: a filesystem is detached once the last namespace that mounts it
+ * (a removed container's, say) is gone. One that stays is held by a process of the host.
+ */
+export async function attachedLoops(root: string, waitMs = 0): Promise<string[]> {
+  const base = `${await realpath(root).catch(() => resolve(root))}/`;
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    const left = (await loopDevices())
+      .filter((loop) => loop.backingFile.startsWith(base))
+      .map((loop) => `/dev/${loop.device}`);
+    if (left.length === 0 || Date.now() >= deadline) return left;
+    await new Promise((done) => setTimeout(done, 100));
+  }
+}
+
 async function loopDevices(): Promise<LoopDevice[]> {
   const names = (await readdir('/sys/block').catch(() => [] as string[])).filter((name) =>
     /^loop\d+$/.test(name),
@@ -86,23 +103,30 @@ async function loopDevices(): Promise<LoopDevice[]> {
   return found.filter((loop): loop is LoopDevice => loop !== undefined);
 }
 
-interface MountEntry {
+export interface MountEntry {
   id: number;
   number: string;
   mountPoint: string;
+  /** In a peer group: mounts and unmounts under it reach every namespace that copied it. */
+  shared: boolean;
 }
 
-/** /proc/self/mountinfo: "ID PARENT MAJOR:MINOR ROOT MOUNTPOINT ...", octal escapes in paths. */
+/**
+ * /proc/self/mountinfo: "ID PARENT MAJOR:MINOR ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - ...",
+ * octal escapes in paths; "shared:N" among the optional fields marks a shared mount.
+ */
 export function parseMountInfo(text: string): MountEntry[] {
   return text
     .split('\n')
     .filter((line) => line.trim() !== '')
     .map((line) => {
       const fields = line.split(' ');
+      const optional = fields.slice(6, Math.max(6, fields.indexOf('-')));
       return {
         id: Number(fields[0]),
         number: fields[2] ?? '',
         mountPoint: unescapeMountPath(fields[4] ?? ''),
+        shared: optional.some((field) => field.startsWith('shared:')),
       };
     });
 }
@@ -113,6 +137,6 @@ function unescapeMountPath(path: string): string {
   );
 }
 
-async function mountTable(): Promise<MountEntry[]> {
+export async function mountTable(): Promise<MountEntry[]> {
   return parseMountInfo(await readFile('/proc/self/mountinfo', 'utf8').catch(() => ''));
 }

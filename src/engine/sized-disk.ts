@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { WorkerError } from '../errors.js';
 import { execHost } from './exec.js';
 import { bindMountArgs, diskLayout, loopMountArgs, mkfsArgs } from './sized-disk-args.js';
+import { shareMountHolding } from './sized-disk-share.js';
 import type { EngineInfo } from './types.js';
 
 /**
@@ -63,6 +64,7 @@ export async function createSizedDisk(
   await truncate(image, layout.fileBytes);
   await mkdir(dir, { mode: 0o700 });
   await execHost(MKFS, mkfsArgs(image, layout), HOST_CALL_MS);
+  await shareMountHolding(dir);
   await execHost('mount', loopMountArgs(image, dir), HOST_CALL_MS);
   return {
     dir,
@@ -80,6 +82,7 @@ export async function createSizedDisk(
 export async function bindVolume(disk: SizedDisk, volume: string, hostDir: string): Promise<void> {
   const dir = join(disk.dir, volume);
   await mkdir(dir, { mode: 0o755 });
+  await shareMountHolding(hostDir);
   await execHost('mount', bindMountArgs(dir, hostDir), HOST_CALL_MS);
 }
 

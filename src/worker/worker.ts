@@ -5,7 +5,7 @@ import { workerVersion } from '../config/worker-version.js';
 import { LABEL_WORKER } from '../engine/labels.js';
 import { remoteEngineWarning } from '../engine/remote.js';
 import { removeRunCgroupsOf } from '../engine/run-cgroup.js';
-import { releaseSizedDisks } from '../engine/sized-disk-release.js';
+import { attachedLoops, releaseSizedDisks } from '../engine/sized-disk-release.js';
 import type { Logger } from '../log.js';
 import type { TaskEnv, TaskKind } from '../tasks/context.js';
 import type { RetryPolicy } from '../tasks/outcome.js';
@@ -22,6 +22,8 @@ import { type MessageOutcome, runMessage } from './task-runner.js';
 export const TOPICS: Record<TaskKind, string> = { learn: 'train', predict: 'prediction' };
 export const CHANNEL = 'compute';
 const HAND_BACK_DELAY_MS = 2_000;
+/** How long a restart waits for the loop devices of a dead run's filesystems to be detached. */
+const LOOP_WAIT_MS = 5_000;
 
 export interface WorkerOptions {
   env: TaskEnv;
@@ -267,6 +269,14 @@ export class Worker {
     await removeRunCgroupsOf(env.workerId);
     if (removed.containers.length || removed.volumes.length) {
       log.warn(removed, 'removed containers and volumes left by a previous run');
+    }
+    // Their containers were the last to use the filesystems released above.
+    const held = await attachedLoops(env.tmpDir, LOOP_WAIT_MS).catch(() => [] as string[]);
+    if (held.length) {
+      log.error(
+        { loops: held },
+        'sized filesystems of a previous run are still in use by another mount namespace: their loop devices stay attached (see losetup -a and grep FILE /proc/*/mountinfo)',
+      );
     }
     // The task temp folders of a killed run (spooled blobs, packed models).
     const folders = await readdir(env.tmpDir).catch(() => [] as string[]);

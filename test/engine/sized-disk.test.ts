@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,9 +13,14 @@ import {
   sizedDiskUsage,
 } from '../../src/engine/sized-disk.js';
 import { diskLayout, MAX_INODES } from '../../src/engine/sized-disk-args.js';
-import { parseMountInfo, releaseSizedDisks } from '../../src/engine/sized-disk-release.js';
+import {
+  attachedLoops,
+  parseMountInfo,
+  releaseSizedDisks,
+} from '../../src/engine/sized-disk-release.js';
 import type { EngineInfo } from '../../src/engine/types.js';
 import { unavailableUnlessRequired, VARIANTS } from '../support/engine-variants.js';
+import { until } from '../support/until.js';
 
 const MIB = 1024 ** 2;
 
@@ -37,8 +43,10 @@ describe('parseMountInfo', () => {
   it('reads the device and the mount point, octal escapes undone', () => {
     const line = '36 35 7:3 /v /var/lib/a\\040b/_data rw,relatime shared:1 - ext4 /dev/loop3 rw\n';
     expect(parseMountInfo(line)).toEqual([
-      { id: 36, number: '7:3', mountPoint: '/var/lib/a b/_data' },
+      { id: 36, number: '7:3', mountPoint: '/var/lib/a b/_data', shared: true },
     ]);
+    const plain = '22 27 0:21 / /proc rw,relatime - proc proc rw';
+    expect(parseMountInfo(plain)[0]?.shared).toBe(false);
   });
 });
 
@@ -99,6 +107,45 @@ describe.skipIf(!root)('a sized disk', { timeout: 60_000 }, () => {
     await releaseSizedDisks(sibling);
     expect(await attached(sibling)).toBe(false);
     expect(await readdir(volumeDir)).toEqual([]);
+  });
+});
+
+// A host whose mounts are private (no systemd): the test makes its own private mount.
+describe.skipIf(!root)('a sized disk on a host without shared mounts', { timeout: 60_000 }, () => {
+  let base: string;
+  beforeAll(async () => {
+    base = await mkdtemp(join(tmpdir(), 'cw-sized-private-'));
+    await execa('mount', ['--bind', base, base]);
+    await execa('mount', ['--make-private', base]);
+  });
+  afterAll(async () => {
+    await releaseSizedDisks(base).catch(() => undefined);
+    await execa('umount', [base], { reject: false });
+    await rm(base, { recursive: true, force: true });
+  });
+
+  it('is released in a mount namespace copied while it was mounted (a rootless pause process)', async () => {
+    const task = await mkdtemp(join(base, 'task-'));
+    const volumeDir = await mkdtemp(join(base, 'volume-'));
+    const disk = await createSizedDisk(task, 'disk-train', 8 * MIB);
+    await bindVolume(disk, 'cw-vol-1', volumeDir);
+    // As rootless podman's pause process does: a namespace of its own, its copies slaves.
+    const holder = execa('unshare', ['-m', '--propagation', 'slave', 'sleep', '120'], {
+      reject: false,
+    });
+    try {
+      const copied = `/proc/${holder.pid}/mountinfo`;
+      await until(() => readFileSync(copied, 'utf8').includes(disk.dir), 10_000, 'the copy');
+      expect(await readFile(copied, 'utf8')).toContain(volumeDir);
+      await releaseSizedDisks(task);
+      await rm(disk.image);
+      expect(await attachedLoops(task, 5_000)).toEqual([]);
+      expect(await readFile(copied, 'utf8')).not.toContain(task);
+      expect(await readFile(copied, 'utf8')).not.toContain(volumeDir);
+    } finally {
+      holder.kill('SIGKILL');
+      await holder;
+    }
   });
 });
 
