@@ -49,6 +49,9 @@ export function limitArgs(info: Quirks, limits: RunLimits): string[] {
     `nofile=${limits.nofile}:${limits.nofile}`,
     '--ulimit',
     `nproc=${limits.nproc}:${limits.nproc}`,
+    // No core dumps: a host that pipes them to a helper would write them to its own disk.
+    '--ulimit',
+    'core=0:0',
     '--shm-size',
     formatSize(limits.shmBytes),
     '--init',

@@ -76,6 +76,8 @@ const HARDENING = [
   'nofile=1024:1024',
   '--ulimit',
   'nproc=1024:1024',
+  '--ulimit',
+  'core=0:0',
   '--shm-size',
   '512m',
   '--init',
@@ -204,7 +206,11 @@ describe('limitArgs', () => {
     expect(flagValue(args, '--pids-limit')).toBe('256');
     expect(flagValue(args, '--shm-size')).toBe('1g');
     expect(Number(flagValue(args, '--cpus'))).toBeGreaterThan(0);
-    expect(flagValues(args, '--ulimit')).toEqual(['nofile=1024:1024', 'nproc=1024:1024']);
+    expect(flagValues(args, '--ulimit')).toEqual([
+      'nofile=1024:1024',
+      'nproc=1024:1024',
+      'core=0:0',
+    ]);
   });
 
   it('turns off podman read-only extra tmpfs mounts, which have no size; docker has none', () => {
@@ -217,7 +223,7 @@ describe('limitArgs', () => {
     const args = limitArgs(rootlessV1, DEFAULT_LIMITS);
     for (const flag of ['--memory', '--memory-swap', '--cpus', '--pids-limit'])
       expect(args).not.toContain(flag);
-    expect(flagValues(args, '--ulimit')).toHaveLength(2);
+    expect(flagValues(args, '--ulimit')).toHaveLength(3);
     expect(unenforcedLimits({ name: 'podman', rootless: false, cgroupVersion: 1 })).toEqual([]);
     const rootlessV2 = { name: 'podman' as const, rootless: true, cgroupVersion: 2 as const };
     expect(unenforcedLimits(rootlessV2, ['cpu', 'memory', 'pids'])).toEqual([]);

@@ -20,7 +20,7 @@ const LOOK_INSIDE = [
   "grep : /proc/net/dev | cut -d: -f1 | tr -d ' ' | sed 's/^/if=/'",
   "ls /sys/class/net | sed 's/^/sysnet=/'",
   'echo pid=$$',
-  "grep -E '^Max (open files|processes) ' /proc/self/limits",
+  "grep -E '^Max (open files|processes|core file size) ' /proc/self/limits",
   // An attacker's question: where can I write? Every mount point is tried.
   'for m in $(cut -d\' \' -f2 /proc/mounts | sort -u); do if touch "$m/.cw-probe" 2>/dev/null; then echo "writable=$m"; fi; done',
   'for f in memory/memory.limit_in_bytes memory/memory.memsw.limit_in_bytes memory.max memory.swap.max pids/pids.max pids.max cpu/cpu.cfs_quota_us cpu/cpu.cfs_period_us cpu.max; do if [ -r /sys/fs/cgroup/$f ]; then echo "cgroup $f=$(cat /sys/fs/cgroup/$f)"; fi; done',
@@ -105,11 +105,12 @@ export function defineHardeningTests(d: HardeningDeps): void {
     expect(field(lines, 'pid=')).not.toBe('1');
   });
 
-  it('has the configured nofile and nproc limits, soft and hard', async (ctx) => {
+  it('has the configured nofile and nproc limits and no core dumps, soft and hard', async (ctx) => {
     const lines = await look(d.ready(ctx));
     const limit = (name: string) => field(lines, `Max ${name} `)?.trim().split(/\s+/).slice(0, 2);
     expect(limit('open files')).toEqual([String(d.limits.nofile), String(d.limits.nofile)]);
     expect(limit('processes')).toEqual([String(d.limits.nproc), String(d.limits.nproc)]);
+    expect(limit('core file size')).toEqual(['0', '0']);
   });
 
   it('sees its memory (no extra swap), process and CPU limits in its cgroup files where the engine enforces them', async (ctx) => {
