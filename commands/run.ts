@@ -21,7 +21,9 @@ export default class Run extends BaseCommand {
 claimed from the orchestrator, run in hardened containers, and reported. Passing errors are
 retried with backoff; errors of the task itself are reported failed at once. SIGTERM or
 SIGINT drains: no new tasks, running ones get --shutdown-grace, then are cancelled and
-requeued. Flags of the original worker, written with one dash, are accepted as they are.`;
+requeued. SIGHUP is logged and changes nothing (the log goes to stdout: nothing to reopen).
+Engine commands run in process groups of their own, so a signal sent to the worker's whole
+group reaches only the worker. Flags of the original worker, written with one dash, are accepted as they are.`;
   static override examples = [
     '<%= config.bin %> run --nsqlookupd-urls 10.0.0.5:4161 --storage-host storage --orchestrator-host orchestrator',
     '<%= config.bin %> run -nsqlookupd-urls 127.0.0.1:4161 -learn-timeout 20m0s -learn-parallelism 2',
@@ -84,6 +86,13 @@ requeued. Flags of the original worker, written with one dash, are accepted as t
       };
       process.on('SIGTERM', onSignal);
       process.on('SIGINT', onSignal);
+    });
+    // A closed terminal or a supervisor's "reload": its default would end the worker at once.
+    process.on('SIGHUP', () => {
+      log.info(
+        { signal: 'SIGHUP' },
+        'SIGHUP: nothing to reload or reopen (the log goes to stdout); the worker goes on. SIGTERM drains',
+      );
     });
     await worker.start();
     let server: MetricsServer | undefined;

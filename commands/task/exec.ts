@@ -50,6 +50,8 @@ export default class TaskExec extends BaseCommand {
     const cancel = () => controller.abort(new Error('interrupted by a signal'));
     process.once('SIGINT', cancel);
     process.once('SIGTERM', cancel);
+    // The terminal went away: cancelled and cleaned up as for Ctrl-C, not killed mid-task.
+    process.once('SIGHUP', cancel);
 
     // What an earlier task exec on this state folder left when it was killed.
     await removeDeadExecRuns(env.stateDir, env.engine, log);

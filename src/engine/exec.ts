@@ -261,6 +261,10 @@ export function spawnEngine(
     cancelSignal: options.signal,
     forceKillAfterDelay: 5_000,
     killSignal: options.killSignal ?? 'SIGTERM',
+    // A process group of its own: a signal sent to the worker's group (Ctrl-C, systemd's
+    // KillMode=control-group, timeout(1)) would reach `start --attach`, which passes it
+    // into the container, and a stop meant for the worker would end the submission.
+    detached: true,
     ...user,
     // Node drops the supplementary groups when it changes the user.
     env: { ...user.env, LC_ALL: 'C', ...options.env },
@@ -319,6 +323,8 @@ export async function execHost(
     stdin: 'ignore',
     timeout: timeoutMs,
     forceKillAfterDelay: 5_000,
+    // As the engine's CLIs: a stop meant for the worker does not cut a mount or umount short.
+    detached: true,
     env: { LC_ALL: 'C' },
   });
   const what = `${command} ${args.slice(0, 2).join(' ')}`;

@@ -28,6 +28,8 @@ export interface RunnerDeps {
   /** Whether storage and the orchestrator answer (see service-gate.ts); none = not watched. */
   services?: ServiceGate;
   metrics?: WorkerRecorder;
+  /** The worker is draining (a stop signal came): see settle. */
+  stopping?: () => boolean;
 }
 
 /** How long a message handed back during an outage waits in NSQ. */
@@ -190,6 +192,16 @@ async function settle(
   if (report.status === 'failed' && signal.aborted) {
     // Shutdown: hand the message back at once, for another worker or the next start.
     log.warn({ step: report.failedStep }, 'task cancelled by shutdown: requeued');
+    return answer(lease, log, () => message.requeue(0, false)) ? 'cancelled' : 'lease-lost';
+  }
+  if (report.status === 'failed' && error.code === 'CONTAINER_FAILED' && deps.stopping?.()) {
+    // A container that ends while the worker stops may have been ended by that stop (a
+    // signal to the host's processes, a supervisor's kill): never the task's fault. The
+    // next worker runs it again.
+    log.warn(
+      { step: report.failedStep, err: error.toJSON() },
+      'a container ended while the worker was stopping: requeued, not reported',
+    );
     return answer(lease, log, () => message.requeue(0, false)) ? 'cancelled' : 'lease-lost';
   }
   if (

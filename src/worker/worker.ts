@@ -175,7 +175,12 @@ export class Worker {
     this.running[kind].add(entry);
     this.options.metrics?.taskStarted(kind);
     entry.done = runMessage(
-      { ...this.options, disk: this.disk, services: this.services },
+      {
+        ...this.options,
+        disk: this.disk,
+        services: this.services,
+        stopping: () => this.draining,
+      },
       kind,
       lease,
       controller.signal,

@@ -150,6 +150,16 @@ export class WorkerProcess {
   kill(signal: NodeJS.Signals): void {
     if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill(signal);
   }
+
+  /**
+   * Signals the worker's whole process group, as a terminal's Ctrl-C, timeout(1) or
+   * systemd's KillMode=control-group do. Only for a worker started with `group: true`.
+   */
+  killGroup(signal: NodeJS.Signals): void {
+    if (this.child.exitCode === null && this.child.signalCode === null) {
+      process.kill(-this.pid, signal);
+    }
+  }
 }
 
 export interface Services {
@@ -205,7 +215,10 @@ export class WorkerFleet {
    * the environment, as an operator should pass them. `stateDir` reuses a folder (a
    * restart of the same worker).
    */
-  async start(args: string[], options: { env?: Record<string, string>; command?: string[] } = {}) {
+  async start(
+    args: string[],
+    options: { env?: Record<string, string>; command?: string[]; group?: boolean } = {},
+  ) {
     const stateIndex = args.indexOf('--state-dir');
     const stateDir = stateIndex >= 0 ? (args[stateIndex + 1] as string) : '';
     if (stateDir) this.stateDirs.add(stateDir);
@@ -217,6 +230,8 @@ export class WorkerFleet {
       buffer: false,
       // A draining worker may take longer than execa's 5 s before it escalates to SIGKILL.
       forceKillAfterDelay: false,
+      // A process group of its own, led by the worker (see killGroup).
+      detached: options.group ?? false,
     });
     const worker = new WorkerProcess(child, stateDir);
     this.workers.push(worker);
