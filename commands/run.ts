@@ -58,6 +58,12 @@ group reaches only the worker. Flags of the original worker, written with one da
       },
       'engine and services',
     );
+    if (env.usernsShared && flags['container-userns'] !== 'off') {
+      log.warn(
+        { reason: env.usernsShared },
+        "containers share the engine's user namespace: one task's processes count against the others' process limit (see compute-worker doctor, check userns)",
+      );
+    }
     const metrics = metricsAt ? new WorkerMetrics(env) : undefined;
     const worker = new Worker({
       env,

@@ -103,7 +103,17 @@ CONF
   chown "$BUILD_USER:$BUILD_USER" "$build_conf/containers.conf" "$build_conf/storage.conf"
 fi
 
-# 4. dockerd in the background, its own data root, no iptables and no bridge (only
+# 4. The range each rootful task container's own user namespace is drawn from (65536 ids
+#    a container, see src/engine/userns-pool.ts): the top half of the id space, above every
+#    range useradd hands out (SUB_UID_MAX 600100000), so it overlaps no user's.
+for f in /etc/subuid /etc/subgid; do
+  if ! grep -q '^containers:' "$f" 2>/dev/null; then
+    [ -s "$f" ] && [ -n "$(tail -c 1 "$f")" ] && echo >>"$f"
+    echo 'containers:2147483647:2147483648' >>"$f"
+  fi
+done
+
+# 5. dockerd in the background, its own data root, no iptables and no bridge (only
 #    --network=none is used).
 if ! /usr/bin/docker -H "unix://$DOCKER_SOCK" version >/dev/null 2>&1; then
   log "starting dockerd (log: $DOCKER_LOG)"

@@ -1,7 +1,7 @@
 import { buildImage } from './build/build.js';
 import { removeOrphanBuilds } from './build/orphans.js';
 import { pingArgs } from './engine/args.js';
-import { removeByLabels } from './engine/cleanup.js';
+import { countContainers, removeByLabels } from './engine/cleanup.js';
 import type { EngineContext } from './engine/context.js';
 import { detectEngine } from './engine/detect.js';
 import { execEngine } from './engine/exec.js';
@@ -38,6 +38,7 @@ export function engineFor(info: EngineInfo, options: EngineOptions): Engine {
   return {
     info,
     buildImage: (request) => buildImage(ctx, request),
+    countContainers: (label, value) => countContainers(ctx, label, value),
     createVolume: (labels) => createVolume(ctx, labels),
     importVolume: (volume, tar, signal) => importVolume(ctx, volume, tar, signal),
     exportVolume: (volume, signal) => exportVolume(ctx, volume, signal),

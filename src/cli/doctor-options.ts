@@ -59,6 +59,7 @@ export async function doctorOptions(flags: DoctorFlagValues): Promise<DoctorOpti
       bound: disk.diskBound,
     },
     stateDir,
+    containerUserns: flags['container-userns'],
     ...(flags['orchestrator-host']
       ? {
           orchestratorClient: createOrchestratorClient({

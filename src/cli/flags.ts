@@ -159,6 +159,14 @@ export const limitFlags = {
     default: 'auto' as const,
     env: env('DISK_BOUND'),
   })(),
+  'container-userns': Flags.option({
+    options: ['auto', 'off'] as const,
+    helpGroup: 'CONTAINER LIMITS',
+    description:
+      "auto: with rootful podman, every container gets a user namespace of its own, 65536 host ids from the `containers` entry of /etc/subuid and /etc/subgid that no other container or user has (doctor, check userns, says whether this host can); elsewhere, or with off, containers share the engine's namespace.",
+    default: 'auto' as const,
+    env: env('CONTAINER_USERNS'),
+  })(),
   'min-free-disk': sizeFlag({
     helpGroup: 'CONTAINER LIMITS',
     description:

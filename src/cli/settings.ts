@@ -22,6 +22,7 @@ import { ImageCache } from '../engine/image-cache.js';
 import { DEFAULT_LIMITS } from '../engine/limits.js';
 import { releaseSizedDisks } from '../engine/sized-disk-release.js';
 import type { Engine, EngineOptions, RunLimits } from '../engine/types.js';
+import { usernsFor } from '../engine/userns-pool.js';
 import { WorkerError } from '../errors.js';
 import { discoverGpus } from '../gpu/discover.js';
 import { checkCapacity, GpuPool, parseGpuSelection, selectPool } from '../gpu/pool.js';
@@ -302,11 +303,13 @@ async function servicesFromFlags(
     await password(flags, 'storage'),
     orchestratorPassword,
   ].filter(Boolean);
+  const userns = await usernsFor(flags['container-userns'], engine);
   return {
     stateDir,
     engine,
     storage,
     orchestrator,
+    ...userns,
     limits: runLimits(flags),
     learnTimeoutMs: flags['learn-timeout'],
     predictTimeoutMs: flags['predict-timeout'],

@@ -5,6 +5,7 @@ import { serviceBaseUrl } from '../clients/http.js';
 import type { OrchestratorClient, StorageClient } from '../clients/types.js';
 import { createEngine, engineFor } from '../container-engine.js';
 import type { Engine, EngineOptions, RunLimits } from '../engine/types.js';
+import { usernsFor } from '../engine/userns-pool.js';
 import { buildNamespaceCheck } from './build-user.js';
 import { builderCheck } from './builder.js';
 import { type Check, fail, pass } from './check.js';
@@ -37,6 +38,8 @@ export interface DoctorOptions {
   stateDir?: string;
   /** Whether a worker id belongs to a live worker (default: its lock beside its temp folder). */
   isLive?: IsLive;
+  /** --container-userns: the probe container gets a namespace as task containers would. */
+  containerUserns?: 'auto' | 'off';
 }
 
 /** Every check of the host, in the order a person fixes them: engine, isolation, services, NSQ. */
@@ -74,8 +77,9 @@ async function engineChecks(engine: Engine, options: DoctorOptions): Promise<Che
     buildDiskLimitBytes: undefined,
     maxContextBytes: undefined,
   });
+  const userns = await usernsFor(options.containerUserns ?? 'auto', engine);
   const [probe, namespace, cache, bound, orphans, buildUserImages] = await Promise.all([
-    probeEngine(unbounded, { limits: options.limits, busyboxPath: options.busyboxPath }),
+    probeEngine(unbounded, { limits: options.limits, busyboxPath: options.busyboxPath, userns }),
     buildNamespaceCheck(unbounded, options.engine, options.busyboxPath),
     options.imageCache ? imageCacheCheck(engine, options.imageCache) : undefined,
     options.disk ? diskBoundCheck(engine.info, options.disk.tmpDir, options.disk.bound) : undefined,

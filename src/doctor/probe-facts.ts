@@ -1,4 +1,4 @@
-import type { EngineInfo, RunLimits } from '../engine/types.js';
+import type { EngineInfo, IdMaps, RunLimits } from '../engine/types.js';
 import type { Check } from './check.js';
 
 /** Where the probe container mounts a volume read-only, as task inputs are mounted. */
@@ -14,6 +14,8 @@ export const PROBE_SCRIPT = [
   "grep : /proc/net/dev | cut -d: -f1 | tr -d ' ' | sed 's/^/if=/'",
   'for f in memory/memory.limit_in_bytes memory.max pids/pids.max pids.max; do if [ -r /sys/fs/cgroup/$f ]; then echo "cgroup=$f=$(cat /sys/fs/cgroup/$f)"; fi; done',
   `if out=$(touch ${PROBE_INPUT}/probe 2>&1); then echo input=written; else echo "input=$out"; fi`,
+  "head -n 1 /proc/self/uid_map | sed 's/^ */uidmap=/'",
+  "grep '^Max core file size' /proc/self/limits | sed 's/^/limit=/'",
 ].join('; ');
 
 export interface ProbeMount {
@@ -31,6 +33,10 @@ export interface ProbeFacts {
   cgroup: { memory?: string; pids?: string };
   /** What a write into the read-only input mount gave: `written` or the error. */
   inputWrite?: string;
+  /** The first line of /proc/self/uid_map: container id, host id, count. */
+  uidMap?: [number, number, number];
+  /** The soft and hard core dump limits. */
+  core?: [string, string];
 }
 
 export function parseProbe(lines: readonly string[]): ProbeFacts {
@@ -57,6 +63,14 @@ export function parseProbe(lines: readonly string[]): ProbeFacts {
       if (m) facts.cgroup[value.startsWith('memory') ? 'memory' : 'pids'] = m[1];
     } else if (key === 'input') {
       facts.inputWrite = value;
+    } else if (key === 'uidmap') {
+      const [inside, host, count] = value.trim().split(/\s+/).map(Number);
+      if ([inside, host, count].every(Number.isInteger)) {
+        facts.uidMap = [inside, host, count] as [number, number, number];
+      }
+    } else if (key === 'limit') {
+      const [soft, hard] = value.replace('Max core file size', '').trim().split(/\s+/);
+      if (soft && hard) facts.core = [soft, hard];
     }
   }
   return facts;
@@ -188,4 +202,50 @@ export function judgeProbe(
     'volumes mounted :ro must refuse writes with EROFS: the engine or the OCI runtime ignored the ro option',
   );
   return checks;
+}
+
+/**
+ * Whether the probe container's ids are its own: `expected` is the range it was given (a
+ * task's container gets one like it), or why containers share the engine's namespace.
+ */
+export function judgeUserns(facts: ProbeFacts, expected: IdMaps | string): Check {
+  const map = facts.uidMap;
+  const seen = map ? `uid ${map[0]} inside is host uid ${map[1]} (${map[2]} ids)` : 'no uid_map';
+  if (typeof expected === 'string') {
+    return {
+      name: 'userns',
+      status: 'warn',
+      message: `containers share the engine's user namespace (${expected}): ${seen}; one task's processes count against every other task's process limit (--nproc), and their files are the same host user's`,
+      hint: 'with rootful podman, add `containers:2147483647:2147483648` to /etc/subuid and /etc/subgid (a range no user has) and keep --container-userns auto',
+    };
+  }
+  const own = map !== undefined && map[1] === expected.uid.start && map[2] === expected.uid.count;
+  return own
+    ? {
+        name: 'userns',
+        status: 'pass',
+        message: `each container has host ids of its own: the probe's ${seen}, a range no other container or user has`,
+      }
+    : {
+        name: 'userns',
+        status: 'fail',
+        message: `the probe container was given host ids ${expected.uid.start}:${expected.uid.count} but sees ${seen}`,
+        hint: 'the engine does not honour --uidmap: check its version and containers.conf (userns settings)',
+      };
+}
+
+export function judgeCoreDumps(facts: ProbeFacts): Check {
+  const core = facts.core;
+  return core?.[0] === '0' && core[1] === '0'
+    ? {
+        name: 'core-dumps',
+        status: 'pass',
+        message: 'no core dumps inside (limit 0, soft and hard)',
+      }
+    : {
+        name: 'core-dumps',
+        status: 'fail',
+        message: `core dump limit inside: ${core ? core.join(' / ') : 'unknown'}: a crashing submission could write cores through the host's core_pattern`,
+        hint: '--ulimit core=0:0 is not honoured: check the engine and OCI runtime',
+      };
 }

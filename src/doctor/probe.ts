@@ -6,8 +6,16 @@ import { DEFAULT_LIMITS } from '../engine/limits.js';
 import { probeContext } from '../engine/probe-context.js';
 import { redactEngineHost, remoteEngineGaps } from '../engine/remote.js';
 import type { Engine, RunLimits } from '../engine/types.js';
+import type { HeldIdMap, UsernsPool } from '../engine/userns-pool.js';
 import { type Check, fail } from './check.js';
-import { judgeProbe, PROBE_INPUT, PROBE_SCRIPT, parseProbe } from './probe-facts.js';
+import {
+  judgeCoreDumps,
+  judgeProbe,
+  judgeUserns,
+  PROBE_INPUT,
+  PROBE_SCRIPT,
+  parseProbe,
+} from './probe-facts.js';
 
 export interface ProbeOptions {
   /** A static busybox for the probe image (Debian: busybox-static). */
@@ -17,6 +25,8 @@ export interface ProbeOptions {
   timeoutMs?: number;
   /** Flags the caller's tasks add to every container (GPU devices): the probe runs as they do. */
   extraArgs?: string[];
+  /** The user namespaces the worker's containers get (settings.ts usernsFor); none: not judged. */
+  userns?: { userns?: UsernsPool; usernsShared?: string };
 }
 
 /**
@@ -126,6 +136,13 @@ async function probeRun(
 ): Promise<Check[]> {
   const limits = options.limits ?? DEFAULT_LIMITS;
   let lines: string[];
+  // A range as a task's container has one: its own, taken and given back like theirs.
+  let held: HeldIdMap | undefined;
+  try {
+    held = await options.userns?.userns?.acquire();
+  } catch (error) {
+    return [fail('userns', 'no user namespace range is free for the probe container', error)];
+  }
   try {
     const input = await engine.createVolume(labels);
     const result = await engine.run({
@@ -138,6 +155,9 @@ async function probeRun(
       logTailLines: 400,
       logTailBytes: 64 * 1024,
       ...(options.extraArgs ? { extraArgs: options.extraArgs } : {}),
+      ...(held ? { idMaps: held.map } : {}),
+      // Removed here, while its range is still held.
+      removeLater: false,
     });
     if (result.exitCode !== 0) {
       return [
@@ -152,9 +172,15 @@ async function probeRun(
     lines = result.logTail.split('\n');
   } catch (error) {
     return [fail('run', 'cannot run a hardened container', error)];
+  } finally {
+    held?.release();
   }
+  const facts = parseProbe(lines);
+  const userns = options.userns;
   return [
     { name: 'run', status: 'pass', message: 'runs a hardened container' },
-    ...judgeProbe(parseProbe(lines), engine.info, limits),
+    ...judgeProbe(facts, engine.info, limits),
+    judgeCoreDumps(facts),
+    ...(userns ? [judgeUserns(facts, held?.map ?? userns.usernsShared ?? 'unknown')] : []),
   ];
 }

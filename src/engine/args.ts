@@ -1,10 +1,11 @@
 import { formatSize } from '../config/size.js';
-import { LABEL_MANAGED } from './labels.js';
+import { LABEL_MANAGED, LABEL_USERNS } from './labels.js';
 import type {
   BuildIdMaps,
   BuildLimits,
   EngineInfo,
   GpuDevices,
+  IdMaps,
   RunLimits,
   RunSpec,
   VolumeMount,
@@ -70,8 +71,34 @@ export function limitArgs(info: Quirks, limits: RunLimits): string[] {
   return args;
 }
 
-export function mountArgs(mounts: readonly VolumeMount[]): string[] {
-  return mounts.flatMap((m) => ['-v', `${m.volume}:${m.target}${m.readOnly ? ':ro' : ''}`]);
+/**
+ * `owned`: the container has ids of its own (idMapArgs), and podman's U option gives each
+ * volume's files to them at the start, so what the worker staged, or an earlier step of
+ * the task wrote, is the container's own user's to read and write.
+ */
+export function mountArgs(mounts: readonly VolumeMount[], owned = false): string[] {
+  return mounts.flatMap((m) => {
+    const options = [...(m.readOnly ? ['ro'] : []), ...(owned ? ['U'] : [])];
+    return ['-v', `${m.volume}:${m.target}${options.length ? `:${options.join(',')}` : ''}`];
+  });
+}
+
+/**
+ * A user namespace of the container's own: its ids 0..count-1 are host ids no other
+ * container and no host user has, so its processes count against no one else's
+ * RLIMIT_NPROC, and no file or process of another task is its. The label lets a worker
+ * see that a dead worker's container still has the range (userns-pool.ts).
+ */
+export function idMapArgs(maps: IdMaps | undefined): string[] {
+  if (!maps) return [];
+  return [
+    '--uidmap',
+    `0:${maps.uid.start}:${maps.uid.count}`,
+    '--gidmap',
+    `0:${maps.gid.start}:${maps.gid.count}`,
+    '--label',
+    `${LABEL_USERNS}=${maps.uid.start}`,
+  ];
 }
 
 /**
@@ -107,7 +134,8 @@ export function createArgs(
     // task; a tmpfs is charged to the container's memory and goes with it.
     args.push('--image-volume=tmpfs');
   }
-  args.push(...labelArgs(spec.labels), ...mountArgs(spec.mounts), ...gpuArgs(info, spec.gpus));
+  args.push(...labelArgs(spec.labels), ...mountArgs(spec.mounts, spec.idMaps !== undefined));
+  args.push(...gpuArgs(info, spec.gpus), ...idMapArgs(spec.idMaps));
   args.push(...(spec.extraArgs ?? []));
   return [...args, spec.image, ...spec.command];
 }

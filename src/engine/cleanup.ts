@@ -70,3 +70,13 @@ async function matching(
 function words(text: string): string[] {
   return text.split(/\s+/).filter(Boolean);
 }
+
+/** Containers with one label of that value: one filter, so no OR of podman 4.3's filters. */
+export async function countContainers(
+  ctx: EngineContext,
+  label: string,
+  value: string,
+): Promise<number> {
+  const call = { timeoutMs: ctx.options.callTimeoutMs };
+  return words(await execEngine(ctx.cli, containerListArgs({ [label]: value }), call)).length;
+}

@@ -21,3 +21,5 @@ export const LABEL_STEP = 'compute-worker.step';
  * started from this image must not look like this worker's to its cleanup.
  */
 export const LABEL_BUILT_BY = 'compute-worker.built-by';
+/** The first host uid of a container's own user namespace (userns-pool.ts). */
+export const LABEL_USERNS = 'compute-worker.userns';

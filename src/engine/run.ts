@@ -206,10 +206,11 @@ function isOom(
 /**
  * runc failing to set up the image's own working directory in its root filesystem
  * (`WORKDIR /proc/self/fd/7`: "error during container init: mkdir /proc/self/fd/7: not a
- * directory"): the image is wrong, not the engine.
+ * directory"; in a user namespace of its own, "chdir to cwd ("/proc/self/fd/7") set in
+ * config.json failed"): the image is wrong, not the engine.
  */
 const IMAGE_WORKDIR_REFUSED =
-  /error during container init: (mkdir|chdir)[^\n]*: (not a directory|no such file or directory|file exists|too many levels of symbolic links)/i;
+  /(error during container init: (mkdir|chdir)|chdir to cwd \("[^\n]*"\) set in config\.json failed)[^\n]*: (not a directory|no such file or directory|file exists|too many levels of symbolic links)/i;
 
 function startFailure(ctx: EngineContext, stderr: string, exitCode: number): WorkerError {
   if (!hintFor(stderr) && IMAGE_WORKDIR_REFUSED.test(stderr)) {

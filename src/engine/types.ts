@@ -27,11 +27,12 @@ export interface IdRange {
   count: number;
 }
 
-/** The host ids an untrusted build's root (0) and users (1..count-1) map to. */
-export interface BuildIdMaps {
+/** The host ids a container's or an untrusted build's root (0) and users (1..count-1) map to. */
+export interface IdMaps {
   uid: IdRange;
   gid: IdRange;
 }
+export type BuildIdMaps = IdMaps;
 
 /** What was found out about the container engine, once, at start-up. Every quirk is keyed on this. */
 export interface EngineInfo {
@@ -187,6 +188,11 @@ export interface RunSpec {
   signal?: AbortSignal;
   /** GPUs given to the container, by UUID; none when absent. */
   gpus?: GpuDevices;
+  /**
+   * The host ids of the container's own user namespace (rootful podman, userns-pool.ts);
+   * absent: the engine's namespace, shared with every other container.
+   */
+  idMaps?: IdMaps;
   /** Extra engine flags decided by the caller, e.g. GPU devices. Must come from a pure builder. */
   extraArgs?: string[];
   /**
@@ -267,6 +273,8 @@ export interface Engine {
   readonly info: EngineInfo;
   /** Builds (or finds cached) localhost/compute-worker/<role>:<sha256 of the context>. */
   buildImage(request: BuildRequest): Promise<BuildResult>;
+  /** How many containers (running or not) carry this one label with this value. */
+  countContainers(label: string, value: string): Promise<number>;
   /** Creates a named volume with these labels (plus LABEL_MANAGED); returns its name. */
   createVolume(labels: Record<string, string>): Promise<string>;
   /** Puts the files of a tar stream into the volume's root. */

@@ -9,6 +9,7 @@ import { type GpuUsageSample, type GpuWatch, watchGpus } from '../gpu/usage.js';
 import type { StepName, TaskEnv, TaskRun } from './context.js';
 import { watchDisk } from './disk-watch.js';
 import { submissionGpus } from './gpus.js';
+import type { TaskIdMaps } from './scope.js';
 
 export interface ContainerStep {
   step: StepName;
@@ -21,6 +22,8 @@ export interface ContainerStep {
   labels: Record<string, string>;
   /** The sized filesystems of the task's bounded volumes, by volume name (TaskScope.disks). */
   disks?: ReadonlyMap<string, SizedDisk>;
+  /** The task's user namespaces (TaskScope.idMaps); none: the engine's namespace. */
+  idMaps?: TaskIdMaps;
 }
 
 /** Runs one step's container and turns anything but a clean exit into a WorkerError. */
@@ -38,8 +41,10 @@ export async function runContainerStep(
   try {
     // What the volumes hold before the container writes: written_bytes is what it adds.
     await disk.ready;
+    const idMaps = await spec.idMaps?.for(spec.owner);
     gpuWatch = gpus ? watchGpus(gpus.uuids) : undefined;
     result = await env.engine.run({
+      ...(idMaps ? { idMaps } : {}),
       image: spec.image,
       command: spec.command,
       mounts: spec.mounts,

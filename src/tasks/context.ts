@@ -1,6 +1,7 @@
 import type { OrchestratorClient, StepUsage, StorageClient } from '../clients/types.js';
 import type { ImageCache } from '../engine/image-cache.js';
 import type { Engine, RunLimits } from '../engine/types.js';
+import type { UsernsPool } from '../engine/userns-pool.js';
 import type { Gpu } from '../gpu/discover.js';
 import type { TaskGpus } from './gpus.js';
 
@@ -70,6 +71,10 @@ export interface TaskEnv {
    * report leaves with; the usual host folders are left out of reports anyway.
    */
   privateWords?: readonly string[];
+  /** Where each container gets host ids of its own (--container-userns); none: shared. */
+  userns?: UsernsPool;
+  /** Why containers share the engine's namespace, where they do. */
+  usernsShared?: string;
 }
 
 /** One execution of one task. */

@@ -65,7 +65,7 @@ export async function runLearn(
     stageLearn(env, run, task, scope, steps),
   ]);
 
-  const common = { labels: scope.labels, disks: scope.disks };
+  const common = { labels: scope.labels, disks: scope.disks, idMaps: scope.idMaps };
   await steps.step('detarget', () =>
     runContainerStep(env, run, {
       ...common,

@@ -39,6 +39,7 @@ export async function runPredict(
     runContainerStep(env, run, {
       labels: scope.labels,
       disks: scope.disks,
+      idMaps: scope.idMaps,
       step: 'predict',
       owner: 'submission',
       image: images.submission,

@@ -4,6 +4,8 @@ import { join } from 'node:path';
 import { LABEL_RUN } from '../engine/labels.js';
 import type { SizedDisk } from '../engine/sized-disk.js';
 import { releaseSizedDisks } from '../engine/sized-disk-release.js';
+import type { IdMaps } from '../engine/types.js';
+import type { HeldIdMap, UsernsPool } from '../engine/userns-pool.js';
 import type { Logger } from '../log.js';
 import type { TaskEnv } from './context.js';
 import { taskLabels } from './volumes.js';
@@ -18,6 +20,36 @@ export interface TaskScope {
   releases: Array<() => void>;
   /** The sized filesystem each bounded volume lives on (see createWritableVolumes), by volume name. */
   disks: Map<string, SizedDisk>;
+  /** The host ids of the workflow's and of the submission's containers (--container-userns). */
+  idMaps: TaskIdMaps;
+}
+
+/**
+ * One user namespace for the workflow's containers and another for the submission's, taken
+ * at the first container of each and held until the task's containers are removed: no
+ * process or file of the one is the other's, nor another task's.
+ */
+export class TaskIdMaps {
+  private readonly held = new Map<'workflow' | 'submission', Promise<HeldIdMap>>();
+
+  constructor(private readonly pool: UsernsPool | undefined) {}
+
+  async for(owner: 'workflow' | 'submission'): Promise<IdMaps | undefined> {
+    if (!this.pool) return undefined;
+    let taken = this.held.get(owner);
+    if (!taken) {
+      taken = this.pool.acquire();
+      this.held.set(owner, taken);
+    }
+    return (await taken).map;
+  }
+
+  /** Only once the containers that had them are gone. */
+  async release(): Promise<void> {
+    const all = await Promise.allSettled(this.held.values());
+    for (const one of all) if (one.status === 'fulfilled') one.value.release();
+    this.held.clear();
+  }
 }
 
 /**
@@ -39,6 +71,7 @@ export async function withTaskScope<T>(
     tmp,
     releases: [],
     disks: new Map(),
+    idMaps: new TaskIdMaps(env.userns),
   };
   try {
     return await work(scope);
@@ -52,6 +85,8 @@ export async function withTaskScope<T>(
       // podman 4.3 (which ORs label filters) lists the volumes of the worker's other
       // running tasks, and one removed meanwhile makes the inspect, and so the cleanup, fail.
       await env.engine.removeByLabels({ [LABEL_RUN]: runId });
+      // Only now: a container that still has its ids must not meet them in another's.
+      await scope.idMaps.release();
     } catch (error) {
       log.error({ err: error, runId }, 'could not remove the containers and volumes of the task');
     }

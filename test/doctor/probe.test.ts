@@ -2,11 +2,17 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createEngine } from '../../src/container-engine.js';
 import { probeEngine } from '../../src/doctor/probe.js';
-import { judgeProbe, parseProbe } from '../../src/doctor/probe-facts.js';
+import {
+  judgeCoreDumps,
+  judgeProbe,
+  judgeUserns,
+  parseProbe,
+} from '../../src/doctor/probe-facts.js';
 import { unenforcedLimits } from '../../src/engine/detect.js';
 import { LABEL_WORKER } from '../../src/engine/labels.js';
 import { DEFAULT_LIMITS } from '../../src/engine/limits.js';
 import type { Engine, EngineInfo } from '../../src/engine/types.js';
+import { usernsFor } from '../../src/engine/userns-pool.js';
 import { unavailableUnlessRequired, VARIANTS } from '../support/engine-variants.js';
 
 const MIB = 1024 ** 2;
@@ -122,6 +128,32 @@ describe("doctor's findings from inside the probe container", () => {
     expect(failed[0]?.hint).toBeTruthy();
   });
 
+  it('says whether the container had the host ids it was given, and no core dumps', () => {
+    const given = {
+      uid: { start: 2147549183, count: 65536 },
+      gid: { start: 2147549183, count: 65536 },
+    };
+    const own = parseProbe([
+      'uidmap=0 2147549183 65536',
+      'limit=Max core file size        0                    0                    bytes',
+    ]);
+    expect(judgeUserns(own, given)).toMatchObject({ name: 'userns', status: 'pass' });
+    expect(judgeCoreDumps(own)).toMatchObject({ status: 'pass' });
+    const hosts = parseProbe([
+      'uidmap=0 0 4294967295',
+      'limit=Max core file size        unlimited            unlimited            bytes',
+    ]);
+    expect(judgeUserns(hosts, given)).toMatchObject({ status: 'fail' });
+    expect(judgeUserns(hosts, 'docker gives containers no namespace')).toMatchObject({
+      status: 'warn',
+      message: expect.stringContaining('uid 0 inside is host uid 0'),
+    });
+    expect(judgeCoreDumps(hosts)).toMatchObject({
+      status: 'fail',
+      message: expect.stringContaining('unlimited / unlimited'),
+    });
+  });
+
   it('reads cgroup v2 files as well as v1', () => {
     const v2 = replace('memory/memory.limit_in_bytes', 'memory.max').map((l) =>
       l.replace('pids/pids.max', 'pids.max'),
@@ -163,5 +195,19 @@ describe.skipIf(why)("doctor's probe on rootful podman", { timeout: 300_000 }, (
     expect(failed.map((c) => c.name)).toEqual(['capabilities', 'seccomp']);
     expect(failed.every((c) => c.hint)).toBe(true);
     expect(checks.find((c) => c.name === 'run')?.status).toBe('pass');
+  });
+
+  it('proves from inside that the probe container has host ids of its own', async () => {
+    const userns = await usernsFor('auto', engine);
+    const checks = await probeEngine(engine, { limits, userns });
+    const found = checks.find((c) => c.name === 'userns');
+    expect(found?.status, found?.message).toBe('pass');
+    expect(found?.message).toMatch(/uid 0 inside is host uid \d+ \(65536 ids\)/);
+    expect(checks.find((c) => c.name === 'core-dumps')?.status).toBe('pass');
+    const shared = await probeEngine(engine, { limits, userns: await usernsFor('off', engine) });
+    expect(shared.find((c) => c.name === 'userns')).toMatchObject({
+      status: 'warn',
+      message: expect.stringContaining('uid 0 inside is host uid 0'),
+    });
   });
 });

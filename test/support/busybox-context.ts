@@ -1,9 +1,11 @@
 import { readFile } from 'node:fs/promises';
+import { Readable } from 'node:stream';
 import {
   BUSYBOX_CONTAINERFILE,
   BUSYBOX_SKELETON,
   contextTarGz,
 } from '../../src/engine/probe-context.js';
+import type { Engine } from '../../src/engine/types.js';
 
 export { BUSYBOX_CONTAINERFILE };
 
@@ -28,4 +30,14 @@ export async function busyboxContext(options: BusyboxContextOptions = {}): Promi
     ...BUSYBOX_SKELETON,
     ...options.files,
   });
+}
+
+/** Builds (or finds) the plain busybox image under `role`, labelled for the test's cleanup. */
+export async function busyboxImage(
+  engine: Pick<Engine, 'buildImage'>,
+  labels: Record<string, string>,
+  role = 'conformance',
+): Promise<string> {
+  const context = Readable.from([await busyboxContext()]);
+  return (await engine.buildImage({ role, context, labels })).image;
 }

@@ -10,7 +10,7 @@ import { LABEL_TASK, LABEL_WORKER } from '../../src/engine/labels.js';
 import { DEFAULT_LIMITS } from '../../src/engine/limits.js';
 import type { Engine, RunLimits, RunSpec } from '../../src/engine/types.js';
 import { WorkerError } from '../../src/errors.js';
-import { busyboxContext } from './busybox-context.js';
+import { busyboxContext, busyboxImage } from './busybox-context.js';
 import { defineHardeningTests } from './conformance-hardening.js';
 import { filesOfTar, readableOf, tarOf } from './engine-tar.js';
 import {
@@ -44,13 +44,7 @@ export function defineConformanceSuite(variant: EngineVariant): void {
         if (requireEngines) throw error;
         return;
       }
-      image = (
-        await engine.buildImage({
-          role: 'conformance',
-          context: readableOf(await busyboxContext()),
-          labels,
-        })
-      ).image;
+      image = await busyboxImage(engine, labels);
     });
 
     afterAll(async () => {

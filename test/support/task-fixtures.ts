@@ -13,6 +13,7 @@ import { createEngine } from '../../src/container-engine.js';
 import { LABEL_TASK } from '../../src/engine/labels.js';
 import { DEFAULT_LIMITS } from '../../src/engine/limits.js';
 import type { EngineOptions } from '../../src/engine/types.js';
+import { usernsFor } from '../../src/engine/userns-pool.js';
 import { createLogger } from '../../src/log.js';
 import type { TaskEnv, TaskEvent } from '../../src/tasks/context.js';
 import { decideOutcome, ONE_SHOT } from '../../src/tasks/outcome.js';
@@ -181,6 +182,8 @@ export async function startWorld(
   const storage = await startStorageServer({ password });
   const orchestrator = await startOrchestratorServer({ password });
   const engine = await createEngine(engineOptions);
+  // As `run` and `task exec` have it: each container's own user namespace where it can be.
+  const userns = await usernsFor('auto', engine);
   const clients: { close(): Promise<void> }[] = [];
   const tmpDirs: string[] = [];
   return {
@@ -208,6 +211,7 @@ export async function startWorld(
         minFreeDiskBytes: 0,
         maxPredictionBytes: 1024 ** 3,
         maxModelBytes: 10 * 1024 ** 3,
+        ...userns,
         ...overrides,
       };
     },

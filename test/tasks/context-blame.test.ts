@@ -76,7 +76,7 @@ describe.skipIf(podmanMissing !== undefined && !requireEngines)(
       const error = report.error;
       expect(report.status).toBe('failed');
       expect(error?.code, error?.describe()).toBe(code);
-      expect(error?.message).toMatch(message);
+      expect(error?.message, error?.detail).toMatch(message);
       expect(error && faultOf(error)).toBe('task');
       expect(error?.retryable).toBe(false);
       // No worker path: neither its temp folders nor the task's.

@@ -69,6 +69,9 @@ describe.skipIf(podmanMissing !== undefined && !requireEngines)(
           predict: 0,
           cdiKind: gpus.kind,
         },
+        // In a user namespace runc binds a device node from the host path the container
+        // sees it at (/dev/nvidia0), which the fake GPUs do not have (docs/gpus.md).
+        userns: undefined,
         ...overrides,
       });
     }
@@ -147,7 +150,10 @@ describe.skipIf(podmanMissing !== undefined && !requireEngines)(
       expect(stuck.report.error?.code).toBe('CONTAINER_TIMEOUT');
       expect(env.gpus?.pool.free).toBe(1);
       // The same pool, a task with time enough on a loaded machine.
-      const next = await learn(await world.env({ gpus: env.gpus }), SEE('train'));
+      const next = await learn(
+        await world.env({ gpus: env.gpus, userns: undefined }),
+        SEE('train'),
+      );
       expect(next.report.status, next.report.error?.describe()).toBe('done');
       expect(next.held).toEqual(stuck.held);
       expect(next.lines.filter((l) => l.includes('-sees='))).toEqual(['train-sees=/dev/nvidia0']);

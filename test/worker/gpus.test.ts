@@ -55,6 +55,9 @@ describe.skipIf((!hasPodman || !isRoot()) && !requireEngines)('a worker with GPU
         gpus.kind,
         '--predict-timeout',
         '4s',
+        // The fake GPUs have no node at /dev/nvidiaN for runc to bind (docs/gpus.md).
+        '--container-userns',
+        'off',
       ]),
       { env: { ...h.env, PATH: gpus.path } },
     );
