@@ -33,15 +33,20 @@ export function assertBuilt(): void {
 }
 
 export interface LogLine {
-  level: number;
+  level: string;
   msg: string;
   time?: string;
   task?: string;
   [key: string]: unknown;
 }
 
-export const WARN = 40;
-export const ERROR = 50;
+export const WARN = 'warn';
+export const ERROR = 'error';
+
+/** A line logged as an error or worse. */
+export function isError(line: LogLine): boolean {
+  return line.level === 'error' || line.level === 'fatal';
+}
 
 export class WorkerProcess {
   readonly lines: LogLine[] = [];
