@@ -46,7 +46,11 @@ requeued. Flags of the original worker, written with one dash, are accepted as t
       learn: flags['learn-parallelism'],
       predict: flags['predict-parallelism'],
     };
-    const env = await buildTaskEnv(flags, 'daemon', parallelism);
+    // The metrics need the engine the env finds; the clients made with it count their errors.
+    let metrics: WorkerMetrics | undefined;
+    const env = await buildTaskEnv(flags, 'daemon', parallelism, (service, code) =>
+      metrics?.serviceError(service, code),
+    );
     log.info(
       {
         engine: env.engine.info,
@@ -56,7 +60,7 @@ requeued. Flags of the original worker, written with one dash, are accepted as t
       },
       'engine and services',
     );
-    const metrics = metricsAt ? new WorkerMetrics(env) : undefined;
+    metrics = metricsAt ? new WorkerMetrics(env) : undefined;
     const worker = new Worker({
       env,
       log,
@@ -73,6 +77,10 @@ requeued. Flags of the original worker, written with one dash, are accepted as t
       pollIntervalMs: flags['lookupd-poll-interval'],
       shutdownGraceMs: flags['shutdown-grace'],
       metrics,
+      taskLogs: {
+        maxBytes: flags['task-log-size'],
+        retentionMs: flags['task-log-retention'],
+      },
     });
 
     let signals = 0;
