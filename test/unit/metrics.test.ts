@@ -143,19 +143,25 @@ describe('WorkerMetrics', () => {
     const scrape = new Scrape(await new WorkerMetrics(env()).scrape());
     for (const kind of ['learn', 'predict']) {
       for (const outcome of [...MESSAGE_OUTCOMES, 'error']) {
-        expect(scrape.value('compute_worker_tasks_finished_total', { kind, outcome })).toBe(0);
-        expect(scrape.value('compute_worker_task_duration_seconds_count', { kind, outcome })).toBe(
-          0,
+        expect(scrape.sample('compute_worker_tasks_finished_total', { kind, outcome })?.value).toBe(
+          '0',
         );
+        expect(
+          scrape.sample('compute_worker_task_duration_seconds_count', { kind, outcome })?.value,
+        ).toBe('0');
       }
-      expect(scrape.value('compute_worker_tasks_started_total', { kind })).toBe(0);
-      expect(scrape.value('compute_worker_task_cpu_seconds_count', { kind })).toBe(0);
-      expect(scrape.value('compute_worker_task_peak_memory_bytes_count', { kind })).toBe(0);
+      expect(scrape.sample('compute_worker_tasks_started_total', { kind })?.value).toBe('0');
+      expect(scrape.sample('compute_worker_task_cpu_seconds_count', { kind })?.value).toBe('0');
+      expect(scrape.sample('compute_worker_task_peak_memory_bytes_count', { kind })?.value).toBe(
+        '0',
+      );
     }
     for (const service of ['storage', 'orchestrator'])
       for (const code of ['connection', 'timeout', 'tls', 'bad_answer'])
-        expect(scrape.value('compute_worker_service_errors_total', { service, code })).toBe(0);
-    expect(scrape.value('compute_worker_draining')).toBe(0);
+        expect(scrape.sample('compute_worker_service_errors_total', { service, code })?.value).toBe(
+          '0',
+        );
+    expect(scrape.sample('compute_worker_draining')?.value).toBe('0');
   });
 
   it('times tasks end to end, sums their usage, counts service errors and draining', async () => {
