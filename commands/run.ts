@@ -48,7 +48,11 @@ group reaches only the worker. Flags of the original worker, written with one da
       learn: flags['learn-parallelism'],
       predict: flags['predict-parallelism'],
     };
-    const env = await buildTaskEnv(flags, 'daemon', parallelism);
+    // The metrics need the engine the env finds; the clients made with it count their errors.
+    let metrics: WorkerMetrics | undefined;
+    const env = await buildTaskEnv(flags, 'daemon', parallelism, (service, code) =>
+      metrics?.serviceError(service, code),
+    );
     log.info(
       {
         engine: env.engine.info,
@@ -64,7 +68,7 @@ group reaches only the worker. Flags of the original worker, written with one da
         "containers share the engine's user namespace: one task's processes count against the others' process limit (see compute-worker doctor, check userns)",
       );
     }
-    const metrics = metricsAt ? new WorkerMetrics(env) : undefined;
+    metrics = metricsAt ? new WorkerMetrics(env) : undefined;
     const worker = new Worker({
       env,
       log,
@@ -81,6 +85,10 @@ group reaches only the worker. Flags of the original worker, written with one da
       pollIntervalMs: flags['lookupd-poll-interval'],
       shutdownGraceMs: flags['shutdown-grace'],
       metrics,
+      taskLogs: {
+        maxBytes: flags['task-log-size'],
+        retentionMs: flags['task-log-retention'],
+      },
     });
 
     let signals = 0;

@@ -49,7 +49,11 @@ export function createLogger(options: LogOptions = {}): Logger {
     });
     return pino(base, stream);
   }
-  return pino(base, pino.destination({ fd, sync: true }));
+  // Level names ("level":"warn"), not pino's numbers: what a log search or a person reads.
+  return pino(
+    { ...base, formatters: { level: (label: string) => ({ level: label }) } },
+    pino.destination({ fd, sync: true }),
+  );
 }
 
 /** A logger that writes nothing, for library callers and tests that do not care. */

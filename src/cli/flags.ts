@@ -404,6 +404,21 @@ export const runFlags = {
     default: 'info' as const,
     env: env('LOG_LEVEL'),
   })(),
+  'task-log-size': sizeFlag({
+    helpGroup: 'LOGS',
+    description:
+      "Most bytes kept of one task attempt's step output (its containers' and builds' lines, cleaned) in the state folder, for `task logs`; the rest is left out, and the cut is marked. 0 keeps none.",
+    ...sizeDefault(parseSize('10m')),
+    env: env('TASK_LOG_SIZE'),
+  }),
+  'task-log-retention': durationFlag({
+    helpGroup: 'LOGS',
+    description:
+      "How long a task attempt's kept output stays in the state folder after it was last written; older output is removed at start and every hour.",
+    default: parseDuration('7d'),
+    defaultHelp: async () => '7d',
+    env: env('TASK_LOG_RETENTION'),
+  }),
   'metrics-address': Flags.string({
     helpGroup: 'METRICS',
     description:

@@ -8,6 +8,7 @@ import {
   createStorageClient,
   readPasswordFile,
 } from '../clients/config.js';
+import type { ServiceErrorListener } from '../clients/http.js';
 import { containerOwner } from '../config/owner.js';
 import {
   defaultStateDir,
@@ -166,8 +167,13 @@ async function prepareTmpDir(dir: string): Promise<string> {
 }
 
 /** Storage from the flags: the HTTP service, or the local folder when the host is blank. */
-export async function storageFromFlags(flags: TaskFlagValues, stateDir: string) {
+export async function storageFromFlags(
+  flags: TaskFlagValues,
+  stateDir: string,
+  onError?: ServiceErrorListener,
+) {
   return createStorageClient({
+    onError,
     host: flags['storage-host'],
     port: flags['storage-port'],
     user: flags['storage-user'],
@@ -228,6 +234,7 @@ export async function buildTaskEnv(
   flags: TaskFlagValues,
   owner: 'daemon' | 'once' = 'once',
   parallelism: Parallelism = { learn: 1, predict: 1 },
+  onServiceError?: ServiceErrorListener,
 ): Promise<TaskEnv & { stateDir: string; release: () => Promise<void> }> {
   // nvidia-smi is asked once, before anything is locked or created.
   const gpus = await gpuSettings(flags, parallelism);
@@ -258,7 +265,12 @@ export async function buildTaskEnv(
   try {
     // A one-off `task exec` reuses a recent `podman info` (see info-cache.ts); a daemon asks once.
     const infoCache = lock ? undefined : join(stateDir, 'engine-info.json');
-    const services = await servicesFromFlags(flags, { stateDir, tmpDir, id }, gpus, infoCache);
+    const services = await servicesFromFlags(
+      flags,
+      { stateDir, tmpDir, id, onServiceError },
+      gpus,
+      infoCache,
+    );
     // Only a daemon keeps an image cache: its id, and so its images, outlive the process.
     const imageCache = lock ? imageCacheFor(flags, services.engine, stateDir, id) : undefined;
     return { ...services, ...(imageCache ? { imageCache } : {}), workerId: id, release };
@@ -275,7 +287,12 @@ async function lockRunDir(dir: string) {
 
 async function servicesFromFlags(
   flags: TaskFlagValues,
-  { stateDir, tmpDir, id }: { stateDir: string; tmpDir: string; id: string },
+  {
+    stateDir,
+    tmpDir,
+    id,
+    onServiceError,
+  }: { stateDir: string; tmpDir: string; id: string; onServiceError?: ServiceErrorListener },
   gpus: TaskGpus | undefined,
   infoCacheFile?: string,
 ) {
@@ -287,9 +304,10 @@ async function servicesFromFlags(
     infoCacheFile,
     owner: id,
   });
-  const storage = await storageFromFlags(flags, stateDir);
+  const storage = await storageFromFlags(flags, stateDir, onServiceError);
   const orchestratorPassword = await password(flags, 'orchestrator');
   const orchestrator = createOrchestratorClient({
+    onError: onServiceError,
     host: flags['orchestrator-host'],
     port: flags['orchestrator-port'],
     user: flags['orchestrator-user'],

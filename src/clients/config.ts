@@ -1,5 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { WorkerError } from '../errors.js';
+import type { ServiceErrorListener } from './http.js';
 import { LocalOrchestratorClient } from './local-orchestrator.js';
 import { LocalStorageClient } from './local-storage.js';
 import { HttpOrchestratorClient } from './orchestrator.js';
@@ -14,6 +15,8 @@ export interface ServiceOptions {
   password: string;
   /** Connect timeout and longest silence of one request (default 30 s). */
   timeoutMs?: number;
+  /** Told of each failed call of an HTTP service (see HttpServiceOptions.onError). */
+  onError?: ServiceErrorListener;
 }
 
 /** The storage named by the flags, or the storage folder `localDir` when the host is blank. */

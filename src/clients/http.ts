@@ -38,7 +38,18 @@ export interface HttpServiceOptions {
   minTransferRate?: number;
   /** Cap of a JSON answer, counted while it is read (default 1 MiB). */
   maxJsonBytes?: number;
+  /** Told of each try that failed by the service's doing (the worker's metrics count them). */
+  onError?: ServiceErrorListener;
 }
+
+/**
+ * `code`: the HTTP status a service answered with ("503"), or one of SERVICE_ERROR_KINDS
+ * when it gave no usable answer.
+ */
+export type ServiceErrorListener = (service: ServiceName, code: string) => void;
+
+/** The failures without an HTTP status, known in advance. */
+export const SERVICE_ERROR_KINDS = ['connection', 'timeout', 'tls', 'bad_answer'] as const;
 
 /** What a service answered one call with the worker's credentials, and without any. */
 export interface CredentialAnswers {
@@ -133,6 +144,9 @@ const NETWORK_WORDS: Record<string, string> = {
   UND_ERR_RES_CONTENT_LENGTH_MISMATCH: 'the answer ended before its announced length',
 };
 
+/** The error codes of a failed TLS handshake or certificate check. */
+const TLS_CODE = /^ERR_(SSL|TLS)_|CERT|SELF_SIGNED|UNABLE_TO_VERIFY/;
+
 function errorCode(error: unknown): string | undefined {
   const own = (error as { code?: unknown })?.code;
   if (typeof own === 'string') return own;
@@ -152,6 +166,7 @@ export class HttpService {
   private readonly deadlineMs: number;
   private readonly minTransferRate: number;
   private readonly maxJsonBytes: number;
+  private readonly onError?: ServiceErrorListener;
   /** The deadline of each call's latest try, to name it when it ends a call. */
   private readonly deadlines = new WeakMap<object, Deadline>();
   private closed = false;
@@ -176,6 +191,7 @@ export class HttpService {
     this.deadlineMs = options.deadlineMs ?? Math.max(DEFAULT_DEADLINE_MS, 2 * timeout);
     this.minTransferRate = options.minTransferRate ?? DEFAULT_MIN_TRANSFER_RATE;
     this.maxJsonBytes = options.maxJsonBytes ?? DEFAULT_MAX_JSON_BYTES;
+    this.onError = options.onError;
   }
 
   /** "storage https://host:443" — never the credentials. */
@@ -231,11 +247,12 @@ export class HttpService {
       });
     } catch (error) {
       deadline.clear();
-      throw this.failure(call, error);
+      throw this.counted(call, error);
     }
     if (response.body.destroyed) deadline.clear();
     else response.body.once('close', () => deadline.clear());
     if (call.anyStatus || call.ok.includes(response.statusCode)) return response;
+    this.onError?.(this.service, String(response.statusCode));
     const body = await readCapped(response.body, ERROR_BODY_CAP);
     throw this.statusError(call, response.statusCode, body);
   }
@@ -263,7 +280,7 @@ export class HttpService {
     try {
       await response.body.dump({ limit: ERROR_BODY_CAP });
     } catch (error) {
-      throw this.failure(call, error);
+      throw this.counted(call, error);
     }
     return response.statusCode;
   }
@@ -287,6 +304,7 @@ export class HttpService {
       );
     if (Number(response.headers['content-length']) > cap) {
       response.body.destroy();
+      this.onError?.(this.service, 'bad_answer');
       throw tooLarge();
     }
     const chunks: Buffer[] = [];
@@ -295,21 +313,40 @@ export class HttpService {
       for await (const chunk of response.body as AsyncIterable<Buffer>) {
         bytes += chunk.length;
         // Leaving the loop destroys the body: the rest is never read.
-        if (bytes > cap) throw tooLarge();
+        if (bytes > cap) {
+          this.onError?.(this.service, 'bad_answer');
+          throw tooLarge();
+        }
         chunks.push(chunk);
       }
     } catch (error) {
-      throw this.failure(call, error);
+      throw error instanceof WorkerError ? error : this.counted(call, error);
     }
     const text = Buffer.concat(chunks).toString('utf8');
     try {
       return JSON.parse(text);
     } catch {
+      this.onError?.(this.service, 'bad_answer');
       throw new WorkerError(this.errorCode, `${this.label(call)}: the answer is not JSON`, {
         retryable: true,
         detail: cleanLines(text.slice(0, ERROR_BODY_CAP)),
       });
     }
+  }
+
+  /** failure(), told to onError unless the worker itself cancelled the call or sent a bad body. */
+  private counted(call: HttpCall, error: unknown): WorkerError {
+    const failure = this.failure(call, error);
+    if (failure.code === 'CANCELLED' || failure.code === 'INTERNAL') return failure;
+    const code = errorCode(error) ?? '';
+    const kind =
+      this.deadlines.get(call)?.signal.aborted || /TIMEOUT|ETIMEDOUT/.test(code)
+        ? 'timeout'
+        : TLS_CODE.test(code)
+          ? 'tls'
+          : 'connection';
+    this.onError?.(this.service, kind);
+    return failure;
   }
 
   /** Maps a thrown error (network, timeout, abort) to a WorkerError. */
@@ -331,7 +368,7 @@ export class HttpService {
         { cause: error },
       );
     }
-    if (/^ERR_(SSL|TLS)_|CERT|SELF_SIGNED|UNABLE_TO_VERIFY/.test(code ?? '')) {
+    if (TLS_CODE.test(code ?? '')) {
       // A certificate or a scheme that does not match the server does not fix itself.
       return new WorkerError(this.errorCode, `${this.label(call)}: TLS failed (${code})`, {
         hint: `check the certificate of ${this.baseUrl.host}, and that --${this.service}-host says https:// only for a TLS port`,

@@ -10,9 +10,11 @@ const UNIT_MS: Record<string, number> = {
   s: 1000,
   m: 60_000,
   h: 3_600_000,
+  // Not Go's: for retention periods (7d), which hours would make hard to read.
+  d: 86_400_000,
 };
 
-const PART = /(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)/y;
+const PART = /(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h|d)/y;
 
 /** Parses a duration into milliseconds, or throws an Error naming the bad text. */
 export function parseDuration(text: string): number {
@@ -27,7 +29,7 @@ export function parseDuration(text: string): number {
     const m = PART.exec(input);
     if (!m || m.index !== start) {
       throw new Error(
-        `invalid duration "${text}": expected a number with a unit (ns, us, ms, s, m, h), e.g. 20m, 1h30m, 15m0s`,
+        `invalid duration "${text}": expected a number with a unit (ns, us, ms, s, m, h, d), e.g. 20m, 1h30m, 15m0s`,
       );
     }
     total += Number(m[1]) * (UNIT_MS[m[2] as string] as number);

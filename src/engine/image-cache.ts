@@ -45,6 +45,8 @@ export class ImageCache {
   private lastUsed?: Map<string, number>;
   private builds = 0;
   private trimming: Promise<unknown> = Promise.resolve();
+  /** What the last trim left: the metrics read it, as a scrape must not ask the engine. */
+  lastSummary?: CacheSummary;
   private saving: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly options: ImageCacheOptions) {}
@@ -152,6 +154,7 @@ export class ImageCache {
       if (!names.has(name) && !this.isHeld(name)) lastUsed.delete(name);
     }
     await this.save();
+    this.lastSummary = { images: count, bytes, maxBytes };
     return { images: count, bytes, maxBytes, removed, kept };
   }
 

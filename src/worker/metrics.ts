@@ -1,8 +1,10 @@
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import { SERVICE_ERROR_KINDS, type ServiceName } from '../clients/http.js';
 import { freeBytes } from '../config/free-space.js';
+import { workerVersion } from '../config/worker-version.js';
 import type { StepName, TaskEnv, TaskEvent, TaskKind } from '../tasks/context.js';
 import type { TaskReport } from '../tasks/run-task.js';
-import type { MessageOutcome } from './task-runner.js';
+import { MESSAGE_OUTCOMES, type MessageOutcome } from './task-runner.js';
 
 /** Why a message went back to NSQ. */
 export type RequeueReason =
@@ -29,8 +31,11 @@ const REQUEUED_BECAUSE: Partial<Record<MessageOutcome, RequeueReason>> = {
 export interface WorkerRecorder {
   /** A message was taken to be run (it counts in flight until taskFinished). */
   taskStarted(kind: TaskKind): void;
-  /** The message's task ended ('error': the worker itself failed unexpectedly). */
-  taskFinished(kind: TaskKind, outcome: MessageOutcome | 'error'): void;
+  /**
+   * The message's task ended ('error': the worker itself failed unexpectedly), `seconds`
+   * after its message was taken.
+   */
+  taskFinished(kind: TaskKind, outcome: MessageOutcome | 'error', seconds?: number): void;
   taskEvent(kind: TaskKind, event: TaskEvent): void;
   /** How the task ran, before its message is answered. */
   taskReport(report: TaskReport): void;
@@ -38,10 +43,18 @@ export interface WorkerRecorder {
   requeued(kind: TaskKind, reason: RequeueReason): void;
   nsqdConnected(kind: TaskKind, address: string): void;
   nsqdClosed(kind: TaskKind, address: string): void;
+  /** The worker stopped taking tasks, to stop. */
+  drainingStarted(): void;
+  /** A call to a service failed by the service's doing (see clients/http.ts's onError). */
+  serviceError(service: ServiceName, code: string): void;
 }
 
 const PREFIX = 'compute_worker_';
 const KINDS: readonly TaskKind[] = ['learn', 'predict'];
+const OUTCOMES: readonly (MessageOutcome | 'error')[] = [...MESSAGE_OUTCOMES, 'error'];
+const SERVICES: readonly ServiceName[] = ['storage', 'orchestrator'];
+/** A failed build step that failed for these reasons is no failed build: nothing was built. */
+const NOT_A_BUILD_FAILURE = new Set(['STORAGE_FAILED', 'ORCHESTRATOR_FAILED', 'CANCELLED']);
 const BUILD_STEPS: Partial<Record<StepName, 'workflow' | 'submission'>> = {
   'build-workflow': 'workflow',
   'build-submission': 'submission',
@@ -121,13 +134,96 @@ export class WorkerMetrics implements WorkerRecorder {
     labelNames: ['kind'],
     registers: [this.registry],
   });
+  private readonly taskSeconds = new Histogram({
+    name: `${PREFIX}task_duration_seconds`,
+    help: 'Time from taking a message to answering it, by task kind and outcome (as tasks_finished_total).',
+    labelNames: ['kind', 'outcome'],
+    buckets: [1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14_400, 43_200],
+    registers: [this.registry],
+  });
+  private readonly taskCpuSeconds = new Histogram({
+    name: `${PREFIX}task_cpu_seconds`,
+    help: "CPU time of a task's containers, all steps together (from their cgroups), by task kind.",
+    labelNames: ['kind'],
+    buckets: [0.1, 1, 10, 60, 300, 900, 3600, 14_400, 43_200],
+    registers: [this.registry],
+  });
+  private readonly taskPeakMemory = new Histogram({
+    name: `${PREFIX}task_peak_memory_bytes`,
+    help: "Highest peak memory of a task's containers (from their cgroups), by task kind.",
+    labelNames: ['kind'],
+    buckets: [16, 64, 256, 1024, 4096, 16_384, 65_536].map((mib) => mib * 1024 * 1024),
+    registers: [this.registry],
+  });
+  private readonly taskGpuSeconds = new Histogram({
+    name: `${PREFIX}task_gpu_seconds`,
+    help: "GPU busy time of a task's GPUs (nvidia-smi utilization), all steps together, by task kind; tasks with GPUs only.",
+    labelNames: ['kind'],
+    buckets: [1, 10, 60, 300, 900, 3600, 14_400, 43_200],
+    registers: [this.registry],
+  });
+  private readonly serviceErrors = new Counter({
+    name: `${PREFIX}service_errors_total`,
+    help: 'Failed calls (each try) to storage and the orchestrator, by service and code: the HTTP status answered, or connection, timeout, tls, bad_answer.',
+    labelNames: ['service', 'code'],
+    registers: [this.registry],
+  });
+  private readonly draining = new Gauge({
+    name: `${PREFIX}draining`,
+    help: '1 once the worker stops taking tasks to stop (a signal), else 0.',
+    registers: [this.registry],
+  });
 
-  constructor(env?: Pick<TaskEnv, 'gpus' | 'tmpDir' | 'engine'>) {
+  constructor(env?: Pick<TaskEnv, 'gpus' | 'tmpDir' | 'engine' | 'imageCache'>) {
+    // The process's CPU, memory, file descriptors, event loop lag and GC, under their usual names.
+    collectDefaultMetrics({ register: this.registry });
+    new Gauge({
+      name: `${PREFIX}build_info`,
+      help: 'Always 1: the worker version and the engine it drives.',
+      labelNames: ['version', 'engine', 'engine_version'],
+      registers: [this.registry],
+    }).set(
+      {
+        version: workerVersion(),
+        engine: env?.engine.info.name ?? 'none',
+        engine_version: env?.engine.info.version ?? '',
+      },
+      1,
+    );
+    this.draining.set(0);
     for (const kind of KINDS) {
       this.inFlight.set({ kind }, 0);
       this.nsqdConnections.set({ kind }, 0);
+      this.started.inc({ kind }, 0);
+      for (const outcome of OUTCOMES) {
+        this.finished.inc({ kind, outcome }, 0);
+        this.taskSeconds.zero({ kind, outcome });
+      }
+      this.taskCpuSeconds.zero({ kind });
+      this.taskPeakMemory.zero({ kind });
     }
+    for (const service of SERVICES)
+      for (const code of SERVICE_ERROR_KINDS) this.serviceErrors.inc({ service, code }, 0);
     if (!env) return;
+    const cache = env.imageCache;
+    if (cache) {
+      new Gauge({
+        name: `${PREFIX}image_cache_bytes`,
+        help: 'Bytes of the images this worker built and keeps (as of the last trim, after each task and at start), bounded by --image-cache-size.',
+        registers: [this.registry],
+        collect() {
+          if (cache.lastSummary) this.set(cache.lastSummary.bytes);
+        },
+      });
+      new Gauge({
+        name: `${PREFIX}image_cache_images`,
+        help: 'Images this worker built and keeps (as of the last trim).',
+        registers: [this.registry],
+        collect() {
+          if (cache.lastSummary) this.set(cache.lastSummary.images);
+        },
+      });
+    }
     const gpus = env.gpus;
     if (gpus) {
       new Gauge({
@@ -178,8 +274,9 @@ export class WorkerMetrics implements WorkerRecorder {
     this.inFlight.inc({ kind });
   }
 
-  taskFinished(kind: TaskKind, outcome: MessageOutcome | 'error'): void {
+  taskFinished(kind: TaskKind, outcome: MessageOutcome | 'error', seconds?: number): void {
     this.finished.inc({ kind, outcome });
+    if (seconds !== undefined) this.taskSeconds.observe({ kind, outcome }, seconds);
     this.inFlight.dec({ kind });
     const reason = outcome === 'error' ? undefined : REQUEUED_BECAUSE[outcome];
     if (reason) this.requeues.inc({ kind, reason });
@@ -204,7 +301,27 @@ export class WorkerMetrics implements WorkerRecorder {
 
   taskReport(report: TaskReport): void {
     const role = report.failedStep && BUILD_STEPS[report.failedStep];
-    if (role) this.builds.inc({ role, result: 'failed' });
+    // A build whose context could not be downloaded (storage down) failed no build.
+    if (role && !NOT_A_BUILD_FAILURE.has(report.error?.code ?? ''))
+      this.builds.inc({ role, result: 'failed' });
+    const steps = Object.values(report.usage ?? {});
+    const cpu = steps.map((s) => s.cpu_s).filter((v) => v !== undefined);
+    const memory = steps.map((s) => s.peak_memory_bytes).filter((v) => v !== undefined);
+    const gpu = steps.flatMap((s) => s.gpus ?? []).map((g) => g.busy_s);
+    const kind = report.kind;
+    // A figure the host could not measure is not observed as a zero.
+    if (cpu.length) this.taskCpuSeconds.observe({ kind }, sum(cpu));
+    if (memory.length) this.taskPeakMemory.observe({ kind }, Math.max(...memory));
+    if (gpu.length && gpu.every((v) => v !== undefined))
+      this.taskGpuSeconds.observe({ kind }, sum(gpu));
+  }
+
+  drainingStarted(): void {
+    this.draining.set(1);
+  }
+
+  serviceError(service: ServiceName, code: string): void {
+    this.serviceErrors.inc({ service, code });
   }
 
   requeued(kind: TaskKind, reason: RequeueReason): void {
@@ -225,4 +342,8 @@ export class WorkerMetrics implements WorkerRecorder {
   scrape(): Promise<string> {
     return this.registry.metrics();
   }
+}
+
+function sum(values: readonly number[]): number {
+  return values.reduce((total, v) => total + v, 0);
 }

@@ -17,6 +17,7 @@ import type { Journal } from './journal.js';
 import type { WorkerRecorder } from './metrics.js';
 import type { Lease } from './nsq-reader.js';
 import type { ServiceGate } from './service-gate.js';
+import { TaskLogWriter } from './task-logs.js';
 
 export interface RunnerDeps {
   env: TaskEnv;
@@ -30,23 +31,30 @@ export interface RunnerDeps {
   metrics?: WorkerRecorder;
   /** The worker is draining (a stop signal came): see settle. */
   stopping?: () => boolean;
+  /** Where each task's step output is kept, and how much of it (see task-logs.ts); none = not kept. */
+  taskLogs?: { stateDir: string; maxBytes: number };
 }
 
 /** How long a message handed back during an outage waits in NSQ. */
 const OUTAGE_DELAY_MS = 5_000;
 
-/** How a message ended, for the worker's counters and the tests' assertions. */
-export type MessageOutcome =
-  | 'done'
-  | 'failed'
-  | 'requeued'
-  | 'taken-elsewhere'
-  | 'invalid'
-  | 'cancelled'
-  | 'lease-lost'
-  | 'low-disk'
-  /** Handed back unrun or unfinished because storage or the orchestrator is down. */
-  | 'outage';
+/**
+ * How a message ended, for the worker's counters and the tests' assertions. `outage`: handed
+ * back unrun or unfinished because storage or the orchestrator is down.
+ */
+export const MESSAGE_OUTCOMES = [
+  'done',
+  'failed',
+  'requeued',
+  'taken-elsewhere',
+  'invalid',
+  'cancelled',
+  'lease-lost',
+  'low-disk',
+  'outage',
+] as const;
+
+export type MessageOutcome = (typeof MESSAGE_OUTCOMES)[number];
 
 /**
  * Runs the task of one NSQ message from claim to FIN or REQ. The message stays in flight
@@ -104,6 +112,7 @@ export async function runMessage(
   // disk, so a crash after that line leaves that step in the journal.
   let journalled: Promise<void> = Promise.resolve();
   let executed = false;
+  let output: TaskLogWriter | undefined;
   try {
     await deps.journal.write(entry);
     try {
@@ -140,6 +149,7 @@ export async function runMessage(
 
     log.info('task started');
     executed = true;
+    output = await openTaskLog(deps, { uuid, kind, attempt: message.attempts }, log);
     const report = await executeTask(
       deps.env,
       {
@@ -154,6 +164,7 @@ export async function runMessage(
               .catch((error) => log.warn({ err: error }, 'could not update the journal'))
               .then(() => log.info({ step }, 'step started'));
           } else if (event.type === 'log') {
+            output?.line(event.step, event.line);
             log.debug({ step: event.step, stream: event.stream }, event.line);
           } else if (event.type === 'warning') {
             log.warn({ step: event.step }, event.message);
@@ -165,8 +176,11 @@ export async function runMessage(
     );
     await journalled;
     deps.metrics?.taskReport(report);
-    return await settle(deps, lease, report, log, signal);
+    const outcome = await settle(deps, lease, report, log, signal);
+    await output?.close(outcome);
+    return outcome;
   } finally {
+    await output?.close('error');
     gpus.release();
     stopTouching();
     lease.release();
@@ -176,6 +190,22 @@ export async function runMessage(
       .catch((error) => log.warn({ err: error }, 'could not update the journal'));
     // After the answer: the image cache's housekeeping is no part of the task's result.
     if (executed) await trimImages(deps.env, log);
+  }
+}
+
+/** The file of this attempt's output; none when none is kept or its folder cannot be made. */
+async function openTaskLog(
+  deps: RunnerDeps,
+  task: { uuid: string; kind: TaskKind; attempt: number },
+  log: Logger,
+): Promise<TaskLogWriter | undefined> {
+  if (!deps.taskLogs || deps.taskLogs.maxBytes <= 0) return undefined;
+  try {
+    return await TaskLogWriter.open(deps.taskLogs.stateDir, task, deps.taskLogs.maxBytes);
+  } catch (error) {
+    // The operator's copy of the output is no reason to fail the task.
+    log.warn({ err: error }, "could not keep the task's output in the state folder");
+    return undefined;
   }
 }
 

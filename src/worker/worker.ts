@@ -17,6 +17,7 @@ import type { WorkerRecorder } from './metrics.js';
 import { type Lease, type NsqdInfo, openReader, type TopicReader } from './nsq-reader.js';
 import { ServiceGate } from './service-gate.js';
 import { daemonStatus, type WorkerStatus } from './status.js';
+import { pruneTaskLogs, type TaskLogSettings } from './task-logs.js';
 import { type MessageOutcome, runMessage } from './task-runner.js';
 
 export const TOPICS: Record<TaskKind, string> = { learn: 'train', predict: 'prediction' };
@@ -24,6 +25,8 @@ export const CHANNEL = 'compute';
 const HAND_BACK_DELAY_MS = 2_000;
 /** How long a restart waits for the loop devices of a dead run's filesystems to be detached. */
 const LOOP_WAIT_MS = 5_000;
+/** How often kept task output older than --task-log-retention is removed (and at start). */
+const TASK_LOG_PRUNE_MS = 3_600_000;
 
 export interface WorkerOptions {
   env: TaskEnv;
@@ -41,6 +44,8 @@ export interface WorkerOptions {
   metrics?: WorkerRecorder;
   /** The state folder, where killed `task exec` runs are found (see dead-runs.ts). */
   stateDir?: string;
+  /** Each task's step output kept in the state folder (needs stateDir); none = not kept. */
+  taskLogs?: TaskLogSettings;
   /** The pauses between probes of a service that is down (tests shorten them). */
   serviceProbeMs?: { firstProbeMs?: number; lastProbeMs?: number };
 }
@@ -71,6 +76,7 @@ export class Worker {
   private stopped?: Promise<void>;
   private readonly disk: DiskGate;
   private readonly services: ServiceGate;
+  private pruneTimer?: NodeJS.Timeout;
 
   constructor(private readonly options: WorkerOptions) {
     const { env, log } = options;
@@ -108,6 +114,7 @@ export class Worker {
     const remote = remoteEngineWarning(this.options.env.engine.info);
     if (remote) this.options.log.warn(remote);
     await this.recover();
+    await this.keepTaskLogsPruned();
     for (const kind of ['learn', 'predict'] as const) {
       const reader = openReader(
         {
@@ -174,23 +181,27 @@ export class Worker {
     const entry: Running = { controller, done: Promise.resolve() };
     this.running[kind].add(entry);
     this.options.metrics?.taskStarted(kind);
+    const takenAt = performance.now();
+    const seconds = () => (performance.now() - takenAt) / 1000;
+    const { stateDir, taskLogs } = this.options;
     entry.done = runMessage(
       {
         ...this.options,
         disk: this.disk,
         services: this.services,
         stopping: () => this.draining,
+        taskLogs: stateDir && taskLogs ? { stateDir, maxBytes: taskLogs.maxBytes } : undefined,
       },
       kind,
       lease,
       controller.signal,
     )
       .then((outcome) => {
-        this.options.metrics?.taskFinished(kind, outcome);
+        this.options.metrics?.taskFinished(kind, outcome, seconds());
         this.options.onOutcome?.(kind, outcome);
       })
       .catch((error) => {
-        this.options.metrics?.taskFinished(kind, 'error');
+        this.options.metrics?.taskFinished(kind, 'error', seconds());
         log.error({ err: error }, 'unexpected error while running a message');
       })
       .finally(() => this.running[kind].delete(entry));
@@ -210,6 +221,20 @@ export class Worker {
     for (const kind of full) why.push(`every ${kind} slot is busy (${this.busy[kind]})`);
     const entries = await this.options.journal.list();
     return daemonStatus(this.options.env.workerId, this.draining, taking, why, entries);
+  }
+
+  /** Removes kept task output past its retention now, then every hour. */
+  private async keepTaskLogsPruned(): Promise<void> {
+    const { stateDir, taskLogs, log } = this.options;
+    if (!stateDir || !taskLogs) return;
+    const prune = async () => {
+      const pruned = await pruneTaskLogs(stateDir, taskLogs.retentionMs);
+      if (pruned.length)
+        log.info({ tasks: pruned.length }, 'removed kept task output past --task-log-retention');
+    };
+    await prune();
+    this.pruneTimer = setInterval(() => void prune(), TASK_LOG_PRUNE_MS);
+    this.pruneTimer.unref();
   }
 
   private checkNsqd(kind: TaskKind, info: NsqdInfo): void {
@@ -305,6 +330,8 @@ export class Worker {
     if (now) this.cancelAll('second signal: stopping now');
     if (this.stopped) return this.stopped;
     this.draining = true;
+    this.options.metrics?.drainingStarted();
+    clearInterval(this.pruneTimer);
     this.stopped = this.drain(now);
     return this.stopped;
   }

@@ -78,4 +78,47 @@ describe('HttpService', () => {
     expect((error as WorkerError).retryable).toBe(false);
     expect((error as WorkerError).hint).toContain('https:// only for a TLS port');
   });
+
+  it('tells each failed try by its status or kind, and nothing of a call the worker cancelled', async () => {
+    const server = await startStorageServer();
+    const told: string[] = [];
+    const service = new HttpService('storage', {
+      host: '127.0.0.1',
+      port: server.port,
+      user: 'u',
+      password: 'p',
+      retryDelayMs: 1,
+      onError: (name, code) => told.push(`${name} ${code}`),
+    });
+    server.fault('GET /health', { status: 503, times: 2 });
+    expect(await service.sendAndDrain({ method: 'GET', path: '/health', ok: [200] })).toBe(200);
+    server.fault('GET /meta', { stream: { status: 200, chunk: '<html>', count: 1 } });
+    await service.sendForJson({ method: 'GET', path: '/meta', ok: [200] }).catch(() => undefined);
+    server.fault('GET /slow', { delayMs: 5000 });
+    const cancel = new AbortController();
+    const call = service.sendAndDrain({
+      method: 'GET',
+      path: '/slow',
+      ok: [200],
+      signal: cancel.signal,
+    });
+    setTimeout(() => cancel.abort(), 100);
+    await call.catch(() => undefined);
+    await service.close();
+    await server.close();
+    // Each try of the GET counts, so the one retried twice is told twice.
+    expect(told).toEqual(['storage 503', 'storage 503', 'storage bad_answer']);
+    const down = new HttpService('orchestrator', {
+      host: '127.0.0.1',
+      port: server.port,
+      user: 'u',
+      password: 'p',
+      onError: (name, code) => told.push(`${name} ${code}`),
+    });
+    await down
+      .sendAndDrain({ method: 'POST', path: '/worker/x', ok: [200] })
+      .catch(() => undefined);
+    await down.close();
+    expect(told.at(-1)).toBe('orchestrator connection');
+  });
 });

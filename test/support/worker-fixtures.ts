@@ -14,7 +14,8 @@ import type { StorageServer } from './storage-server.js';
  */
 
 const SUBMISSION_RUN = `#!/bin/sh
-# -V /data -T train|predict: obeys "sleep N" and "exit N" lines of its input files.
+# -V /data -T train|predict: obeys "say TEXT", "spam N" (N numbered lines), "sleep N" and
+# "exit N" lines of its input files.
 set -eu
 task=$4
 case $task in
@@ -26,6 +27,8 @@ for f in "$inputs"/*; do
   [ -f "$f" ] || continue
   while read -r word arg; do
     case $word in
+      say) echo "$arg" ;;
+      spam) i=0; while [ "$i" -lt "$arg" ]; do echo "line $i of $arg"; i=$((i + 1)); done ;;
       sleep) echo "sleeping $arg s"; sleep "$arg" ;;
       exit) echo "asked to exit with $arg" >&2; exit "$arg" ;;
     esac
@@ -49,6 +52,8 @@ const WORKFLOW_RUN = `#!/bin/sh
 set -eu
 case $2 in
   detarget)
+    # Output that only the operator may read: the workflow sees the hidden targets.
+    echo "workflow detarget: $(ls /hidden_data/test | wc -l) hidden test files"
     for f in /hidden_data/test/*; do
       [ -f "$f" ] && cp "$f" /submission_data/test/
     done ;;
@@ -163,6 +168,10 @@ export async function seedAlgo(
 }
 
 export interface TaskBehaviour {
+  /** Lines the submission prints, in order, before it sleeps or exits. */
+  say?: string[];
+  /** Numbered lines the submission prints ("line 0 of N", ...). */
+  spam?: number;
   /** Seconds the submission sleeps. */
   sleep?: number;
   /** Exit code the submission ends with instead of succeeding. */
@@ -178,7 +187,8 @@ export interface SeededTask {
 }
 
 function directives(b: TaskBehaviour): string {
-  const lines = [];
+  const lines = (b.say ?? []).map((line) => `say ${line}`);
+  if (b.spam) lines.push(`spam ${b.spam}`);
   if (b.sleep) lines.push(`sleep ${b.sleep}`);
   if (b.exit !== undefined) lines.push(`exit ${b.exit}`);
   return `${lines.join('\n')}\n`;

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa, type ResultPromise } from 'execa';
-import { workerTmpDir } from '../../src/config/paths.js';
+import { workerLiveDir, workerTmpDir } from '../../src/config/paths.js';
 import { releaseSizedDisks } from '../../src/engine/sized-disk-release.js';
 
 /**
@@ -33,15 +33,20 @@ export function assertBuilt(): void {
 }
 
 export interface LogLine {
-  level: number;
+  level: string;
   msg: string;
   time?: string;
   task?: string;
   [key: string]: unknown;
 }
 
-export const WARN = 40;
-export const ERROR = 50;
+export const WARN = 'warn';
+export const ERROR = 'error';
+
+/** A line logged as an error or worse. */
+export function isError(line: LogLine): boolean {
+  return line.level === 'error' || line.level === 'fatal';
+}
 
 export class WorkerProcess {
   readonly lines: LogLine[] = [];
@@ -291,6 +296,8 @@ export class WorkerFleet {
       // A killed worker's steps may still have their sized filesystems mounted there.
       await releaseSizedDisks(workerTmpDir(id));
       await rm(workerTmpDir(id), { recursive: true, force: true });
+      // The lock folder a live worker holds beside it stays when the worker is killed.
+      await rm(workerLiveDir(id), { recursive: true, force: true });
     }
     for (const dir of this.stateDirs) await rm(dir, { recursive: true, force: true });
     this.workers.splice(0);

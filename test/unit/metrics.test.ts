@@ -3,11 +3,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { register } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { workerVersion } from '../../src/config/worker-version.js';
 import type { Engine } from '../../src/engine/types.js';
 import { WorkerError } from '../../src/errors.js';
 import { Health } from '../../src/worker/health.js';
 import { WorkerMetrics } from '../../src/worker/metrics.js';
 import { parseListenAddress, startMetricsServer } from '../../src/worker/metrics-server.js';
+import { MESSAGE_OUTCOMES } from '../../src/worker/task-runner.js';
 import { get, Scrape } from '../support/prometheus.js';
 
 // What an operator's Prometheus sees of the worker, and what the health endpoints answer.
@@ -121,15 +123,151 @@ describe('WorkerMetrics', () => {
     expect(m.nsqdConnectionCount).toBe(0);
   });
 
-  it('names everything compute_worker_*, in Prometheus style, in a registry of its own', async () => {
+  it("names its own compute_worker_*, beside the process's usual ones, in Prometheus style, in a registry of its own", async () => {
     const scrape = new Scrape(await new WorkerMetrics(env()).scrape());
     expect(scrape.families.length).toBeGreaterThan(8);
     for (const family of scrape.families) {
-      expect(family.name).toMatch(/^compute_worker_[a-z_]+$/);
+      expect(family.name).toMatch(/^(compute_worker|process|nodejs)_[a-z0-9_]+$/);
       if (family.type === 'COUNTER') expect(family.name).toMatch(/_total$/);
-      if (family.type === 'HISTOGRAM') expect(family.name).toMatch(/_seconds$/);
+      if (family.type === 'HISTOGRAM') expect(family.name).toMatch(/_(seconds|bytes)$/);
     }
+    // prom-client's default metrics, as dashboards for Node.js services expect them.
+    expect(scrape.value('process_cpu_user_seconds_total')).toBeGreaterThan(0);
+    expect(scrape.value('process_resident_memory_bytes')).toBeGreaterThan(0);
+    expect(scrape.family('nodejs_eventloop_lag_seconds')).toBeDefined();
+    expect(scrape.family('nodejs_heap_size_used_bytes')).toBeDefined();
     expect(await register.metrics()).not.toContain('compute_worker_');
+  });
+
+  it('exports at zero every kind and outcome, every service and failure without a status, and not draining', async () => {
+    const scrape = new Scrape(await new WorkerMetrics(env()).scrape());
+    for (const kind of ['learn', 'predict']) {
+      for (const outcome of [...MESSAGE_OUTCOMES, 'error']) {
+        expect(scrape.sample('compute_worker_tasks_finished_total', { kind, outcome })?.value).toBe(
+          '0',
+        );
+        expect(
+          scrape.sample('compute_worker_task_duration_seconds_count', { kind, outcome })?.value,
+        ).toBe('0');
+      }
+      expect(scrape.sample('compute_worker_tasks_started_total', { kind })?.value).toBe('0');
+      expect(scrape.sample('compute_worker_task_cpu_seconds_count', { kind })?.value).toBe('0');
+      expect(scrape.sample('compute_worker_task_peak_memory_bytes_count', { kind })?.value).toBe(
+        '0',
+      );
+    }
+    for (const service of ['storage', 'orchestrator'])
+      for (const code of ['connection', 'timeout', 'tls', 'bad_answer'])
+        expect(scrape.sample('compute_worker_service_errors_total', { service, code })?.value).toBe(
+          '0',
+        );
+    expect(scrape.sample('compute_worker_draining')?.value).toBe('0');
+  });
+
+  it('times tasks end to end, sums their usage, counts service errors and draining', async () => {
+    const m = new WorkerMetrics(env());
+    m.taskFinished('learn', 'done', 42);
+    m.taskFinished('learn', 'failed', 3);
+    const usage = {
+      detarget: { wall_s: 1, cpu_s: 0.5, peak_memory_bytes: 10_000_000 },
+      train: {
+        wall_s: 20,
+        cpu_s: 15,
+        peak_memory_bytes: 500_000_000,
+        gpus: [{ uuid: 'GPU-a', busy_s: 12, peak_memory_bytes: 1 }],
+      },
+      perf: { wall_s: 1 },
+    };
+    m.taskReport({ kind: 'learn', uuid: 'u', steps: [], status: 'done', usage });
+    // A host that measures nothing observes nothing, not zeros.
+    m.taskReport({
+      kind: 'predict',
+      uuid: 'v',
+      steps: [],
+      status: 'done',
+      usage: { predict: { wall_s: 2 } },
+    });
+    m.serviceError('storage', '503');
+    m.serviceError('storage', '503');
+    m.serviceError('orchestrator', 'connection');
+    m.drainingStarted();
+    const scrape = new Scrape(await m.scrape());
+    const done = { kind: 'learn', outcome: 'done' };
+    expect(scrape.value('compute_worker_task_duration_seconds_count', done)).toBe(1);
+    expect(scrape.value('compute_worker_task_duration_seconds_sum', done)).toBe(42);
+    expect(
+      scrape.value('compute_worker_task_duration_seconds_sum', {
+        kind: 'learn',
+        outcome: 'failed',
+      }),
+    ).toBe(3);
+    expect(scrape.value('compute_worker_task_cpu_seconds_sum', { kind: 'learn' })).toBe(15.5);
+    expect(scrape.value('compute_worker_task_peak_memory_bytes_sum', { kind: 'learn' })).toBe(
+      500_000_000,
+    );
+    expect(scrape.value('compute_worker_task_gpu_seconds_sum', { kind: 'learn' })).toBe(12);
+    expect(scrape.value('compute_worker_task_cpu_seconds_count', { kind: 'predict' })).toBe(0);
+    expect(
+      scrape.sample('compute_worker_task_gpu_seconds_count', { kind: 'predict' }),
+    ).toBeUndefined();
+    expect(
+      scrape.value('compute_worker_service_errors_total', { service: 'storage', code: '503' }),
+    ).toBe(2);
+    expect(
+      scrape.value('compute_worker_service_errors_total', {
+        service: 'orchestrator',
+        code: 'connection',
+      }),
+    ).toBe(1);
+    expect(scrape.value('compute_worker_draining')).toBe(1);
+  });
+
+  it('counts no failed build when storage failed the build step, and tells the version and engine', async () => {
+    const m = new WorkerMetrics({
+      ...env(),
+      engine: { info: { name: 'podman', version: '4.3.1' } } as unknown as Engine,
+    });
+    const failedBuild = (error: WorkerError) =>
+      m.taskReport({
+        kind: 'learn',
+        uuid: 'u',
+        steps: [],
+        status: 'failed',
+        failedStep: 'build-workflow',
+        error,
+      });
+    failedBuild(
+      new WorkerError('STORAGE_FAILED', 'storage GET /problem/x answered 503', { retryable: true }),
+    );
+    failedBuild(new WorkerError('CANCELLED', 'cancelled'));
+    let scrape = new Scrape(await m.scrape());
+    expect(
+      scrape.sample('compute_worker_image_builds_total', { role: 'workflow', result: 'failed' }),
+    ).toBeUndefined();
+    failedBuild(new WorkerError('BUILD_FAILED', 'RUN exited with code 1'));
+    scrape = new Scrape(await m.scrape());
+    expect(
+      scrape.value('compute_worker_image_builds_total', { role: 'workflow', result: 'failed' }),
+    ).toBe(1);
+    expect(
+      scrape.value('compute_worker_build_info', {
+        version: workerVersion(),
+        engine: 'podman',
+        engine_version: '4.3.1',
+      }),
+    ).toBe(1);
+  });
+
+  it('reads the image cache as of its last trim', async () => {
+    const cache = { lastSummary: undefined as undefined | { images: number; bytes: number } };
+    const m = new WorkerMetrics({ ...env(), imageCache: cache as never });
+    let scrape = new Scrape(await m.scrape());
+    // Before the first trim (at start-up, before the metrics are served), nothing is known.
+    expect(scrape.value('compute_worker_image_cache_bytes')).toBe(0);
+    cache.lastSummary = { images: 3, bytes: 123_456 };
+    scrape = new Scrape(await m.scrape());
+    expect(scrape.value('compute_worker_image_cache_images')).toBe(3);
+    expect(scrape.value('compute_worker_image_cache_bytes')).toBe(123_456);
   });
 
   it('reads the free disk on scrape, leaving out a folder it cannot read, and has no GPU gauges without GPUs', async () => {

@@ -1,23 +1,39 @@
+import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 import { closedPort } from '../support/http-stand-in.js';
 import { get, Scrape } from '../support/prometheus.js';
-import { predictTask } from '../support/worker-fixtures.js';
+import { learnTask, predictTask, seedAlgo } from '../support/worker-fixtures.js';
 import { type Harness, TOPIC, until, useHarness } from '../support/worker-harness.js';
 import { BIN, hasPodman, requireEngines } from '../support/worker-process.js';
 
 // What an operator's Prometheus and orchestrator probes see of a running worker.
 
 /** Scrapes until `cond` holds of a scrape; the failure names what was awaited. */
-async function scrapeUntil(address: string, cond: (m: Scrape) => boolean, what: string) {
-  const deadline = Date.now() + 30_000;
+async function scrapeUntil(
+  address: string,
+  cond: (m: Scrape) => boolean,
+  what: string,
+  timeoutMs = 30_000,
+) {
+  const deadline = Date.now() + timeoutMs;
   for (;;) {
     const scrape = new Scrape((await get(address, '/metrics')).body);
     if (cond(scrape)) return scrape;
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}:\n${scrape.text}`);
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+/** Removes the images a test worker built (labelled with its id). */
+async function removeImagesOf(workerId: string) {
+  const filter = `label=compute-worker.built-by=${workerId}`;
+  const ids = await execa('podman', ['images', '-q', '--filter', filter], { reject: false });
+  const found = String(ids.stdout ?? '')
+    .split('\n')
+    .filter(Boolean);
+  if (found.length) await execa('podman', ['rmi', '-f', ...new Set(found)], { reject: false });
 }
 
 /** GETs /readyz until it answers `status`; returns the last answer. */
@@ -160,4 +176,107 @@ describe.skipIf(!hasPodman && !requireEngines)('run --metrics-address', () => {
     expect(result.exitCode).not.toBe(0);
     expect(result.stderr).toContain('--metrics-address "host:port"');
   });
+});
+
+describe.skipIf(!hasPodman && !requireEngines)('run --metrics-address, over tasks', () => {
+  // A harness of its own: the worker of the tests above is still subscribed to its nsqd.
+  let h: Harness;
+  useHarness({ msgTimeoutMs: 10_000 }, (started) => {
+    h = started;
+  });
+
+  it('counts a done and a failed task end to end, what they cost, the image cache and the errors of storage', async () => {
+    const address = `127.0.0.1:${await closedPort()}`;
+    const worker = await h.fleet.start(await h.args(['--metrics-address', address]), {
+      env: h.env,
+    });
+    await worker.waitForLine((l) => l.msg.startsWith('metrics on'), 120_000, 'metrics served');
+    const start = new Scrape((await get(address, '/metrics')).body);
+    const engine = await execa('podman', ['version', '--format', '{{.Server.Version}}']);
+    const info = start.family('compute_worker_build_info')?.metrics[0]?.labels;
+    expect(info).toEqual({
+      version: expect.stringMatching(/^\d+\.\d+\.\d+/),
+      engine: 'podman',
+      engine_version: engine.stdout.trim(),
+    });
+    expect(start.value('compute_worker_draining')).toBe(0);
+    expect(start.value('process_resident_memory_bytes')).toBeGreaterThan(0);
+    expect(start.family('nodejs_eventloop_lag_seconds')).toBeDefined();
+    const failedBefore = {
+      kind: 'learn',
+      outcome: 'failed',
+    };
+    // Known label values are there from the start, at zero.
+    expect(start.sample('compute_worker_task_duration_seconds_count', failedBefore)?.value).toBe(
+      '0',
+    );
+    expect(
+      start.sample('compute_worker_service_errors_total', { service: 'storage', code: 'timeout' })
+        ?.value,
+    ).toBe('0');
+
+    // The done task's submission is one this worker builds (so its image cache holds it).
+    const algo = await seedAlgo(h.storage, [
+      `RUN true # cwmetrics${randomBytes(6).toString('hex')}`,
+    ]);
+    const done = learnTask(
+      h.storage,
+      h.orchestrator,
+      { ...h.fixtures, algoUuid: algo },
+      { sleep: 2 },
+    );
+    const failed = predictTask(h.storage, h.orchestrator, h.fixtures, { exit: 3 });
+    // Storage fails one download of the failed task's data with a 503; it is retried.
+    h.storage.fault(`/data/${failed.data}/blob`, { status: 503, times: 1 });
+    h.nsqd.publish(TOPIC.learn, done.body);
+    h.nsqd.publish(TOPIC.predict, failed.body);
+    const count = (m: Scrape, kind: string, outcome: string) =>
+      m.value('compute_worker_task_duration_seconds_count', { kind, outcome });
+    let after: Scrape;
+    try {
+      after = await scrapeUntil(
+        address,
+        (m) => count(m, 'learn', 'done') === 1 && count(m, 'predict', 'failed') === 1,
+        'both tasks answered',
+        300_000,
+      );
+    } finally {
+      await removeImagesOf(await worker.workerId());
+    }
+    expect(after.family('compute_worker_task_duration_seconds')?.type).toBe('HISTOGRAM');
+    // The done task slept 2 s in its train step.
+    expect(
+      after.value('compute_worker_task_duration_seconds_sum', { kind: 'learn', outcome: 'done' }),
+    ).toBeGreaterThan(2);
+    expect(
+      after.sample('compute_worker_task_duration_seconds_count', {
+        kind: 'learn',
+        outcome: 'failed',
+      })?.value,
+    ).toBe('0');
+    // Each ran containers: one observation each of what it cost.
+    for (const kind of ['learn', 'predict']) {
+      expect(after.value('compute_worker_task_cpu_seconds_count', { kind })).toBe(1);
+      expect(after.value('compute_worker_task_peak_memory_bytes_count', { kind })).toBe(1);
+      expect(after.value('compute_worker_task_peak_memory_bytes_sum', { kind })).toBeGreaterThan(0);
+    }
+    // No GPUs here: no GPU seconds, rather than zeros.
+    expect(after.sample('compute_worker_task_gpu_seconds_count')).toBeUndefined();
+    expect(
+      after.value('compute_worker_image_builds_total', { role: 'submission', result: 'built' }),
+    ).toBe(1);
+    expect(after.value('compute_worker_image_cache_images')).toBeGreaterThanOrEqual(1);
+    expect(after.value('compute_worker_image_cache_bytes')).toBeGreaterThan(0);
+    expect(
+      after.value('compute_worker_service_errors_total', { service: 'storage', code: '503' }),
+    ).toBe(1);
+    expect(
+      after.sample('compute_worker_service_errors_total', {
+        service: 'orchestrator',
+        code: 'connection',
+      })?.value,
+    ).toBe('0');
+    expect(after.text).not.toContain(done.uuid);
+    expect(after.text).not.toContain(failed.uuid);
+  }, 400_000);
 });

@@ -12,7 +12,12 @@ import {
   TOPIC,
   useHarness,
 } from '../support/worker-harness.js';
-import { ERROR, hasPodman, requireEngines, type WorkerProcess } from '../support/worker-process.js';
+import {
+  hasPodman,
+  isError,
+  requireEngines,
+  type WorkerProcess,
+} from '../support/worker-process.js';
 
 // One worker, every failure class at once: each message must end the way its class
 // says, seen from nsqd (FIN, REQ, deliveries), the orchestrator and the storage.
@@ -153,7 +158,7 @@ describe.skipIf(!hasPodman && !requireEngines)('outcome of each failure class', 
     expect(deliveries('permanent')).toEqual([1]);
     expect(commands('permanent')).toContain('FIN');
     expect(commands('permanent')).not.toContain('REQ');
-    const line = worker.lines.find((l) => l.task === permanent.uuid && l.level >= ERROR);
+    const line = worker.lines.find((l) => l.task === permanent.uuid && isError(l));
     expect(line?.msg).toMatch(/exited with code 3/);
   });
 
@@ -183,7 +188,7 @@ describe.skipIf(!hasPodman && !requireEngines)('outcome of each failure class', 
         }),
       }),
     ]);
-    const line = worker.lines.find((l) => l.task === exhausted.uuid && l.level >= ERROR);
+    const line = worker.lines.find((l) => l.task === exhausted.uuid && isError(l));
     expect(line?.msg).toMatch(/503/);
     expect(line?.msg).toMatch(/after 2 attempts/);
   });
@@ -217,7 +222,7 @@ describe.skipIf(!hasPodman && !requireEngines)('outcome of each failure class', 
     ]);
     expect(claimsOf(h.orchestrator, invalidUuid)).toEqual([]);
     expect(commands('invalid')).toEqual(['FIN']);
-    const line = worker.lines.find((l) => l.task === invalidUuid && l.level >= ERROR);
+    const line = worker.lines.find((l) => l.task === invalidUuid && isError(l));
     expect(line?.msg).toMatch(/model/);
   });
 
@@ -227,7 +232,7 @@ describe.skipIf(!hasPodman && !requireEngines)('outcome of each failure class', 
     expect(reportsOf(h.orchestrator, predictOnTrainUuid)).toEqual([]);
     expect(claimsOf(h.orchestrator, predictOnTrainUuid)).toEqual([]);
     expect(h.orchestrator.task(predictOnTrainUuid)?.status).toBe('todo');
-    const line = worker.lines.find((l) => l.task === predictOnTrainUuid && l.level >= ERROR);
+    const line = worker.lines.find((l) => l.task === predictOnTrainUuid && isError(l));
     expect(line?.msg).toMatch(
       /^invalid task message, finished \(not reported: its fields are those of a predict task, not of a learn task\)/,
     );

@@ -9,7 +9,7 @@ import {
   TOPIC,
   useHarness,
 } from '../support/worker-harness.js';
-import { ERROR, hasPodman, requireEngines, type WorkerProcess } from '../support/worker-process.js';
+import { hasPodman, isError, requireEngines, type WorkerProcess } from '../support/worker-process.js';
 
 // SIGTERM drains: no new message is taken, running tasks get --shutdown-grace, then are
 // cancelled (containers removed) and handed back to nsqd at once. A second signal does
@@ -128,7 +128,7 @@ describe.skipIf(!hasPodman && !requireEngines)('graceful shutdown', () => {
       expect(await worker.exited).toMatchObject({ exitCode: 0 });
       // The submission did not end by the signal: the worker cancelled it after the grace.
       expect(worker.find('task cancelled by shutdown: requeued')).toHaveLength(1);
-      expect(worker.lines.filter((l) => l.level >= ERROR)).toEqual([]);
+      expect(worker.lines.filter(isError)).toEqual([]);
       expect(reportsOf(h.orchestrator, task.uuid)).toEqual([]);
       expect(await h.fleet.leftovers(await worker.workerId())).toEqual({
         containers: [],

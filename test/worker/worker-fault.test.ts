@@ -13,8 +13,8 @@ import {
   useHarness,
 } from '../support/worker-harness.js';
 import {
-  ERROR,
   hasPodman,
+  isError,
   requireEngines,
   WARN,
   type WorkerProcess,
@@ -87,7 +87,7 @@ describe.skipIf(!hasPodman && !requireEngines)('a worker fault in the middle of 
     expect(requeued?.msg).toMatch(
       /^not the submission's fault, requeued: the worker could not run this task: .*ENOENT.*model\.tar\.gz/,
     );
-    expect(worker.lines.filter((l) => l.task === task.uuid && l.level >= ERROR)).toEqual([]);
+    expect(worker.lines.filter((l) => l.task === task.uuid && isError(l))).toEqual([]);
 
     const req = commandsFor(h.nsqd, id).filter((c) => c.name === 'REQ');
     expect(req).toHaveLength(1);
@@ -105,7 +105,7 @@ describe.skipIf(!hasPodman && !requireEngines)('a worker fault in the middle of 
       '1',
     ]);
     const failed = await worker.waitForLine(
-      (l) => l.task === task.uuid && l.level >= ERROR,
+      (l) => l.task === task.uuid && isError(l),
       180_000,
       'the task reported failed',
     );
