@@ -85,9 +85,10 @@ requeued. Flags of the original worker, written with one dash, are accepted as t
       process.on('SIGTERM', onSignal);
       process.on('SIGINT', onSignal);
     });
-    await worker.start();
     let server: MetricsServer | undefined;
     let health: Health | undefined;
+    // The port is taken before any subscription: a busy one stops the worker before NSQ
+    // delivers it anything.
     if (metrics && metricsAt) {
       const watched = new Health(env.engine, () => metrics.nsqdConnectionCount);
       health = watched;
@@ -106,7 +107,7 @@ requeued. Flags of the original worker, written with one dash, are accepted as t
         status: () => worker.status(metrics.nsqdConnectionCount),
       }).catch(async (error) => {
         watched.close();
-        await worker.stop(true);
+        await env.release();
         throw error;
       });
       log.info(
@@ -114,6 +115,7 @@ requeued. Flags of the original worker, written with one dash, are accepted as t
         `metrics on http://${server.address}/metrics (status: /status, health: /healthz, /readyz)`,
       );
     }
+    await worker.start();
     await stopped;
     health?.close();
     await server?.close();

@@ -1,6 +1,7 @@
 import { Command, Errors, type Interfaces } from '@oclif/core';
 import { toWorkerError, WorkerError } from '../errors.js';
 import { faultOf } from '../tasks/outcome.js';
+import { withEnvLists } from './env-lists.js';
 
 type Values = { [name: string]: unknown };
 
@@ -17,7 +18,8 @@ export abstract class BaseCommand extends Command {
     options?: Interfaces.Input<F, B, A>,
     argv?: string[],
   ): Promise<Interfaces.ParserOutput<F, B, A>> {
-    const parsed = await super.parse(options, argv);
+    const flags = (options?.flags ?? {}) as Parameters<typeof withEnvLists>[0];
+    const parsed = await super.parse(options, withEnvLists(flags, argv ?? this.argv, process.env));
     this.jsonFlag = (parsed.flags as { json?: unknown }).json === true;
     return parsed;
   }
@@ -54,6 +56,7 @@ export abstract class BaseCommand extends Command {
     process.stderr.write(`Error: ${failure.describe()}\n`);
     this.exit(code);
   }
+
 }
 
 /**

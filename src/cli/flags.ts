@@ -1,10 +1,12 @@
 import * as Flags from '@oclif/core/flags';
 import { parseDuration } from '../config/duration.js';
+import { parseLookupdAddress, parseNsqdAddress } from '../config/nsq-address.js';
 import { parseSize } from '../config/size.js';
 import { DEFAULT_LIMITS } from '../engine/limits.js';
 import { parseGpuSelection } from '../gpu/pool.js';
 import { DEFAULT_RETRY_POLICY } from '../tasks/outcome.js';
 import {
+  asUsage,
   durationDefault,
   durationFlag,
   positiveNumberFlag,
@@ -324,6 +326,7 @@ export const runFlags = {
     multiple: true,
     delimiter: ',',
     env: env('NSQLOOKUPD_URLS'),
+    parse: async (input) => asUsage(() => parseLookupdAddress(input)),
   }),
   'nsqd-tcp-addresses': Flags.string({
     helpGroup: 'NSQ',
@@ -332,6 +335,7 @@ export const runFlags = {
     multiple: true,
     delimiter: ',',
     env: env('NSQD_TCP_ADDRESSES'),
+    parse: async (input) => asUsage(() => parseNsqdAddress(input)),
   }),
   'learn-parallelism': Flags.integer({
     helpGroup: 'NSQ',

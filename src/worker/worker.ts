@@ -1,6 +1,7 @@
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { formatDuration } from '../config/duration.js';
+import { formatSize } from '../config/size.js';
 import { workerVersion } from '../config/worker-version.js';
 import { LABEL_WORKER } from '../engine/labels.js';
 import { remoteEngineWarning } from '../engine/remote.js';
@@ -13,6 +14,7 @@ import { trimImages } from '../tasks/scope.js';
 import { removeDeadExecRuns } from './dead-runs.js';
 import { DiskGate } from './disk-gate.js';
 import type { Journal } from './journal.js';
+import { LookupdWatch } from './lookupd-watch.js';
 import type { WorkerRecorder } from './metrics.js';
 import { type Lease, type NsqdInfo, openReader, type TopicReader } from './nsq-reader.js';
 import { ServiceGate } from './service-gate.js';
@@ -56,6 +58,7 @@ interface Running {
  */
 export class Worker {
   private readonly readers = new Map<TaskKind, TopicReader>();
+  private readonly lookupd: LookupdWatch;
   private readonly running: Record<TaskKind, Set<Running>> = {
     learn: new Set(),
     predict: new Set(),
@@ -78,6 +81,7 @@ export class Worker {
     if (env.engine.info.graphRoot)
       folders.unshift({ what: "the engine's storage", path: env.engine.info.graphRoot });
     this.disk = new DiskGate({ folders, minFreeBytes: env.minFreeDiskBytes, log });
+    this.lookupd = new LookupdWatch(log, options.pollIntervalMs);
     this.services = new ServiceGate({
       probes: {
         storage: (signal) => env.storage.health(signal),
@@ -121,19 +125,25 @@ export class Worker {
         },
         {
           onMessage: (lease) => this.accept(kind, lease),
-          onError: (error) =>
-            this.options.log.warn({ topic: TOPICS[kind], err: error }, `nsq: ${error.message}`),
+          // One line, no stack: an nsqd that refuses connections is retried every poll.
+          onError: (error, nsqd) =>
+            this.options.log.warn(
+              { topic: TOPICS[kind], ...(nsqd ? { nsqd } : {}) },
+              nsqd ? `nsqd at ${nsqd}: ${error.message}` : `nsq: ${error.message}`,
+            ),
           onNsqdReady: (info) => {
             this.options.metrics?.nsqdConnected(kind, info.address);
             this.checkNsqd(kind, info);
           },
-          onNsqdClosed: (address) => {
+          onNsqdClosed: (address, wasReady) => {
             this.options.metrics?.nsqdClosed(kind, address);
-            this.options.log.warn(
-              { topic: TOPICS[kind], nsqd: address },
-              'connection to nsqd closed; it will be tried again',
-            );
+            if (wasReady)
+              this.options.log.warn(
+                { topic: TOPICS[kind], nsqd: address },
+                'connection to nsqd closed; it will be tried again',
+              );
           },
+          onLookupd: (endpoint, error) => this.lookupd.saw(endpoint, error),
         },
       );
       this.readers.set(kind, reader);
@@ -145,6 +155,14 @@ export class Worker {
         version: workerVersion(),
         learnParallelism: this.options.parallelism.learn,
         predictParallelism: this.options.parallelism.predict,
+        nsqlookupd: this.options.lookupdUrls,
+        nsqd: this.options.nsqdAddresses,
+        shutdownGrace: formatDuration(this.options.shutdownGraceMs),
+        limits: {
+          memory: formatSize(this.options.env.limits.memoryBytes),
+          cpus: this.options.env.limits.cpus,
+          pidsLimit: this.options.env.limits.pidsLimit,
+        },
       },
       'worker started',
     );
