@@ -38,6 +38,11 @@ requeued. Flags of the original worker, written with one dash, are accepted as t
         hint: 'pass --nsqlookupd-urls host:4161 or --nsqd-tcp-addresses host:4150',
       });
     }
+    if (flags['learn-parallelism'] === 0 && flags['predict-parallelism'] === 0) {
+      throw new WorkerError('CONFIG_INVALID', 'this worker would take no task', {
+        hint: 'give --learn-parallelism or --predict-parallelism (or both) at least 1',
+      });
+    }
     const metricsAt = flags['metrics-address']
       ? parseListenAddress(flags['metrics-address'])
       : undefined;

@@ -339,16 +339,18 @@ export const runFlags = {
   }),
   'learn-parallelism': Flags.integer({
     helpGroup: 'NSQ',
-    description: 'Number of learning tasks this worker runs in parallel.',
+    description:
+      'Number of learning tasks this worker runs in parallel; 0 takes none (topic train is not subscribed to): a predict-only worker.',
     default: 1,
-    min: 1,
+    min: 0,
     env: env('LEARN_PARALLELISM'),
   }),
   'predict-parallelism': Flags.integer({
     helpGroup: 'NSQ',
-    description: 'Number of prediction tasks this worker runs in parallel.',
+    description:
+      'Number of prediction tasks this worker runs in parallel; 0 takes none (topic prediction is not subscribed to): a learn-only worker.',
     default: 1,
-    min: 1,
+    min: 0,
     env: env('PREDICT_PARALLELISM'),
   }),
   'max-attempts': Flags.integer({

@@ -102,6 +102,11 @@ export class Worker {
     });
   }
 
+  /** The kinds of task it takes: a parallelism of 0 subscribes to nothing of that kind. */
+  private get kinds(): TaskKind[] {
+    return (['learn', 'predict'] as const).filter((kind) => this.options.parallelism[kind] > 0);
+  }
+
   /** Why the worker takes no task now (a service down), or undefined. */
   get notTaking(): string | undefined {
     return this.services.reason;
@@ -112,7 +117,7 @@ export class Worker {
     const remote = remoteEngineWarning(this.options.env.engine.info);
     if (remote) this.options.log.warn(remote);
     await this.recover();
-    for (const kind of ['learn', 'predict'] as const) {
+    for (const kind of this.kinds) {
       const reader = openReader(
         {
           topic: TOPICS[kind],
@@ -155,6 +160,7 @@ export class Worker {
         version: workerVersion(),
         learnParallelism: this.options.parallelism.learn,
         predictParallelism: this.options.parallelism.predict,
+        topics: this.kinds.map((kind) => TOPICS[kind]),
         nsqlookupd: this.options.lookupdUrls,
         nsqd: this.options.nsqdAddresses,
         shutdownGrace: formatDuration(this.options.shutdownGraceMs),
@@ -216,10 +222,8 @@ export class Worker {
     if (nsqdConnections === 0) why.push('not connected to any nsqd');
     if (this.disk.short) why.push('low on disk space (--min-free-disk)');
     if (this.services.reason) why.push(this.services.reason);
-    const full = (['learn', 'predict'] as const).filter(
-      (k) => this.busy[k] >= this.options.parallelism[k],
-    );
-    const taking = why.length === 0 && full.length < 2;
+    const full = this.kinds.filter((k) => this.busy[k] >= this.options.parallelism[k]);
+    const taking = why.length === 0 && full.length < this.kinds.length;
     for (const kind of full) why.push(`every ${kind} slot is busy (${this.busy[kind]})`);
     const entries = await this.options.journal.list();
     return daemonStatus(this.options.env.workerId, this.draining, taking, why, entries);
