@@ -1,8 +1,9 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
+import { workerLiveDir, workerTmpDir } from '../../src/config/paths.js';
 import { closedPort } from '../support/http-stand-in.js';
 import { BIN, hasPodman, ociRuntime, requireEngines } from '../support/worker-process.js';
 
@@ -114,6 +115,10 @@ describe('the command line', () => {
         if (text.includes('worker started')) child.kill('SIGKILL');
       });
       await child;
+      // A killed worker leaves its temp folder and its lock beside it: nothing ran in them.
+      const id = (await readFile(join(state, 'worker-id'), 'utf8')).trim();
+      await rm(workerTmpDir(id), { recursive: true, force: true });
+      await rm(workerLiveDir(id), { recursive: true, force: true });
       await rm(state, { recursive: true, force: true });
       expect(text).toContain('worker started');
       expect(text).not.toContain('\u001b[');

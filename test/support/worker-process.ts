@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa, type ResultPromise } from 'execa';
-import { workerTmpDir } from '../../src/config/paths.js';
+import { workerLiveDir, workerTmpDir } from '../../src/config/paths.js';
 import { releaseSizedDisks } from '../../src/engine/sized-disk-release.js';
 
 /**
@@ -276,6 +276,8 @@ export class WorkerFleet {
       // A killed worker's steps may still have their sized filesystems mounted there.
       await releaseSizedDisks(workerTmpDir(id));
       await rm(workerTmpDir(id), { recursive: true, force: true });
+      // The lock it held for its life, beside its temp folder.
+      await rm(workerLiveDir(id), { recursive: true, force: true });
     }
     for (const dir of this.stateDirs) await rm(dir, { recursive: true, force: true });
     this.workers.splice(0);
