@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 
 const argv = process.argv.slice(2);
 // `--version` needs no command: answered (as oclif words it) before the framework loads.
-if (argv.length === 1 && argv[0] === '--version') {
+if (argv.length === 1 && (argv[0] === '--version' || argv[0] === 'version')) {
   const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
   process.stdout.write(
     `${pkg.name}/${pkg.version} ${process.platform}-${process.arch} node-${process.version}\n`,

@@ -23,10 +23,8 @@ flags as run. Exit code 1 when the host cannot run tasks.`;
   ];
   static override flags = {
     json: Flags.boolean({ description: 'Print the checks as one JSON object.', default: false }),
-    'nsqlookupd-urls': runFlags['nsqlookupd-urls'],
-    'nsqd-tcp-addresses': runFlags['nsqd-tcp-addresses'],
-    'learn-parallelism': runFlags['learn-parallelism'],
-    'predict-parallelism': runFlags['predict-parallelism'],
+    // Every flag of run, so one environment file or command line serves both.
+    ...runFlags,
     ...taskFlags,
   };
 

@@ -40,6 +40,11 @@ group reaches only the worker. Flags of the original worker, written with one da
         hint: 'pass --nsqlookupd-urls host:4161 or --nsqd-tcp-addresses host:4150',
       });
     }
+    if (flags['learn-parallelism'] === 0 && flags['predict-parallelism'] === 0) {
+      throw new WorkerError('CONFIG_INVALID', 'this worker would take no task', {
+        hint: 'give --learn-parallelism or --predict-parallelism (or both) at least 1',
+      });
+    }
     const metricsAt = flags['metrics-address']
       ? parseListenAddress(flags['metrics-address'])
       : undefined;
@@ -108,9 +113,10 @@ group reaches only the worker. Flags of the original worker, written with one da
         'SIGHUP: nothing to reload or reopen (the log goes to stdout); the worker goes on. SIGTERM drains',
       );
     });
-    await worker.start();
     let server: MetricsServer | undefined;
     let health: Health | undefined;
+    // The port is taken before any subscription: a busy one stops the worker before NSQ
+    // delivers it anything.
     if (metrics && metricsAt) {
       const watched = new Health(env.engine, () => metrics.nsqdConnectionCount);
       health = watched;
@@ -129,7 +135,7 @@ group reaches only the worker. Flags of the original worker, written with one da
         status: () => worker.status(metrics.nsqdConnectionCount),
       }).catch(async (error) => {
         watched.close();
-        await worker.stop(true);
+        await env.release();
         throw error;
       });
       log.info(
@@ -137,6 +143,7 @@ group reaches only the worker. Flags of the original worker, written with one da
         `metrics on http://${server.address}/metrics (status: /status, health: /healthz, /readyz)`,
       );
     }
+    await worker.start();
     await stopped;
     health?.close();
     await server?.close();

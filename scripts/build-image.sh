@@ -91,14 +91,16 @@ make_base() {
 if [ "$BUILD" = 1 ]; then
   log "building dist/"
   (cd "$repo" && npm run --silent build >&2)
-elif [ ! -f "$repo/dist/commands/run.js" ]; then
+elif [ ! -f "$repo/dist/commands/run.js" ] || [ ! -f "$repo/oclif.manifest.json" ]; then
   log "--no-build, but dist/ is not built: run npm run build"
   exit 1
 fi
 ctx="$work/context"
 mkdir -p "$ctx/app" "$ctx/state"
 cp "$repo/Containerfile" "$ctx/"
-cp -a "$repo/package.json" "$repo/package-lock.json" "$repo/bin" "$repo/dist" "$repo/examples" "$ctx/app/"
+# The manifest (made by npm run build): the CLI starts without importing every command.
+cp -a "$repo/package.json" "$repo/package-lock.json" "$repo/oclif.manifest.json" \
+  "$repo/bin" "$repo/dist" "$repo/examples" "$ctx/app/"
 modules="$(readlink -f "$repo/node_modules")"
 # tar with recursion, one folder per package; a nested package comes with its parent too.
 node -e '
@@ -116,5 +118,8 @@ log "building $TAG from $base"
 # A local base needs nothing from outside; a public one gets podman and busybox with apt.
 offline=()
 [ -n "$BASE" ] || offline=(--network=none --pull=never)
-engine build "${offline[@]}" --build-arg "BASE=$base" -t "$TAG" -f "$ctx/Containerfile" "$ctx" >&2
+# podman drops HEALTHCHECK from OCI images: the docker format keeps it.
+format=()
+[ "$(basename "$ENGINE")" = docker ] || format=(--format docker)
+engine build "${offline[@]}" "${format[@]}" --build-arg "BASE=$base" -t "$TAG" -f "$ctx/Containerfile" "$ctx" >&2
 echo "$TAG"

@@ -26,9 +26,10 @@ const REDACT = [
 
 export function createLogger(options: LogOptions = {}): Logger {
   const fd = options.fd ?? 2;
+  const terminal = process[fd === 1 ? 'stdout' : 'stderr'].isTTY === true;
   const format =
     options.format === 'auto' || options.format === undefined
-      ? process[fd === 1 ? 'stdout' : 'stderr'].isTTY
+      ? terminal
         ? 'text'
         : 'json'
       : options.format;
@@ -43,7 +44,8 @@ export function createLogger(options: LogOptions = {}): Logger {
     const stream = pretty({
       destination: fd,
       sync: true,
-      colorize: true,
+      // Colour codes only for a terminal: a file or a pipe gets plain text.
+      colorize: terminal,
       translateTime: 'SYS:HH:MM:ss',
       ignore: 'pid,hostname',
     });

@@ -6,7 +6,12 @@ import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { extractTarToDir } from '../archive/safe-tar.js';
 import { formatSize } from '../config/size.js';
-import { buildArgs, imageVolumesArgs, removeImageArgs } from '../engine/args.js';
+import {
+  buildArgs,
+  imageVolumesArgs,
+  isBuildMarkWarning,
+  removeImageArgs,
+} from '../engine/args.js';
 import type { EngineContext, SharedBuild } from '../engine/context.js';
 import { capDetail, type ExecResult, execEngine, execEngineRaw, hintFor } from '../engine/exec.js';
 import { imageExists } from '../engine/images.js';
@@ -326,7 +331,9 @@ async function runBuild(
     const result = await execEngineRaw(engine.cli, args, {
       timeoutMs: ctx.options.buildTimeoutMs,
       signal: stopper.signal,
-      onLine: (line) => request.onOutputLine?.(line),
+      onLine: (line) => {
+        if (!isBuildMarkWarning(line)) request.onOutputLine?.(line);
+      },
       tailLines: 200,
       tailBytes: 32 * 1024,
       onSpawn: confinement?.onSpawn,

@@ -78,7 +78,19 @@ export function defaultToRun(argv: readonly string[]): string[] {
   return ['run', ...argv];
 }
 
+/**
+ * The words people type for help and the version, which oclif alone refuses: `help`
+ * (`help run` is `run --help`), `version`, and `-h` anywhere before `--`.
+ */
+export function helpAndVersionWords(argv: readonly string[]): string[] {
+  if (argv[0] === 'help') return [...argv.slice(1), '--help'];
+  if (argv[0] === 'version' && argv.length === 1) return ['--version'];
+  const end = argv.indexOf('--');
+  return argv.map((arg, i) => (arg === '-h' && (end === -1 || i < end) ? '--help' : arg));
+}
+
 /** What bin/run.js does to a command line before oclif reads it. */
 export function prepareArgv(argv: readonly string[], shapes: FlagShapes): string[] {
-  return defaultToRun(lastValueWins(normalizeGoStyleArgs(argv, shapes.known), shapes));
+  const words = helpAndVersionWords(argv);
+  return defaultToRun(lastValueWins(normalizeGoStyleArgs(words, shapes.known), shapes));
 }

@@ -1,6 +1,8 @@
 import { Command, Errors, type Interfaces } from '@oclif/core';
 import { toWorkerError, WorkerError } from '../errors.js';
 import { faultOf } from '../tasks/outcome.js';
+import { closestName } from './did-you-mean.js';
+import { withEnvLists } from './env-lists.js';
 
 type Values = { [name: string]: unknown };
 
@@ -17,7 +19,8 @@ export abstract class BaseCommand extends Command {
     options?: Interfaces.Input<F, B, A>,
     argv?: string[],
   ): Promise<Interfaces.ParserOutput<F, B, A>> {
-    const parsed = await super.parse(options, argv);
+    const flags = (options?.flags ?? {}) as Parameters<typeof withEnvLists>[0];
+    const parsed = await super.parse(options, withEnvLists(flags, argv ?? this.argv, process.env));
     this.jsonFlag = (parsed.flags as { json?: unknown }).json === true;
     return parsed;
   }
@@ -43,6 +46,10 @@ export abstract class BaseCommand extends Command {
   protected override async catch(error: Error & { exitCode?: number; oclif?: { exit?: number } }) {
     // An exit the command chose (this.exit), --help and --version keep oclif's behaviour.
     if (error instanceof Errors.ExitError) return super.catch(error);
+    // oclif answers a mistyped flag with the whole help: the flag, a guess and where the
+    // help is say more.
+    const unknown = (error as { flags?: unknown }).flags;
+    if (Array.isArray(unknown) && unknown.length > 0) error = this.unknownFlag(unknown);
     const ownError = error instanceof WorkerError || !(error.oclif || error.exitCode !== undefined);
     if (!ownError && !this.json) return super.catch(error);
     // oclif's own errors (a bad command line) keep their exit code.
@@ -53,6 +60,24 @@ export abstract class BaseCommand extends Command {
     if (this.json) process.stdout.write(`${JSON.stringify(errorJson(failure))}\n`);
     process.stderr.write(`Error: ${failure.describe()}\n`);
     this.exit(code);
+  }
+
+  private unknownFlag(flags: unknown[]): WorkerError {
+    const names = Object.keys(this.ctor.flags ?? {});
+    const typed = flags.map(String);
+    const guesses = typed.flatMap((flag) => {
+      const guess = closestName(flag, names);
+      if (!guess) return [];
+      return [typed.length > 1 ? `${flag}: did you mean --${guess}?` : `did you mean --${guess}?`];
+    });
+    const command = [this.config.bin, ...(this.id ? this.id.split(':') : [])].join(' ');
+    return new WorkerError(
+      'CONFIG_INVALID',
+      `unknown flag${typed.length > 1 ? 's' : ''} ${typed.join(', ')}`,
+      {
+        hint: [...guesses, `every flag: ${command} --help`].join(' '),
+      },
+    );
   }
 }
 

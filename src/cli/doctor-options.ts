@@ -17,12 +17,8 @@ import {
   workerId,
 } from './settings.js';
 
-/** The daemon's flags that doctor takes too: it checks NSQ and the GPU pool as run uses them. */
-export type DoctorFlagValues = TaskFlagValues &
-  Pick<
-    Interfaces.InferredFlags<typeof runFlags>,
-    'nsqlookupd-urls' | 'nsqd-tcp-addresses' | 'learn-parallelism' | 'predict-parallelism'
-  >;
+/** doctor takes every flag of run: it checks NSQ and the GPU pool as run uses them. */
+export type DoctorFlagValues = TaskFlagValues & Interfaces.InferredFlags<typeof runFlags>;
 
 /** What doctor checks, from the flags: the state folder and local services are prepared. */
 export async function doctorOptions(flags: DoctorFlagValues): Promise<DoctorOptions> {

@@ -41,7 +41,7 @@ function usageError(message: string): CLIError {
   return new CLIError(message, { exit: 2 });
 }
 
-function asUsage<T>(parse: () => T): T {
+export function asUsage<T>(parse: () => T): T {
   try {
     return parse();
   } catch (error) {

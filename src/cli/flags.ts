@@ -1,10 +1,12 @@
 import * as Flags from '@oclif/core/flags';
 import { parseDuration } from '../config/duration.js';
+import { parseLookupdAddress, parseNsqdAddress } from '../config/nsq-address.js';
 import { parseSize } from '../config/size.js';
 import { DEFAULT_LIMITS } from '../engine/limits.js';
 import { parseGpuSelection } from '../gpu/pool.js';
 import { DEFAULT_RETRY_POLICY } from '../tasks/outcome.js';
 import {
+  asUsage,
   durationDefault,
   durationFlag,
   positiveNumberFlag,
@@ -332,6 +334,7 @@ export const runFlags = {
     multiple: true,
     delimiter: ',',
     env: env('NSQLOOKUPD_URLS'),
+    parse: async (input) => asUsage(() => parseLookupdAddress(input)),
   }),
   'nsqd-tcp-addresses': Flags.string({
     helpGroup: 'NSQ',
@@ -340,19 +343,22 @@ export const runFlags = {
     multiple: true,
     delimiter: ',',
     env: env('NSQD_TCP_ADDRESSES'),
+    parse: async (input) => asUsage(() => parseNsqdAddress(input)),
   }),
   'learn-parallelism': Flags.integer({
     helpGroup: 'NSQ',
-    description: 'Number of learning tasks this worker runs in parallel.',
+    description:
+      'Number of learning tasks this worker runs in parallel; 0 takes none (topic train is not subscribed to): a predict-only worker.',
     default: 1,
-    min: 1,
+    min: 0,
     env: env('LEARN_PARALLELISM'),
   }),
   'predict-parallelism': Flags.integer({
     helpGroup: 'NSQ',
-    description: 'Number of prediction tasks this worker runs in parallel.',
+    description:
+      'Number of prediction tasks this worker runs in parallel; 0 takes none (topic prediction is not subscribed to): a learn-only worker.',
     default: 1,
-    min: 1,
+    min: 0,
     env: env('PREDICT_PARALLELISM'),
   }),
   'max-attempts': Flags.integer({

@@ -19,17 +19,19 @@ export interface DiskCheckOptions {
  */
 export async function checkDisk(options: DiskCheckOptions): Promise<Check[]> {
   const folders = [
-    ...(options.engineStorage ? [{ what: "engine's storage", path: options.engineStorage }] : []),
-    { what: 'temp folder', path: options.tmpDir },
+    ...(options.engineStorage
+      ? [{ name: 'disk-engine-storage', path: options.engineStorage }]
+      : []),
+    { name: 'disk-temp-folder', path: options.tmpDir },
   ];
   return Promise.all(folders.map((folder) => checkFolder(options, folder)));
 }
 
 async function checkFolder(
   options: DiskCheckOptions,
-  folder: { what: string; path: string },
+  folder: { name: string; path: string },
 ): Promise<Check> {
-  const name = `disk: ${folder.what}`;
+  const { name } = folder;
   let free: number;
   try {
     free = await freeBytes(folder.path);

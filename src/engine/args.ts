@@ -175,6 +175,20 @@ export interface BuildIsolation {
 export const BUILD_MARK_ARG = 'COMPUTE_WORKER_BUILD';
 
 /**
+ * buildah (and docker's classic builder) warn at the end of every build that the mark was
+ * not consumed: no Containerfile declares it, and declaring it would mean editing the
+ * untrusted Containerfile (its parser directives, line numbers and continuations). The
+ * mark must stay, as it is how a build's working containers and processes are found, so
+ * the warning about it alone is not shown.
+ */
+export function isBuildMarkWarning(line: string): boolean {
+  return (
+    line === `[Warning] one or more build args were not consumed: [${BUILD_MARK_ARG}]` ||
+    line === `[Warning] One or more build-args [${BUILD_MARK_ARG}] were not consumed`
+  );
+}
+
+/**
  * Capabilities a RUN step keeps (of podman's default set): package managers and
  * adduser/chown need CHOWN (give files to users), DAC_OVERRIDE and FOWNER (root writing
  * and chmod-ing files it does not own), FSETID (keep setuid/setgid bits, e.g. dpkg

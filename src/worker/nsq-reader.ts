@@ -1,5 +1,6 @@
 import type { EventEmitter } from 'node:events';
 import nsq from 'nsqjs';
+import { lookupProducers, type Producer } from './lookupd.js';
 
 /** The parts of an nsqjs 0.13 message the worker uses (its typings lag the library). */
 export interface NsqMessage {
@@ -91,9 +92,19 @@ export interface ReaderOptions {
 
 export interface ReaderHandlers {
   onMessage(lease: Lease): void;
-  onError(error: Error): void;
+  /** An error of an nsqd connection (a refused connect, a protocol error), once each. */
+  onError(error: Error, nsqd?: string): void;
   onNsqdReady?(info: NsqdInfo): void;
-  onNsqdClosed?(address: string): void;
+  /** `wasReady`: the connection had subscribed (else it failed, and onError said why). */
+  onNsqdClosed?(address: string, wasReady: boolean): void;
+  /** Each query of an nsqlookupd: `error` when it did not answer. */
+  onLookupd?(endpoint: string, error?: Error): void;
+}
+
+interface ReaderInternals {
+  isPaused(): boolean;
+  connectToNSQD(host: string, port: number): void;
+  roundrobinLookupd: { next(): string[]; length(): number };
 }
 
 export interface TopicReader {
@@ -109,15 +120,29 @@ export interface TopicReader {
 export function openReader(options: ReaderOptions, handlers: ReaderHandlers): TopicReader {
   const leases = new Map<NsqdConnection, Set<Lease>>();
   const pending = new WeakMap<NsqMessage, Lease>();
+  // nsqjs emits a socket's error twice (as "error" and "connection_error"), each again on
+  // the Reader: the worker says it once, naming the nsqd.
+  const told = new WeakSet<object>();
+  const tell = (error: unknown, nsqd?: string) => {
+    const e = error instanceof Error ? error : new Error(String(error));
+    if (typeof error === 'object' && error !== null) {
+      if (told.has(error)) return;
+      told.add(error);
+    }
+    handlers.onError(e, nsqd);
+  };
 
   class LeaseReader extends nsq.Reader {
-    // nsqjs registers its own connection listeners here; the worker's run first, because
-    // nsqjs hands messages to the Reader on the next tick.
     registerConnectionListeners(conn: NsqdConnection): void {
+      const address = `${conn.nsqdHost}:${conn.nsqdPort}`;
+      // Before nsqjs's own listeners, which hand the error on to the Reader's.
+      conn.on('error', (error: unknown) => tell(error, address));
+      conn.on('connection_error', (error: unknown) => tell(error, address));
+      // The worker's listeners below run after nsqjs's, which hands messages to the
+      // Reader on the next tick.
       (
         nsq.Reader.prototype as unknown as { registerConnectionListeners(c: NsqdConnection): void }
       ).registerConnectionListeners.call(this, conn);
-      const address = `${conn.nsqdHost}:${conn.nsqdPort}`;
       const held = new Set<Lease>();
       leases.set(conn, held);
       conn.on('message', (message: NsqMessage) => {
@@ -138,8 +163,27 @@ export function openReader(options: ReaderOptions, handlers: ReaderHandlers): To
       conn.on('closed', () => {
         for (const lease of leases.get(conn) ?? []) lease.lost = true;
         leases.delete(conn);
-        handlers.onNsqdClosed?.(address);
+        handlers.onNsqdClosed?.(address, announced);
       });
+    }
+
+    // nsqjs's own query says nothing when an nsqlookupd is down: this one does.
+    override async queryLookupd(): Promise<void> {
+      const self = this as unknown as ReaderInternals;
+      if (self.isPaused() || self.roundrobinLookupd.length() === 0) return;
+      const endpoint = self.roundrobinLookupd.next()[0] as string;
+      let producers: Producer[];
+      try {
+        producers = await lookupProducers(endpoint, options.topic);
+      } catch (error) {
+        handlers.onLookupd?.(endpoint, error as Error);
+        return;
+      }
+      handlers.onLookupd?.(endpoint);
+      for (const p of producers) {
+        const host = p.broadcast_address || p.hostname;
+        if (host) self.connectToNSQD(host, p.tcp_port);
+      }
     }
   }
   const reader = new LeaseReader(options.topic, options.channel, {
@@ -159,7 +203,7 @@ export function openReader(options: ReaderOptions, handlers: ReaderHandlers): To
     handlers.onMessage(lease);
   });
   // Without listeners nsqjs's errors (E_FIN_FAILED, lookupd unreachable) crash the process.
-  events.on('error', (error: Error) => handlers.onError(error));
+  events.on('error', (error: Error) => tell(error));
 
   // nsqjs can lose track of a live connection when another one fails before SUB
   // (readerrdy.js removes index -1), after which its pause() and close() miss it; the

@@ -1,6 +1,7 @@
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { formatDuration } from '../config/duration.js';
+import { formatSize } from '../config/size.js';
 import { workerVersion } from '../config/worker-version.js';
 import { LABEL_WORKER } from '../engine/labels.js';
 import { remoteEngineWarning } from '../engine/remote.js';
@@ -13,6 +14,7 @@ import { trimImages } from '../tasks/scope.js';
 import { removeDeadExecRuns } from './dead-runs.js';
 import { DiskGate } from './disk-gate.js';
 import type { Journal } from './journal.js';
+import { LookupdWatch } from './lookupd-watch.js';
 import type { WorkerRecorder } from './metrics.js';
 import { type Lease, type NsqdInfo, openReader, type TopicReader } from './nsq-reader.js';
 import { ServiceGate } from './service-gate.js';
@@ -61,6 +63,7 @@ interface Running {
  */
 export class Worker {
   private readonly readers = new Map<TaskKind, TopicReader>();
+  private readonly lookupd: LookupdWatch;
   private readonly running: Record<TaskKind, Set<Running>> = {
     learn: new Set(),
     predict: new Set(),
@@ -84,6 +87,7 @@ export class Worker {
     if (env.engine.info.graphRoot)
       folders.unshift({ what: "the engine's storage", path: env.engine.info.graphRoot });
     this.disk = new DiskGate({ folders, minFreeBytes: env.minFreeDiskBytes, log });
+    this.lookupd = new LookupdWatch(log, options.pollIntervalMs);
     this.services = new ServiceGate({
       probes: {
         storage: (signal) => env.storage.health(signal),
@@ -104,6 +108,11 @@ export class Worker {
     });
   }
 
+  /** The kinds of task it takes: a parallelism of 0 subscribes to nothing of that kind. */
+  private get kinds(): TaskKind[] {
+    return (['learn', 'predict'] as const).filter((kind) => this.options.parallelism[kind] > 0);
+  }
+
   /** Why the worker takes no task now (a service down), or undefined. */
   get notTaking(): string | undefined {
     return this.services.reason;
@@ -115,7 +124,7 @@ export class Worker {
     if (remote) this.options.log.warn(remote);
     await this.recover();
     await this.keepTaskLogsPruned();
-    for (const kind of ['learn', 'predict'] as const) {
+    for (const kind of this.kinds) {
       const reader = openReader(
         {
           topic: TOPICS[kind],
@@ -128,19 +137,25 @@ export class Worker {
         },
         {
           onMessage: (lease) => this.accept(kind, lease),
-          onError: (error) =>
-            this.options.log.warn({ topic: TOPICS[kind], err: error }, `nsq: ${error.message}`),
+          // One line, no stack: an nsqd that refuses connections is retried every poll.
+          onError: (error, nsqd) =>
+            this.options.log.warn(
+              { topic: TOPICS[kind], ...(nsqd ? { nsqd } : {}) },
+              nsqd ? `nsqd at ${nsqd}: ${error.message}` : `nsq: ${error.message}`,
+            ),
           onNsqdReady: (info) => {
             this.options.metrics?.nsqdConnected(kind, info.address);
             this.checkNsqd(kind, info);
           },
-          onNsqdClosed: (address) => {
+          onNsqdClosed: (address, wasReady) => {
             this.options.metrics?.nsqdClosed(kind, address);
-            this.options.log.warn(
-              { topic: TOPICS[kind], nsqd: address },
-              'connection to nsqd closed; it will be tried again',
-            );
+            if (wasReady)
+              this.options.log.warn(
+                { topic: TOPICS[kind], nsqd: address },
+                'connection to nsqd closed; it will be tried again',
+              );
           },
+          onLookupd: (endpoint, error) => this.lookupd.saw(endpoint, error),
         },
       );
       this.readers.set(kind, reader);
@@ -152,6 +167,15 @@ export class Worker {
         version: workerVersion(),
         learnParallelism: this.options.parallelism.learn,
         predictParallelism: this.options.parallelism.predict,
+        topics: this.kinds.map((kind) => TOPICS[kind]),
+        nsqlookupd: this.options.lookupdUrls,
+        nsqd: this.options.nsqdAddresses,
+        shutdownGrace: formatDuration(this.options.shutdownGraceMs),
+        limits: {
+          memory: formatSize(this.options.env.limits.memoryBytes),
+          cpus: this.options.env.limits.cpus,
+          pidsLimit: this.options.env.limits.pidsLimit,
+        },
       },
       'worker started',
     );
@@ -214,10 +238,8 @@ export class Worker {
     if (nsqdConnections === 0) why.push('not connected to any nsqd');
     if (this.disk.short) why.push('low on disk space (--min-free-disk)');
     if (this.services.reason) why.push(this.services.reason);
-    const full = (['learn', 'predict'] as const).filter(
-      (k) => this.busy[k] >= this.options.parallelism[k],
-    );
-    const taking = why.length === 0 && full.length < 2;
+    const full = this.kinds.filter((k) => this.busy[k] >= this.options.parallelism[k]);
+    const taking = why.length === 0 && full.length < this.kinds.length;
     for (const kind of full) why.push(`every ${kind} slot is busy (${this.busy[kind]})`);
     const entries = await this.options.journal.list();
     return daemonStatus(this.options.env.workerId, this.draining, taking, why, entries);

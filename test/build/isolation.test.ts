@@ -126,6 +126,9 @@ function defineBuildIsolation(variant: EngineVariant, cases: 'all' | 'spin'): vo
         `RUN echo "uid_map: $(cat /proc/self/uid_map)"; grep -E "^Cap(Eff|Bnd)" /proc/self/status # ${randomBytes(6).toString('hex')}`,
       ]);
       expect(error, error?.detail).toBeUndefined();
+      // The build's output, without buildah's warning about the worker's own mark.
+      expect(output.some((line) => line.startsWith('COMMIT'))).toBe(true);
+      expect(output.filter((line) => line.includes('not consumed'))).toEqual([]);
       const uidMap = output.find((line) => line.startsWith('uid_map:')) ?? '';
       const [inside, host, count] = uidMap.replace('uid_map:', '').trim().split(/\s+/).map(Number);
       expect(inside).toBe(0);

@@ -82,10 +82,12 @@ describe.skipIf(why).concurrent('compute-worker doctor', { timeout: 300_000 }, (
       'read-only-inputs': 'pass',
       storage: 'pass',
       orchestrator: 'pass',
-      "disk: engine's storage": 'pass',
-      'disk: temp folder': 'pass',
+      'disk-engine-storage': 'pass',
+      'disk-temp-folder': 'pass',
       'image-cache': 'pass',
     });
+    // Names a script can match on: lower case words joined by dashes.
+    for (const check of out.checks) expect(check.name).toMatch(/^[a-z0-9]+(-[a-z0-9]+)*$/);
     // As root with rootful podman, each writing step of a task gets a sized filesystem.
     if (process.getuid?.() === 0) expect(status['disk-bound']).toBe('pass');
     // A fresh state folder: this worker has built nothing yet.
@@ -154,10 +156,10 @@ describe.skipIf(why).concurrent('compute-worker doctor', { timeout: 300_000 }, (
   it('warns when the free space is under --min-free-disk', async () => {
     const result = await doctor('--disk-limit', '1m', '--min-free-disk', '100000g');
     const out = JSON.parse(result.stdout) as DoctorJson;
-    const disk = out.checks.filter((c) => c.name.startsWith('disk: '));
+    const disk = out.checks.filter((c) => /^disk-(engine-storage|temp-folder)$/.test(c.name));
     expect(disk.map((c) => [c.name, c.status])).toEqual([
-      ["disk: engine's storage", 'warn'],
-      ['disk: temp folder', 'warn'],
+      ['disk-engine-storage', 'warn'],
+      ['disk-temp-folder', 'warn'],
     ]);
     expect(disk[0]?.message).toMatch(
       /^\/var\/lib\/containers\/storage has .* free, less than --min-free-disk 100000g: the daemon takes no task until there is room$/,
@@ -169,7 +171,7 @@ describe.skipIf(why).concurrent('compute-worker doctor', { timeout: 300_000 }, (
     const result = await doctor('--disk-limit', '100000g');
     const out = JSON.parse(result.stdout) as DoctorJson;
     expect(result.exitCode).toBe(1);
-    const storage = out.checks.find((c) => c.name === "disk: engine's storage");
+    const storage = out.checks.find((c) => c.name === 'disk-engine-storage');
     expect(storage?.status).toBe('fail');
     expect(storage?.message).toMatch(/free, less than --disk-limit 100000g: one task may not fit$/);
     expect(storage?.hint).toContain('--disk-limit');

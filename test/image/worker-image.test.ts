@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { requireEngines, VARIANTS } from '../support/engine-variants.js';
+import { closedPort } from '../support/http-stand-in.js';
 import { startOrchestratorServer } from '../support/orchestrator-server.js';
 import { PODMAN, type PodmanService, startPodmanService } from '../support/podman-service.js';
 import { startStorageServer } from '../support/storage-server.js';
@@ -61,27 +62,25 @@ describe.skipIf(why !== undefined && !requireEngines)(
       await service?.stop();
     });
 
+    /** The service's socket mounted in, reachable by the socket's group alone. */
+    const socketArgs = () => [
+      // The stand-ins listen on 127.0.0.1 of this host.
+      '--network',
+      'host',
+      '--group-add',
+      String(SOCKET_GID),
+      '-v',
+      `${service.url.slice('unix://'.length)}:${SOCKET_IN}`,
+      '-e',
+      `CONTAINER_HOST=unix://${SOCKET_IN}`,
+    ];
+
     /** `compute-worker ARGS` in the image, as its own user, the service's socket mounted in. */
     function worker(args: string[], input?: string) {
-      return execa(
-        PODMAN,
-        [
-          ...RUN,
-          '-i',
-          // The stand-ins listen on 127.0.0.1 of this host.
-          '--network',
-          'host',
-          '--group-add',
-          String(SOCKET_GID),
-          '-v',
-          `${service.url.slice('unix://'.length)}:${SOCKET_IN}`,
-          '-e',
-          `CONTAINER_HOST=unix://${SOCKET_IN}`,
-          IMAGE,
-          ...args,
-        ],
-        { reject: false, ...(input !== undefined ? { input } : {}) },
-      );
+      return execa(PODMAN, [...RUN, '-i', ...socketArgs(), IMAGE, ...args], {
+        reject: false,
+        ...(input !== undefined ? { input } : {}),
+      });
     }
 
     it('runs as a non-root user, with production dependencies only', async () => {
@@ -98,6 +97,80 @@ describe.skipIf(why !== undefined && !requireEngines)(
       expect(names).toEqual(expect.arrayContaining(['execa', 'zod', 'tar-stream', '@oclif']));
       for (const dev of ['vitest', 'typescript', '@biomejs', 'parse-prometheus-text-format']) {
         expect(names).not.toContain(dev);
+      }
+    });
+
+    it('keeps its id in the named volume when re-created, and answers its health check', async () => {
+      const manifest = await execa(PODMAN, [
+        ...RUN,
+        '--entrypoint',
+        'ls',
+        IMAGE,
+        '/app/oclif.manifest.json',
+      ]);
+      expect(manifest.exitCode).toBe(0);
+      const volume = `cw-test-state-${randomBytes(4).toString('hex')}`;
+      const metrics = `127.0.0.1:${await closedPort()}`;
+      const nsqd = `127.0.0.1:${await closedPort()}`;
+      const names = [1, 2].map((n) => `cw-test-worker-${randomBytes(4).toString('hex')}-${n}`);
+      // The README's recipe: a named volume on the state folder, a stop timeout above
+      // the shutdown grace, the metrics address (and so the health check) from the environment.
+      const start = (name: string) =>
+        execa(PODMAN, [
+          ...RUN.filter((arg) => arg !== '--rm'),
+          '-d',
+          '--name',
+          name,
+          '--stop-timeout',
+          '60',
+          ...socketArgs(),
+          '-v',
+          `${volume}:/var/lib/compute-worker`,
+          '-e',
+          `COMPUTE_WORKER_METRICS_ADDRESS=${metrics}`,
+          IMAGE,
+          'run',
+          '--nsqd-tcp-addresses',
+          nsqd,
+          '--log-format',
+          'json',
+        ]);
+      /** The worker id its 'worker started' line names. */
+      const startedAs = async (name: string): Promise<string> => {
+        const deadline = Date.now() + 120_000;
+        for (;;) {
+          const logs = await execa(PODMAN, ['logs', name], { reject: false });
+          const line = `${logs.stdout}\n${logs.stderr}`
+            .split('\n')
+            .find((l) => l.includes('"worker started"'));
+          if (line) return (JSON.parse(line) as { worker: string }).worker;
+          if (Date.now() > deadline) throw new Error(`${name} did not start:\n${logs.stderr}`);
+          await new Promise((r) => setTimeout(r, 500));
+        }
+      };
+      try {
+        await start(names[0] as string);
+        const first = await startedAs(names[0] as string);
+        const health = await execa(PODMAN, ['healthcheck', 'run', names[0] as string], {
+          reject: false,
+        });
+        expect(health.exitCode, `${health.stdout}${health.stderr}`).toBe(0);
+        const stopped = await execa(PODMAN, ['stop', names[0] as string]);
+        expect(stopped.exitCode).toBe(0);
+        const exit = await execa(PODMAN, [
+          'inspect',
+          '--format',
+          '{{.State.ExitCode}}',
+          names[0] as string,
+        ]);
+        // SIGTERM drained it: it exited by itself, not killed at the stop timeout (137).
+        expect(exit.stdout.trim()).toBe('0');
+        await execa(PODMAN, ['rm', names[0] as string]);
+        await start(names[1] as string);
+        expect(await startedAs(names[1] as string)).toBe(first);
+      } finally {
+        await execa(PODMAN, ['rm', '-f', '-t', '0', ...names], { reject: false });
+        await execa(PODMAN, ['volume', 'rm', '-f', volume], { reject: false });
       }
     });
 

@@ -29,6 +29,9 @@ describe('the npm package', { timeout: 120_000 }, () => {
         'SECURITY.md',
         'docs/operating.md',
         'docs/security.md',
+        // The systemd unit template and its example environment.
+        'contrib/systemd/compute-worker@.service',
+        'contrib/systemd/common.env.example',
       ]),
     );
     expect(files?.filter((f) => /^(src|test|commands)\//.test(f))).toEqual([]);

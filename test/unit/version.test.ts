@@ -18,6 +18,6 @@ describe('compute-worker --version', () => {
   it('leaves --version among other arguments to oclif', async () => {
     const result = await execa(`${root}bin/run.js`, ['doctor', '--version'], { reject: false });
     expect(result.exitCode).toBe(2);
-    expect(result.stderr).toMatch(/Nonexistent flag: --version/);
+    expect(result.stderr).toMatch(/unknown flag --version/);
   });
 });

@@ -154,6 +154,7 @@ describe.skipIf(!hasPodman && !requireEngines)('run --metrics-address', () => {
     const taken = createServer();
     await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
     const address = `127.0.0.1:${(taken.address() as { port: number }).port}`;
+    const from = h.nsqd.received.length;
     try {
       const result = await execa(
         'node',
@@ -162,6 +163,8 @@ describe.skipIf(!hasPodman && !requireEngines)('run --metrics-address', () => {
       );
       expect(result.exitCode).not.toBe(0);
       expect(result.stderr).toContain(`--metrics-address ${address}: cannot listen`);
+      // The port is taken before any subscription: nsqd never delivered it anything.
+      expect(h.nsqd.received.slice(from).filter((c) => c.name === 'SUB')).toEqual([]);
     } finally {
       await new Promise((resolve) => taken.close(resolve));
     }
