@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { type Nsqlookupd, startNsqlookupd } from '../support/nsq/index.js';
 import { type Harness, TOPIC, until, useHarness } from '../support/worker-harness.js';
-import { hasPodman, requireEngines } from '../support/worker-process.js';
+import { hasPodman, requireEngines, WARN } from '../support/worker-process.js';
 
 // What an operator reads when NSQ is not there, and a worker that takes one kind of task.
 
@@ -40,7 +40,7 @@ describe.skipIf(!hasPodman && !requireEngines)('the worker and NSQ', () => {
     // Asked every second by two topics: still one line.
     await sleep(4_000);
     expect(down()).toHaveLength(1);
-    expect(down()[0]?.level).toBe(40);
+    expect(down()[0]?.level).toBe(WARN);
     await found.start();
     const back = () => worker.find(`nsqlookupd at ${found.address} answers again`);
     await until(() => back().length > 0, 30_000, 'the end of the outage logged');
