@@ -12,11 +12,12 @@ import { capDetail, type ExecResult, execEngine, execEngineRaw, hintFor } from '
 import { imageExists } from '../engine/images.js';
 import type { BuildRequest, BuildResult } from '../engine/types.js';
 import { WorkerError } from '../errors.js';
+import { baseImages } from './base-images.js';
 import { buildOom, confineBuild } from './confine.js';
 import { buildDiskLimitError, checkBuiltImageSize, watchBuildDisk } from './disk.js';
 import { type BuildPolicy, checkContainerfile } from './policy.js';
+import { moveBuiltImage, syncBases } from './store.js';
 import { handContext } from './user.js';
-import { baseImages, moveBuiltImage, syncBaseImages } from './user-images.js';
 
 const ROLE = /^[a-z0-9][a-z0-9_.-]{0,63}$/;
 const MAX_CONTAINERFILE_BYTES = 1024 * 1024;
@@ -281,8 +282,10 @@ async function runBuild(
 ): Promise<void> {
   const confinement = await confineBuild(ctx, request.role, request.buildId);
   const asUser = confinement?.asUser;
-  // The engine that builds: the build user's rootless podman, or the host's.
-  const engine = asUser?.engine ?? ctx;
+  const store = confinement?.store;
+  // The engine that builds: in the build's own store (the build user's rootless podman, or
+  // the host's), or, where there is none (docker, a remote podman), the host's.
+  const engine = store?.engine ?? ctx;
   const diskLimit = confinement ? ctx.options.buildDiskLimitBytes : undefined;
   // Past the disk limit the build is stopped as a cancel would stop it.
   const stopper = new AbortController();
@@ -292,10 +295,16 @@ async function runBuild(
   let diskSeen: number | undefined;
   const watch =
     confinement && diskLimit
-      ? watchBuildDisk(engine, confinement.isolation.mark, diskLimit, (bytes) => {
-          diskSeen = bytes;
-          stopper.abort();
-        })
+      ? watchBuildDisk(
+          engine,
+          confinement.isolation.mark,
+          diskLimit,
+          (bytes) => {
+            diskSeen = bytes;
+            stopper.abort();
+          },
+          confinement.tmpDir,
+        )
       : undefined;
   let failed = true;
   let remoteFile: string | undefined;
@@ -304,9 +313,8 @@ async function runBuild(
     if (asUser) {
       await handContext(dir, asUser.contextDir, asUser.user);
       contextDir = asUser.contextDir;
-      const bases = await baseImages(contextDir);
-      await syncBaseImages(ctx, engine, bases, asUser.userTmp, stopper.signal);
     }
+    if (store) await syncBases(ctx, store.bases, await baseImages(contextDir), stopper.signal);
     let file = join(contextDir, basename(containerfile));
     if (engine.info.name === 'podman' && engine.info.engineHost) {
       // podman 4.3's service reads a --file inside the context relative to its own working
@@ -346,7 +354,7 @@ async function runBuild(
       throw buildDiskLimitError(diskSeen, diskLimit, 'layers');
     }
     throwIfFailed(ctx, result, await buildOom(confinement, result));
-    if (asUser) await moveBuiltImage(engine, ctx, image, asUser.hostTmp, stopper.signal);
+    if (store) await moveBuiltImage(store, ctx, image, stopper.signal);
     if (diskLimit) await checkBuiltImageSize(ctx, image, diskLimit);
   } finally {
     if (remoteFile) await rm(remoteFile, { force: true });

@@ -91,6 +91,7 @@ export function watchBuildDisk(
   mark: string,
   limitBytes: number,
   onExceeded: (bytes: number) => void,
+  tmpDir?: string,
 ): BuildDiskWatch | undefined {
   const found = storageOf(ctx);
   if (!found) return undefined;
@@ -118,7 +119,13 @@ export function watchBuildDisk(
   }
 
   async function measure(): Promise<void> {
-    let total = 0;
+    // The build's TMPDIR: the files buildah bind-mounts into each RUN (/etc/hostname,
+    // /run/.containerenv) are written there.
+    let total = tmpDir
+      ? await measureVolume(ctx, tmpDir, { maxEntries: MAX_ENTRIES, stopAtBytes: limitBytes + 1 })
+          .then((usage) => (usage.truncated ? limitBytes + 1 : usage.bytes))
+          .catch(() => 0)
+      : 0;
     for (const layer of await ourLayers()) {
       // A layer that went away: the build ended or moved on.
       total += await layerBytes(ctx, storage, layer, limitBytes - total).catch(() => 0);
