@@ -10,14 +10,22 @@ import type { BuildLimits } from '../engine/types.js';
 import { WorkerError } from '../errors.js';
 import { type BuildCgroup, createBuildCgroup } from './cgroup.js';
 import { removeBuildLeftovers } from './leftovers.js';
-import { type BuildStore, baseStoreFor, buildStoreIn } from './store.js';
+import {
+  type BuildStore,
+  baseStoreFor,
+  buildStoreIn,
+  ENGINE_TMP_BASE,
+  makeRunRootLink,
+} from './store.js';
+
+export { ENGINE_TMP_BASE };
+
 import { type BuildUser, buildUserContext, findBuildUser } from './user.js';
 import { buildIdMaps } from './userns.js';
 
 /** Roles whose build contexts are trusted: the problem's workflow. Any other role is confined. */
 const TRUSTED_ROLES = new Set(['workflow']);
 /** buildah's words for a RUN step that died by SIGKILL (the memory cgroup's OOM killer): 1.28 says the second. */
-export const ENGINE_TMP_BASE = '/var/tmp';
 const KILLED_STEP = /exit status 137\b|container exited on killed/;
 
 export interface BuildConfinement {
@@ -132,7 +140,7 @@ export async function confineBuild(
         await cgroup?.remove();
       } finally {
         // A build that succeeded removed its own (--force-rm); a killed one could not.
-        await removeThenDelete(failed, own?.store.engine ?? context, isolation.mark, own?.dir);
+        await removeThenDelete(failed, own?.store.engine ?? context, isolation.mark, own);
       }
     },
   };
@@ -142,15 +150,19 @@ export async function confineBuild(
 async function ownFolder(
   ctx: EngineContext,
   buildId: string,
-): Promise<{ dir: string; tmp: string; store: BuildStore }> {
+): Promise<{ dir: string; tmp: string; link: string; store: BuildStore }> {
   const dir = await mkdtemp(join(ENGINE_TMP_BASE, `cw-build-tmp-${buildId}-`));
+  let link: string | undefined;
   try {
     await chmod(dir, 0o711);
     const tmp = join(dir, 'tmp');
     await mkdir(tmp, { mode: 0o711 });
     await chmod(tmp, 0o711);
-    return { dir, tmp, store: buildStoreIn(ctx, ctx, dir, await baseStoreFor(ctx)) };
+    const bases = await baseStoreFor(ctx);
+    link = await makeRunRootLink(dir);
+    return { dir, tmp, link, store: buildStoreIn(ctx, ctx, dir, bases, link) };
   } catch (error) {
+    if (link) await rm(link, { force: true });
     await rm(dir, { recursive: true, force: true });
     throw error;
   }
@@ -208,14 +220,18 @@ async function userBuild(
   const userDir = join(hostTmp, 'user');
   const userTmp = join(userDir, 'tmp');
   let store: BuildStore;
+  let link: string | undefined;
   try {
     await chmod(hostTmp, 0o711);
     await mkdir(userTmp, { recursive: true, mode: 0o700 });
     await chown(userDir, user.uid, user.gid);
     await chown(userTmp, user.uid, user.gid);
     await chmod(userDir, 0o700);
-    store = buildStoreIn(ctx, engine, userDir, await baseStoreFor(ctx, user));
+    const bases = await baseStoreFor(ctx, user);
+    link = await makeRunRootLink(userDir, user);
+    store = buildStoreIn(ctx, engine, userDir, bases, link);
   } catch (error) {
+    if (link) await rm(link, { force: true });
     await rm(hostTmp, { recursive: true, force: true });
     throw error;
   }
@@ -235,7 +251,7 @@ async function userBuild(
       try {
         await cgroup?.remove();
       } finally {
-        await removeThenDelete(failed, store.engine, buildId, hostTmp);
+        await removeThenDelete(failed, store.engine, buildId, { dir: hostTmp, link });
       }
     },
   };
@@ -246,11 +262,12 @@ async function removeThenDelete(
   failed: boolean,
   engine: EngineContext,
   mark: string,
-  dir: string | undefined,
+  own: { dir: string; link?: string } | undefined,
 ): Promise<void> {
   try {
     if (failed) await removeBuildLeftovers(engine, mark);
   } finally {
-    if (dir) await rm(dir, { recursive: true, force: true });
+    if (own?.link) await rm(own.link, { force: true });
+    if (own) await rm(own.dir, { recursive: true, force: true });
   }
 }

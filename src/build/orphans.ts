@@ -9,7 +9,7 @@ import type { OrphanBuilds } from '../engine/types.js';
 import { removeBuildCgroupsOf } from './cgroup.js';
 import { buildIdPrefix, ENGINE_TMP_BASE } from './confine.js';
 import { removeBuildLeftovers } from './leftovers.js';
-import { baseStoreFor, buildStoreIn } from './store.js';
+import { baseStoreFor, buildStoreIn, makeRunRootLink, removeRunRootLinks } from './store.js';
 import { type BuildUser, buildUserContext, findBuildUser } from './user.js';
 
 /**
@@ -47,6 +47,7 @@ export async function removeOrphanBuilds(ctx: EngineContext, owner: string): Pro
     }
     await rm(dir, { recursive: true, force: true });
   }
+  await removeRunRootLinks(folders);
   return { builds: [...builds], containers, folders };
 }
 
@@ -58,10 +59,13 @@ async function storeOfFolder(
 ): Promise<EngineContext | undefined> {
   if (user && existsSync(join(dir, 'user', 'store', 'root'))) {
     const engine = await buildUserContext(ctx, user);
-    return buildStoreIn(ctx, engine, join(dir, 'user'), await baseStoreFor(ctx, user)).engine;
+    const bases = await baseStoreFor(ctx, user);
+    const link = await makeRunRootLink(join(dir, 'user'), user);
+    return buildStoreIn(ctx, engine, join(dir, 'user'), bases, link).engine;
   }
   if (existsSync(join(dir, 'store', 'root'))) {
-    return buildStoreIn(ctx, ctx, dir, await baseStoreFor(ctx)).engine;
+    const bases = await baseStoreFor(ctx);
+    return buildStoreIn(ctx, ctx, dir, bases, await makeRunRootLink(dir)).engine;
   }
   return undefined;
 }

@@ -1,4 +1,6 @@
-import { chown, mkdir } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { chown, mkdir, readdir, readlink, rm, symlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { lockStateDir, type StateLock } from '../config/state-lock.js';
@@ -16,6 +18,8 @@ import { WorkerError } from '../errors.js';
 import { copyImage } from './base-images.js';
 import { type BuildUser, buildUserCli, storagePaths } from './user.js';
 
+/** Where builds' folders go: buildah's default temp place. */
+export const ENGINE_TMP_BASE = '/var/tmp';
 /** The store of approved base images, next to its owner's default store (see baseStoreFor). */
 const BASES_NAME = 'compute-worker-bases';
 const LOCK_POLL_MS = 100;
@@ -190,16 +194,59 @@ export interface BuildStore {
   mover: EngineContext;
 }
 
+/**
+ * podman refuses a run root longer than 50 characters: a build's is a short link to the
+ * folder `run` of its store, made by makeRunRootLink and removed with the build.
+ */
+export const RUN_ROOT_LINK_PREFIX = join(ENGINE_TMP_BASE, 'cw-run-');
+
+/**
+ * The short link to the build's run folder, which is made (owned by `user` when given).
+ * Named after the folder: podman's database keeps the run root it was made with, and a
+ * restart reaching a dead build's store must give the same one.
+ */
+export async function makeRunRootLink(dir: string, user?: BuildUser): Promise<string> {
+  const target = join(dir, 'store', 'run');
+  await mkdir(target, { recursive: true, mode: 0o700 });
+  if (user) {
+    await chown(join(dir, 'store'), user.uid, user.gid);
+    await chown(target, user.uid, user.gid);
+  }
+  const link = `${RUN_ROOT_LINK_PREFIX}${createHash('sha256').update(dir).digest('hex').slice(0, 16)}`;
+  if ((await readlink(link).catch(() => undefined)) === target) return link;
+  await rm(link, { force: true });
+  await symlink(target, link);
+  return link;
+}
+
+/**
+ * Removes the run root links of the given build folders, and links whose folder is gone
+ * (no build's any more: a worker killed between removing a folder and its link).
+ */
+export async function removeRunRootLinks(folders: readonly string[]): Promise<void> {
+  const base = dirname(RUN_ROOT_LINK_PREFIX);
+  const prefix = RUN_ROOT_LINK_PREFIX.slice(base.length + 1);
+  for (const name of await readdir(base).catch(() => [] as string[])) {
+    if (!name.startsWith(prefix)) continue;
+    const link = join(base, name);
+    const target = await readlink(link).catch(() => undefined);
+    if (target === undefined) continue;
+    const gone = !existsSync(target) || folders.some((dir) => target.startsWith(`${dir}/`));
+    if (gone) await rm(link, { force: true });
+  }
+}
+
 /** The store of a build whose folder is `dir` (made by `builder`'s user, removed with the folder). */
 export function buildStoreIn(
   host: EngineContext,
   builder: EngineContext,
   dir: string,
   bases: BaseStore,
+  runRoot: string,
 ): BuildStore {
   const spec: StoreSpec = {
     root: join(dir, 'store', 'root'),
-    runRoot: join(dir, 'store', 'run'),
+    runRoot,
     driver: bases.spec.driver,
     imageStores: [bases.spec.root],
   };
