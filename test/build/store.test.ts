@@ -14,6 +14,7 @@ import { LABEL_WORKER } from '../../src/engine/labels.js';
 import { contextTarGz } from '../../src/engine/probe-context.js';
 import type { Engine, EngineOptions } from '../../src/engine/types.js';
 import { WorkerError } from '../../src/errors.js';
+import { removeFromBaseStores } from '../support/base-stores.js';
 import { readableOf } from '../support/engine-tar.js';
 import { unavailableUnlessRequired, VARIANTS } from '../support/engine-variants.js';
 
@@ -81,6 +82,7 @@ describe.skipIf(unavailableUnlessRequired(variant))(
       none: undefined,
     };
     const built = new Set<string>();
+    let bigImported = false;
 
     beforeAll(async () => {
       tmp = mkdtempSync(join(tmpdir(), 'cw-store-test-'));
@@ -102,17 +104,7 @@ describe.skipIf(unavailableUnlessRequired(variant))(
     afterAll(async () => {
       policy.off = false;
       for (const image of built) await execEngineRaw(podman, ['rmi', '--force', image], call);
-      // The base stores keep what they were given: these tests' bases go too.
-      const user = await findBuildUser('auto');
-      const ctx = { cli: podman, info: engines.none?.info, options } as never;
-      for (const store of [
-        await baseStoreFor(ctx),
-        ...(user ? [await baseStoreFor(ctx, user)] : []),
-      ]) {
-        for (const image of [base, bigBase]) {
-          await execEngineRaw(store.owner.cli, ['rmi', '--force', image], call);
-        }
-      }
+      if (engines.none) await removeFromBaseStores(engines.none.info, options, [base, bigBase]);
       for (const image of [base, bigBase]) await execEngineRaw(podman, ['rmi', image], call);
       if (previousTmp === undefined) delete process.env.TMPDIR;
       else process.env.TMPDIR = previousTmp;
@@ -249,7 +241,8 @@ describe.skipIf(unavailableUnlessRequired(variant))(
       it(`${mode}: the image keeps its files' owners, and the base is copied once`, async (t) => {
         const engine = engines[mode];
         if (!engine) return t.skip();
-        await importBase(bigBase, 64);
+        if (!bigImported) await importBase(bigBase, 64);
+        bigImported = true;
         const ctx = { cli: podman, info: engine.info, options } as never;
         const user = mode === 'cwbuild' ? await findBuildUser('cwbuild') : undefined;
         const bases = await baseStoreFor(ctx, user);
@@ -318,17 +311,4 @@ describe.skipIf(unavailableUnlessRequired(variant))(
 async function du(path: string): Promise<number> {
   const { stdout } = await execa('du', ['-s', '--block-size=1', path]);
   return Number(stdout.split('\t')[0]);
-}
-
-async function until<T>(
-  probe: () => T | undefined | Promise<T | undefined>,
-  ms = 120_000,
-): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const found = await probe();
-    if (found !== undefined) return found;
-    if (Date.now() > deadline) throw new Error('waited too long');
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
 }
