@@ -21,6 +21,8 @@ import { handContext } from './user.js';
 
 const ROLE = /^[a-z0-9][a-z0-9_.-]{0,63}$/;
 const MAX_CONTAINERFILE_BYTES = 1024 * 1024;
+/** After execa's SIGTERM and its SIGKILL 5 s later. */
+const KILL_BACKSTOP_MS = 6_000;
 
 /**
  * Builds localhost/compute-worker/<role>:<sha256 of the context bytes>. The context is
@@ -306,6 +308,16 @@ async function runBuild(
           confinement.tmpDir,
         )
       : undefined;
+  // A rootless podman re-executes itself in the user's namespace: SIGKILLed at a stop or
+  // the build timeout, the first process leaves that one running, holding the output
+  // pipes the worker waits on. The build's cgroup is killed whole a moment later.
+  const killWhole = () => void confinement?.cgroup?.killAll().catch(() => undefined);
+  let backstop: NodeJS.Timeout | undefined;
+  const onStop = () => {
+    backstop = setTimeout(killWhole, KILL_BACKSTOP_MS);
+  };
+  stopper.signal.addEventListener('abort', onStop, { once: true });
+  let deadline: NodeJS.Timeout | undefined;
   let failed = true;
   let remoteFile: string | undefined;
   try {
@@ -331,6 +343,7 @@ async function runBuild(
       labels: request.labels,
       isolation: confinement?.isolation,
     });
+    deadline = setTimeout(killWhole, ctx.options.buildTimeoutMs + KILL_BACKSTOP_MS);
     const result = await execEngineRaw(engine.cli, args, {
       timeoutMs: ctx.options.buildTimeoutMs,
       signal: stopper.signal,
@@ -357,6 +370,9 @@ async function runBuild(
     if (store) await moveBuiltImage(store, ctx, image, stopper.signal);
     if (diskLimit) await checkBuiltImageSize(ctx, image, diskLimit);
   } finally {
+    clearTimeout(deadline);
+    clearTimeout(backstop);
+    stopper.signal.removeEventListener('abort', onStop);
     if (remoteFile) await rm(remoteFile, { force: true });
     await watch?.stop();
     request.signal?.removeEventListener('abort', onCancel);
