@@ -20,6 +20,11 @@
 //   disk       the sized filesystem a writing step gets as root with podman (--disk-limit
 //              20g): made and mounted, then released, median of --runs; a learn task
 //              makes three of them while its images build
+//   big base   a submission FROM a 1 GiB base image (podman): its untrusted build (the
+//              build user's own store, the base copied once into the base store, the
+//              built layer moved to the host's) against the trusted build of the same
+//              context in the host's store; the first one, then the median of --runs
+//              new submissions, and what the base store grew by on the second
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
@@ -207,6 +212,9 @@ async function main() {
   console.error('bench: sized filesystems');
   const disk = await measureSizedDisk();
 
+  console.error('bench: untrusted builds on a 1 GiB base');
+  const big = engine === 'podman' ? await measureBigBase() : undefined;
+
   console.error('bench: 4 learn tasks at once in one worker');
   const four = await fourAtOnce(cli, env, common, nsqd, orchestrator, ids);
 
@@ -261,6 +269,24 @@ async function main() {
       `${(disk.make * 1000).toFixed(0)} ms`,
       `release ${(disk.release * 1000).toFixed(0)} ms`,
     ],
+    ...(big
+      ? [
+          [
+            'untrusted build, new submission on a 1 GiB base',
+            '<= 3x trusted + 1 s',
+            `${big.trusted.toFixed(2)} s`,
+            `${big.untrusted.toFixed(2)} s`,
+            `trusted is the floor; first one ${big.first.toFixed(1)} s (goal < 15 s)`,
+          ],
+          [
+            'base store growth, second submission on that base',
+            '< the base (1 GiB)',
+            '',
+            `${(big.growth / MIB).toFixed(1)} MiB`,
+            big.user ? `build user ${big.user}` : 'no build user',
+          ],
+        ]
+      : []),
     [
       'builds in a second task of the same workflow and algo',
       '0',
@@ -306,6 +332,72 @@ async function measureSizedDisk() {
     await rm(dir, { recursive: true, force: true });
   }
   return { make: median(make), release: median(release) };
+}
+
+async function measureBigBase() {
+  const dist = (file) => import(pathToFileURL(join(root, 'dist/src', file)).href);
+  const { createEngine } = await dist('container-engine.js');
+  const { contextTarGz } = await dist('engine/probe-context.js');
+  const { baseStoreFor } = await dist('build/store.js');
+  const { findBuildUser } = await dist('build/user.js');
+  const { execEngineRaw } = await dist('engine/exec.js');
+  const tag = randomUUID().slice(0, 8);
+  const base = `localhost/cw-bench-big-${tag}:1`;
+  const rootfs = join(work, 'big-rootfs');
+  await mkdir(join(rootfs, 'bin'), { recursive: true });
+  await exec('cp', ['/bin/busybox', join(rootfs, 'bin/busybox')]);
+  await exec('ln', ['-s', 'busybox', join(rootfs, 'bin/sh')]);
+  await exec('sh', ['-c', `head -c ${1024 * MIB} /dev/urandom > ${join(rootfs, 'blob')}`]);
+  await exec('tar', ['-C', rootfs, '-cf', join(work, 'big.tar'), '.']);
+  await rm(rootfs, { recursive: true, force: true });
+  await exec('podman', ['import', join(work, 'big.tar'), base]);
+  await rm(join(work, 'big.tar'), { force: true });
+  const options = {
+    engine: 'podman',
+    ...(runc ? { ociRuntime: 'runc' } : {}),
+    buildTimeoutMs: 600_000,
+    callTimeoutMs: 120_000,
+  };
+  const worker = await createEngine(options);
+  const user = await findBuildUser('auto');
+  const ctx = { cli: { name: 'podman', path: worker.info.path }, info: worker.info, options };
+  const bases = await baseStoreFor(ctx, user);
+  const built = [];
+  cleanups.push(async () => {
+    for (const image of built)
+      await exec('podman', ['rmi', '--force', image], { allowFailure: true });
+    await execEngineRaw(bases.owner.cli, ['rmi', base], { timeoutMs: 120_000 });
+    await exec('podman', ['rmi', base], { allowFailure: true });
+  });
+  const build = async (role, n) => {
+    const context = await contextTarGz({
+      Containerfile: `FROM ${base}\nRUN echo ${tag}-${n} > /made\n`,
+    });
+    const started = performance.now();
+    const { Readable } = await import('node:stream');
+    const result = await worker.buildImage({ role, context: Readable.from([context]), labels: {} });
+    built.push(result.image);
+    return (performance.now() - started) / 1000;
+  };
+  const du = async () =>
+    Number((await exec('du', ['-s', '--block-size=1', bases.spec.root])).out.split('\t')[0]);
+  const first = await build('submission', 0);
+  const before = await du();
+  const untrusted = [];
+  const trusted = [];
+  for (let i = 1; i <= runs; i++) {
+    untrusted.push(await build('submission', i));
+    trusted.push(await build('workflow', i));
+  }
+  const growth = (await du()) - before;
+  // The base stays in the base store until the cleanup above.
+  return {
+    first,
+    untrusted: median(untrusted),
+    trusted: median(trusted),
+    growth,
+    user: user?.name,
+  };
 }
 
 async function seed(storage) {

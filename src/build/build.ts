@@ -17,14 +17,17 @@ import { capDetail, type ExecResult, execEngine, execEngineRaw, hintFor } from '
 import { imageExists } from '../engine/images.js';
 import type { BuildRequest, BuildResult } from '../engine/types.js';
 import { WorkerError } from '../errors.js';
+import { baseImages } from './base-images.js';
 import { buildOom, confineBuild } from './confine.js';
 import { buildDiskLimitError, checkBuiltImageSize, watchBuildDisk } from './disk.js';
 import { type BuildPolicy, checkContainerfile } from './policy.js';
+import { moveBuiltImage, syncBases } from './store.js';
 import { handContext } from './user.js';
-import { baseImages, moveBuiltImage, syncBaseImages } from './user-images.js';
 
 const ROLE = /^[a-z0-9][a-z0-9_.-]{0,63}$/;
 const MAX_CONTAINERFILE_BYTES = 1024 * 1024;
+/** After execa's SIGTERM and its SIGKILL 5 s later. */
+const KILL_BACKSTOP_MS = 6_000;
 
 /**
  * Builds localhost/compute-worker/<role>:<sha256 of the context bytes>. The context is
@@ -286,8 +289,10 @@ async function runBuild(
 ): Promise<void> {
   const confinement = await confineBuild(ctx, request.role, request.buildId);
   const asUser = confinement?.asUser;
-  // The engine that builds: the build user's rootless podman, or the host's.
-  const engine = asUser?.engine ?? ctx;
+  const store = confinement?.store;
+  // The engine that builds: in the build's own store (the build user's rootless podman, or
+  // the host's), or, where there is none (docker, a remote podman), the host's.
+  const engine = store?.engine ?? ctx;
   const diskLimit = confinement ? ctx.options.buildDiskLimitBytes : undefined;
   // Past the disk limit the build is stopped as a cancel would stop it.
   const stopper = new AbortController();
@@ -297,11 +302,27 @@ async function runBuild(
   let diskSeen: number | undefined;
   const watch =
     confinement && diskLimit
-      ? watchBuildDisk(engine, confinement.isolation.mark, diskLimit, (bytes) => {
-          diskSeen = bytes;
-          stopper.abort();
-        })
+      ? watchBuildDisk(
+          engine,
+          confinement.isolation.mark,
+          diskLimit,
+          (bytes) => {
+            diskSeen = bytes;
+            stopper.abort();
+          },
+          confinement.tmpDir,
+        )
       : undefined;
+  // A rootless podman re-executes itself in the user's namespace: SIGKILLed at a stop or
+  // the build timeout, the first process leaves that one running, holding the output
+  // pipes the worker waits on. The build's cgroup is killed whole a moment later.
+  const killWhole = () => void confinement?.cgroup?.killAll().catch(() => undefined);
+  let backstop: NodeJS.Timeout | undefined;
+  const onStop = () => {
+    backstop = setTimeout(killWhole, KILL_BACKSTOP_MS);
+  };
+  stopper.signal.addEventListener('abort', onStop, { once: true });
+  let deadline: NodeJS.Timeout | undefined;
   let failed = true;
   let remoteFile: string | undefined;
   try {
@@ -309,9 +330,8 @@ async function runBuild(
     if (asUser) {
       await handContext(dir, asUser.contextDir, asUser.user);
       contextDir = asUser.contextDir;
-      const bases = await baseImages(contextDir);
-      await syncBaseImages(ctx, engine, bases, asUser.userTmp, stopper.signal);
     }
+    if (store) await syncBases(ctx, store.bases, await baseImages(contextDir), stopper.signal);
     let file = join(contextDir, basename(containerfile));
     if (engine.info.name === 'podman' && engine.info.engineHost) {
       // podman 4.3's service reads a --file inside the context relative to its own working
@@ -328,6 +348,7 @@ async function runBuild(
       labels: request.labels,
       isolation: confinement?.isolation,
     });
+    deadline = setTimeout(killWhole, ctx.options.buildTimeoutMs + KILL_BACKSTOP_MS);
     const result = await execEngineRaw(engine.cli, args, {
       timeoutMs: ctx.options.buildTimeoutMs,
       signal: stopper.signal,
@@ -353,9 +374,12 @@ async function runBuild(
       throw buildDiskLimitError(diskSeen, diskLimit, 'layers');
     }
     throwIfFailed(ctx, result, await buildOom(confinement, result));
-    if (asUser) await moveBuiltImage(engine, ctx, image, asUser.hostTmp, stopper.signal);
+    if (store) await moveBuiltImage(store, ctx, image, stopper.signal);
     if (diskLimit) await checkBuiltImageSize(ctx, image, diskLimit);
   } finally {
+    clearTimeout(deadline);
+    clearTimeout(backstop);
+    stopper.signal.removeEventListener('abort', onStop);
     if (remoteFile) await rm(remoteFile, { force: true });
     await watch?.stop();
     request.signal?.removeEventListener('abort', onCancel);

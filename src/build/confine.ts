@@ -10,13 +10,22 @@ import type { BuildLimits } from '../engine/types.js';
 import { WorkerError } from '../errors.js';
 import { type BuildCgroup, createBuildCgroup } from './cgroup.js';
 import { removeBuildLeftovers } from './leftovers.js';
+import {
+  type BuildStore,
+  baseStoreFor,
+  buildStoreIn,
+  ENGINE_TMP_BASE,
+  makeRunRootLink,
+} from './store.js';
+
+export { ENGINE_TMP_BASE };
+
 import { type BuildUser, buildUserContext, findBuildUser } from './user.js';
 import { buildIdMaps } from './userns.js';
 
 /** Roles whose build contexts are trusted: the problem's workflow. Any other role is confined. */
 const TRUSTED_ROLES = new Set(['workflow']);
 /** buildah's words for a RUN step that died by SIGKILL (the memory cgroup's OOM killer): 1.28 says the second. */
-export const ENGINE_TMP_BASE = '/var/tmp';
 const KILLED_STEP = /exit status 137\b|container exited on killed/;
 
 export interface BuildConfinement {
@@ -28,6 +37,13 @@ export interface BuildConfinement {
   limitsInCgroup: boolean;
   /** The engine's TMPDIR: buildah's per-step folders, which a killed build leaves, go there. */
   env: Record<string, string>;
+  /**
+   * The build's own store and temp folder (local podman), in one folder of the build's,
+   * removed with it: nothing but the base store is in reach from inside.
+   */
+  store?: BuildStore;
+  /** The TMPDIR of `env`: what buildah writes there (files it bind-mounts into RUN) counts against the disk limit. */
+  tmpDir?: string;
   /** Kills what is left of the build and removes its cgroup; after a failure, its working containers. */
   release(ctx: EngineContext, failed: boolean): Promise<void>;
   /** Called with the engine CLI's pid as soon as it started (it enters the build's cgroup). */
@@ -39,14 +55,8 @@ export interface BuildConfinement {
 /** A build by the build user's rootless podman, whose image is then moved to the host's store. */
 export interface BuildAsUser {
   user: BuildUser;
-  /** The build user's engine: its CLI and storage. */
-  engine: EngineContext;
   /** Where the context goes, readable by the user (it does not exist yet). */
   contextDir: string;
-  /** The user's TMPDIR: podman spools images it loads there. */
-  userTmp: string;
-  /** The host engine's TMPDIR for loading the built image. */
-  hostTmp: string;
 }
 
 /**
@@ -112,31 +122,50 @@ export async function confineBuild(
   }
   if (idMaps) isolation.idMaps = idMaps;
   // buildah's per-step folders go to the engine's TMPDIR and a killed build leaves them:
-  // give it one of the build's own. The build's root (a mapped id) must pass through it,
-  // so it is 0711 under /var/tmp (buildah's default place), never in a private folder.
-  // Rootful only: the rootless engine runs as another user, who could not write into it.
-  const engineTmp =
-    podman && !info.rootless && local
-      ? await mkdtemp(join(ENGINE_TMP_BASE, `cw-build-tmp-${buildId}-`))
-      : undefined;
-  if (engineTmp) await chmod(engineTmp, 0o711);
+  // give it one of the build's own, beside the build's own store. The build's root (a
+  // mapped id) must pass through it, so it is 0711 under /var/tmp (buildah's default
+  // place), never in a private folder. Rootful only: the rootless engine runs as another
+  // user, who could not write into it.
+  const own = podman && !info.rootless && local ? await ownFolder(ctx, buildId) : undefined;
   return {
     onSpawn: cgroup ? (pid) => cgroup.enter(pid) : undefined,
     isolation,
     limits,
     cgroup,
     limitsInCgroup,
-    env: engineTmp ? { TMPDIR: engineTmp } : {},
+    env: own ? { TMPDIR: own.tmp } : {},
+    ...(own ? { store: own.store, tmpDir: own.tmp } : {}),
     async release(context, failed) {
       try {
         await cgroup?.remove();
-        if (engineTmp) await rm(engineTmp, { recursive: true, force: true });
       } finally {
         // A build that succeeded removed its own (--force-rm); a killed one could not.
-        if (failed) await removeBuildLeftovers(context, isolation.mark);
+        await removeThenDelete(failed, own?.store.engine ?? context, isolation.mark, own);
       }
     },
   };
+}
+
+/** A rootful build's folder: its TMPDIR and its own store, which sees the host's base store. */
+async function ownFolder(
+  ctx: EngineContext,
+  buildId: string,
+): Promise<{ dir: string; tmp: string; link: string; store: BuildStore }> {
+  const dir = await mkdtemp(join(ENGINE_TMP_BASE, `cw-build-tmp-${buildId}-`));
+  let link: string | undefined;
+  try {
+    await chmod(dir, 0o711);
+    const tmp = join(dir, 'tmp');
+    await mkdir(tmp, { mode: 0o711 });
+    await chmod(tmp, 0o711);
+    const bases = await baseStoreFor(ctx);
+    link = await makeRunRootLink(dir);
+    return { dir, tmp, link, store: buildStoreIn(ctx, ctx, dir, bases, link) };
+  } catch (error) {
+    if (link) await rm(link, { force: true });
+    await rm(dir, { recursive: true, force: true });
+    throw error;
+  }
 }
 
 /** The memory limit a failed build ran into, as text for its error; undefined if it did not. */
@@ -186,37 +215,59 @@ async function userBuild(
     cpus: DEFAULT_LIMITS.cpus,
     pidsLimit: DEFAULT_LIMITS.pidsLimit,
   };
-  // Root's folder (podman load spools the built image here), with the user's inside it.
+  // Root's folder, with the user's inside it: the context, the TMPDIR and the build's store.
   const hostTmp = await mkdtemp(join(ENGINE_TMP_BASE, `cw-build-tmp-${buildId}-`));
   const userDir = join(hostTmp, 'user');
   const userTmp = join(userDir, 'tmp');
+  let store: BuildStore;
+  let link: string | undefined;
   try {
     await chmod(hostTmp, 0o711);
     await mkdir(userTmp, { recursive: true, mode: 0o700 });
     await chown(userDir, user.uid, user.gid);
     await chown(userTmp, user.uid, user.gid);
     await chmod(userDir, 0o700);
+    const bases = await baseStoreFor(ctx, user);
+    link = await makeRunRootLink(userDir, user);
+    store = buildStoreIn(ctx, engine, userDir, bases, link);
   } catch (error) {
+    if (link) await rm(link, { force: true });
     await rm(hostTmp, { recursive: true, force: true });
     throw error;
   }
   const cgroup = await createBuildCgroup(limits, buildId);
   return {
-    // The mark finds its working containers in the user's storage.
+    // The mark finds its working containers in the build's store.
     isolation: { mark: buildId },
     limits,
     cgroup,
     limitsInCgroup: cgroup !== undefined,
     env: { TMPDIR: userTmp },
+    store,
+    tmpDir: userTmp,
     onSpawn: cgroup ? (pid) => cgroup.enterLimited(pid) : undefined,
-    asUser: { user, engine, contextDir: join(userDir, 'context'), userTmp, hostTmp },
+    asUser: { user, contextDir: join(userDir, 'context') },
     async release(_context, failed) {
       try {
         await cgroup?.remove();
-        await rm(hostTmp, { recursive: true, force: true });
       } finally {
-        if (failed) await removeBuildLeftovers(engine, buildId);
+        await removeThenDelete(failed, store.engine, buildId, { dir: hostTmp, link });
       }
     },
   };
+}
+
+/** The working containers a failed build left (they unmount its layers), then its folder. */
+async function removeThenDelete(
+  failed: boolean,
+  engine: EngineContext,
+  mark: string,
+  own: { dir: string; link?: string } | undefined,
+): Promise<void> {
+  try {
+    if (failed) await removeBuildLeftovers(engine, mark);
+  } finally {
+    if (own?.link) await rm(own.link, { force: true });
+    if (own) await rm(own.dir, { recursive: true, force: true });
+  }
 }

@@ -1,4 +1,5 @@
-import { readFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { readableSize } from '../config/free-space.js';
 import { formatSize } from '../config/size.js';
@@ -91,6 +92,7 @@ export function watchBuildDisk(
   mark: string,
   limitBytes: number,
   onExceeded: (bytes: number) => void,
+  tmpDir?: string,
 ): BuildDiskWatch | undefined {
   const found = storageOf(ctx);
   if (!found) return undefined;
@@ -118,7 +120,19 @@ export function watchBuildDisk(
   }
 
   async function measure(): Promise<void> {
+    // The build's TMPDIR: the files buildah bind-mounts into each RUN (/etc/hostname,
+    // /run/.containerenv) are written in its folders buildah<n> there. Not the copy of a
+    // layer that a commit spools there (a buildah<n> folder too, without a hostname; or
+    // containers/image's): the layer itself is counted.
     let total = 0;
+    for (const dir of tmpDir ? await runFolders(tmpDir) : []) {
+      total += await measureVolume(ctx, dir, {
+        maxEntries: MAX_ENTRIES,
+        stopAtBytes: limitBytes - total + 1,
+      })
+        .then((usage) => (usage.truncated ? limitBytes + 1 : usage.bytes))
+        .catch(() => 0);
+    }
     for (const layer of await ourLayers()) {
       // A layer that went away: the build ended or moved on.
       total += await layerBytes(ctx, storage, layer, limitBytes - total).catch(() => 0);
@@ -146,6 +160,14 @@ export function watchBuildDisk(
       await running;
     },
   };
+}
+
+/** buildah's folders of RUN steps in a build's TMPDIR. */
+async function runFolders(tmpDir: string): Promise<string[]> {
+  const names = await readdir(tmpDir).catch(() => [] as string[]);
+  return names
+    .filter((name) => /^buildah\d+$/.test(name) && existsSync(join(tmpDir, name, 'hostname')))
+    .map((name) => join(tmpDir, name));
 }
 
 /** containers.json / layers.json, and the volatile-*.json newer storage libraries keep apart. */

@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -8,7 +9,8 @@ import type { OrphanBuilds } from '../engine/types.js';
 import { removeBuildCgroupsOf } from './cgroup.js';
 import { buildIdPrefix, ENGINE_TMP_BASE } from './confine.js';
 import { removeBuildLeftovers } from './leftovers.js';
-import { buildUserContext, findBuildUser } from './user.js';
+import { baseStoreFor, buildStoreIn, makeRunRootLink, removeRunRootLinks } from './store.js';
+import { type BuildUser, buildUserContext, findBuildUser } from './user.js';
 
 /**
  * Removes what the untrusted builds of a killed run of worker `owner` left: their processes
@@ -36,8 +38,36 @@ export async function removeOrphanBuilds(ctx: EngineContext, owner: string): Pro
   const folders = (await readdir(ENGINE_TMP_BASE).catch(() => [] as string[]))
     .filter((name) => name.startsWith(`cw-build-tmp-${prefix}`))
     .map((name) => join(ENGINE_TMP_BASE, name));
-  await Promise.all(folders.map((dir) => rm(dir, { recursive: true, force: true })));
+  for (const dir of folders) {
+    // The build's own store: its working containers first (they hold its layers mounted).
+    const store = await storeOfFolder(ctx, dir, user).catch(() => undefined);
+    if (store) {
+      const removed = await removeBuildLeftovers(store, prefix, 'prefix').catch(() => []);
+      containers.push(...removed);
+    }
+    await rm(dir, { recursive: true, force: true });
+  }
+  await removeRunRootLinks(folders);
   return { builds: [...builds], containers, folders };
+}
+
+/** The engine of the store a build made in its folder (see confine.ts), if it made one. */
+async function storeOfFolder(
+  ctx: EngineContext,
+  dir: string,
+  user: BuildUser | undefined,
+): Promise<EngineContext | undefined> {
+  if (user && existsSync(join(dir, 'user', 'store', 'root'))) {
+    const engine = await buildUserContext(ctx, user);
+    const bases = await baseStoreFor(ctx, user);
+    const link = await makeRunRootLink(join(dir, 'user'), user);
+    return buildStoreIn(ctx, engine, join(dir, 'user'), bases, link).engine;
+  }
+  if (existsSync(join(dir, 'store', 'root'))) {
+    const bases = await baseStoreFor(ctx);
+    return buildStoreIn(ctx, ctx, dir, bases, await makeRunRootLink(dir)).engine;
+  }
+  return undefined;
 }
 
 /**

@@ -82,7 +82,27 @@ function ownedBy(path: string, uid: number): boolean {
   }
 }
 
-const storageInfo = new Map<string, Promise<{ graphRoot: string; driver: string }>>();
+/** Where a podman keeps its default store. */
+export interface StoragePaths {
+  rootless: boolean;
+  graphRoot: string;
+  runRoot: string;
+  driver: string;
+}
+
+const storageInfo = new Map<string, Promise<StoragePaths>>();
+
+/** Where the CLI's podman keeps its default store: asked once per user and binary. */
+export function storagePaths(cli: EngineCli, timeoutMs: number): Promise<StoragePaths> {
+  const key = `${cli.user?.uid ?? 'self'}\t${cli.path}`;
+  let known = storageInfo.get(key);
+  if (!known) {
+    known = readStorage(cli, timeoutMs);
+    storageInfo.set(key, known);
+    known.catch(() => storageInfo.delete(key));
+  }
+  return known;
+}
 
 /**
  * The engine context of the build user's podman: the rootful context's options and quirks,
@@ -93,14 +113,8 @@ export async function buildUserContext(
   user: BuildUser,
 ): Promise<EngineContext> {
   const cli = buildUserCli(ctx.cli, user);
-  const key = `${user.name}\t${cli.path}`;
-  let known = storageInfo.get(key);
-  if (!known) {
-    known = readStorage(cli, ctx.options.callTimeoutMs);
-    storageInfo.set(key, known);
-    known.catch(() => storageInfo.delete(key));
-  }
-  const { graphRoot, driver } = await known;
+  const { rootless, graphRoot, driver } = await storagePaths(cli, ctx.options.callTimeoutMs);
+  if (!rootless) throw new WorkerError('ENGINE_FAILED', "The build user's podman is not rootless");
   return {
     cli,
     info: { ...ctx.info, rootless: true, graphRoot, storageDriver: driver },
@@ -108,18 +122,15 @@ export async function buildUserContext(
   };
 }
 
-async function readStorage(
-  cli: EngineCli,
-  timeoutMs: number,
-): Promise<{ graphRoot: string; driver: string }> {
+async function readStorage(cli: EngineCli, timeoutMs: number): Promise<StoragePaths> {
   const out = await execEngine(cli, buildUserInfoArgs(), { timeoutMs });
-  const [rootless = '', graphRoot = '', driver = ''] = out.trim().split('\t');
-  if (rootless !== 'true' || !graphRoot) {
-    throw new WorkerError('ENGINE_FAILED', "The build user's podman is not rootless", {
+  const [rootless = '', graphRoot = '', runRoot = '', driver = ''] = out.trim().split('\t');
+  if (!graphRoot || !runRoot) {
+    throw new WorkerError('ENGINE_FAILED', 'podman did not say where it keeps its storage', {
       detail: out.slice(0, 500),
     });
   }
-  return { graphRoot, driver };
+  return { rootless: rootless === 'true', graphRoot, runRoot, driver };
 }
 
 /**

@@ -429,13 +429,52 @@ export function imageSizeArgs(image: string): string[] {
   return ['image', 'inspect', '--format', '{{.Size}}', image];
 }
 
-/** Whether podman is rootless and where it keeps its storage: `<true|false>\t<graph root>\t<driver>`. */
+/**
+ * Whether podman is rootless and where it keeps its storage:
+ * `<true|false>\t<graph root>\t<run root>\t<driver>`.
+ */
 export function buildUserInfoArgs(): string[] {
   return [
     'info',
     '--format',
-    '{{.Host.Security.Rootless}}\t{{.Store.GraphRoot}}\t{{.Store.GraphDriverName}}',
+    '{{.Host.Security.Rootless}}\t{{.Store.GraphRoot}}\t{{.Store.RunRoot}}\t{{.Store.GraphDriverName}}',
   ];
+}
+
+/** A podman store of its own: its folders, its driver, and read-only stores of images it also sees. */
+export interface StoreSpec {
+  root: string;
+  runRoot: string;
+  driver: string;
+  /** Additional image stores (graph roots), read-only to this store's users. */
+  imageStores?: readonly string[];
+}
+
+/** podman's global flags that use the store `spec` instead of the user's default one. */
+export function storeArgs(spec: StoreSpec): string[] {
+  const args = ['--root', spec.root, '--runroot', spec.runRoot, '--storage-driver', spec.driver];
+  for (const store of spec.imageStores ?? []) {
+    args.push('--storage-opt', `${spec.driver}.imagestore=${store}`);
+  }
+  return args;
+}
+
+/**
+ * Copies an image into another local store. containers/image skips every layer the
+ * destination already has (by its uncompressed digest): only what a build added is copied.
+ */
+export function pushToStoreArgs(image: string, to: StoreSpec): string[] {
+  return [
+    'push',
+    '--quiet',
+    image,
+    `containers-storage:[${to.driver}@${to.root}+${to.runRoot}]${image}`,
+  ];
+}
+
+/** An image's ID, names and labels: `<id>\t<json names>\t<json labels>` (podman). */
+export function imageOriginArgs(image: string): string[] {
+  return ['image', 'inspect', '--format', '{{.Id}}\t{{json .RepoTags}}\t{{json .Labels}}', image];
 }
 
 /** An image's ID (podman and docker alike). */

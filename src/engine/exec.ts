@@ -54,6 +54,8 @@ export interface EngineCli {
   engineHost?: string;
   /** Runs the CLI as this host user (rootless podman of the build user), with only this environment. */
   user?: CliUser;
+  /** Global flags before the command (a build's own store: see storeArgs). */
+  globalArgs?: readonly string[];
 }
 
 export interface CliUser {
@@ -250,7 +252,8 @@ export function spawnEngine(
   const user = cli.user
     ? { uid: cli.user.uid, gid: cli.user.gid, extendEnv: false, env: cli.user.env }
     : { env: {} };
-  return execa(cli.path, [...engineHostArgs(cli.name, cli.engineHost), ...args], {
+  const global = [...engineHostArgs(cli.name, cli.engineHost), ...(cli.globalArgs ?? [])];
+  return execa(cli.path, [...global, ...args], {
     cwd: cli.workDir ?? tmpdir(),
     buffer: false,
     reject: false,

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ENGINE_TMP_BASE } from '../../src/build/confine.js';
+import { baseStoreFor } from '../../src/build/store.js';
 import { buildUserCli, findBuildUser } from '../../src/build/user.js';
 import { createEngine } from '../../src/container-engine.js';
 import { BUILD_MARK_ARG } from '../../src/engine/args.js';
@@ -17,6 +18,7 @@ import {
 } from '../../src/engine/probe-context.js';
 import type { Engine, EngineOptions } from '../../src/engine/types.js';
 import { WorkerError } from '../../src/errors.js';
+import { removeFromBaseStores } from '../support/base-stores.js';
 import { buildCgroupsWhere, processesWith } from '../support/build-traces.js';
 import { busyboxContext } from '../support/busybox-context.js';
 import { readableOf } from '../support/engine-tar.js';
@@ -182,7 +184,8 @@ function defineBuildIsolation(variant: EngineVariant, cases: 'all' | 'spin'): vo
           '0:0 644 /app/made',
           '0:0 1777 /tmp',
         ]);
-        // The build user's store keeps no copy of the image: it was moved to the host's.
+        // The build user's store keeps no copy of the image: it was built in a store of
+        // its own, removed after the move to the host's.
         const user = await findBuildUser(options?.buildUser ?? 'auto');
         if (user) {
           const cli = buildUserCli({ name: 'podman', path: '/usr/bin/podman' }, user);
@@ -196,11 +199,10 @@ function defineBuildIsolation(variant: EngineVariant, cases: 'all' | 'spin'): vo
       await expectNothingLeft(marker);
     });
 
-    it('gives the build user the base image the host has, and drops it once the host has not', async (t) => {
+    it('gives the build user the base image the host has in the base store, and refuses it once the host has not', async (t) => {
       if (!engine || !options || cases !== 'all') return t.skip();
       const user = await findBuildUser(options.buildUser ?? 'auto');
       if (!user) return t.skip();
-      const cli = buildUserCli({ name: 'podman', path: '/usr/bin/podman' }, user);
       const call = { timeoutMs: 60_000 };
       const base = await engine.buildImage({
         role: 'workflow',
@@ -221,6 +223,14 @@ function defineBuildIsolation(variant: EngineVariant, cases: 'all' | 'spin'): vo
       // A submission may not name the worker's own images: the base gets a name of its own.
       const name = `localhost/cw-userns-base-${randomBytes(4).toString('hex')}:1`;
       await execEngine(engine.info, ['tag', base.image, name], call);
+      // Only that name: a base store takes no image under the worker's own names.
+      await execEngine(engine.info, ['untag', base.image, base.image], call);
+      const ctx = {
+        cli: { name: 'podman' as const, path: '/usr/bin/podman' },
+        info: engine.info,
+        options,
+      };
+      const bases = await baseStoreFor(ctx, user);
       let built: string | undefined;
       try {
         const context = await contextTarGz({
@@ -230,7 +240,7 @@ function defineBuildIsolation(variant: EngineVariant, cases: 'all' | 'spin'): vo
           await engine.buildImage({ role: 'submission', context: readableOf(context), labels })
         ).image;
         const inUser = await execEngineRaw(
-          cli,
+          bases.owner.cli,
           ['image', 'inspect', '--format', '{{.Id}}', name],
           call,
         );
@@ -238,7 +248,6 @@ function defineBuildIsolation(variant: EngineVariant, cases: 'all' | 'spin'): vo
       } finally {
         if (built) await engine.removeImage(built);
         await execEngineRaw(engine.info, ['rmi', name], call);
-        await engine.removeImage(base.image);
       }
       // The host no longer has it: the next build refuses it, and the user's copy is gone.
       const again = await engine
@@ -253,8 +262,7 @@ function defineBuildIsolation(variant: EngineVariant, cases: 'all' | 'spin'): vo
         );
       expect(again?.code).toBe('BUILD_FAILED');
       expect(again?.message).toMatch(`FROM ${name}: there is no such image on this host`);
-      const left = await execEngineRaw(cli, ['image', 'exists', baseId], call);
-      expect(left.exitCode).toBe(1);
+      await removeFromBaseStores(engine.info, options, [name]);
     });
 
     it('kills a spinning RUN at the build timeout and leaves nothing', async (t) => {

@@ -8,6 +8,7 @@ import { LABEL_WORKER } from '../../src/engine/labels.js';
 import { DEFAULT_LIMITS } from '../../src/engine/limits.js';
 import { BUSYBOX_SKELETON, contextTarGz } from '../../src/engine/probe-context.js';
 import type { Engine } from '../../src/engine/types.js';
+import { removeFromBaseStores } from '../support/base-stores.js';
 import { readableOf } from '../support/engine-tar.js';
 import { unavailableUnlessRequired, VARIANTS } from '../support/engine-variants.js';
 import { type StandIn, startStandIn } from '../support/http-stand-in.js';
@@ -120,7 +121,9 @@ describe.skipIf(why)('Containerfile policy, with real builds (rootful podman)', 
     });
     images.push(base.image);
     const alias = `localhost/cw-policy-base-${randomBytes(4).toString('hex')}:1`;
+    // Only the alias: a base store takes no image under the worker's own names.
     await execEngine(engine.info, ['tag', base.image, alias], { timeoutMs: 60_000 });
+    await execEngine(engine.info, ['untag', base.image, base.image], { timeoutMs: 60_000 });
     images.push(alias);
     const context = await contextOf(`FROM ${alias}\nUSER 1000\n`);
     const digest = createHash('sha256').update(context).digest('hex');
@@ -135,6 +138,7 @@ describe.skipIf(why)('Containerfile policy, with real builds (rootful podman)', 
       { timeoutMs: 60_000 },
     );
     expect(exists.exitCode).toBe(1);
+    await removeFromBaseStores(engine.info, variant.options, [alias]);
   });
 
   it('builds an allowed multi-stage submission with a tmpfs mount', async () => {

@@ -1,0 +1,314 @@
+import { randomBytes } from 'node:crypto';
+import { chownSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
+import { copyFile, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { confineBuild, ENGINE_TMP_BASE } from '../../src/build/confine.js';
+import { baseStoreFor } from '../../src/build/store.js';
+import { findBuildUser } from '../../src/build/user.js';
+import { createEngine } from '../../src/container-engine.js';
+import { execEngine, execEngineRaw } from '../../src/engine/exec.js';
+import { LABEL_WORKER } from '../../src/engine/labels.js';
+import { contextTarGz } from '../../src/engine/probe-context.js';
+import type { Engine, EngineOptions } from '../../src/engine/types.js';
+import { WorkerError } from '../../src/errors.js';
+import { removeFromBaseStores } from '../support/base-stores.js';
+import { readableOf } from '../support/engine-tar.js';
+import { unavailableUnlessRequired, VARIANTS } from '../support/engine-variants.js';
+
+/**
+ * The policy refuses every image reference it does not know to be a base or a stage. To
+ * show what the build's own store keeps out of reach whatever a check lets through, some
+ * cases here switch the policy off.
+ */
+const policy = vi.hoisted(() => ({ off: false }));
+vi.mock('../../src/build/policy.js', async (original) => {
+  const real = await original<typeof import('../../src/build/policy.js')>();
+  return {
+    ...real,
+    checkContainerfile: (...args: Parameters<typeof real.checkContainerfile>) =>
+      policy.off ? undefined : real.checkContainerfile(...args),
+  };
+});
+
+const variant = VARIANTS['podman-rootful'];
+const MIB = 1024 ** 2;
+const call = { timeoutMs: 120_000 };
+const podman = { name: 'podman' as const, path: '/usr/bin/podman' };
+const RUN = ['run', '--rm', '--runtime', 'runc', '--network=none'];
+const ULIMITS = ['--ulimit', 'nofile=1024:1024', '--ulimit', 'nproc=1024:1024'];
+
+/** A base image the operator put on the host: busybox, a file of uid 1000, and `extraMiB` of random bytes. */
+async function importBase(name: string, extraMiB = 0): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'cw-store-base-'));
+  try {
+    const root = join(dir, 'root');
+    mkdirSync(join(root, 'bin'), { recursive: true });
+    mkdirSync(join(root, 'home', 'u'), { recursive: true });
+    mkdirSync(join(root, 'tmp'), { mode: 0o1777 });
+    await copyFile('/bin/busybox', join(root, 'bin', 'busybox'));
+    for (const tool of ['sh', 'cat', 'stat', 'dd', 'sleep', 'echo', 'chown', 'mkdir', 'true']) {
+      symlinkSync('busybox', join(root, 'bin', tool));
+    }
+    await writeFile(join(root, 'home', 'u', 'f'), 'u\n');
+    chownSync(join(root, 'home', 'u'), 1000, 1000);
+    chownSync(join(root, 'home', 'u', 'f'), 1000, 1000);
+    if (extraMiB > 0) await writeFile(join(root, 'blob'), randomBytes(extraMiB * MIB));
+    await execa('tar', ['-C', root, '-cf', join(dir, 'base.tar'), '.']);
+    await execEngine(podman, ['import', join(dir, 'base.tar'), name], call);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const imageId = async (image: string) =>
+  (await execEngine(podman, ['image', 'inspect', '--format', '{{.Id}}', image], call)).trim();
+
+describe.skipIf(unavailableUnlessRequired(variant))(
+  'untrusted builds in a store of their own (rootful podman)',
+  { timeout: 600_000 },
+  () => {
+    const tag = randomBytes(4).toString('hex');
+    const labels = { [LABEL_WORKER]: `test-build-store-${tag}` };
+    const base = `localhost/cw-store-base-${tag}:1`;
+    const bigBase = `localhost/cw-store-big-${tag}:1`;
+    const previousTmp = process.env.TMPDIR;
+    let tmp = '';
+    let options: EngineOptions;
+    const engines: Record<'cwbuild' | 'none', Engine | undefined> = {
+      cwbuild: undefined,
+      none: undefined,
+    };
+    const built = new Set<string>();
+    let bigImported = false;
+
+    beforeAll(async () => {
+      tmp = mkdtempSync(join(tmpdir(), 'cw-store-test-'));
+      process.env.TMPDIR = tmp;
+      // The worker's id starts every build's id, and so names the build's folder.
+      options = {
+        ...variant.options,
+        buildTimeoutMs: 300_000,
+        buildDiskLimitBytes: 50 * MIB,
+        owner: `own-${tag}`,
+      };
+      await importBase(base);
+      engines.none = await createEngine({ ...options, buildUser: 'none' });
+      if (await findBuildUser('auto')) {
+        engines.cwbuild = await createEngine({ ...options, buildUser: 'cwbuild' });
+      }
+    });
+
+    afterAll(async () => {
+      policy.off = false;
+      for (const image of built) await execEngineRaw(podman, ['rmi', '--force', image], call);
+      if (engines.none) await removeFromBaseStores(engines.none.info, options, [base, bigBase]);
+      for (const image of [base, bigBase]) await execEngineRaw(podman, ['rmi', image], call);
+      if (previousTmp === undefined) delete process.env.TMPDIR;
+      else process.env.TMPDIR = previousTmp;
+      rmSync(tmp, { recursive: true, force: true });
+    });
+
+    async function build(
+      engine: Engine,
+      containerfile: string,
+      buildId?: string,
+    ): Promise<{ image?: string; error?: WorkerError }> {
+      try {
+        const result = await engine.buildImage({
+          role: 'submission',
+          context: readableOf(await contextTarGz({ Containerfile: containerfile })),
+          labels,
+          ...(buildId ? { buildId } : {}),
+        });
+        built.add(result.image);
+        return { image: result.image };
+      } catch (error) {
+        if (!(error instanceof WorkerError)) throw error;
+        return { error };
+      }
+    }
+
+    /** No folder of a build, no dangling image of these tests, in the host's store. */
+    async function expectNothingLeft(): Promise<void> {
+      expect(readdirSync(tmp)).toEqual([]);
+      const folders = readdirSync(ENGINE_TMP_BASE).filter((n) => n.startsWith('cw-build-tmp-'));
+      const ours = folders.filter((n) => n.includes(tag));
+      expect(ours).toEqual([]);
+      const dangling = await execEngine(
+        podman,
+        [
+          'images',
+          '-q',
+          '--filter',
+          'dangling=true',
+          '--filter',
+          `label=${LABEL_WORKER}=${labels[LABEL_WORKER]}`,
+        ],
+        call,
+      );
+      expect(dangling.trim()).toBe('');
+    }
+
+    for (const mode of ['cwbuild', 'none'] as const) {
+      it(`${mode}: reaches no image of another participant, by name, tag or ID prefix`, async (t) => {
+        const engine = engines[mode];
+        if (!engine) return t.skip();
+        const secret = `secret-${randomBytes(6).toString('hex')}`;
+        const other = await build(engine, `FROM ${base}\nRUN echo ${secret} > /secret\n`);
+        expect(other.error).toBeUndefined();
+        const otherImage = other.image as string;
+        const otherTag = `localhost/cw-store-other-${tag}-${mode}:1`;
+        await execEngine(podman, ['tag', otherImage, otherTag], call);
+        built.add(otherTag);
+        const prefix = (await imageId(otherImage)).slice(0, 12);
+        policy.off = true;
+        try {
+          for (const ref of [otherImage, otherTag, prefix]) {
+            const copied = await build(
+              engine,
+              `FROM ${base}\nCOPY --from=${ref} /secret /got\nRUN cat /got\n`,
+            );
+            expect(copied.error?.code, `COPY --from=${ref}`).toBe('BUILD_FAILED');
+            expect(copied.error?.detail ?? '').not.toContain(secret);
+            const from = await build(engine, `FROM ${ref}\nRUN cat /secret\n`);
+            expect(from.error?.code, `FROM ${ref}`).toMatch(/^BUILD_(FAILED|CONTEXT_REJECTED)$/);
+            expect(from.error?.detail ?? '').not.toContain(secret);
+          }
+        } finally {
+          policy.off = false;
+        }
+        await expectNothingLeft();
+      });
+    }
+
+    it('cwbuild: a killed build leaves nothing in reach, and the restart removes its store', async (t) => {
+      const engine = engines.cwbuild;
+      if (!engine) return t.skip();
+      const owner = `dead-${tag}`;
+      const buildId = `${owner}.${randomBytes(8).toString('hex')}`;
+      const secret = `secret-${randomBytes(6).toString('hex')}`;
+      // What a SIGKILLed worker leaves: its build's folder and store, never released, and
+      // in the store an image of its own (as a commit would leave it).
+      const dead = { cli: podman, info: engine.info, options: { ...options, owner } };
+      const confinement = await confineBuild(dead, 'submission', buildId);
+      const store = confinement?.store;
+      if (!store) throw new Error('no store of its own');
+      const folder = readdirSync(ENGINE_TMP_BASE).find((n) =>
+        n.startsWith(`cw-build-tmp-${buildId}`),
+      );
+      const dir = join(ENGINE_TMP_BASE, folder ?? 'none', 'user');
+      const user = await findBuildUser('cwbuild');
+      const leftImage = `localhost/compute-worker/submission:${randomBytes(32).toString('hex')}`;
+      const secretDir = join(dir, 'secret');
+      mkdirSync(secretDir);
+      await writeFile(join(secretDir, 'secret'), `${secret}\n`);
+      await execa('tar', ['-C', secretDir, '-cf', join(dir, 'secret.tar'), '.']);
+      chownSync(join(dir, 'secret.tar'), user?.uid ?? 0, user?.gid ?? 0);
+      const imported = await execEngineRaw(
+        store.engine.cli,
+        ['import', join(dir, 'secret.tar'), leftImage],
+        call,
+      );
+      expect(imported.exitCode, imported.outputTail).toBe(0);
+      const leftId = (
+        await execEngine(
+          store.engine.cli,
+          ['image', 'inspect', '--format', '{{.Id}}', leftImage],
+          call,
+        )
+      ).trim();
+      policy.off = true;
+      try {
+        for (const ref of [leftImage, leftId.slice(0, 12)]) {
+          const reached = await build(engine, `FROM ${base}\nCOPY --from=${ref} /secret /got\n`);
+          expect(reached.error?.code, ref).toBe('BUILD_FAILED');
+        }
+      } finally {
+        policy.off = false;
+      }
+      // The worker's restart removes the build's folder, its store with it.
+      const restarted = await createEngine({ ...options, buildUser: 'cwbuild', owner });
+      const left = await restarted.removeOrphanBuilds(owner);
+      expect(left.folders).toEqual([join(ENGINE_TMP_BASE, folder ?? 'none')]);
+      expect(readdirSync(ENGINE_TMP_BASE).filter((n) => n.includes(owner))).toEqual([]);
+      await expectNothingLeft();
+    });
+
+    for (const mode of ['cwbuild', 'none'] as const) {
+      it(`${mode}: the image keeps its files' owners, and the base is copied once`, async (t) => {
+        const engine = engines[mode];
+        if (!engine) return t.skip();
+        if (!bigImported) await importBase(bigBase, 64);
+        bigImported = true;
+        const ctx = { cli: podman, info: engine.info, options } as never;
+        const user = mode === 'cwbuild' ? await findBuildUser('cwbuild') : undefined;
+        const bases = await baseStoreFor(ctx, user);
+        const made = (n: number) =>
+          `FROM ${bigBase}\nRUN mkdir /owned && echo ${n} > /owned/x && chown 1234:1234 /owned && chown 1000:1000 /owned/x\n`;
+        const first = await build(engine, made(1));
+        expect(first.error).toBeUndefined();
+        const storeBytes = await du(bases.spec.root);
+        const second = await build(engine, made(2));
+        expect(second.error).toBeUndefined();
+        // The second submission adds nothing to the base store: the base is there already.
+        expect(await du(bases.spec.root)).toBeLessThan(storeBytes + 8 * MIB);
+        const owners = await execEngine(
+          podman,
+          [
+            ...RUN,
+            ...ULIMITS,
+            second.image as string,
+            'stat',
+            '-c',
+            '%u:%g %n',
+            '/owned',
+            '/owned/x',
+            '/home/u/f',
+            '/bin/busybox',
+          ],
+          call,
+        );
+        expect(owners.trim().split('\n')).toEqual([
+          '1234:1234 /owned',
+          '1000:1000 /owned/x',
+          '1000:1000 /home/u/f',
+          '0:0 /bin/busybox',
+        ]);
+        await expectNothingLeft();
+      });
+    }
+
+    it('two workers building the same new context at once both succeed, and no image is left without a name', async (t) => {
+      const mode = engines.cwbuild ? 'cwbuild' : 'none';
+      const make = () => createEngine({ ...options, buildUser: mode });
+      const [a, b] = await Promise.all([make(), make()]);
+      const containerfile = `FROM ${base}\nRUN echo ${randomBytes(8).toString('hex')} > /made\n`;
+      const results = await Promise.all([build(a, containerfile), build(b, containerfile)]);
+      expect(results.map((r) => r.error)).toEqual([undefined, undefined]);
+      expect(results[0]?.image).toBe(results[1]?.image);
+      if (!results[0]?.image) return t.skip();
+      await expectNothingLeft();
+    });
+
+    for (const mode of ['cwbuild', 'none'] as const) {
+      it(`${mode}: what buildah writes in its temp folder during a RUN counts against --disk-limit`, async (t) => {
+        const engine = engines[mode];
+        if (!engine) return t.skip();
+        const result = await build(
+          engine,
+          `FROM ${base}\nRUN dd if=/dev/zero of=/etc/hostname bs=1M count=80 && dd if=/dev/zero of=/run/.containerenv bs=1M count=20 && sleep 30\n`,
+        );
+        expect(result.error?.code, result.error?.message).toBe('DISK_LIMIT');
+        await expectNothingLeft();
+      });
+    }
+  },
+);
+
+async function du(path: string): Promise<number> {
+  const { stdout } = await execa('du', ['-s', '--block-size=1', path]);
+  return Number(stdout.split('\t')[0]);
+}
