@@ -9,7 +9,12 @@ import {
   TOPIC,
   useHarness,
 } from '../support/worker-harness.js';
-import { hasPodman, isError, requireEngines, type WorkerProcess } from '../support/worker-process.js';
+import {
+  hasPodman,
+  isError,
+  requireEngines,
+  type WorkerProcess,
+} from '../support/worker-process.js';
 
 // SIGTERM drains: no new message is taken, running tasks get --shutdown-grace, then are
 // cancelled (containers removed) and handed back to nsqd at once. A second signal does
