@@ -178,8 +178,12 @@ export async function execImageListing(
   }
 }
 
-const VANISHED_IMAGE = /(image|layer) not known/i;
-const LISTING_ATTEMPTS = 8;
+// An image removed while podman read it: "image not known", "layer not known", or, when
+// its manifest went between the listing and the read, "reading data blob size ...: size
+// is not known".
+const VANISHED_IMAGE = /(image|layer) not known|reading data blob size [^\n]*size is not known/i;
+// A store busy with a sibling's builds and removals can race every call for a while.
+const LISTING_ATTEMPTS = 20;
 
 export function checkResult(
   cli: EngineCli,

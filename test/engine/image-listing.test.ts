@@ -68,7 +68,9 @@ describe.skipIf(why)('image listing while another process removes images (rootfu
     // Ten calls, each long enough for a removal to fall within it now and then.
     for (let i = 0; i < 5 && !exited; i++) {
       for (const call of [() => engine.listImages(label), () => engine.pruneImages(label)]) {
-        await call().catch((error: Error) => failures.push(error.message));
+        await call().catch((error: Error & { detail?: string }) =>
+          failures.push(`${error.message}: ${error.detail ?? ''}`),
+        );
       }
     }
     await writeFile(stop, '');
