@@ -1,11 +1,10 @@
 import { readFile } from 'node:fs/promises';
 import type { BuildIdMaps, IdRange } from '../engine/types.js';
+import { NAMESPACE_SIZE, parseSubIds, RANGE_OWNER } from '../engine/userns-pool.js';
 import { WorkerError } from '../errors.js';
 
 /** Far above the ranges useradd hands out (SUB_UID_MAX is 600100000): no user of the host has these ids. */
 export const DEFAULT_BUILD_USERNS = '2000000000:65536';
-/** The /etc/subuid and /etc/subgid entry podman's own --userns=auto draws from. */
-const SUBID_USER = 'containers';
 const MAX_ID = 4_294_967_294;
 
 export function parseIdRange(text: string, what = '--build-userns'): IdRange {
@@ -37,15 +36,12 @@ export async function buildIdMaps(configured?: string): Promise<BuildIdMaps> {
 
 async function subIdRange(file: string): Promise<IdRange | undefined> {
   const text = await readFile(file, 'utf8').catch(() => '');
-  for (const line of text.split('\n')) {
-    const [name, start, count] = line.trim().split(':');
-    if (name !== SUBID_USER || !start || !count) continue;
-    try {
-      const range = parseIdRange(`${start}:${count}`, file);
-      return { start: range.start, count: Math.min(range.count, 65536) };
-    } catch {
-      return undefined;
-    }
+  const entry = parseSubIds(text).find((e) => e.name === RANGE_OWNER);
+  if (!entry) return undefined;
+  try {
+    const range = parseIdRange(`${entry.start}:${entry.count}`, file);
+    return { start: range.start, count: Math.min(range.count, NAMESPACE_SIZE) };
+  } catch {
+    return undefined;
   }
-  return undefined;
 }

@@ -28,7 +28,7 @@ interface LoopDevice {
  * engine's volumes are removed: podman cannot remove a volume whose folder is mounted over.
  */
 export async function releaseSizedDisks(root: string): Promise<ReleasedDisks> {
-  const base = `${await realpath(root).catch(() => resolve(root))}/`;
+  const base = await folderPrefix(root);
   const loops = (await loopDevices()).filter((loop) => loop.backingFile.startsWith(base));
   const numbers = new Set(loops.map((loop) => loop.number));
   const mounts = (await mountTable())
@@ -70,7 +70,7 @@ export async function releaseSizedDisks(root: string): Promise<ReleasedDisks> {
  * (a removed container's, say) is gone. One that stays is held by a process of the host.
  */
 export async function attachedLoops(root: string, waitMs = 0): Promise<string[]> {
-  const base = `${await realpath(root).catch(() => resolve(root))}/`;
+  const base = await folderPrefix(root);
   const deadline = Date.now() + waitMs;
   for (;;) {
     const left = (await loopDevices())
@@ -79,6 +79,11 @@ export async function attachedLoops(root: string, waitMs = 0): Promise<string[]>
     if (left.length === 0 || Date.now() >= deadline) return left;
     await new Promise((done) => setTimeout(done, 100));
   }
+}
+
+/** `root` as the kernel's tables name what lies under it: its real path and a slash. */
+async function folderPrefix(root: string): Promise<string> {
+  return `${await realpath(root).catch(() => resolve(root))}/`;
 }
 
 async function loopDevices(): Promise<LoopDevice[]> {
