@@ -94,8 +94,11 @@ export async function runMessage(
     return 'outage';
   }
   // The task's GPUs are its own until its containers are removed (executeTask returned).
-  // The pool was sized for every slot at start-up, so a free message always finds them.
+  // The pool was sized for every slot at start-up, so a free message always finds them,
+  // as long as they are free when the slot is: the slot frees once the message is answered,
+  // which is after executeTask, and a next message may arrive before this finally runs.
   const gpus = acquireTaskGpus(deps.env, kind);
+  lease.whenSettled(() => gpus.release());
   const named = gpuNames(gpus.gpus);
   const log = named ? taskLog.child({ gpus: named }) : taskLog;
   const stopTouching = keepInFlight(lease, log);

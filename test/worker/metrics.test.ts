@@ -148,6 +148,9 @@ describe.skipIf(!hasPodman && !requireEngines)('run --metrics-address', () => {
     await h.nsqd.start();
     const ready = await readyzUntil(address, 200);
     expect(ready).toEqual({ status: 200, body: 'ok\n' });
+    // Stopped here: its reconnections would otherwise reach nsqd during the next test.
+    worker.kill('SIGTERM');
+    await worker.exited;
   }, 300_000);
 
   it('stops when it cannot listen there, naming the address', async () => {
