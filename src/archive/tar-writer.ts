@@ -80,6 +80,10 @@ export class TarWriter {
       },
       settle,
     );
+    // When the archive's reader fails (a CLI that exits early breaks its pipe), the pack
+    // tears down the open entry with that error; its emitter would throw it without a
+    // listener. `settle` and the archive's own stream already carry it.
+    sink.on('error', () => {});
     return { sink, done };
   }
 }

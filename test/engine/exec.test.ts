@@ -1,8 +1,9 @@
 import { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { tarFromFiles } from '../../src/archive/safe-tar.js';
 import { createEngine } from '../../src/container-engine.js';
-import { execEngine, hintFor } from '../../src/engine/exec.js';
+import { execEngine, execEngineRaw, hintFor } from '../../src/engine/exec.js';
 import { WorkerError } from '../../src/errors.js';
 
 const cli = {
@@ -26,6 +27,26 @@ describe('execEngine', () => {
       input: Readable.from(['a', 'b']),
     });
     expect(out).toBe('ab');
+  });
+
+  it('survives a CLI that stops reading a streamed archive: the engine says why, the worker lives on', async () => {
+    // As `volume import` on a full volume: the pipe breaks while a file entry is open. An
+    // EPIPE nobody listened for would end the whole worker (vitest fails on it).
+    async function* megabytes() {
+      for (let i = 0; i < 64; i++) yield Buffer.alloc(1 << 20);
+    }
+    for (let round = 0; round < 3; round++) {
+      const input = tarFromFiles([{ name: 'weights', size: 64 << 20, stream: megabytes() }], {
+        uid: 1000,
+        gid: 1000,
+      });
+      const result = await execEngineRaw(cli, ['short-read', String(2 << 20)], {
+        timeoutMs: 20_000,
+        input,
+      });
+      expect(result.exitCode).toBe(125);
+      expect(result.outputTail).toContain('no space left on device');
+    }
   });
 
   it('sends every call to --engine-host: podman --remote --url, docker -H, before the command', async () => {
