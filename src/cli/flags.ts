@@ -178,7 +178,7 @@ export const limitFlags = {
   'max-prediction-size': sizeFlag({
     helpGroup: 'CONTAINER LIMITS',
     description:
-      "Most bytes of the submission's predictions read back: the prediction volumes copied for the workflow's scoring, and a predict task's prediction file.",
+      "Most bytes of the submission's predictions read back: the prediction volumes copied for the workflow's scoring, and a predict task's prediction file. Never more than --disk-limit.",
     ...sizeDefault(parseSize('1g')),
     env: env('MAX_PREDICTION_SIZE'),
   }),
@@ -191,7 +191,7 @@ export const limitFlags = {
   'max-model-size': sizeFlag({
     helpGroup: 'CONTAINER LIMITS',
     description:
-      'Most bytes of a model: the one a submission leaves (packed for upload) and a start model from storage, counted unpacked.',
+      'Most bytes of a model: the one a submission leaves (packed for upload) and a start model from storage, counted unpacked. Never more than --disk-limit, which a later step holding the model has.',
     ...sizeDefault(parseSize('10g')),
     env: env('MAX_MODEL_SIZE'),
   }),

@@ -219,7 +219,7 @@ async function stageLearn(
         stageFiles(env, run, v.train, files(task.train_data), { tmp: scope.tmp, dirs: ['pred'] }),
         stageFiles(env, run, v.hiddenTest, files(task.test_data), { tmp: scope.tmp }),
         task.rank > 0 && task.model_start
-          ? stageModel(env, run, v.model, task.model_start)
+          ? stageModel(env, run, v.model, task.model_start, { sized: scope.disks.has(v.model) })
           : Promise.resolve(0),
         // The submission's test folder holds the mount point of its predictions. The other
         // volumes stay empty: a new volume is writable by the containers' user as it is.

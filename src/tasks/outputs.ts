@@ -10,28 +10,47 @@ import type { TaskEnv, TaskRun } from './context.js';
  * would let a trusted scorer read whatever it points to (the hidden targets) as predictions.
  */
 
+/**
+ * The smaller of an output cap and --disk-limit. Counted unpacked, by each file's size: a
+ * sparse file costs a step almost no disk, but every copy the worker makes of it (the
+ * checked predictions, a model staged for the next task) is written whole. What a step
+ * could not have written densely is refused where it is read back, as the task's own fault,
+ * not found later as a full volume.
+ */
+export function outputCap(
+  env: TaskEnv,
+  capBytes: number,
+  flag: string,
+): { bytes: number; by: string } {
+  const bytes = Math.min(capBytes, env.diskLimitBytes);
+  const by = bytes < capBytes ? 'a container step may write (--disk-limit)' : `allowed by ${flag}`;
+  return { bytes, by: `the ${formatSize(bytes)} ${by}` };
+}
+
 /** One budget for all the prediction bytes a task reads back (--max-prediction-size). */
 export function predictionBudget(env: TaskEnv): SizeBudget {
+  const cap = outputCap(env, env.maxPredictionBytes, '--max-prediction-size');
   return new SizeBudget(
-    env.maxPredictionBytes,
+    cap.bytes,
     (at) =>
       new WorkerError(
         'OUTPUT_INVALID',
-        `the submission's predictions are larger than the ${formatSize(env.maxPredictionBytes)} allowed by --max-prediction-size${at ? ` (at '${at}')` : ''}`,
-        { hint: 'the operator can raise the cap with --max-prediction-size' },
+        `the submission's predictions are larger than ${cap.by}${at ? ` (at '${at}')` : ''}, counting each file at its full size`,
+        { hint: 'the operator can raise the cap with --max-prediction-size and --disk-limit' },
       ),
   );
 }
 
 /** Cap of the model the submission leaves in /data/model (--max-model-size). */
 export function leftModelBudget(env: TaskEnv): SizeBudget {
+  const cap = outputCap(env, env.maxModelBytes, '--max-model-size');
   return new SizeBudget(
-    env.maxModelBytes,
+    cap.bytes,
     (at) =>
       new WorkerError(
         'OUTPUT_INVALID',
-        `the model the submission left in /data/model is larger than the ${formatSize(env.maxModelBytes)} allowed by --max-model-size${at ? ` (at '${at}')` : ''}`,
-        { hint: 'the operator can raise the cap with --max-model-size' },
+        `the model the submission left in /data/model is larger than ${cap.by}${at ? ` (at '${at}')` : ''}, counting each file at its full size`,
+        { hint: 'the operator can raise the cap with --max-model-size and --disk-limit' },
       ),
   );
 }
@@ -41,13 +60,14 @@ export function leftModelBudget(env: TaskEnv): SizeBudget {
  * submission left; it is not retried, since the same bytes come back every time.
  */
 export function startModelBudget(env: TaskEnv, modelUuid: string): SizeBudget {
+  const cap = outputCap(env, env.maxModelBytes, '--max-model-size');
   return new SizeBudget(
-    env.maxModelBytes,
+    cap.bytes,
     (at) =>
       new WorkerError(
         'ARCHIVE_REJECTED',
-        `the model ${modelUuid} from storage unpacks to more than the ${formatSize(env.maxModelBytes)} allowed by --max-model-size${at ? ` (at '${at}')` : ''}; it was left by an earlier run of the submission, so the task cannot start from it`,
-        { hint: 'the operator can raise the cap with --max-model-size' },
+        `the model ${modelUuid} from storage unpacks to more than ${cap.by}${at ? ` (at '${at}')` : ''}; it was left by an earlier run of the submission, so the task cannot start from it`,
+        { hint: 'the operator can raise the cap with --max-model-size and --disk-limit' },
       ),
   );
 }

@@ -6,6 +6,7 @@ import { pipeline } from 'node:stream/promises';
 import { sanitizeTar, tarFromFiles } from '../archive/safe-tar.js';
 import type { StorageKind } from '../clients/types.js';
 import { containerOwner } from '../config/owner.js';
+import { formatSize } from '../config/size.js';
 import { WorkerError } from '../errors.js';
 import type { TaskEnv, TaskRun } from './context.js';
 import { startModelBudget } from './outputs.js';
@@ -81,8 +82,18 @@ export async function prepareEmpty(env: TaskEnv, run: TaskRun, volume: string, d
   await env.engine.importVolume(volume, tarFromFiles(entries(), owner), run.signal);
 }
 
-/** Unpacks an untrusted model .tar.gz from storage into a volume, refusing anything unsafe. */
-export async function stageModel(env: TaskEnv, run: TaskRun, volume: string, modelUuid: string) {
+/**
+ * Unpacks an untrusted model .tar.gz from storage into a volume, refusing anything unsafe.
+ * `sized`: the volume is on the step's filesystem of --disk-limit (a start model the
+ * submission goes on writing), so running out of room there is the model's doing.
+ */
+export async function stageModel(
+  env: TaskEnv,
+  run: TaskRun,
+  volume: string,
+  modelUuid: string,
+  options: { sized?: boolean } = {},
+) {
   const owner = containerOwner(env.limits.user);
   const blob = await env.storage.getBlob('model', modelUuid, run.signal);
   run.onEvent?.({ type: 'staged', name: `model/${modelUuid}`, bytes: blob.size ?? 0 });
@@ -90,10 +101,29 @@ export async function stageModel(env: TaskEnv, run: TaskRun, volume: string, mod
   // broken pipe it causes.
   // Counted unpacked while it streams: a gzip bomb stops at the cap, not on a full disk.
   const budget = startModelBudget(env, modelUuid);
-  await env.engine.importVolume(
-    volume,
-    sanitizeTar(blob.stream, { gzip: true, ...owner, label: `model ${modelUuid}`, budget }),
-    run.signal,
-  );
+  try {
+    await env.engine.importVolume(
+      volume,
+      sanitizeTar(blob.stream, { gzip: true, ...owner, label: `model ${modelUuid}`, budget }),
+      run.signal,
+    );
+  } catch (error) {
+    throw options.sized ? modelTooBigOnDisk(error, env, modelUuid) : error;
+  }
   return blob.size ?? 0;
+}
+
+/**
+ * Within the cap by its files' sizes, a model can still take more room than that on disk
+ * (many small files, each a block or more): on the step's own filesystem that is the
+ * model's fault, never the host's. Any other failure passes through as it was.
+ */
+function modelTooBigOnDisk(error: unknown, env: TaskEnv, modelUuid: string): unknown {
+  if (!(error instanceof WorkerError) || error.code !== 'ENGINE_FAILED') return error;
+  if (!/no space left on device/i.test(`${error.message}\n${error.detail ?? ''}`)) return error;
+  return new WorkerError(
+    'ARCHIVE_REJECTED',
+    `the model ${modelUuid} from storage does not fit in the ${formatSize(env.diskLimitBytes)} a container step may write (--disk-limit); it was left by an earlier run of the submission, so the task cannot start from it`,
+    { hint: 'the operator can raise --disk-limit', cause: error },
+  );
 }

@@ -90,7 +90,7 @@ export function scriptRunnerContext(): Promise<Buffer> {
 }
 
 /** A .tar.gz of these files (a model as a submission would leave it, or a hostile one). */
-export async function tarGz(files: Record<string, string>): Promise<Buffer> {
+export async function tarGz(files: Record<string, string | Buffer>): Promise<Buffer> {
   const pack = tar.pack();
   for (const [name, content] of Object.entries(files)) {
     pack.entry({ name, size: Buffer.byteLength(content), mode: 0o644 }, content);

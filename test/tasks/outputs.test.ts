@@ -155,6 +155,18 @@ describe.skipIf(podmanMissing !== undefined && !requireEngines)(
         });
       });
 
+      it('a sparse prediction past --disk-limit: its checked copy would be written whole', async () => {
+        const env = await world.env({ diskLimitBytes: 64 * MIB });
+        const script = 'dd if=/dev/zero of=/data/test/pred/p bs=1 count=0 seek=400M\n';
+        const outcome = await runTask(world, env, learn(script, data(GOOD_SCORER)));
+        await expectFailed(env, outcome, {
+          code: 'OUTPUT_INVALID',
+          step: 'perf',
+          message:
+            /predictions are larger than the 64m a container step may write \(--disk-limit\)/,
+        });
+      });
+
       it('predictions of both folders together past --max-prediction-size', async () => {
         const env = await world.env({ maxPredictionBytes: 3 * MIB });
         const script = [
@@ -206,6 +218,66 @@ describe.skipIf(podmanMissing !== undefined && !requireEngines)(
           step: 'stage',
           message: new RegExp(
             `model ${uuid} from storage unpacks to more than the 64m allowed by --max-model-size`,
+          ),
+        });
+      });
+
+      it('a sparse model of 400 MiB past --disk-limit: no later step could hold it', async () => {
+        const env = await world.env({ diskLimitBytes: 64 * MIB });
+        const script = 'dd if=/dev/zero of=/data/model/weights bs=1 count=0 seek=400M\n';
+        const task = learn(script, data(GOOD_SCORER));
+        const outcome = await runTask(world, env, task);
+        await expectFailed(env, outcome, {
+          code: 'OUTPUT_INVALID',
+          step: 'upload',
+          message:
+            /model the submission left in \/data\/model is larger than the 64m a container step may write \(--disk-limit\)/,
+        });
+        expect(world.storage.object('model', task.model_end)).toBeUndefined();
+      });
+
+      it('a start model from storage that unpacks past --disk-limit', async () => {
+        const env = await world.env({ diskLimitBytes: 32 * MIB });
+        const { uuid } = newIds('uuid');
+        world.storage.seed('model', uuid, {
+          blob: await tarGz({ weights: Buffer.alloc(100 * MIB) }),
+          meta: { uuid, algo: ids.R, timestamp_upload: 1 },
+        });
+        const outcome = await runTask(
+          world,
+          env,
+          learn('true\n', data(GOOD_SCORER), { rank: 1, model_start: uuid }),
+        );
+        await expectFailed(env, outcome, {
+          code: 'ARCHIVE_REJECTED',
+          step: 'stage',
+          message: new RegExp(
+            `model ${uuid} from storage unpacks to more than the 32m a container step may write \\(--disk-limit\\)`,
+          ),
+        });
+      });
+
+      it('a start model within the cap that takes more room on disk than the step has', async () => {
+        // 6000 files of one byte: 6 KB by their sizes, a block (4 KiB) each on disk.
+        const env = await world.env({ diskLimitBytes: 16 * MIB });
+        const files = Object.fromEntries(
+          Array.from({ length: 6000 }, (_, i) => [`w/${i}`, 'x'] as const),
+        );
+        const { uuid } = newIds('uuid');
+        world.storage.seed('model', uuid, {
+          blob: await tarGz(files),
+          meta: { uuid, algo: ids.R, timestamp_upload: 1 },
+        });
+        const outcome = await runTask(
+          world,
+          env,
+          learn('true\n', data(GOOD_SCORER), { rank: 1, model_start: uuid }),
+        );
+        await expectFailed(env, outcome, {
+          code: 'ARCHIVE_REJECTED',
+          step: 'stage',
+          message: new RegExp(
+            `model ${uuid} from storage does not fit in the 16m a container step may write \\(--disk-limit\\)`,
           ),
         });
       });
