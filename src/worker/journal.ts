@@ -1,4 +1,4 @@
-import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 
@@ -21,13 +21,55 @@ export type JournalEntry = z.infer<typeof JournalEntrySchema>;
  */
 export class Journal {
   private readonly dir: string;
+  /** Per task: how many runs of this worker ended while running it (see noteInterrupted). */
+  private readonly interruptedDir: string;
 
   constructor(stateDir: string) {
     this.dir = join(stateDir, 'journal');
+    this.interruptedDir = join(stateDir, 'interrupted');
   }
 
   async open(): Promise<void> {
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    await mkdir(this.interruptedDir, { recursive: true, mode: 0o700 });
+  }
+
+  private interruptedFile(taskUuid: string): string {
+    return join(this.interruptedDir, taskUuid.replace(/[^0-9a-zA-Z-]/g, '_'));
+  }
+
+  /**
+   * Counts a run of this worker that ended (crashed, killed) while it ran the task, and
+   * returns the count. It survives restarts, so a task that keeps ending the worker is
+   * noticed though NSQ's attempts count every hand-back too.
+   */
+  async noteInterrupted(taskUuid: string): Promise<number> {
+    const times = (await this.interruptions(taskUuid)) + 1;
+    const file = this.interruptedFile(taskUuid);
+    await writeFile(`${file}.tmp`, String(times), { mode: 0o600 });
+    await rename(`${file}.tmp`, file);
+    return times;
+  }
+
+  async interruptions(taskUuid: string): Promise<number> {
+    const text = await readFile(this.interruptedFile(taskUuid), 'utf8').catch(() => '0');
+    const times = Number.parseInt(text, 10);
+    return Number.isFinite(times) && times > 0 ? times : 0;
+  }
+
+  /** The task ended in this run (done, failed, requeued): its count starts again. */
+  async forgetInterruptions(taskUuid: string): Promise<void> {
+    await rm(this.interruptedFile(taskUuid), { force: true });
+  }
+
+  /** Counts of tasks not seen for `maxAgeMs` (run elsewhere since, or gone) are dropped. */
+  async pruneInterruptions(maxAgeMs: number, now = Date.now()): Promise<void> {
+    const names = await readdir(this.interruptedDir).catch(() => [] as string[]);
+    for (const name of names) {
+      const file = join(this.interruptedDir, name);
+      const info = await stat(file).catch(() => undefined);
+      if (info && now - info.mtimeMs > maxAgeMs) await rm(file, { force: true });
+    }
   }
 
   private file(messageId: string): string {

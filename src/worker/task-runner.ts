@@ -38,6 +38,9 @@ export interface RunnerDeps {
 /** How long a message handed back during an outage waits in NSQ. */
 const OUTAGE_DELAY_MS = 5_000;
 
+/** Runs of this worker that ended while running one task before it stops trying it. */
+export const GIVE_UP_AFTER_INTERRUPTIONS = 3;
+
 /**
  * How a message ended, for the worker's counters and the tests' assertions. `outage`: handed
  * back unrun or unfinished because storage or the orchestrator is down.
@@ -150,6 +153,25 @@ export async function runMessage(
       }
     }
 
+    // A task this worker was running each time it ended (a crash, an out-of-memory kill)
+    // would end it again: reported failed as the worker's fault, not run a fourth time.
+    const interruptions = await deps.journal.interruptions(uuid);
+    if (interruptions >= GIVE_UP_AFTER_INTERRUPTIONS) {
+      const error = new WorkerError(
+        'INTERNAL',
+        `this worker stopped ${interruptions} times while it ran this task (crashed or killed: its log says how), so it does not run it again`,
+        { workerFault: true },
+      );
+      await deps.journal.forgetInterruptions(uuid);
+      return await settle(
+        deps,
+        lease,
+        { kind, uuid, steps: [], status: 'failed', error },
+        log,
+        signal,
+        { giveUp: true },
+      );
+    }
     log.info('task started');
     executed = true;
     output = await openTaskLog(deps, { uuid, kind, attempt: message.attempts }, log);
@@ -184,6 +206,11 @@ export async function runMessage(
     return outcome;
   } finally {
     await output?.close('error');
+    if (executed) {
+      await deps.journal
+        .forgetInterruptions(uuid)
+        .catch((error) => log.warn({ err: error }, 'could not update the journal'));
+    }
     gpus.release();
     stopTouching();
     lease.release();
@@ -219,6 +246,7 @@ async function settle(
   report: TaskReport,
   log: Logger,
   signal: AbortSignal,
+  options: { giveUp?: boolean } = {},
 ): Promise<MessageOutcome> {
   const message = lease.message;
   const error = report.error ?? new WorkerError('INTERNAL', 'the task failed without a reason');
@@ -267,7 +295,9 @@ async function settle(
       : 'lease-lost';
   }
   const attempts = deps.services?.attempts(report.uuid, message.attempts) ?? message.attempts;
-  const decision = decideOutcome(report, attempts, deps.retry);
+  // Giving up: this attempt is the last one.
+  const policy = options.giveUp ? { ...deps.retry, maxAttempts: attempts } : deps.retry;
+  const decision = decideOutcome(report, attempts, policy);
   if (decision.action !== 'retry') deps.services?.forget(report.uuid);
   if (decision.action === 'done') {
     log.info(

@@ -29,6 +29,8 @@ const HAND_BACK_DELAY_MS = 2_000;
 const LOOP_WAIT_MS = 5_000;
 /** How often kept task output older than --task-log-retention is removed (and at start). */
 const TASK_LOG_PRUNE_MS = 3_600_000;
+// A task this worker has not seen again for a week ran elsewhere, or is gone.
+const INTERRUPTIONS_KEPT_MS = 7 * 24 * 3_600_000;
 
 export interface WorkerOptions {
   env: TaskEnv;
@@ -284,7 +286,9 @@ export class Worker {
     const { env, journal, log } = this.options;
     await journal.open();
     const { entries, unreadable } = await journal.takeLeftovers();
+    await journal.pruneInterruptions(INTERRUPTIONS_KEPT_MS);
     for (const entry of entries) {
+      const times = await journal.noteInterrupted(entry.taskUuid).catch(() => undefined);
       log.warn(
         {
           task: entry.taskUuid,
@@ -292,6 +296,7 @@ export class Worker {
           step: entry.step ?? 'claim',
           attempt: entry.attempts,
           startedAt: entry.startedAt,
+          interruptions: times,
         },
         'a previous run was interrupted during this task; NSQ delivers it again',
       );

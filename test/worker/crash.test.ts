@@ -1,4 +1,5 @@
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 import { workerTmpDir } from '../../src/config/paths.js';
@@ -92,5 +93,46 @@ describe.skipIf(!hasPodman && !requireEngines)('crash of a worker', () => {
     // The dead run's task temp folder goes too.
     expect(await readdir(workerTmpDir(crashedId))).toEqual([]);
     expect(await restarted.workerId()).toBe(crashedId);
+  }, 300_000);
+
+  it('a task the worker was running each of three times it ended is reported, not run again', async () => {
+    // The workers of the test before would take the task.
+    for (const w of h.fleet.workers) w.kill('SIGTERM');
+    await Promise.all(h.fleet.workers.map((w) => w.exited));
+    const task = predictTask(h.storage, h.orchestrator, h.fixtures, { sleep: 30 });
+    const first = await h.fleet.start(await h.args(), { env: h.env });
+    await first.waitForLine((l) => l.msg === 'connected to nsqd', 60_000, 'the worker connected');
+    // Two earlier runs of this worker ended while they ran the task (as a restart counts them).
+    await writeFile(join(first.stateDir, 'interrupted', task.uuid), '2');
+    h.nsqd.publish(TOPIC.predict, task.body);
+    await first.waitForLine(
+      (l) => l.task === task.uuid && l.step === 'predict' && l.msg === 'step started',
+      120_000,
+      'the predict step to start',
+    );
+    first.kill('SIGKILL');
+    await first.exited;
+
+    const restarted = await h.fleet.start(await h.args([], first.stateDir), { env: h.env });
+    const interrupted = await restarted.waitForLine(
+      (l) => l.msg.includes('interrupted'),
+      60_000,
+      'the interrupted task named',
+    );
+    expect(interrupted).toMatchObject({ task: task.uuid, interruptions: 3 });
+    await until(() => reportsOf(h.orchestrator, task.uuid).length > 0, 120_000, 'a report');
+    expect(reportsOf(h.orchestrator, task.uuid).map((r) => r.body)).toEqual([
+      expect.objectContaining({
+        status: 'failed',
+        error: expect.objectContaining({
+          fault: 'worker',
+          message: expect.stringMatching(/this worker stopped 3 times while it ran this task/),
+        }),
+      }),
+    ]);
+    expect(restarted.lines.filter((l) => l.task === task.uuid && l.msg === 'task started')).toEqual(
+      [],
+    );
+    expect(await readdir(join(first.stateDir, 'interrupted'))).toEqual([]);
   }, 300_000);
 });
