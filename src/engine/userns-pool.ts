@@ -1,4 +1,4 @@
-import { mkdir, readFile, rmdir } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { lockHolder, lockStateDir, type StateLock } from '../config/state-lock.js';
 import { WorkerError } from '../errors.js';
@@ -117,6 +117,27 @@ export class UsernsPool {
         hint: 'give the containers entry of /etc/subuid and /etc/subgid more ids (65536 per container at once); see compute-worker doctor, check userns',
       },
     );
+  }
+
+  /**
+   * Gives back the slots of dead holders that no container uses any more (a worker killed
+   * while it held them, whose containers its restart has removed), so that the folder
+   * holds live slots only. Returns how many it gave back.
+   */
+  async sweep(): Promise<number> {
+    const names = await readdir(this.dir).catch(() => [] as string[]);
+    let freed = 0;
+    for (const name of names) {
+      const index = Number(name);
+      if (!Number.isInteger(index) || index < 1 || index >= this.range.slots) continue;
+      if ((await lockHolder(join(this.dir, name)).catch(() => 'dead' as const)) !== 'dead')
+        continue;
+      const held = await this.tryTake(index);
+      if (!held) continue;
+      held.release();
+      freed++;
+    }
+    return freed;
   }
 
   private async tryTake(index: number): Promise<HeldIdMap | undefined> {

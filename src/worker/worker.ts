@@ -322,6 +322,12 @@ export class Worker {
       log.error({ err: error }, 'could not release the sized filesystems left by a previous run');
     }
     const removed = await env.engine.removeByLabels({ [LABEL_WORKER]: env.workerId });
+    // The id ranges the previous run held are free with its containers gone.
+    const freed = await env.userns?.sweep().catch((error: unknown) => {
+      log.warn({ err: error }, 'could not give back the id ranges of dead workers');
+      return 0;
+    });
+    if (freed) log.info({ ranges: freed }, 'gave back the id ranges of workers that died');
     // With its containers gone, the parent cgroups they were measured in are empty.
     await removeRunCgroupsOf(env.workerId);
     if (removed.containers.length || removed.volumes.length) {

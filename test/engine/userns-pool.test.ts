@@ -3,6 +3,7 @@ import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { lockStateDir } from '../../src/config/state-lock.js';
 import { createEngine } from '../../src/container-engine.js';
 import { LABEL_WORKER } from '../../src/engine/labels.js';
 import { DEFAULT_LIMITS } from '../../src/engine/limits.js';
@@ -90,6 +91,25 @@ describe('the user namespace ranges', () => {
     await expect(used.acquire()).rejects.toThrow(/in use/);
     const free = new UsernsPool({ ...RANGE, slots: 2 }, at, async () => false);
     expect((await free.acquire()).map).toEqual(map);
+  });
+
+  it('are given back by a sweep once their holder is dead and no container has them', async () => {
+    const at = join(dir, 'sweep');
+    await rm(at, { recursive: true, force: true });
+    const deadHolder = `${JSON.stringify({ pid: 2 ** 22 + 1, start: '1', boot: 'x' })}\n`;
+    for (const index of ['1', '2']) {
+      await mkdir(join(at, index), { recursive: true });
+      await writeFile(join(at, index, 'lock'), deadHolder);
+    }
+    const range = { ...RANGE, slots: 4 };
+    const stillUsed = slotIdMap(range, 2).uid.start;
+    await mkdir(join(at, '3'));
+    const live = await lockStateDir(join(at, '3'));
+    const pool = new UsernsPool(range, at, async (m) => m.uid.start === stillUsed);
+    expect(await pool.sweep()).toBe(1);
+    // The live holder's slot and the one a container still uses stay.
+    expect((await readdir(at)).sort()).toEqual(['2', '3']);
+    live.release();
   });
 });
 
