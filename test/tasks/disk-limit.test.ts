@@ -140,10 +140,9 @@ describe.skipIf(podmanMissing !== undefined && !requireEngines)(
       });
     });
 
-    it('a sparse file of 1 GiB apparent size does not count as 1 GiB', async () => {
+    it('a sparse file of 1 GiB apparent size passes the bound, and is refused as a model no step could hold', async () => {
       const env = await limitedEnv();
       const sparse =
-        // In the model: predictions are read back whole (--max-prediction-size counts 1 GiB).
         'truncate -s 1G /data/model/sparse\nstat -c "apparent %s" /data/model/sparse\n';
       const perf = `echo '{"perf": 1, "train_perf": {}, "test_perf": {}}' > /hidden_data/perf/performance.json\n`;
       const outcome = await runTask(
@@ -151,8 +150,12 @@ describe.skipIf(podmanMissing !== undefined && !requireEngines)(
         env,
         learn({ workflow: ids.RW, train_data: [data(sparse)], test_data: [data(perf)] }),
       );
-      expect(outcome.report.status, outcome.report.error?.describe()).toBe('done');
+      // The train step wrote it (it costs the disk nothing); reading the model back counts
+      // it whole, as staging it for the next rank would write it.
       expect(outcome.logs).toContain(`apparent ${1024 ** 3}`);
+      expect(outcome.report.error?.code, outcome.report.error?.describe()).toBe('OUTPUT_INVALID');
+      expect(outcome.report.failedStep).toBe('upload');
+      expect(outcome.report.error?.message).toMatch(/a container step may write \(--disk-limit\)/);
       expect(await leftovers(outcome.report.uuid, env.tmpDir)).toEqual({
         containers: [],
         volumes: [],
