@@ -23,7 +23,7 @@ describe.skipIf(!hasPodman && !requireEngines)('status of a running worker', () 
     );
     await worker.waitForLine((l) => l.msg.startsWith('metrics on'), 240_000, 'metrics served');
     const id = await worker.workerId();
-    const task = learnTask(h.storage, h.orchestrator, h.fixtures, { sleep: 20 });
+    const task = learnTask(h.storage, h.orchestrator, h.fixtures, { sleep: 40 });
     h.nsqd.publish(TOPIC.learn, task.body);
     await worker.waitForLine(
       (l) => l.task === task.uuid && l.step === 'train' && l.msg === 'step started',
@@ -56,15 +56,6 @@ describe.skipIf(!hasPodman && !requireEngines)('status of a running worker', () 
       source: 'daemon',
     });
 
-    const viaCli = await execa('node', [BIN, 'status', '--metrics-address', address, '--json']);
-    expect(JSON.parse(viaCli.stdout)).toMatchObject({
-      worker: { id },
-      tasks: [{ uuid: task.uuid }],
-    });
-    const text = await execa('node', [BIN, 'status', '--metrics-address', address]);
-    expect(text.stdout).toContain(`learn ${task.uuid}: train,`);
-    expect(text.stdout).toContain('taking tasks (every learn slot is busy (1))');
-
     // Without an address: the journal of the state folder.
     const fromState = await execa('node', [
       BIN,
@@ -80,6 +71,15 @@ describe.skipIf(!hasPodman && !requireEngines)('status of a running worker', () 
       ],
       source: 'state folder',
     });
+
+    const viaCli = await execa('node', [BIN, 'status', '--metrics-address', address, '--json']);
+    expect(JSON.parse(viaCli.stdout)).toMatchObject({
+      worker: { id },
+      tasks: [{ uuid: task.uuid }],
+    });
+    const text = await execa('node', [BIN, 'status', '--metrics-address', address]);
+    expect(text.stdout).toContain(`learn ${task.uuid}: train,`);
+    expect(text.stdout).toContain('taking tasks (every learn slot is busy (1))');
 
     await worker.waitForLine((l) => l.task === task.uuid && l.msg === 'task done', 180_000, 'done');
     // Its journal entry goes just after the answer to nsqd.
