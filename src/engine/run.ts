@@ -11,10 +11,11 @@ import {
   waitArgs,
 } from './args.js';
 import type { EngineContext } from './context.js';
-import { capDetail, engineFailure, execEngine, execEngineRaw, hintFor } from './exec.js';
+import { execEngine, execEngineRaw } from './exec.js';
 import { LogTail } from './log-tail.js';
 import { checkMountedVolumes } from './mount-check.js';
 import { createRunCgroup, type RunCgroup } from './run-cgroup.js';
+import { startFailure } from './start-failure.js';
 import type { RunResult, RunSpec } from './types.js';
 
 const stateSchema = z.object({
@@ -171,7 +172,8 @@ async function startAndWait(ctx: EngineContext, name: string, spec: RunSpec): Pr
     JSON.parse(await execEngine(ctx.cli, stateInspectArgs(name), call)),
   );
   if (!timedOut && !cancelled && state.Status === 'created') {
-    throw startFailure(ctx, tail.toString(), attached.exitCode);
+    const targets = spec.mounts.map((m) => m.target);
+    throw startFailure(ctx, tail.toString(), attached.exitCode, targets);
   }
   return {
     exitCode: state.ExitCode,
@@ -201,33 +203,4 @@ function isOom(
   const memoryLimited =
     !(ctx.info.unenforcedLimits ?? []).includes('memory') && spec.limits.memoryBytes > 0;
   return memoryLimited && state.ExitCode === SIGKILL_EXIT;
-}
-
-/**
- * runc failing to set up the image's own working directory in its root filesystem
- * (`WORKDIR /proc/self/fd/7`: "error during container init: mkdir /proc/self/fd/7: not a
- * directory"; in a user namespace of its own, "chdir to cwd ("/proc/self/fd/7") set in
- * config.json failed"): the image is wrong, not the engine.
- */
-const IMAGE_WORKDIR_REFUSED =
-  /(error during container init: (mkdir|chdir)|chdir to cwd \("[^\n]*"\) set in config\.json failed)[^\n]*: (not a directory|no such file or directory|file exists|too many levels of symbolic links)/i;
-
-function startFailure(ctx: EngineContext, stderr: string, exitCode: number): WorkerError {
-  if (!hintFor(stderr) && IMAGE_WORKDIR_REFUSED.test(stderr)) {
-    return new WorkerError(
-      'CONTAINER_FAILED',
-      "The container could not start: the image's working directory (WORKDIR) cannot be made",
-      { detail: capDetail(stderr) },
-    );
-  }
-  // The image's own command is missing or not executable: the submission is at fault.
-  if (
-    !hintFor(stderr) &&
-    /executable file not found|no such file or directory|permission denied/i.test(stderr)
-  ) {
-    return new WorkerError('CONTAINER_FAILED', 'The container could not start its command', {
-      detail: capDetail(stderr),
-    });
-  }
-  return engineFailure(`${ctx.cli.name} start`, exitCode, stderr);
 }
