@@ -14,6 +14,8 @@ export type ErrorCode =
   | 'CONTAINER_FAILED'
   | 'CONTAINER_TIMEOUT'
   | 'CONTAINER_OOM'
+  /** Killed by a signal neither the worker nor the container's memory limit sent: not the task's doing. */
+  | 'CONTAINER_KILLED'
   | 'PERFORMANCE_INVALID'
   | 'PREDICTION_MISSING'
   | 'STORAGE_FAILED'

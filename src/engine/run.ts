@@ -15,6 +15,7 @@ import { execEngine, execEngineRaw } from './exec.js';
 import { LogTail } from './log-tail.js';
 import { checkMountedVolumes } from './mount-check.js';
 import { createRunCgroup, type RunCgroup } from './run-cgroup.js';
+import { createOomRecord, type OomRecord, runEnding } from './run-ending.js';
 import { startFailure } from './start-failure.js';
 import type { RunResult, RunSpec } from './types.js';
 
@@ -24,7 +25,6 @@ const stateSchema = z.object({
   OOMKilled: z.boolean().optional(),
 });
 
-const SIGKILL_EXIT = 137;
 /** How often a running container's memory is sampled where the kernel keeps no peak. */
 const USAGE_SAMPLE_MS = 1000;
 
@@ -41,7 +41,9 @@ export async function runContainer(ctx: EngineContext, spec: RunSpec): Promise<R
   const call = { timeoutMs: ctx.options.callTimeoutMs };
   let leftForCaller = false;
   const cgroup = await createRunCgroup(ctx.info, ctx.options.owner);
+  let oom: OomRecord | undefined;
   try {
+    oom = await createOomRecord(ctx);
     await execEngine(ctx.cli, createArgs(ctx.info, name, spec, cgroup?.parent), call).catch(
       (error: unknown) => {
         // The image may have been removed behind the worker's back: ask again next time.
@@ -55,7 +57,7 @@ export async function runContainer(ctx: EngineContext, spec: RunSpec): Promise<R
         name,
         spec.mounts.map((m) => m.volume),
       );
-      const result = await measured(cgroup, () => startAndWait(ctx, name, spec));
+      const result = await measured(cgroup, () => startAndWait(ctx, name, spec, oom));
       leftForCaller = spec.removeLater === true;
       return result;
     } finally {
@@ -64,6 +66,7 @@ export async function runContainer(ctx: EngineContext, spec: RunSpec): Promise<R
     }
   } finally {
     await cgroup?.remove().catch(() => undefined);
+    await oom?.remove().catch(() => undefined);
   }
 }
 
@@ -92,7 +95,12 @@ async function measured(
  * exit needs no inspect; anything else is read from the container's state, which also
  * tells a container that exited 125 from a start the engine refused.
  */
-async function startAndWait(ctx: EngineContext, name: string, spec: RunSpec): Promise<RunResult> {
+async function startAndWait(
+  ctx: EngineContext,
+  name: string,
+  spec: RunSpec,
+  oom: OomRecord | undefined,
+): Promise<RunResult> {
   const call = { timeoutMs: ctx.options.callTimeoutMs };
   const started = Date.now();
   const tail = new LogTail(spec.logTailLines, spec.logTailBytes);
@@ -104,6 +112,7 @@ async function startAndWait(ctx: EngineContext, name: string, spec: RunSpec): Pr
     return {
       exitCode: 0,
       oomKilled: false,
+      killedFromOutside: false,
       timedOut: false,
       cancelled: true,
       durationMs: 0,
@@ -132,7 +141,7 @@ async function startAndWait(ctx: EngineContext, name: string, spec: RunSpec): Pr
   if (spec.signal?.aborted) onAbort();
   let attached: Awaited<ReturnType<typeof execEngineRaw>>;
   try {
-    attached = await execEngineRaw(ctx.cli, startAttachArgs(name), {
+    attached = await execEngineRaw(oom?.cli ?? ctx.cli, startAttachArgs(name), {
       // Only a safety net: the kill above ends the client first.
       timeoutMs: spec.timeoutMs + ctx.options.callTimeoutMs,
       killSignal: 'SIGKILL',
@@ -162,6 +171,7 @@ async function startAndWait(ctx: EngineContext, name: string, spec: RunSpec): Pr
     return {
       exitCode: 0,
       oomKilled: false,
+      killedFromOutside: false,
       timedOut,
       cancelled,
       durationMs,
@@ -175,32 +185,13 @@ async function startAndWait(ctx: EngineContext, name: string, spec: RunSpec): Pr
     const targets = spec.mounts.map((m) => m.target);
     throw startFailure(ctx, tail.toString(), attached.exitCode, targets);
   }
+  const oomSeen = await oom?.seen();
   return {
     exitCode: state.ExitCode,
-    oomKilled: isOom(ctx, spec, state, timedOut || cancelled),
+    ...runEnding(ctx.info, spec, state, oomSeen, timedOut || cancelled),
     timedOut,
     cancelled,
     durationMs,
     logTail: tail.toString(),
   };
-}
-
-/**
- * podman 4.3 with runc on cgroup v1 reports OOMKilled=false when the kernel's memcg OOM
- * killer did kill the container. The worker knows whether it killed the container itself
- * (deadline, cancel) and conmon's --timeout only fires after that deadline; so a SIGKILL
- * exit it did not cause, with a memory limit in force, is counted as OOM. A submission
- * that SIGKILLs its own init would be counted as OOM too: its failure either way.
- */
-function isOom(
-  ctx: EngineContext,
-  spec: RunSpec,
-  state: z.infer<typeof stateSchema>,
-  killedByWorker: boolean,
-): boolean {
-  if (killedByWorker) return false;
-  if (state.OOMKilled) return true;
-  const memoryLimited =
-    !(ctx.info.unenforcedLimits ?? []).includes('memory') && spec.limits.memoryBytes > 0;
-  return memoryLimited && state.ExitCode === SIGKILL_EXIT;
 }
