@@ -14,6 +14,8 @@ export type ErrorCode =
   | 'CONTAINER_FAILED'
   | 'CONTAINER_TIMEOUT'
   | 'CONTAINER_OOM'
+  /** Killed by a signal neither the worker nor the container's memory limit sent: not the task's doing. */
+  | 'CONTAINER_KILLED'
   | 'PERFORMANCE_INVALID'
   | 'PREDICTION_MISSING'
   | 'STORAGE_FAILED'
@@ -43,6 +45,11 @@ export interface WorkerErrorOptions {
    * hidden targets.
    */
   submissionOutput?: readonly string[];
+  /**
+   * Paths in the container's own filesystem that the message names (the image's /tmp): a
+   * report keeps them, where it cleans out any other path of a host folder.
+   */
+  imagePaths?: readonly string[];
   cause?: unknown;
 }
 
@@ -54,6 +61,7 @@ export class WorkerError extends Error {
   readonly detail?: string;
   readonly workerFault: boolean;
   readonly submissionOutput?: readonly string[];
+  readonly imagePaths?: readonly string[];
 
   constructor(code: ErrorCode, message: string, options: WorkerErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
@@ -63,6 +71,7 @@ export class WorkerError extends Error {
     this.detail = options.detail;
     this.workerFault = options.workerFault ?? false;
     if (options.submissionOutput) this.submissionOutput = options.submissionOutput;
+    if (options.imagePaths) this.imagePaths = options.imagePaths;
   }
 
   /** Message, detail and hint as a person reads them on a terminal. */

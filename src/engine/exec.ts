@@ -216,7 +216,8 @@ export function hintFor(stderr: string): string | undefined {
   if (stderr.includes('cgroups in hybrid mode not supported')) {
     return "crun cannot run on this host's hybrid cgroups: install runc and pass --oci-runtime runc (or COMPUTE_WORKER_OCI_RUNTIME=runc)";
   }
-  if (stderr.includes('setrlimit')) {
+  // runc 1.1 says "error setting rlimit type 7: operation not permitted: OCI permission denied".
+  if (/setrlimit|error setting rlimit/.test(stderr)) {
     return "the engine's default ulimits exceed this host's hard limits: keep explicit --ulimit nofile/nproc values at or below `ulimit -Hn` / `ulimit -Hu`";
   }
   if (/cannot connect to the docker daemon|docker\.sock/i.test(stderr)) {

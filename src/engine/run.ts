@@ -11,10 +11,12 @@ import {
   waitArgs,
 } from './args.js';
 import type { EngineContext } from './context.js';
-import { capDetail, engineFailure, execEngine, execEngineRaw, hintFor } from './exec.js';
+import { execEngine, execEngineRaw } from './exec.js';
 import { LogTail } from './log-tail.js';
 import { checkMountedVolumes } from './mount-check.js';
 import { createRunCgroup, type RunCgroup } from './run-cgroup.js';
+import { createOomRecord, type OomRecord, runEnding } from './run-ending.js';
+import { startFailure } from './start-failure.js';
 import type { RunResult, RunSpec } from './types.js';
 
 const stateSchema = z.object({
@@ -23,7 +25,6 @@ const stateSchema = z.object({
   OOMKilled: z.boolean().optional(),
 });
 
-const SIGKILL_EXIT = 137;
 /** How often a running container's memory is sampled where the kernel keeps no peak. */
 const USAGE_SAMPLE_MS = 1000;
 
@@ -40,7 +41,9 @@ export async function runContainer(ctx: EngineContext, spec: RunSpec): Promise<R
   const call = { timeoutMs: ctx.options.callTimeoutMs };
   let leftForCaller = false;
   const cgroup = await createRunCgroup(ctx.info, ctx.options.owner);
+  let oom: OomRecord | undefined;
   try {
+    oom = await createOomRecord(ctx);
     await execEngine(ctx.cli, createArgs(ctx.info, name, spec, cgroup?.parent), call).catch(
       (error: unknown) => {
         // The image may have been removed behind the worker's back: ask again next time.
@@ -54,7 +57,7 @@ export async function runContainer(ctx: EngineContext, spec: RunSpec): Promise<R
         name,
         spec.mounts.map((m) => m.volume),
       );
-      const result = await measured(cgroup, () => startAndWait(ctx, name, spec));
+      const result = await measured(cgroup, () => startAndWait(ctx, name, spec, oom));
       leftForCaller = spec.removeLater === true;
       return result;
     } finally {
@@ -63,6 +66,7 @@ export async function runContainer(ctx: EngineContext, spec: RunSpec): Promise<R
     }
   } finally {
     await cgroup?.remove().catch(() => undefined);
+    await oom?.remove().catch(() => undefined);
   }
 }
 
@@ -91,7 +95,12 @@ async function measured(
  * exit needs no inspect; anything else is read from the container's state, which also
  * tells a container that exited 125 from a start the engine refused.
  */
-async function startAndWait(ctx: EngineContext, name: string, spec: RunSpec): Promise<RunResult> {
+async function startAndWait(
+  ctx: EngineContext,
+  name: string,
+  spec: RunSpec,
+  oom: OomRecord | undefined,
+): Promise<RunResult> {
   const call = { timeoutMs: ctx.options.callTimeoutMs };
   const started = Date.now();
   const tail = new LogTail(spec.logTailLines, spec.logTailBytes);
@@ -103,6 +112,7 @@ async function startAndWait(ctx: EngineContext, name: string, spec: RunSpec): Pr
     return {
       exitCode: 0,
       oomKilled: false,
+      killedFromOutside: false,
       timedOut: false,
       cancelled: true,
       durationMs: 0,
@@ -131,7 +141,7 @@ async function startAndWait(ctx: EngineContext, name: string, spec: RunSpec): Pr
   if (spec.signal?.aborted) onAbort();
   let attached: Awaited<ReturnType<typeof execEngineRaw>>;
   try {
-    attached = await execEngineRaw(ctx.cli, startAttachArgs(name), {
+    attached = await execEngineRaw(oom?.cli ?? ctx.cli, startAttachArgs(name), {
       // Only a safety net: the kill above ends the client first.
       timeoutMs: spec.timeoutMs + ctx.options.callTimeoutMs,
       killSignal: 'SIGKILL',
@@ -161,6 +171,7 @@ async function startAndWait(ctx: EngineContext, name: string, spec: RunSpec): Pr
     return {
       exitCode: 0,
       oomKilled: false,
+      killedFromOutside: false,
       timedOut,
       cancelled,
       durationMs,
@@ -171,63 +182,16 @@ async function startAndWait(ctx: EngineContext, name: string, spec: RunSpec): Pr
     JSON.parse(await execEngine(ctx.cli, stateInspectArgs(name), call)),
   );
   if (!timedOut && !cancelled && state.Status === 'created') {
-    throw startFailure(ctx, tail.toString(), attached.exitCode);
+    const targets = spec.mounts.map((m) => m.target);
+    throw startFailure(ctx, tail.toString(), attached.exitCode, targets);
   }
+  const oomSeen = await oom?.seen();
   return {
     exitCode: state.ExitCode,
-    oomKilled: isOom(ctx, spec, state, timedOut || cancelled),
+    ...runEnding(ctx.info, spec, state, oomSeen, timedOut || cancelled),
     timedOut,
     cancelled,
     durationMs,
     logTail: tail.toString(),
   };
-}
-
-/**
- * podman 4.3 with runc on cgroup v1 reports OOMKilled=false when the kernel's memcg OOM
- * killer did kill the container. The worker knows whether it killed the container itself
- * (deadline, cancel) and conmon's --timeout only fires after that deadline; so a SIGKILL
- * exit it did not cause, with a memory limit in force, is counted as OOM. A submission
- * that SIGKILLs its own init would be counted as OOM too: its failure either way.
- */
-function isOom(
-  ctx: EngineContext,
-  spec: RunSpec,
-  state: z.infer<typeof stateSchema>,
-  killedByWorker: boolean,
-): boolean {
-  if (killedByWorker) return false;
-  if (state.OOMKilled) return true;
-  const memoryLimited =
-    !(ctx.info.unenforcedLimits ?? []).includes('memory') && spec.limits.memoryBytes > 0;
-  return memoryLimited && state.ExitCode === SIGKILL_EXIT;
-}
-
-/**
- * runc failing to set up the image's own working directory in its root filesystem
- * (`WORKDIR /proc/self/fd/7`: "error during container init: mkdir /proc/self/fd/7: not a
- * directory"; in a user namespace of its own, "chdir to cwd ("/proc/self/fd/7") set in
- * config.json failed"): the image is wrong, not the engine.
- */
-const IMAGE_WORKDIR_REFUSED =
-  /(error during container init: (mkdir|chdir)|chdir to cwd \("[^\n]*"\) set in config\.json failed)[^\n]*: (not a directory|no such file or directory|file exists|too many levels of symbolic links)/i;
-
-function startFailure(ctx: EngineContext, stderr: string, exitCode: number): WorkerError {
-  if (!hintFor(stderr) && IMAGE_WORKDIR_REFUSED.test(stderr)) {
-    return new WorkerError(
-      'CONTAINER_FAILED',
-      "The container could not start: the image's working directory (WORKDIR) cannot be made",
-      { detail: capDetail(stderr) },
-    );
-  }
-  // The image's own command is missing or not executable: the submission is at fault.
-  if (
-    !hintFor(stderr) &&
-    /executable file not found|no such file or directory|permission denied/i.test(stderr)
-  ) {
-    return new WorkerError('CONTAINER_FAILED', 'The container could not start its command', {
-      detail: capDetail(stderr),
-    });
-  }
-  return engineFailure(`${ctx.cli.name} start`, exitCode, stderr);
 }

@@ -84,8 +84,9 @@ export interface EngineOptions {
   callTimeoutMs: number;
   /**
    * Working folder of the engine CLI (default: the system temp folder). podman's conmon
-   * writes an `oom` file into it when a container runs out of memory, so it must not be
-   * wherever the worker happened to be started.
+   * writes an `oom` file into its working folder when a container runs out of memory, so
+   * it must not be wherever the worker happened to be started; a container's start runs
+   * in a folder of its own under this one, where the worker reads that file.
    */
   workDir?: string;
   /**
@@ -204,8 +205,17 @@ export interface RunSpec {
 
 export interface RunResult {
   exitCode: number;
-  /** The engine said OOM, or the container died by SIGKILL at its memory limit without the worker killing it. */
+  /**
+   * The engine recorded an OOM kill (its OOMKilled flag, conmon's `oom` file), or, where it
+   * keeps no record, the container died by SIGKILL under a memory limit without the worker
+   * killing it.
+   */
   oomKilled: boolean;
+  /**
+   * It died by SIGKILL or SIGTERM that neither the worker nor the container's OOM killer
+   * sent: an operator's `kill` or `stop`, the host running out of memory, a host shutdown.
+   */
+  killedFromOutside: boolean;
   /** The worker killed it at its deadline. */
   timedOut: boolean;
   /** The run was cancelled through its signal. */

@@ -102,6 +102,17 @@ export function describeFailure(
       { detail, hint: 'the operator can raise it with --memory', ...output },
     );
   }
+  if (result.killedFromOutside) {
+    return new WorkerError(
+      'CONTAINER_KILLED',
+      `${who} was killed from outside the worker (exit code ${result.exitCode}${exitMeaning(result.exitCode)}), not at its memory limit`,
+      {
+        retryable: true,
+        detail,
+        hint: 'something on the host stopped the container (podman or docker kill or stop, the host out of memory, a shutdown); the task is run again',
+      },
+    );
+  }
   if (result.exitCode !== 0) {
     return new WorkerError(
       'CONTAINER_FAILED',
@@ -127,6 +138,8 @@ function exitMeaning(code: number): string {
       return ' (its command was not found in the image)';
     case 137:
       return ' (killed by SIGKILL)';
+    case 143:
+      return ' (killed by SIGTERM)';
     default:
       return '';
   }

@@ -34,7 +34,7 @@ export function failedReport(
       code: failure.error.code,
       ...(failure.step ? { step: failure.step } : {}),
       fault: failure.fault,
-      message: scrub(env, failure.reason),
+      message: scrub(env, failure.reason, failure.error.imagePaths),
       // Another run (later, or on another worker) may succeed only where the worker failed.
       retryable: failure.fault === 'worker',
       attempts: failure.attempts,
@@ -78,14 +78,15 @@ function endOf(line: string, maxBytes: number): string {
 
 /**
  * Removes what no report may carry: this worker's passwords and private folders
- * (env.privateWords) and any absolute path of a host folder.
+ * (env.privateWords) and any absolute path of a host folder, but for the paths of the
+ * container's own filesystem that the message names (`imagePaths`).
  */
-export function scrub(env: TaskEnv, text: string): string {
+export function scrub(env: TaskEnv, text: string, imagePaths: readonly string[] = []): string {
   let out = text;
   // Longest first: a state folder inside a longer temp path is replaced whole.
   const words = [...(env.privateWords ?? [])]
     .filter((w) => w.length >= 4)
     .sort((a, b) => b.length - a.length);
   for (const word of words) out = out.split(word).join('<hidden>');
-  return out.replace(HOST_PATH, '<host path>');
+  return out.replace(HOST_PATH, (path) => (imagePaths.includes(path) ? path : '<host path>'));
 }

@@ -98,8 +98,33 @@ export function defineConformanceSuite(variant: EngineVariant): void {
       );
       expect(result.exitCode).toBe(137);
       expect(result.oomKilled).toBe(true);
+      expect(result.killedFromOutside).toBe(false);
       expect(result.timedOut).toBe(false);
       expect(existsSync(stray)).toBe(false);
+    });
+
+    it('tells a container killed from outside the worker from one out of memory', async (ctx) => {
+      const e = ready(ctx);
+      const task = `outside-${randomBytes(4).toString('hex')}`;
+      const running = run(e, 'echo started; sleep 600', {
+        labels: { ...labels, [LABEL_TASK]: task },
+      });
+      const call = { timeoutMs: 30_000 };
+      const find = ['ps', '--quiet', '--filter', `label=${LABEL_TASK}=${task}`];
+      let id = '';
+      while (!id) {
+        id = (await execEngine(e.info, [...find, '--filter', 'status=running'], call)).trim();
+        if (!id) await new Promise((r) => setTimeout(r, 200));
+      }
+      await execEngine(e.info, ['kill', id], call);
+      const result = await running;
+      expect(result).toMatchObject({
+        exitCode: 137,
+        oomKilled: false,
+        killedFromOutside: true,
+        timedOut: false,
+        cancelled: false,
+      });
     });
 
     it('stops a fork loop at the pids limit (or, rootless on cgroup v1, at the nproc ulimit)', async (ctx) => {
@@ -127,6 +152,7 @@ export function defineConformanceSuite(variant: EngineVariant): void {
       });
       expect(result.timedOut).toBe(true);
       expect(result.oomKilled).toBe(false);
+      expect(result.killedFromOutside).toBe(false);
       expect(result.durationMs).toBeLessThan(30_000);
       const left = await execEngine(
         e.info,
@@ -146,6 +172,7 @@ export function defineConformanceSuite(variant: EngineVariant): void {
       const result = await running;
       expect(result.cancelled).toBe(true);
       expect(result.timedOut).toBe(false);
+      expect(result.killedFromOutside).toBe(false);
     });
 
     it('streams every log line and keeps only a bounded tail', async (ctx) => {

@@ -1,11 +1,14 @@
+import { readFile } from 'node:fs/promises';
 import { gzipSync } from 'node:zlib';
 import tar from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { contextTarGz } from '../../src/engine/probe-context.js';
 import type { ErrorCode } from '../../src/errors.js';
 import { faultOf } from '../../src/tasks/outcome.js';
 import { busyboxContext } from '../support/busybox-context.js';
 import { requireEngines } from '../support/engine-variants.js';
 import {
+  doneReports,
   exampleContext,
   exampleData,
   leftovers,
@@ -27,6 +30,22 @@ type Entry = {
   linkname?: string;
   body?: string;
 };
+
+/**
+ * An image of COPY lines only, so that a RUN step cannot fail on what it holds: busybox and
+ * the usual top folders, but for `replaced` (a name ending in `/` is a folder).
+ */
+async function copiedImage(replaced: Record<string, string>, lines: string[] = []) {
+  const top = ['proc', 'sys', 'dev', 'etc', 'run', 'tmp', 'data'].filter((d) => !(d in replaced));
+  const skeleton = Object.fromEntries(top.map((d) => [`skeleton/${d}/`, '']));
+  for (const [name, body] of Object.entries(replaced)) skeleton[`skeleton/${name}`] = body;
+  const containerfile = ['FROM scratch', 'COPY skeleton/ /', 'COPY busybox /bin/busybox', ...lines];
+  return contextTarGz({
+    Containerfile: `${[...containerfile, 'ENTRYPOINT ["/bin/busybox", "true"]'].join('\n')}\n`,
+    busybox: await readFile('/bin/busybox'),
+    ...skeleton,
+  });
+}
 
 async function tarGzOf(entries: Entry[]): Promise<Buffer> {
   const pack = tar.pack();
@@ -59,7 +78,17 @@ describe.skipIf(podmanMissing !== undefined && !requireEngines)(
 
     afterAll(() => world?.close());
 
-    async function expectTaskFault(context: Buffer, code: ErrorCode, message: RegExp) {
+    /**
+     * `reported`: the message as the participant reads it in the report (a string or a matcher). Where the
+     * engine's own words (the detail, for the operator) name its store, only the message
+     * is checked for the worker's paths.
+     */
+    async function expectTaskFault(
+      context: Buffer,
+      code: ErrorCode,
+      message: RegExp,
+      reported?: unknown,
+    ) {
       const { uuid: algo } = newIds('uuid');
       world.storage.seed('algo', algo, { blob: context });
       const env = await world.env();
@@ -80,7 +109,13 @@ describe.skipIf(podmanMissing !== undefined && !requireEngines)(
       expect(error && faultOf(error)).toBe('task');
       expect(error?.retryable).toBe(false);
       // No worker path: neither its temp folders nor the task's.
-      expect(error?.describe()).not.toMatch(/compute-worker-|cw-build-|cw-task-test-|\/tmp\//);
+      const workerPaths = /compute-worker-|cw-build-|cw-task-test-|\/tmp\//;
+      if (reported === undefined) expect(error?.describe()).not.toMatch(workerPaths);
+      else {
+        expect(error?.message).not.toMatch(workerPaths);
+        const [sent] = doneReports(world, report.uuid);
+        expect(sent?.body).toMatchObject({ error: { code, fault: 'task', message: reported } });
+      }
       expect(await leftovers(report.uuid, env.tmpDir)).toEqual({
         containers: [],
         volumes: [],
@@ -114,6 +149,51 @@ describe.skipIf(podmanMissing !== undefined && !requireEngines)(
     it('an image whose WORKDIR the engine cannot enter', async () => {
       const context = await busyboxContext({ extraLines: ['WORKDIR /proc/self/fd/7'] });
       await expectTaskFault(context, 'CONTAINER_FAILED', /working directory \(WORKDIR\)/);
+    });
+
+    it('an image whose WORKDIR is under /sys (read-only in the container)', async () => {
+      const context = await busyboxContext({ extraLines: ['WORKDIR /sys/kernel/work'] });
+      const reported =
+        "The container could not start: the image's working directory (WORKDIR) /sys/kernel/work cannot be made: it is on a read-only filesystem of the container";
+      await expectTaskFault(
+        context,
+        'CONTAINER_FAILED',
+        /\(WORKDIR\) \/sys\/kernel\/work/,
+        reported,
+      );
+    });
+
+    it('an image whose /tmp is a file', async () => {
+      const context = await copiedImage({ tmp: 'not a folder' });
+      const reported = "The container could not start: the image's /tmp is a file, not a folder";
+      await expectTaskFault(context, 'CONTAINER_FAILED', /\/tmp is a file/, reported);
+    });
+
+    it('an image whose /dev is a file', async () => {
+      const context = await copiedImage({ dev: 'not a folder' });
+      const reported = "The container could not start: the image's /dev is a file, not a folder";
+      await expectTaskFault(context, 'CONTAINER_FAILED', /\/dev is a file/, reported);
+    });
+
+    it('an image whose /data is a file', async () => {
+      const context = await copiedImage({ data: 'not a folder' });
+      // podman copies the image into the task's volumes in no fixed order: one of its folders.
+      const reported = expect.stringMatching(
+        /^The container could not start: in the image, a folder on the path to \/data\/\S+ is a file$/,
+      );
+      await expectTaskFault(
+        context,
+        'CONTAINER_FAILED',
+        /a folder on the path to \/data\//,
+        reported,
+      );
+    });
+
+    it('an image whose /data/model is a file', async () => {
+      const context = await copiedImage({ 'data/': '', 'data/model': 'not a folder' });
+      const reported =
+        "The container could not start: the image's /data/model, or a folder above it, is a file, not a folder";
+      await expectTaskFault(context, 'CONTAINER_FAILED', /\/data\/model, or a folder/, reported);
     });
 
     it('an image whose USER does not exist', async () => {

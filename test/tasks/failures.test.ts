@@ -1,6 +1,9 @@
 import { randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { HttpStorageClient } from '../../src/clients/storage.js';
+import { LABEL_STEP, LABEL_TASK } from '../../src/engine/labels.js';
 import type { ErrorCode, WorkerError } from '../../src/errors.js';
 import type { StepName, TaskEnv } from '../../src/tasks/context.js';
 import { faultOf } from '../../src/tasks/outcome.js';
@@ -135,6 +138,27 @@ describe.skipIf(podmanMissing !== undefined && !requireEngines)(
       });
     }
 
+    /** Stops the task's train container from outside the worker, as an operator would. */
+    async function stopTrainFromOutside(task: string, how: 'kill' | 'stop'): Promise<void> {
+      const format = `{{.ID}} {{index .Labels "${LABEL_STEP}"}}`;
+      const deadline = Date.now() + 120_000;
+      while (Date.now() < deadline) {
+        // podman 4.3 ORs two label filters: the step is read from each container instead.
+        const running = await execa('podman', [
+          'ps',
+          ...['--filter', `label=${LABEL_TASK}=${task}`, '--filter', 'status=running'],
+          ...['--format', format],
+        ]);
+        const train = running.stdout.split('\n').find((line) => line.endsWith(' train'));
+        if (train) {
+          await execa('podman', [how, train.split(' ')[0] as string]);
+          return;
+        }
+        await sleep(200);
+      }
+      throw new Error(`the train container of ${task} never ran`);
+    }
+
     describe.concurrent('each reported failed with its reason, leaving nothing behind', () => {
       it('a data blob missing from storage', async () => {
         const env = await world.env();
@@ -203,6 +227,30 @@ describe.skipIf(podmanMissing !== undefined && !requireEngines)(
           message: /submission's train step ran out of memory \(limit 64m/i,
         });
       });
+
+      it.each([
+        { how: 'kill', exit: /exit code 137 \(killed by SIGKILL\)/ },
+        { how: 'stop', exit: /exit code 143 \(killed by SIGTERM\)/ },
+      ] as const)(
+        'a submission an operator stops with podman $how (not its fault)',
+        async ({ how, exit }) => {
+          const env = await world.env();
+          const script = data('echo "training"\nsleep 120\n');
+          const task = learn({ algo: ids.R, train_data: [script] });
+          const [outcome] = await Promise.all([
+            runTask(world, env, task),
+            stopTrainFromOutside(task.uuid, how),
+          ]);
+          await expectFailed(env, outcome, {
+            code: 'CONTAINER_KILLED',
+            step: 'train',
+            message: /submission's train step was killed from outside the worker/,
+            retryable: true,
+          });
+          expect(outcome.report.error?.message).toMatch(exit);
+          expect(faultOf(outcome.report.error as WorkerError)).toBe('worker');
+        },
+      );
 
       // The runner as workflow: its perf step runs the hidden "test data" script.
       it.each([

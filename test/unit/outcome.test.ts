@@ -21,6 +21,8 @@ const FAULTS: [code: string, retryable: boolean, fault: 'task' | 'worker'][] = [
   ['CONTAINER_FAILED', false, 'task'],
   ['CONTAINER_TIMEOUT', false, 'task'],
   ['CONTAINER_OOM', false, 'task'],
+  // Killed by a signal neither the worker nor the memory limit sent: an operator, the host.
+  ['CONTAINER_KILLED', true, 'worker'],
   ['DISK_LIMIT', false, 'task'],
   ['ARCHIVE_REJECTED', false, 'task'],
   ['PERFORMANCE_INVALID', false, 'task'],
