@@ -255,7 +255,11 @@ async function settle(
     log.warn({ step: report.failedStep }, 'task cancelled by shutdown: requeued');
     return answer(lease, log, () => message.requeue(0, false)) ? 'cancelled' : 'lease-lost';
   }
-  if (report.status === 'failed' && error.code === 'CONTAINER_FAILED' && deps.stopping?.()) {
+  if (
+    report.status === 'failed' &&
+    (error.code === 'CONTAINER_FAILED' || error.code === 'CONTAINER_KILLED') &&
+    deps.stopping?.()
+  ) {
     // A container that ends while the worker stops may have been ended by that stop (a
     // signal to the host's processes, a supervisor's kill): never the task's fault. The
     // next worker runs it again.
