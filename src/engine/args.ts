@@ -345,6 +345,22 @@ export function removeContainersArgs(ids: readonly string[]): string[] {
   return ['rm', '--force', '--volumes', ...ids];
 }
 
+/**
+ * podman only: force-removes every container with this one label in the same call that
+ * lists them, printing their ids (one filter: podman 4.3 ORs several).
+ */
+export function removeContainersByLabelArgs(label: Record<string, string>): string[] {
+  return ['rm', '--force', '--volumes', ...labelFilterArgs(label)];
+}
+
+/**
+ * podman only: removes the unused volumes with this one label in the same call that lists
+ * them, printing their names.
+ */
+export function pruneVolumesArgs(label: Record<string, string>): string[] {
+  return ['volume', 'prune', '--force', ...labelFilterArgs(label)];
+}
+
 export function removeVolumesArgs(names: readonly string[]): string[] {
   return ['volume', 'rm', '--force', ...names];
 }

@@ -248,27 +248,50 @@ export function defineConformanceSuite(variant: EngineVariant): void {
       expect(after.split('\n')).not.toContain(volume);
     });
 
-    it('finds and removes every container and volume by label', async (ctx) => {
-      const e = ready(ctx);
-      const task = { ...labels, [LABEL_TASK]: `cleanup-${randomBytes(4).toString('hex')}` };
-      const volume = await e.createVolume(task);
-      const orphan = `cw-orphan-${randomBytes(4).toString('hex')}`;
-      // A container left behind by a worker that crashed: created with the task's labels.
+    /** A created, never started container that mounts the volume; its name. */
+    const createOrphan = async (e: Engine, volume: string, carrying: Record<string, string>) => {
+      const name = `cw-orphan-${randomBytes(4).toString('hex')}`;
       const spec: RunSpec = {
         image,
         command: ['true'],
         mounts: [{ volume, target: '/data' }],
-        labels: task,
+        labels: carrying,
         limits: TEST_LIMITS,
         timeoutMs: 10_000,
         logTailLines: 1,
         logTailBytes: 1024,
       };
-      await execEngine(e.info, createArgs(e.info, orphan, spec), { timeoutMs: 30_000 });
+      await execEngine(e.info, createArgs(e.info, name, spec), { timeoutMs: 30_000 });
+      return name;
+    };
+
+    it('finds and removes every container and volume by label', async (ctx) => {
+      const e = ready(ctx);
+      const task = { ...labels, [LABEL_TASK]: `cleanup-${randomBytes(4).toString('hex')}` };
+      const volume = await e.createVolume(task);
+      // A container left behind by a worker that crashed: created with the task's labels.
+      await createOrphan(e, volume, task);
       const removed = await e.removeByLabels(task);
       expect(removed.volumes).toEqual([volume]);
       expect(removed.containers).toHaveLength(1);
       expect(await e.removeByLabels(task)).toEqual({ containers: [], volumes: [] });
+    });
+
+    it('removes by one label a container and the volume it mounts', async (ctx) => {
+      const e = ready(ctx);
+      const one = { [LABEL_TASK]: `one-${randomBytes(4).toString('hex')}` };
+      const volume = await e.createVolume(one);
+      const name = await createOrphan(e, volume, one);
+      const removed = await e.removeByLabels(one);
+      expect(removed.volumes).toEqual([volume]);
+      expect(removed.containers).toHaveLength(1);
+      const ps = await execEngine(e.info, ['ps', '--all', '--quiet', '--filter', `name=${name}`], {
+        timeoutMs: 30_000,
+      });
+      expect(ps.trim()).toBe('');
+      const left = await execEngine(e.info, ['volume', 'ls', '--quiet'], { timeoutMs: 30_000 });
+      expect(left.split('\n')).not.toContain(volume);
+      expect(await e.removeByLabels(one)).toEqual({ containers: [], volumes: [] });
     });
 
     it('builds a context once: the second build of the same bytes is a cache hit', async (ctx) => {
