@@ -5,7 +5,7 @@ import { countContainers, removeByLabels } from './engine/cleanup.js';
 import type { EngineContext } from './engine/context.js';
 import { detectEngine } from './engine/detect.js';
 import { execEngine } from './engine/exec.js';
-import { listImages, pruneImages, removeImage } from './engine/images.js';
+import { imageLookup, listImages, pruneImages, removeImage } from './engine/images.js';
 import { listManaged } from './engine/managed.js';
 import { runContainer } from './engine/run.js';
 import type { Engine, EngineInfo, EngineOptions } from './engine/types.js';
@@ -38,6 +38,7 @@ export function engineFor(info: EngineInfo, options: EngineOptions): Engine {
   return {
     info,
     buildImage: (request) => buildImage(ctx, request),
+    imageLookup: (expected) => imageLookup(ctx, expected),
     countContainers: (label, value) => countContainers(ctx, label, value),
     createVolume: (labels) => createVolume(ctx, labels),
     importVolume: (volume, tar, signal) => importVolume(ctx, volume, tar, signal),

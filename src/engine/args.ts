@@ -270,6 +270,14 @@ export function imageExistsArgs(info: Quirks, image: string): string[] {
     : ['image', 'inspect', '--format', '{{.Id}}', image];
 }
 
+/**
+ * One line per image of these names that exists, its names as a JSON list; a missing one
+ * fails the call but leaves the others' lines (podman and docker alike).
+ */
+export function imageNamesOfArgs(images: readonly string[]): string[] {
+  return ['image', 'inspect', '--format', '{{json .RepoTags}}', ...images];
+}
+
 /** The image's declared volumes as JSON (null when none); podman and docker alike. */
 export function imageVolumesArgs(image: string): string[] {
   return ['image', 'inspect', '--format', '{{json .Config.Volumes}}', image];
