@@ -187,7 +187,11 @@ export async function runLearn(
   return { performance, modelBytes };
 }
 
-/** Creates the task's volumes and stages the data into them, each volume at once. */
+/**
+ * Creates the task's volumes and stages the data into them, each volume as soon as it
+ * exists: the data goes into the worker's own volumes while the writable ones get their
+ * sized filesystems.
+ */
 async function stageLearn(
   env: TaskEnv,
   run: TaskRun,
@@ -203,33 +207,48 @@ async function stageLearn(
     'testPredChecked',
   ] as const);
   // What the containers write, one filesystem of --disk-limit per writing step.
-  const [fromWorker, detarget, train, perf] = await settleAll([
-    staged,
-    createWritableVolumes(env, scope, 'detarget', ['test'] as const),
-    createWritableVolumes(env, scope, 'train', ['trainPred', 'testPred', 'model'] as const),
-    createWritableVolumes(env, scope, 'perf', ['perf'] as const),
-  ]);
-  const v = { ...fromWorker, ...detarget, ...train, ...perf };
+  const detarget = createWritableVolumes(env, scope, 'detarget', ['test'] as const);
+  const train = createWritableVolumes(env, scope, 'train', [
+    'trainPred',
+    'testPred',
+    'model',
+  ] as const);
+  const perf = createWritableVolumes(env, scope, 'perf', ['perf'] as const);
+  // Every creation settles before a failure goes on: the task's cleanup must see them all.
+  const created = settleAll([staged, detarget, train, perf]);
   const files = (uuids: string[]) =>
     uuids.map((uuid) => ({ kind: 'data' as const, uuid, name: uuid }));
-  await steps.step(
-    'stage',
-    async () => {
-      const [train, test, model] = await settleAll([
-        stageFiles(env, run, v.train, files(task.train_data), { tmp: scope.tmp, dirs: ['pred'] }),
-        stageFiles(env, run, v.hiddenTest, files(task.test_data), { tmp: scope.tmp }),
-        task.rank > 0 && task.model_start
-          ? stageModel(env, run, v.model, task.model_start, { sized: scope.disks.has(v.model) })
-          : Promise.resolve(0),
-        // The submission's test folder holds the mount point of its predictions. The other
-        // volumes stay empty: a new volume is writable by the containers' user as it is.
-        prepareEmpty(env, run, v.test, ['pred']),
-      ]);
-      return train + test + model;
-    },
-    (bytes) => `${bytes} bytes`,
-  );
-  return v;
+  const start = task.model_start;
+  const [[fromWorker, forDetarget, forTrain, forPerf]] = await settleAll([
+    created,
+    steps.step(
+      'stage',
+      async () => {
+        const [trainBytes, testBytes, modelBytes] = await settleAll([
+          staged.then((v) =>
+            stageFiles(env, run, v.train, files(task.train_data), {
+              tmp: scope.tmp,
+              dirs: ['pred'],
+            }),
+          ),
+          staged.then((v) =>
+            stageFiles(env, run, v.hiddenTest, files(task.test_data), { tmp: scope.tmp }),
+          ),
+          task.rank > 0 && start
+            ? train.then((v) =>
+                stageModel(env, run, v.model, start, { sized: scope.disks.has(v.model) }),
+              )
+            : Promise.resolve(0),
+          // The submission's test folder holds the mount point of its predictions. The other
+          // volumes stay empty: a new volume is writable by the containers' user as it is.
+          detarget.then((v) => prepareEmpty(env, run, v.test, ['pred'])),
+        ]);
+        return trainBytes + testBytes + modelBytes;
+      },
+      (bytes) => `${bytes} bytes`,
+    ),
+  ]);
+  return { ...fromWorker, ...forDetarget, ...forTrain, ...forPerf };
 }
 
 async function readPerformance(env: TaskEnv, run: TaskRun, volume: string): Promise<Performance> {
