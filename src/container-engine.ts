@@ -7,7 +7,7 @@ import { detectEngine } from './engine/detect.js';
 import { execEngine } from './engine/exec.js';
 import { imageLookup, listImages, pruneImages, removeImage } from './engine/images.js';
 import { listManaged } from './engine/managed.js';
-import { runContainer } from './engine/run.js';
+import { prepareRuns, runContainer } from './engine/run.js';
 import type { Engine, EngineInfo, EngineOptions } from './engine/types.js';
 import { measureVolume, volumeMountpoint } from './engine/volume-usage.js';
 import { createVolume, exportVolume, importVolume } from './engine/volumes.js';
@@ -44,6 +44,7 @@ export function engineFor(info: EngineInfo, options: EngineOptions): Engine {
     importVolume: (volume, tar, signal) => importVolume(ctx, volume, tar, signal),
     exportVolume: (volume, signal) => exportVolume(ctx, volume, signal),
     run: (spec) => runContainer(ctx, spec),
+    prepareRuns: (specs) => prepareRuns(ctx, specs),
     removeByLabels: (labels) => removeByLabels(ctx, labels),
     removeOrphanBuilds: (owner) => removeOrphanBuilds(ctx, owner),
     listManaged: () => listManaged(ctx),

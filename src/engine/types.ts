@@ -202,6 +202,14 @@ export interface RunSpec {
   removeLater?: boolean;
 }
 
+/** A container created and its volumes checked, not started yet (Engine.prepareRuns). */
+export interface PreparedRun {
+  /** Starts it and waits for its end, as Engine.run; `live` replaces the spec's signal and log listener. */
+  start(live?: Pick<RunSpec, 'signal' | 'onLogLine'>): Promise<RunResult>;
+  /** What a run never started leaves goes: its cgroup, and its container unless removeLater. */
+  discard(): Promise<void>;
+}
+
 export interface RunResult {
   exitCode: number;
   /** The engine said OOM, or the container died by SIGKILL at its memory limit without the worker killing it. */
@@ -301,6 +309,11 @@ export interface Engine {
   exportVolume(volume: string, signal?: AbortSignal): Readable;
   /** create, start, wait with a deadline that kills, inspect, remove. */
   run(spec: RunSpec): Promise<RunResult>;
+  /**
+   * Creates the containers of several runs and checks all their volumes in one call; each
+   * is started later. Every one is either started or discarded.
+   */
+  prepareRuns(specs: readonly RunSpec[]): Promise<PreparedRun[]>;
   /** Force-removes the containers, then the volumes, that carry all of these labels. */
   removeByLabels(
     labels: Record<string, string>,

@@ -265,6 +265,38 @@ export function defineConformanceSuite(variant: EngineVariant): void {
       return name;
     };
 
+    it('prepares several runs with one volume check: started in turn, or refused together when a volume went', async (ctx) => {
+      const e = ready(ctx);
+      const task = { ...labels, [LABEL_TASK]: `prepared-${randomBytes(4).toString('hex')}` };
+      const spec = (script: string, volume: string): RunSpec => ({
+        image,
+        command: ['sh', '-c', script],
+        mounts: [{ volume, target: '/data' }],
+        labels: task,
+        limits: TEST_LIMITS,
+        timeoutMs: 60_000,
+        logTailLines: 20,
+        logTailBytes: 4096,
+      });
+      const shared = await e.createVolume(task);
+      const [write, read] = await e.prepareRuns([
+        spec('echo first > /data/x', shared),
+        spec('cat /data/x', shared),
+      ]);
+      expect(await write?.start()).toMatchObject({ exitCode: 0 });
+      expect(await read?.start()).toMatchObject({ exitCode: 0, logTail: 'first' });
+
+      const gone = await e.createVolume(task);
+      await execEngine(e.info, ['volume', 'rm', gone], { timeoutMs: 30_000 });
+      const failure = await e
+        .prepareRuns([spec('true', shared), spec('echo ran > /data/x', gone)])
+        .catch((error: unknown) => error);
+      expect(failure).toMatchObject({ code: 'ENGINE_FAILED', retryable: true });
+      expect((failure as Error).message).toContain(`volume ${gone} no longer exists`);
+      // Neither container is left, nor the empty volume the engine re-created.
+      expect(await e.removeByLabels(task)).toEqual({ containers: [], volumes: [shared] });
+    });
+
     it('finds and removes every container and volume by label', async (ctx) => {
       const e = ready(ctx);
       const task = { ...labels, [LABEL_TASK]: `cleanup-${randomBytes(4).toString('hex')}` };
