@@ -309,17 +309,20 @@ export function defineConformanceSuite(variant: EngineVariant): void {
       expect(await e.removeByLabels(task)).toEqual({ containers: [], volumes: [] });
     });
 
-    it('removes by one label a container and the volume it mounts', async (ctx) => {
+    it('removes by one label the containers and the volume they mount', async (ctx) => {
       const e = ready(ctx);
       const one = { [LABEL_TASK]: `one-${randomBytes(4).toString('hex')}` };
       const volume = await e.createVolume(one);
-      const name = await createOrphan(e, volume, one);
+      await createOrphan(e, volume, one);
+      await createOrphan(e, volume, one);
       const removed = await e.removeByLabels(one);
       expect(removed.volumes).toEqual([volume]);
-      expect(removed.containers).toHaveLength(1);
-      const ps = await execEngine(e.info, ['ps', '--all', '--quiet', '--filter', `name=${name}`], {
-        timeoutMs: 30_000,
-      });
+      expect(removed.containers).toHaveLength(2);
+      const ps = await execEngine(
+        e.info,
+        ['ps', '--all', '--quiet', '--filter', `label=${LABEL_TASK}=${one[LABEL_TASK]}`],
+        { timeoutMs: 30_000 },
+      );
       expect(ps.trim()).toBe('');
       const left = await execEngine(e.info, ['volume', 'ls', '--quiet'], { timeoutMs: 30_000 });
       expect(left.split('\n')).not.toContain(volume);
