@@ -39,7 +39,7 @@ export async function runContainer(ctx: EngineContext, spec: RunSpec): Promise<R
 }
 
 /**
- * Creates the containers of several runs at once, then checks the volumes of all of them in
+ * Creates the containers of several runs, then checks the volumes of all of them in
  * one call; each is started later (a task's steps, one after the other). A volume checked
  * once its container exists cannot come back empty before that container starts: podman
  * removes a volume in use only with --force, which removes the container too, and docker
@@ -52,11 +52,12 @@ export async function prepareRuns(
   if (specs.some((spec) => spec.signal?.aborted))
     throw new WorkerError('CANCELLED', 'The run was cancelled before it started');
   const call = { timeoutMs: ctx.options.callTimeoutMs };
-  const created = await Promise.allSettled(specs.map((spec) => createOne(ctx, spec)));
-  const made = created.flatMap((c) => (c.status === 'fulfilled' ? [c.value] : []));
-  const failed = created.find((c): c is PromiseRejectedResult => c.status === 'rejected');
+  const made: Created[] = [];
   try {
-    if (failed) throw failed.reason;
+    // One after the other: podman 4.3 creating containers that share volumes at the same
+    // time can deadlock on the volumes' locks (two creates hung for minutes, holding up
+    // every other call on the host).
+    for (const spec of specs) made.push(await createOne(ctx, spec));
     const volumes = [...new Set(specs.flatMap((spec) => spec.mounts.map((m) => m.volume)))];
     await checkMountedVolumes(
       ctx,

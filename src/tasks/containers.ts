@@ -56,7 +56,7 @@ export interface PreparedSteps {
 }
 
 /**
- * Creates the containers of a task's steps at once and checks all their volumes in one
+ * Creates the containers of a task's steps before the first starts and checks all their volumes in one
  * engine call, so that each step only starts its container.
  */
 export async function prepareContainerSteps(
