@@ -5,9 +5,9 @@ import { countContainers, removeByLabels } from './engine/cleanup.js';
 import type { EngineContext } from './engine/context.js';
 import { detectEngine } from './engine/detect.js';
 import { execEngine } from './engine/exec.js';
-import { listImages, pruneImages, removeImage } from './engine/images.js';
+import { imageLookup, listImages, pruneImages, removeImage } from './engine/images.js';
 import { listManaged } from './engine/managed.js';
-import { runContainer } from './engine/run.js';
+import { prepareRuns, runContainer } from './engine/run.js';
 import type { Engine, EngineInfo, EngineOptions } from './engine/types.js';
 import { measureVolume, volumeMountpoint } from './engine/volume-usage.js';
 import { createVolume, exportVolume, importVolume } from './engine/volumes.js';
@@ -38,11 +38,13 @@ export function engineFor(info: EngineInfo, options: EngineOptions): Engine {
   return {
     info,
     buildImage: (request) => buildImage(ctx, request),
+    imageLookup: (expected) => imageLookup(ctx, expected),
     countContainers: (label, value) => countContainers(ctx, label, value),
     createVolume: (labels) => createVolume(ctx, labels),
     importVolume: (volume, tar, signal) => importVolume(ctx, volume, tar, signal),
     exportVolume: (volume, signal) => exportVolume(ctx, volume, signal),
     run: (spec) => runContainer(ctx, spec),
+    prepareRuns: (specs) => prepareRuns(ctx, specs),
     removeByLabels: (labels) => removeByLabels(ctx, labels),
     removeOrphanBuilds: (owner) => removeOrphanBuilds(ctx, owner),
     listManaged: () => listManaged(ctx),

@@ -1,5 +1,10 @@
+import { createRequire } from 'node:module';
 import { type Logger as PinoLogger, pino } from 'pino';
-import pretty from 'pino-pretty';
+import type PinoPretty from 'pino-pretty';
+
+// Loaded only for text logs: about 30 modules a run with JSON logs (every task exec whose
+// stderr is not a terminal, a daemon under systemd) need not compile.
+const require = createRequire(import.meta.url);
 
 export type Logger = PinoLogger;
 
@@ -41,6 +46,7 @@ export function createLogger(options: LogOptions = {}): Logger {
   };
   if (format === 'text') {
     // Synchronous, in this thread: a CLI that exits must not lose its last lines.
+    const pretty = require('pino-pretty') as typeof PinoPretty;
     const stream = pretty({
       destination: fd,
       sync: true,

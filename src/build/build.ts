@@ -35,6 +35,35 @@ const KILL_BACKSTOP_MS = 6_000;
  * folder is removed whatever happens. A context built before costs one existence check.
  */
 export async function buildImage(ctx: EngineContext, request: BuildRequest): Promise<BuildResult> {
+  // The lookup this build shares is told, once, whether it asks: the others wait for it.
+  let lookupDone = false;
+  const lookup: Lookup = {
+    exists: (image, call) => {
+      lookupDone = true;
+      return request.lookup ? request.lookup.exists(image, call) : imageExists(ctx, image, call);
+    },
+    pass: () => {
+      if (!lookupDone) request.lookup?.pass();
+      lookupDone = true;
+    },
+  };
+  try {
+    return await buildLookingUp(ctx, request, lookup);
+  } finally {
+    lookup.pass();
+  }
+}
+
+interface Lookup {
+  exists(image: string, call: { timeoutMs: number; signal: AbortSignal }): Promise<boolean>;
+  pass(): void;
+}
+
+async function buildLookingUp(
+  ctx: EngineContext,
+  request: BuildRequest,
+  lookup: Lookup,
+): Promise<BuildResult> {
   if (!ROLE.test(request.role)) {
     throw new WorkerError('INTERNAL', `invalid image role "${request.role}"`);
   }
@@ -60,13 +89,14 @@ export async function buildImage(ctx: EngineContext, request: BuildRequest): Pro
     });
     const running = ctx.builds?.get(image);
     if (running) {
+      lookup.pass();
       await waitFor(running, request);
       return done(true, true);
     }
     const shared = startShared(ctx, image, async (signal, onLine) => {
       try {
         const call = { timeoutMs: ctx.options.callTimeoutMs, signal };
-        if (await imageExists(ctx, image, call)) return { cached: true };
+        if (await lookup.exists(image, call)) return { cached: true };
         await runBuild(
           ctx,
           { ...request, signal, onOutputLine: onLine },

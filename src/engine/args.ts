@@ -270,6 +270,14 @@ export function imageExistsArgs(info: Quirks, image: string): string[] {
     : ['image', 'inspect', '--format', '{{.Id}}', image];
 }
 
+/**
+ * One line per image of these names that exists, its names as a JSON list; a missing one
+ * fails the call but leaves the others' lines (podman and docker alike).
+ */
+export function imageNamesOfArgs(images: readonly string[]): string[] {
+  return ['image', 'inspect', '--format', '{{json .RepoTags}}', ...images];
+}
+
 /** The image's declared volumes as JSON (null when none); podman and docker alike. */
 export function imageVolumesArgs(image: string): string[] {
   return ['image', 'inspect', '--format', '{{json .Config.Volumes}}', image];
@@ -343,6 +351,22 @@ export function volumeListArgs(labels: Record<string, string>): string[] {
 /** --volumes: the anonymous volumes of an image's VOLUME go too (docker has no tmpfs for them). */
 export function removeContainersArgs(ids: readonly string[]): string[] {
   return ['rm', '--force', '--volumes', ...ids];
+}
+
+/**
+ * podman only: force-removes every container with this one label in the same call that
+ * lists them, printing their ids (one filter: podman 4.3 ORs several).
+ */
+export function removeContainersByLabelArgs(label: Record<string, string>): string[] {
+  return ['rm', '--force', '--volumes', ...labelFilterArgs(label)];
+}
+
+/**
+ * podman only: removes the unused volumes with this one label in the same call that lists
+ * them, printing their names.
+ */
+export function pruneVolumesArgs(label: Record<string, string>): string[] {
+  return ['volume', 'prune', '--force', ...labelFilterArgs(label)];
 }
 
 export function removeVolumesArgs(names: readonly string[]): string[] {

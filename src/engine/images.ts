@@ -4,12 +4,13 @@ import {
   imageExistsArgs,
   imageInspectArgs,
   imageListArgs,
+  imageNamesOfArgs,
   pruneImagesArgs,
   removeUnusedImageArgs,
 } from './args.js';
 import type { EngineContext } from './context.js';
 import { execEngineRaw, execImageListing } from './exec.js';
-import type { ImageFacts } from './types.js';
+import type { ImageFacts, ImageLookup } from './types.js';
 
 const inspectSchema = z.array(
   z.object({
@@ -102,4 +103,62 @@ export async function imageExists(
     return false;
   ctx.knownImages?.add(image);
   return true;
+}
+
+/** See Engine.imageLookup. */
+export function imageLookup(ctx: EngineContext, expected: number): ImageLookup {
+  const asked: string[] = [];
+  let arrived = 0;
+  let answer: (found: Set<string>) => void = () => {};
+  let fail: (error: unknown) => void = () => {};
+  const found = new Promise<Set<string>>((resolve, reject) => {
+    answer = resolve;
+    fail = reject;
+  });
+  found.catch(() => undefined);
+  let timeoutMs = ctx.options.callTimeoutMs;
+  const arrive = () => {
+    arrived++;
+    if (arrived === expected) imagesExisting(ctx, asked, timeoutMs).then(answer, fail);
+  };
+  return {
+    async exists(image, call) {
+      if (ctx.knownImages?.has(image)) {
+        arrive();
+        return true;
+      }
+      asked.push(image);
+      timeoutMs = call.timeoutMs;
+      arrive();
+      return (await found).has(image);
+    },
+    pass: arrive,
+  };
+}
+
+/** Which of these images exist, in one call; those found are remembered as imageExists does. */
+async function imagesExisting(
+  ctx: EngineContext,
+  images: readonly string[],
+  timeoutMs: number,
+): Promise<Set<string>> {
+  if (images.length === 0) return new Set();
+  if (images.length === 1) {
+    const [image] = images as [string];
+    return new Set((await imageExists(ctx, image, { timeoutMs })) ? [image] : []);
+  }
+  const result = await execEngineRaw(ctx.cli, imageNamesOfArgs(images), { timeoutMs });
+  const names = new Set(
+    result.stdout.split('\n').flatMap((line) => {
+      try {
+        const parsed = z.array(z.string()).nullable().safeParse(JSON.parse(line));
+        return parsed.success ? (parsed.data ?? []) : [];
+      } catch {
+        return [];
+      }
+    }),
+  );
+  const existing = new Set(images.filter((image) => names.has(image)));
+  for (const image of existing) ctx.knownImages?.add(image);
+  return existing;
 }

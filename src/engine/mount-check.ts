@@ -11,12 +11,12 @@ const labelsSchema = z.record(z.string(), z.string()).nullable();
  * `create -v NAME:/path` (and `--mount type=volume`) silently creates a named volume that
  * no longer exists, empty and unlabelled: a task would run on empty data, and the volume
  * would leak. So, once a container is created, every volume it mounts must carry the
- * worker's label. If one does not, the container and the volumes the engine just made are
+ * worker's label. If one does not, the containers and the volumes the engine just made are
  * removed and the task fails with an error that may be retried.
  */
 export async function checkMountedVolumes(
   ctx: EngineContext,
-  container: string,
+  containers: readonly string[],
   volumes: readonly string[],
 ): Promise<void> {
   if (volumes.length === 0) return;
@@ -28,7 +28,7 @@ export async function checkMountedVolumes(
     return parseLabels(lines[i])?.[LABEL_MANAGED] !== 'true';
   });
   if (missing.length === 0) return;
-  await execEngine(ctx.cli, removeContainersArgs([container]), call).catch(() => undefined);
+  await execEngine(ctx.cli, removeContainersArgs(containers), call).catch(() => undefined);
   await execEngine(ctx.cli, removeVolumesArgs(missing), call).catch(() => undefined);
   throw new WorkerError(
     'ENGINE_FAILED',

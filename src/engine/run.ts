@@ -17,7 +17,7 @@ import { checkMountedVolumes } from './mount-check.js';
 import { createRunCgroup, type RunCgroup } from './run-cgroup.js';
 import { createOomRecord, type OomRecord, runEnding } from './run-ending.js';
 import { startFailure } from './start-failure.js';
-import type { RunResult, RunSpec } from './types.js';
+import type { PreparedRun, RunResult, RunSpec } from './types.js';
 
 const stateSchema = z.object({
   Status: z.string().optional(),
@@ -35,39 +35,94 @@ const USAGE_SAMPLE_MS = 1000;
  * running, hence the separate steps.
  */
 export async function runContainer(ctx: EngineContext, spec: RunSpec): Promise<RunResult> {
-  if (spec.signal?.aborted)
+  const [prepared] = await prepareRuns(ctx, [spec]);
+  return (prepared as PreparedRun).start();
+}
+
+/**
+ * Creates the containers of several runs, then checks the volumes of all of them in
+ * one call; each is started later (a task's steps, one after the other). A volume checked
+ * once its container exists cannot come back empty before that container starts: podman
+ * removes a volume in use only with --force, which removes the container too, and docker
+ * refuses to remove it at all; only a create re-creates a missing volume.
+ */
+export async function prepareRuns(
+  ctx: EngineContext,
+  specs: readonly RunSpec[],
+): Promise<PreparedRun[]> {
+  if (specs.some((spec) => spec.signal?.aborted))
     throw new WorkerError('CANCELLED', 'The run was cancelled before it started');
+  const call = { timeoutMs: ctx.options.callTimeoutMs };
+  const made: Created[] = [];
+  try {
+    // One after the other: podman 4.3 creating containers that share volumes at the same
+    // time can deadlock on the volumes' locks (two creates hung for minutes, holding up
+    // every other call on the host).
+    for (const spec of specs) made.push(await createOne(ctx, spec));
+    const volumes = [...new Set(specs.flatMap((spec) => spec.mounts.map((m) => m.volume)))];
+    await checkMountedVolumes(
+      ctx,
+      made.map((m) => m.name),
+      volumes,
+    );
+  } catch (error) {
+    await Promise.all(made.map((m) => m.discard()));
+    throw error;
+  }
+  return made.map((m) => ({
+    start: async (live) => {
+      let leftForCaller = false;
+      const spec = { ...m.spec, ...live };
+      try {
+        const result = await measured(m.cgroup, () => startAndWait(ctx, m.name, spec, m.oom));
+        leftForCaller = spec.removeLater === true;
+        return result;
+      } finally {
+        if (!leftForCaller)
+          await execEngine(ctx.cli, removeContainersArgs([m.name]), call).catch(() => undefined);
+        await m.cgroup?.remove().catch(() => undefined);
+        await m.oom?.remove().catch(() => undefined);
+      }
+    },
+    discard: m.discard,
+  }));
+}
+
+interface Created {
+  name: string;
+  spec: RunSpec;
+  cgroup: RunCgroup | undefined;
+  oom: OomRecord | undefined;
+  discard(): Promise<void>;
+}
+
+async function createOne(ctx: EngineContext, spec: RunSpec): Promise<Created> {
   const name = `cw-run-${randomBytes(8).toString('hex')}`;
   const call = { timeoutMs: ctx.options.callTimeoutMs };
-  let leftForCaller = false;
   const cgroup = await createRunCgroup(ctx.info, ctx.options.owner);
   let oom: OomRecord | undefined;
   try {
     oom = await createOomRecord(ctx);
-    await execEngine(ctx.cli, createArgs(ctx.info, name, spec, cgroup?.parent), call).catch(
-      (error: unknown) => {
-        // The image may have been removed behind the worker's back: ask again next time.
-        ctx.knownImages?.delete(spec.image);
-        throw error;
-      },
-    );
-    try {
-      await checkMountedVolumes(
-        ctx,
-        name,
-        spec.mounts.map((m) => m.volume),
-      );
-      const result = await measured(cgroup, () => startAndWait(ctx, name, spec, oom));
-      leftForCaller = spec.removeLater === true;
-      return result;
-    } finally {
-      if (!leftForCaller)
-        await execEngine(ctx.cli, removeContainersArgs([name]), call).catch(() => undefined);
-    }
-  } finally {
+    await execEngine(ctx.cli, createArgs(ctx.info, name, spec, cgroup?.parent), call);
+  } catch (error) {
+    // The image may have been removed behind the worker's back: ask again next time.
+    ctx.knownImages?.delete(spec.image);
     await cgroup?.remove().catch(() => undefined);
     await oom?.remove().catch(() => undefined);
+    throw error;
   }
+  return {
+    name,
+    spec,
+    cgroup,
+    oom,
+    discard: async () => {
+      if (!spec.removeLater)
+        await execEngine(ctx.cli, removeContainersArgs([name]), call).catch(() => undefined);
+      await cgroup?.remove().catch(() => undefined);
+      await oom?.remove().catch(() => undefined);
+    },
+  };
 }
 
 /** Runs the container, sampling its cgroup while it runs and reading it once it has ended. */

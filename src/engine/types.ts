@@ -203,6 +203,14 @@ export interface RunSpec {
   removeLater?: boolean;
 }
 
+/** A container created and its volumes checked, not started yet (Engine.prepareRuns). */
+export interface PreparedRun {
+  /** Starts it and waits for its end, as Engine.run; `live` replaces the spec's signal and log listener. */
+  start(live?: Pick<RunSpec, 'signal' | 'onLogLine'>): Promise<RunResult>;
+  /** What a run never started leaves goes: its cgroup, and its container unless removeLater. */
+  discard(): Promise<void>;
+}
+
 export interface RunResult {
   exitCode: number;
   /**
@@ -248,6 +256,11 @@ export interface BuildRequest {
   /** Names an untrusted build's cgroup, mark and temp folder (hex; default random). */
   buildId?: string;
   /**
+   * Asks whether the image exists together with the other builds of the same lookup
+   * (Engine.imageLookup), in one engine call; absent: asked alone.
+   */
+  lookup?: ImageLookup;
+  /**
    * Called with the image's name once the context's digest is known, before the image is
    * looked up or built; the build waits for it (the image cache holds the name here, so
    * that it is not removed between the lookup and the task's use of it).
@@ -264,6 +277,17 @@ export interface BuildResult {
   durationMs: number;
   /** True when another call was building the same image at the same time, and this one waited for it. */
   joined?: boolean;
+}
+
+/**
+ * Existence checks of images asked together (a task's workflow and submission): once
+ * `expected` callers have asked or passed, one engine call answers all of them. A caller
+ * that will not ask (its build failed first, or joined another build) passes, or the
+ * others wait for it.
+ */
+export interface ImageLookup {
+  exists(image: string, call: { timeoutMs: number }): Promise<boolean>;
+  pass(): void;
 }
 
 /** An image as the cache sees it. */
@@ -283,6 +307,8 @@ export interface Engine {
   readonly info: EngineInfo;
   /** Builds (or finds cached) localhost/compute-worker/<role>:<sha256 of the context>. */
   buildImage(request: BuildRequest): Promise<BuildResult>;
+  /** One existence check for the images of `expected` builds (BuildRequest.lookup). */
+  imageLookup(expected: number): ImageLookup;
   /** How many containers (running or not) carry this one label with this value. */
   countContainers(label: string, value: string): Promise<number>;
   /** Creates a named volume with these labels (plus LABEL_MANAGED); returns its name. */
@@ -293,6 +319,11 @@ export interface Engine {
   exportVolume(volume: string, signal?: AbortSignal): Readable;
   /** create, start, wait with a deadline that kills, inspect, remove. */
   run(spec: RunSpec): Promise<RunResult>;
+  /**
+   * Creates the containers of several runs and checks all their volumes in one call; each
+   * is started later. Every one is either started or discarded.
+   */
+  prepareRuns(specs: readonly RunSpec[]): Promise<PreparedRun[]>;
   /** Force-removes the containers, then the volumes, that carry all of these labels. */
   removeByLabels(
     labels: Record<string, string>,

@@ -100,7 +100,7 @@ async function withHelper<T>(
   const call = { timeoutMs: ctx.options.callTimeoutMs };
   await execEngine(ctx.cli, helperCreateArgs(image, helper, volume, {}), call);
   try {
-    await checkMountedVolumes(ctx, helper, [volume]);
+    await checkMountedVolumes(ctx, [helper], [volume]);
     return await use(helper);
   } finally {
     await execEngine(ctx.cli, removeContainersArgs([helper]), call).catch(() => undefined);

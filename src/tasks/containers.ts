@@ -3,7 +3,7 @@ import { formatDuration } from '../config/duration.js';
 import { formatSize } from '../config/size.js';
 import { LABEL_STEP } from '../engine/labels.js';
 import type { SizedDisk } from '../engine/sized-disk.js';
-import type { RunResult, VolumeMount } from '../engine/types.js';
+import type { PreparedRun, RunResult, RunSpec, VolumeMount } from '../engine/types.js';
 import { WorkerError } from '../errors.js';
 import { type GpuUsageSample, type GpuWatch, watchGpus } from '../gpu/usage.js';
 import type { StepName, TaskEnv, TaskRun } from './context.js';
@@ -26,39 +26,87 @@ export interface ContainerStep {
   idMaps?: TaskIdMaps;
 }
 
+/** The engine's run of a step, less what only its start needs (the signal, the log listener). */
+async function runSpecOf(env: TaskEnv, run: TaskRun, spec: ContainerStep): Promise<RunSpec> {
+  const idMaps = await spec.idMaps?.for(spec.owner);
+  // The workflow (detarget, perf) never gets a GPU.
+  const gpus = spec.owner === 'submission' ? submissionGpus(env, run) : undefined;
+  return {
+    ...(idMaps ? { idMaps } : {}),
+    image: spec.image,
+    command: spec.command,
+    mounts: spec.mounts,
+    labels: { ...spec.labels, [LABEL_STEP]: spec.step },
+    limits: env.limits,
+    timeoutMs: spec.timeoutMs,
+    logTailLines: env.logTailLines,
+    logTailBytes: env.logTailBytes,
+    gpus,
+    // The task's cleanup removes its containers by their run label, all in one call.
+    removeLater: true,
+  };
+}
+
+/** Steps whose containers are created, and their volumes checked, ahead of their runs. */
+export interface PreparedSteps {
+  /** Runs the prepared container of this step, as runContainerStep. */
+  run(step: StepName): Promise<RunResult>;
+  /** Discards the containers never started (the task failed before their step). */
+  discard(): Promise<void>;
+}
+
+/**
+ * Creates the containers of a task's steps before the first starts and checks all their volumes in one
+ * engine call, so that each step only starts its container.
+ */
+export async function prepareContainerSteps(
+  env: TaskEnv,
+  run: TaskRun,
+  specs: readonly ContainerStep[],
+): Promise<PreparedSteps> {
+  const runSpecs = await Promise.all(specs.map((spec) => runSpecOf(env, run, spec)));
+  const prepared = await env.engine.prepareRuns(runSpecs);
+  const waiting = new Map(specs.map((spec, i) => [spec.step, { spec, run: prepared[i] }]));
+  return {
+    run: async (step) => {
+      const one = waiting.get(step);
+      if (!one?.run) throw new WorkerError('INTERNAL', `no prepared container for step ${step}`);
+      waiting.delete(step);
+      return runContainerStep(env, run, one.spec, one.run);
+    },
+    discard: async () => {
+      const left = [...waiting.values()];
+      waiting.clear();
+      await Promise.all(left.map((one) => one.run?.discard()));
+    },
+  };
+}
+
 /** Runs one step's container and turns anything but a clean exit into a WorkerError. */
 export async function runContainerStep(
   env: TaskEnv,
   run: TaskRun,
   spec: ContainerStep,
+  prepared?: PreparedRun,
 ): Promise<RunResult> {
   const who = `the ${spec.owner}'s ${spec.step} step`;
   const disk = watchDisk(env, run, spec.step, spec.mounts, who, spec.disks);
-  // The workflow (detarget, perf) never gets a GPU.
-  const gpus = spec.owner === 'submission' ? submissionGpus(env, run) : undefined;
   let result: RunResult;
   let gpuWatch: GpuWatch | undefined;
   try {
     // What the volumes hold before the container writes: written_bytes is what it adds.
     await disk.ready;
-    const idMaps = await spec.idMaps?.for(spec.owner);
+    const runSpec = prepared ? undefined : await runSpecOf(env, run, spec);
+    const gpus = spec.owner === 'submission' ? submissionGpus(env, run) : undefined;
     gpuWatch = gpus ? watchGpus(gpus.uuids) : undefined;
-    result = await env.engine.run({
-      ...(idMaps ? { idMaps } : {}),
-      image: spec.image,
-      command: spec.command,
-      mounts: spec.mounts,
-      labels: { ...spec.labels, [LABEL_STEP]: spec.step },
-      limits: env.limits,
-      timeoutMs: spec.timeoutMs,
-      logTailLines: env.logTailLines,
-      logTailBytes: env.logTailBytes,
+    const live = {
       signal: disk.signal,
-      gpus,
-      onLogLine: (line, stream) => run.onEvent?.({ type: 'log', step: spec.step, line, stream }),
-      // The task's cleanup removes its containers by their run label, all in one call.
-      removeLater: true,
-    });
+      onLogLine: (line: string, stream: 'stdout' | 'stderr') =>
+        run.onEvent?.({ type: 'log', step: spec.step, line, stream }),
+    };
+    result = prepared
+      ? await prepared.start(live)
+      : await env.engine.run({ ...(runSpec as RunSpec), ...live });
   } catch (error) {
     await gpuWatch?.stop();
     throw (await disk.stop()) ?? error;

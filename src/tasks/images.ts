@@ -17,14 +17,20 @@ export async function buildImages(
   sources: { workflow?: string; submission: string },
   scope: TaskScope,
 ): Promise<{ workflow: string; submission: string }> {
+  // Both images' existence asked in one engine call, once both contexts are hashed.
+  const lookup = env.engine.imageLookup(sources.workflow ? 2 : 1);
   const build = async (role: 'workflow' | 'submission', kind: 'problem' | 'algo', uuid: string) => {
     const step = role === 'workflow' ? 'build-workflow' : 'build-submission';
     const result = await steps.step(
       step,
       async () => {
-        const blob = await env.storage.getBlob(kind, uuid, run.signal);
+        const blob = await env.storage.getBlob(kind, uuid, run.signal).catch((error: unknown) => {
+          lookup.pass();
+          throw error;
+        });
         const building = env.engine.buildImage({
           role,
+          lookup,
           context: blob.stream,
           labels: { [LABEL_BUILT_BY]: env.workerId },
           signal: run.signal,

@@ -3,9 +3,10 @@ import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { packFolderFromTar, readFileFromTar } from '../archive/safe-tar.js';
+import type { VolumeMount } from '../engine/types.js';
 import { WorkerError } from '../errors.js';
-import { runContainerStep } from './containers.js';
-import type { TaskEnv, TaskRun } from './context.js';
+import { type ContainerStep, type PreparedSteps, prepareContainerSteps } from './containers.js';
+import type { StepName, TaskEnv, TaskRun } from './context.js';
 import { buildImages } from './images.js';
 import { copyPredictions, leftModelBudget, predictionBudget } from './outputs.js';
 import { taskUsage } from './report-body.js';
@@ -66,23 +67,21 @@ export async function runLearn(
   ]);
 
   const common = { labels: scope.labels, disks: scope.disks, idMaps: scope.idMaps };
-  await steps.step('detarget', () =>
-    runContainerStep(env, run, {
-      ...common,
-      step: 'detarget',
-      owner: 'workflow',
-      image: images.workflow,
-      command: ['-T', 'detarget', '-i', '/hidden_data', '-s', '/submission_data'],
-      mounts: [
-        { volume: v.hiddenTest, target: '/hidden_data/test', readOnly: true },
-        { volume: v.test, target: '/submission_data/test' },
-      ],
-      timeoutMs: env.workflowTimeoutMs,
-    }),
-  );
-
-  await steps.step('train', () =>
-    runContainerStep(env, run, {
+  const workflowStep = (step: 'detarget' | 'perf', mounts: VolumeMount[]): ContainerStep => ({
+    ...common,
+    step,
+    owner: 'workflow',
+    image: images.workflow,
+    command: ['-T', step, '-i', '/hidden_data', '-s', '/submission_data'],
+    mounts,
+    timeoutMs: env.workflowTimeoutMs,
+  });
+  const containerSteps: ContainerStep[] = [
+    workflowStep('detarget', [
+      { volume: v.hiddenTest, target: '/hidden_data/test', readOnly: true },
+      { volume: v.test, target: '/submission_data/test' },
+    ]),
+    {
       ...common,
       step: 'train',
       owner: 'submission',
@@ -96,98 +95,113 @@ export async function runLearn(
         { volume: v.model, target: '/data/model' },
       ],
       timeoutMs: env.learnTimeoutMs,
-    }),
-  );
+    },
+    workflowStep('perf', [
+      { volume: v.hiddenTest, target: '/hidden_data/test', readOnly: true },
+      { volume: v.perf, target: '/hidden_data/perf' },
+      { volume: v.train, target: '/submission_data/train', readOnly: true },
+      { volume: v.trainPredChecked, target: '/submission_data/train/pred', readOnly: true },
+      { volume: v.test, target: '/submission_data/test', readOnly: true },
+      { volume: v.testPredChecked, target: '/submission_data/test/pred', readOnly: true },
+    ]),
+  ];
+  // The three containers are created, and their volumes checked, before detarget starts;
+  // the checked predictions are copied into perf's volumes after that, before it starts.
+  let prepared: PreparedSteps | undefined;
+  const runStep = (step: StepName) => (prepared as PreparedSteps).run(step);
+  try {
+    return await runSteps();
+  } finally {
+    await prepared?.discard();
+  }
 
-  // The model is read back while the workflow scores; a failure of perf is reported first.
-  const modelFile = join(scope.tmp, 'model.tar.gz');
-  const stopPacking = new AbortController();
-  const packSignal = AbortSignal.any([run.signal, stopPacking.signal]);
-  const packing = pipeline(
-    packFolderFromTar(env.engine.exportVolume(v.model, packSignal), {
-      budget: leftModelBudget(env),
-    }),
-    createWriteStream(modelFile, { mode: 0o600 }),
-    { signal: packSignal },
-  );
-  packing.catch(() => undefined);
-
-  // performance.json is read inside the step, so a missing or invalid one fails "perf".
-  // The workflow scores checked copies of the predictions, never the submission's volumes.
-  const performance = await steps
-    .step(
-      'perf',
-      async () => {
-        const budget = predictionBudget(env);
-        await settleAll([
-          copyPredictions(env, run, v.trainPred, v.trainPredChecked, {
-            folder: '/data/train/pred',
-            budget,
-          }),
-          copyPredictions(env, run, v.testPred, v.testPredChecked, {
-            folder: '/data/test/pred',
-            budget,
-          }),
-        ]);
-        await runContainerStep(env, run, {
-          ...common,
-          step: 'perf',
-          owner: 'workflow',
-          image: images.workflow,
-          command: ['-T', 'perf', '-i', '/hidden_data', '-s', '/submission_data'],
-          mounts: [
-            { volume: v.hiddenTest, target: '/hidden_data/test', readOnly: true },
-            { volume: v.perf, target: '/hidden_data/perf' },
-            { volume: v.train, target: '/submission_data/train', readOnly: true },
-            { volume: v.trainPredChecked, target: '/submission_data/train/pred', readOnly: true },
-            { volume: v.test, target: '/submission_data/test', readOnly: true },
-            { volume: v.testPredChecked, target: '/submission_data/test/pred', readOnly: true },
-          ],
-          timeoutMs: env.workflowTimeoutMs,
-        });
-        return readPerformance(env, run, v.perf);
-      },
-      (p) => `performance ${p.perf}`,
-    )
-    .catch(async (error: unknown) => {
-      stopPacking.abort();
-      await packing.catch(() => undefined);
-      throw error;
+  async function runSteps(): Promise<LearnResult> {
+    await steps.step('detarget', async () => {
+      prepared = await prepareContainerSteps(env, run, containerSteps);
+      return runStep('detarget');
     });
 
-  const modelBytes = await steps.step(
-    'upload',
-    async () => {
-      await packing;
-      const { size } = await stat(modelFile);
-      await env.storage.uploadModel(
-        task.model_end,
-        task.algo,
-        createReadStream(modelFile),
-        size,
-        run.signal,
-      );
-      return size;
-    },
-    (size) => `model ${task.model_end}, ${size} bytes`,
-  );
+    await steps.step('train', () => runStep('train'));
 
-  await steps.step('report', () =>
-    env.orchestrator.learnDone(
-      task.uuid,
-      {
-        perf: performance.perf,
-        train_perf: performance.train_perf,
-        test_perf: performance.test_perf,
+    // The model is read back while the workflow scores; a failure of perf is reported first.
+    const modelFile = join(scope.tmp, 'model.tar.gz');
+    const stopPacking = new AbortController();
+    const packSignal = AbortSignal.any([run.signal, stopPacking.signal]);
+    const packing = pipeline(
+      packFolderFromTar(env.engine.exportVolume(v.model, packSignal), {
+        budget: leftModelBudget(env),
+      }),
+      createWriteStream(modelFile, { mode: 0o600 }),
+      { signal: packSignal },
+    );
+    packing.catch(() => undefined);
+
+    // performance.json is read inside the step, so a missing or invalid one fails "perf".
+    // The workflow scores checked copies of the predictions, never the submission's volumes.
+    const performance = await steps
+      .step(
+        'perf',
+        async () => {
+          const budget = predictionBudget(env);
+          await settleAll([
+            copyPredictions(env, run, v.trainPred, v.trainPredChecked, {
+              folder: '/data/train/pred',
+              budget,
+            }),
+            copyPredictions(env, run, v.testPred, v.testPredChecked, {
+              folder: '/data/test/pred',
+              budget,
+            }),
+          ]);
+          await runStep('perf');
+          return readPerformance(env, run, v.perf);
+        },
+        (p) => `performance ${p.perf}`,
+      )
+      .catch(async (error: unknown) => {
+        stopPacking.abort();
+        await packing.catch(() => undefined);
+        throw error;
+      });
+
+    const modelBytes = await steps.step(
+      'upload',
+      async () => {
+        await packing;
+        const { size } = await stat(modelFile);
+        await env.storage.uploadModel(
+          task.model_end,
+          task.algo,
+          createReadStream(modelFile),
+          size,
+          run.signal,
+        );
+        return size;
       },
-      taskUsage(env, run.usage ?? {}),
-      run.signal,
-    ),
-  );
-  return { performance, modelBytes };
+      (size) => `model ${task.model_end}, ${size} bytes`,
+    );
+
+    await steps.step('report', () =>
+      env.orchestrator.learnDone(
+        task.uuid,
+        {
+          perf: performance.perf,
+          train_perf: performance.train_perf,
+          test_perf: performance.test_perf,
+        },
+        taskUsage(env, run.usage ?? {}),
+        run.signal,
+      ),
+    );
+    return { performance, modelBytes };
+  }
 }
 
-/** Creates the task's volumes and stages the data into them, each volume at once. */
+/**
+ * Creates the task's volumes and stages the data into them, each volume as soon as it
+ * exists: the data goes into the worker's own volumes while the writable ones get their
+ * sized filesystems.
+ */
 async function stageLearn(
   env: TaskEnv,
   run: TaskRun,
@@ -203,33 +217,48 @@ async function stageLearn(
     'testPredChecked',
   ] as const);
   // What the containers write, one filesystem of --disk-limit per writing step.
-  const [fromWorker, detarget, train, perf] = await settleAll([
-    staged,
-    createWritableVolumes(env, scope, 'detarget', ['test'] as const),
-    createWritableVolumes(env, scope, 'train', ['trainPred', 'testPred', 'model'] as const),
-    createWritableVolumes(env, scope, 'perf', ['perf'] as const),
-  ]);
-  const v = { ...fromWorker, ...detarget, ...train, ...perf };
+  const detarget = createWritableVolumes(env, scope, 'detarget', ['test'] as const);
+  const train = createWritableVolumes(env, scope, 'train', [
+    'trainPred',
+    'testPred',
+    'model',
+  ] as const);
+  const perf = createWritableVolumes(env, scope, 'perf', ['perf'] as const);
+  // Every creation settles before a failure goes on: the task's cleanup must see them all.
+  const created = settleAll([staged, detarget, train, perf]);
   const files = (uuids: string[]) =>
     uuids.map((uuid) => ({ kind: 'data' as const, uuid, name: uuid }));
-  await steps.step(
-    'stage',
-    async () => {
-      const [train, test, model] = await settleAll([
-        stageFiles(env, run, v.train, files(task.train_data), { tmp: scope.tmp, dirs: ['pred'] }),
-        stageFiles(env, run, v.hiddenTest, files(task.test_data), { tmp: scope.tmp }),
-        task.rank > 0 && task.model_start
-          ? stageModel(env, run, v.model, task.model_start, { sized: scope.disks.has(v.model) })
-          : Promise.resolve(0),
-        // The submission's test folder holds the mount point of its predictions. The other
-        // volumes stay empty: a new volume is writable by the containers' user as it is.
-        prepareEmpty(env, run, v.test, ['pred']),
-      ]);
-      return train + test + model;
-    },
-    (bytes) => `${bytes} bytes`,
-  );
-  return v;
+  const start = task.model_start;
+  const [[fromWorker, forDetarget, forTrain, forPerf]] = await settleAll([
+    created,
+    steps.step(
+      'stage',
+      async () => {
+        const [trainBytes, testBytes, modelBytes] = await settleAll([
+          staged.then((v) =>
+            stageFiles(env, run, v.train, files(task.train_data), {
+              tmp: scope.tmp,
+              dirs: ['pred'],
+            }),
+          ),
+          staged.then((v) =>
+            stageFiles(env, run, v.hiddenTest, files(task.test_data), { tmp: scope.tmp }),
+          ),
+          task.rank > 0 && start
+            ? train.then((v) =>
+                stageModel(env, run, v.model, start, { sized: scope.disks.has(v.model) }),
+              )
+            : Promise.resolve(0),
+          // The submission's test folder holds the mount point of its predictions. The other
+          // volumes stay empty: a new volume is writable by the containers' user as it is.
+          detarget.then((v) => prepareEmpty(env, run, v.test, ['pred'])),
+        ]);
+        return trainBytes + testBytes + modelBytes;
+      },
+      (bytes) => `${bytes} bytes`,
+    ),
+  ]);
+  return { ...fromWorker, ...forDetarget, ...forTrain, ...forPerf };
 }
 
 async function readPerformance(env: TaskEnv, run: TaskRun, volume: string): Promise<Performance> {

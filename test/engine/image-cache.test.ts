@@ -15,6 +15,8 @@ import { readableOf } from '../support/engine-tar.js';
 import { unavailableUnlessRequired, VARIANTS } from '../support/engine-variants.js';
 
 const variant = VARIANTS['podman-rootful'];
+/** The podman wrapper that logs each call's arguments. */
+const wrapperOf = (dir: string) => join(dir, 'podman');
 const why = unavailableUnlessRequired(variant);
 
 /**
@@ -35,7 +37,7 @@ describe.skipIf(why)('image cache (rootful podman)', { timeout: 300_000 }, () =>
     dir = await mkdtemp(join(tmpdir(), 'cw-imgcache-'));
     // Counts the builds the engine is asked for.
     buildLog = join(dir, 'calls.log');
-    const wrapper = join(dir, 'podman');
+    const wrapper = wrapperOf(dir);
     await writeFile(wrapper, `#!/bin/sh\necho "$*" >> '${buildLog}'\nexec /usr/bin/podman "$@"\n`);
     await chmod(wrapper, 0o755);
     // Builds as the host's root: the build user could not run this root-only wrapper.
@@ -80,6 +82,9 @@ describe.skipIf(why)('image cache (rootful podman)', { timeout: 300_000 }, () =>
 
   const sizeOf = async (image: string) =>
     (await engine.listImages(label)).find((i) => i.names.includes(image))?.sizeBytes ?? 0;
+
+  const calls = async () =>
+    (await readFile(buildLog, 'utf8')).split('\n').filter((line) => line !== '');
 
   const builds = async () =>
     // The verb comes after the global flags of a build's own store (--root ...).
@@ -175,6 +180,58 @@ describe.skipIf(why)('image cache (rootful podman)', { timeout: 300_000 }, () =>
       status: 'warn',
       message: `1 image, ${size} of 1k: over its bound`,
     });
+  });
+
+  it('asks whether two images exist in one engine call, and a build that fails first does not hold the other', async () => {
+    const kept = await use(newCache(2 ** 40), 'lookup-kept');
+    kept.release();
+    // A new process's engine: it has not seen the image yet.
+    const fresh = await createEngine({
+      ...variant.options,
+      enginePath: wrapperOf(dir),
+      buildUser: 'none',
+    });
+    const before = (await calls()).length;
+    const lookup = fresh.imageLookup(2);
+    const [cached, built] = await Promise.all(
+      ['lookup-kept', 'lookup-new'].map(async (name) =>
+        fresh.buildImage({
+          role: `cachetest-${name}`,
+          context: readableOf(await contextOf(name)),
+          labels: label,
+          lookup,
+        }),
+      ),
+    );
+    expect(cached).toMatchObject({ image: kept.image, cached: true });
+    expect(built?.cached).toBe(false);
+    // The lookups only: the build's own inspects of the image it made come later.
+    const asked = (await calls())
+      .slice(before)
+      .filter((line) => line.startsWith('image exists') || line.includes('.RepoTags'));
+    // In whichever order the two contexts were hashed.
+    expect(asked).toHaveLength(1);
+    expect(asked[0]?.split(' ').slice(0, 4)).toEqual(['image', 'inspect', '--format', '{{json']);
+    expect(asked[0]?.split(' ').slice(5).sort()).toEqual([kept.image, built?.image].sort());
+
+    const other = fresh.imageLookup(2);
+    const again = await contextOf('lookup-new');
+    const [refused, found] = await Promise.allSettled([
+      fresh.buildImage({
+        role: 'Not A Role',
+        context: readableOf(Buffer.alloc(0)),
+        labels: label,
+        lookup: other,
+      }),
+      fresh.buildImage({
+        role: 'cachetest-lookup-new',
+        context: readableOf(again),
+        labels: label,
+        lookup: other,
+      }),
+    ]);
+    expect(refused).toMatchObject({ status: 'rejected', reason: { code: 'INTERNAL' } });
+    expect(found).toMatchObject({ status: 'fulfilled', value: { cached: true } });
   });
 
   it('a build shared by two calls goes on when the first is cancelled', async () => {

@@ -283,27 +283,85 @@ export function defineConformanceSuite(variant: EngineVariant): void {
       expect(after.split('\n')).not.toContain(volume);
     });
 
-    it('finds and removes every container and volume by label', async (ctx) => {
-      const e = ready(ctx);
-      const task = { ...labels, [LABEL_TASK]: `cleanup-${randomBytes(4).toString('hex')}` };
-      const volume = await e.createVolume(task);
-      const orphan = `cw-orphan-${randomBytes(4).toString('hex')}`;
-      // A container left behind by a worker that crashed: created with the task's labels.
+    /** A created, never started container that mounts the volume; its name. */
+    const createOrphan = async (e: Engine, volume: string, carrying: Record<string, string>) => {
+      const name = `cw-orphan-${randomBytes(4).toString('hex')}`;
       const spec: RunSpec = {
         image,
         command: ['true'],
         mounts: [{ volume, target: '/data' }],
-        labels: task,
+        labels: carrying,
         limits: TEST_LIMITS,
         timeoutMs: 10_000,
         logTailLines: 1,
         logTailBytes: 1024,
       };
-      await execEngine(e.info, createArgs(e.info, orphan, spec), { timeoutMs: 30_000 });
+      await execEngine(e.info, createArgs(e.info, name, spec), { timeoutMs: 30_000 });
+      return name;
+    };
+
+    it('prepares several runs with one volume check: started in turn, or refused together when a volume went', async (ctx) => {
+      const e = ready(ctx);
+      const task = { ...labels, [LABEL_TASK]: `prepared-${randomBytes(4).toString('hex')}` };
+      const spec = (script: string, volume: string): RunSpec => ({
+        image,
+        command: ['sh', '-c', script],
+        mounts: [{ volume, target: '/data' }],
+        labels: task,
+        limits: TEST_LIMITS,
+        timeoutMs: 60_000,
+        logTailLines: 20,
+        logTailBytes: 4096,
+      });
+      const shared = await e.createVolume(task);
+      const [write, read] = await e.prepareRuns([
+        spec('echo first > /data/x', shared),
+        spec('cat /data/x', shared),
+      ]);
+      expect(await write?.start()).toMatchObject({ exitCode: 0 });
+      expect(await read?.start()).toMatchObject({ exitCode: 0, logTail: 'first' });
+
+      const gone = await e.createVolume(task);
+      await execEngine(e.info, ['volume', 'rm', gone], { timeoutMs: 30_000 });
+      const failure = await e
+        .prepareRuns([spec('true', shared), spec('echo ran > /data/x', gone)])
+        .catch((error: unknown) => error);
+      expect(failure).toMatchObject({ code: 'ENGINE_FAILED', retryable: true });
+      expect((failure as Error).message).toContain(`volume ${gone} no longer exists`);
+      // Neither container is left, nor the empty volume the engine re-created.
+      expect(await e.removeByLabels(task)).toEqual({ containers: [], volumes: [shared] });
+    });
+
+    it('finds and removes every container and volume by label', async (ctx) => {
+      const e = ready(ctx);
+      const task = { ...labels, [LABEL_TASK]: `cleanup-${randomBytes(4).toString('hex')}` };
+      const volume = await e.createVolume(task);
+      // A container left behind by a worker that crashed: created with the task's labels.
+      await createOrphan(e, volume, task);
       const removed = await e.removeByLabels(task);
       expect(removed.volumes).toEqual([volume]);
       expect(removed.containers).toHaveLength(1);
       expect(await e.removeByLabels(task)).toEqual({ containers: [], volumes: [] });
+    });
+
+    it('removes by one label the containers and the volume they mount', async (ctx) => {
+      const e = ready(ctx);
+      const one = { [LABEL_TASK]: `one-${randomBytes(4).toString('hex')}` };
+      const volume = await e.createVolume(one);
+      await createOrphan(e, volume, one);
+      await createOrphan(e, volume, one);
+      const removed = await e.removeByLabels(one);
+      expect(removed.volumes).toEqual([volume]);
+      expect(removed.containers).toHaveLength(2);
+      const ps = await execEngine(
+        e.info,
+        ['ps', '--all', '--quiet', '--filter', `label=${LABEL_TASK}=${one[LABEL_TASK]}`],
+        { timeoutMs: 30_000 },
+      );
+      expect(ps.trim()).toBe('');
+      const left = await execEngine(e.info, ['volume', 'ls', '--quiet'], { timeoutMs: 30_000 });
+      expect(left.split('\n')).not.toContain(volume);
+      expect(await e.removeByLabels(one)).toEqual({ containers: [], volumes: [] });
     });
 
     it('builds a context once: the second build of the same bytes is a cache hit', async (ctx) => {
