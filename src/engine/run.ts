@@ -52,7 +52,6 @@ export async function prepareRuns(
 ): Promise<PreparedRun[]> {
   if (specs.some((spec) => spec.signal?.aborted))
     throw new WorkerError('CANCELLED', 'The run was cancelled before it started');
-  const call = { timeoutMs: ctx.options.callTimeoutMs };
   const made: Created[] = [];
   try {
     // One after the other: podman 4.3 creating containers that share volumes at the same
@@ -66,7 +65,7 @@ export async function prepareRuns(
       volumes,
     );
   } catch (error) {
-    await Promise.all(made.map((m) => m.discard()));
+    await Promise.all(made.map((m) => m.release(!m.spec.removeLater)));
     throw error;
   }
   return made.map((m) => ({
@@ -78,13 +77,10 @@ export async function prepareRuns(
         leftForCaller = spec.removeLater === true;
         return result;
       } finally {
-        if (!leftForCaller)
-          await execEngine(ctx.cli, removeContainersArgs([m.name]), call).catch(() => undefined);
-        await m.cgroup?.remove().catch(() => undefined);
-        await m.oom?.remove().catch(() => undefined);
+        await m.release(!leftForCaller);
       }
     },
-    discard: m.discard,
+    discard: () => m.release(!m.spec.removeLater),
   }));
 }
 
@@ -93,7 +89,8 @@ interface Created {
   spec: RunSpec;
   cgroup: RunCgroup | undefined;
   oom: OomRecord | undefined;
-  discard(): Promise<void>;
+  /** Removes what the run made for itself, and the container unless the caller keeps it. */
+  release(removeContainer: boolean): Promise<void>;
 }
 
 async function createOne(ctx: EngineContext, spec: RunSpec): Promise<Created> {
@@ -116,8 +113,8 @@ async function createOne(ctx: EngineContext, spec: RunSpec): Promise<Created> {
     spec,
     cgroup,
     oom,
-    discard: async () => {
-      if (!spec.removeLater)
+    release: async (removeContainer) => {
+      if (removeContainer)
         await execEngine(ctx.cli, removeContainersArgs([name]), call).catch(() => undefined);
       await cgroup?.remove().catch(() => undefined);
       await oom?.remove().catch(() => undefined);
