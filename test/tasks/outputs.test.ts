@@ -71,6 +71,17 @@ describe.skipIf(podmanMissing !== undefined && !requireEngines)(
       };
     }
 
+    /** A rank-1 learn task whose start model in storage is `blob`. */
+    async function fromStartModel(env: TaskEnv, blob: Buffer) {
+      const { uuid } = newIds('uuid');
+      world.storage.seed('model', uuid, {
+        blob,
+        meta: { uuid, algo: ids.R, timestamp_upload: 1 },
+      });
+      const task = learn('true\n', data(GOOD_SCORER), { rank: 1, model_start: uuid });
+      return { uuid, outcome: await runTask(world, env, task) };
+    }
+
     async function expectFailed(
       env: TaskEnv,
       outcome: Outcome,
@@ -203,16 +214,7 @@ describe.skipIf(podmanMissing !== undefined && !requireEngines)(
         const member = gzipSync(Buffer.alloc(MIB), { level: 9 });
         const bomb = Buffer.concat(Array.from({ length: 4096 }, () => member));
         expect(bomb.length).toBeLessThan(8 * MIB);
-        const { uuid } = newIds('uuid');
-        world.storage.seed('model', uuid, {
-          blob: bomb,
-          meta: { uuid, algo: ids.R, timestamp_upload: 1 },
-        });
-        const outcome = await runTask(
-          world,
-          env,
-          learn('true\n', data(GOOD_SCORER), { rank: 1, model_start: uuid }),
-        );
+        const { uuid, outcome } = await fromStartModel(env, bomb);
         await expectFailed(env, outcome, {
           code: 'ARCHIVE_REJECTED',
           step: 'stage',
@@ -238,15 +240,9 @@ describe.skipIf(podmanMissing !== undefined && !requireEngines)(
 
       it('a start model from storage that unpacks past --disk-limit', async () => {
         const env = await world.env({ diskLimitBytes: 32 * MIB });
-        const { uuid } = newIds('uuid');
-        world.storage.seed('model', uuid, {
-          blob: await tarGz({ weights: Buffer.alloc(100 * MIB) }),
-          meta: { uuid, algo: ids.R, timestamp_upload: 1 },
-        });
-        const outcome = await runTask(
-          world,
+        const { uuid, outcome } = await fromStartModel(
           env,
-          learn('true\n', data(GOOD_SCORER), { rank: 1, model_start: uuid }),
+          await tarGz({ weights: Buffer.alloc(100 * MIB) }),
         );
         await expectFailed(env, outcome, {
           code: 'ARCHIVE_REJECTED',
@@ -263,16 +259,7 @@ describe.skipIf(podmanMissing !== undefined && !requireEngines)(
         const files = Object.fromEntries(
           Array.from({ length: 6000 }, (_, i) => [`w/${i}`, 'x'] as const),
         );
-        const { uuid } = newIds('uuid');
-        world.storage.seed('model', uuid, {
-          blob: await tarGz(files),
-          meta: { uuid, algo: ids.R, timestamp_upload: 1 },
-        });
-        const outcome = await runTask(
-          world,
-          env,
-          learn('true\n', data(GOOD_SCORER), { rank: 1, model_start: uuid }),
-        );
+        const { uuid, outcome } = await fromStartModel(env, await tarGz(files));
         await expectFailed(env, outcome, {
           code: 'ARCHIVE_REJECTED',
           step: 'stage',
