@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it, type TestContext } from 'vit
 import { createEngine, engineFor } from '../../src/container-engine.js';
 import { probeEngine } from '../../src/doctor/probe.js';
 import { createArgs } from '../../src/engine/args.js';
-import { execEngine } from '../../src/engine/exec.js';
+import { execEngine, execEngineRaw } from '../../src/engine/exec.js';
 import { LABEL_TASK, LABEL_WORKER } from '../../src/engine/labels.js';
 import { DEFAULT_LIMITS } from '../../src/engine/limits.js';
 import type { Engine, RunLimits, RunSpec } from '../../src/engine/types.js';
@@ -273,15 +273,21 @@ export function defineConformanceSuite(variant: EngineVariant): void {
       expect(failure).toMatchObject({ code: 'ENGINE_FAILED', retryable: true });
       expect((failure as Error).message).toContain(`volume ${volume} no longer exists`);
       // Neither the empty volume the engine re-created nor the container is left.
-      const left = await execEngine(e.info, ['volume', 'ls', '--quiet'], { timeoutMs: 30_000 });
-      expect(left.split('\n')).not.toContain(volume);
+      expect(await volumeExists(e, volume)).toBe(false);
       expect(await e.removeByLabels(task)).toEqual({ containers: [], volumes: [] });
       // Reading it back through a helper container is refused the same way.
       const reread = await filesOfTar(e.exportVolume(volume)).catch((error: unknown) => error);
       expect(reread).toMatchObject({ code: 'ENGINE_FAILED', retryable: true });
-      const after = await execEngine(e.info, ['volume', 'ls', '--quiet'], { timeoutMs: 30_000 });
-      expect(after.split('\n')).not.toContain(volume);
+      expect(await volumeExists(e, volume)).toBe(false);
     });
+
+    /**
+     * Asked of this one volume: listing all of them fails now and then while the tests
+     * beside this one remove theirs.
+     */
+    const volumeExists = async (e: Engine, volume: string) =>
+      (await execEngineRaw(e.info, ['volume', 'inspect', volume], { timeoutMs: 30_000 }))
+        .exitCode === 0;
 
     /** A created, never started container that mounts the volume; its name. */
     const createOrphan = async (e: Engine, volume: string, carrying: Record<string, string>) => {
@@ -359,8 +365,7 @@ export function defineConformanceSuite(variant: EngineVariant): void {
         { timeoutMs: 30_000 },
       );
       expect(ps.trim()).toBe('');
-      const left = await execEngine(e.info, ['volume', 'ls', '--quiet'], { timeoutMs: 30_000 });
-      expect(left.split('\n')).not.toContain(volume);
+      expect(await volumeExists(e, volume)).toBe(false);
       expect(await e.removeByLabels(one)).toEqual({ containers: [], volumes: [] });
     });
 
