@@ -6,6 +6,7 @@ import {
   mkdtempSync,
   readdirSync,
   rmSync,
+  statSync,
   symlinkSync,
 } from 'node:fs';
 import { copyFile, writeFile } from 'node:fs/promises';
@@ -219,58 +220,68 @@ describe.skipIf(unavailableUnlessRequired(variant))(
       });
     }
 
-    it('cwbuild: a killed build leaves nothing in reach, and the restart removes its store', async (t) => {
-      const engine = engines.cwbuild;
-      if (!engine) return t.skip();
-      const owner = `dead-${tag}`;
-      const buildId = `${owner}.${randomBytes(8).toString('hex')}`;
-      const secret = `secret-${randomBytes(6).toString('hex')}`;
-      // What a SIGKILLed worker leaves: its build's folder and store, never released, and
-      // in the store an image of its own (as a commit would leave it).
-      const dead = { cli: podman, info: engine.info, options: { ...options, owner } };
-      const confinement = await confineBuild(dead, 'submission', buildId);
-      const store = confinement?.store;
-      if (!store) throw new Error('no store of its own');
-      const folder = readdirSync(ENGINE_TMP_BASE).find((n) =>
-        n.startsWith(`cw-build-tmp-${buildId}`),
-      );
-      const dir = join(ENGINE_TMP_BASE, folder ?? 'none', 'user');
-      const user = await findBuildUser('cwbuild');
-      const leftImage = `localhost/compute-worker/submission:${randomBytes(32).toString('hex')}`;
-      const secretDir = join(dir, 'secret');
-      mkdirSync(secretDir);
-      await writeFile(join(secretDir, 'secret'), `${secret}\n`);
-      await execa('tar', ['-C', secretDir, '-cf', join(dir, 'secret.tar'), '.']);
-      chownSync(join(dir, 'secret.tar'), user?.uid ?? 0, user?.gid ?? 0);
-      const imported = await execEngineRaw(
-        store.engine.cli,
-        ['import', join(dir, 'secret.tar'), leftImage],
-        call,
-      );
-      expect(imported.exitCode, imported.outputTail).toBe(0);
-      const leftId = (
-        await execEngine(
+    for (const mode of ['cwbuild', 'rootless'] as const) {
+      it(`${mode}: a killed build leaves nothing in reach, and the restart removes its store`, async (t) => {
+        const engine = engines[mode];
+        if (!engine) return t.skip();
+        const engineOptions = mode === 'rootless' ? { ...options, ...rootless.options } : options;
+        const owner = `dead-${tag}`;
+        const buildId = `${owner}.${randomBytes(8).toString('hex')}`;
+        const secret = `secret-${randomBytes(6).toString('hex')}`;
+        // What a SIGKILLed worker leaves: its build's folder and store, never released, and
+        // in the store an image of its own (as a commit would leave it).
+        const dead = { cli: hostOf(mode), info: engine.info, options: { ...engineOptions, owner } };
+        const confinement = await confineBuild(dead, 'submission', buildId);
+        const store = confinement?.store;
+        if (!store) throw new Error('no store of its own');
+        const folder = readdirSync(ENGINE_TMP_BASE).find((n) =>
+          n.startsWith(`cw-build-tmp-${buildId}`),
+        );
+        const dir = join(
+          ENGINE_TMP_BASE,
+          folder ?? 'none',
+          ...(mode === 'cwbuild' ? ['user'] : []),
+        );
+        const user =
+          mode === 'cwbuild'
+            ? await findBuildUser('cwbuild')
+            : statSync(engine.info.graphRoot ?? '/');
+        const leftImage = `localhost/compute-worker/submission:${randomBytes(32).toString('hex')}`;
+        const secretDir = join(dir, 'secret');
+        mkdirSync(secretDir);
+        await writeFile(join(secretDir, 'secret'), `${secret}\n`);
+        await execa('tar', ['-C', secretDir, '-cf', join(dir, 'secret.tar'), '.']);
+        chownSync(join(dir, 'secret.tar'), user?.uid ?? 0, user?.gid ?? 0);
+        const imported = await execEngineRaw(
           store.engine.cli,
-          ['image', 'inspect', '--format', '{{.Id}}', leftImage],
+          ['import', join(dir, 'secret.tar'), leftImage],
           call,
-        )
-      ).trim();
-      policy.off = true;
-      try {
-        for (const ref of [leftImage, leftId.slice(0, 12)]) {
-          const reached = await build(engine, `FROM ${base}\nCOPY --from=${ref} /secret /got\n`);
-          expect(reached.error?.code, ref).toBe('BUILD_FAILED');
+        );
+        expect(imported.exitCode, imported.outputTail).toBe(0);
+        const leftId = (
+          await execEngine(
+            store.engine.cli,
+            ['image', 'inspect', '--format', '{{.Id}}', leftImage],
+            call,
+          )
+        ).trim();
+        policy.off = true;
+        try {
+          for (const ref of [leftImage, leftId.slice(0, 12)]) {
+            const reached = await build(engine, `FROM ${base}\nCOPY --from=${ref} /secret /got\n`);
+            expect(reached.error?.code, ref).toBe('BUILD_FAILED');
+          }
+        } finally {
+          policy.off = false;
         }
-      } finally {
-        policy.off = false;
-      }
-      // The worker's restart removes the build's folder, its store with it.
-      const restarted = await createEngine({ ...options, buildUser: 'cwbuild', owner });
-      const left = await restarted.removeOrphanBuilds(owner);
-      expect(left.folders).toEqual([join(ENGINE_TMP_BASE, folder ?? 'none')]);
-      expect(readdirSync(ENGINE_TMP_BASE).filter((n) => n.includes(owner))).toEqual([]);
-      await expectNothingLeft();
-    });
+        // The worker's restart removes the build's folder, its store with it.
+        const restarted = await createEngine({ ...engineOptions, buildUser: 'cwbuild', owner });
+        const left = await restarted.removeOrphanBuilds(owner);
+        expect(left.folders).toEqual([join(ENGINE_TMP_BASE, folder ?? 'none')]);
+        expect(readdirSync(ENGINE_TMP_BASE).filter((n) => n.includes(owner))).toEqual([]);
+        await expectNothingLeft(hostOf(mode));
+      });
+    }
 
     for (const mode of ['cwbuild', 'none', 'rootless'] as const) {
       it(`${mode}: the image keeps its files' owners, and the base is copied once`, async (t) => {
