@@ -10,6 +10,7 @@ import type { BuildLimits } from '../engine/types.js';
 import { WorkerError } from '../errors.js';
 import { type BuildCgroup, createBuildCgroup } from './cgroup.js';
 import { removeBuildLeftovers } from './leftovers.js';
+import { reapIdlePauses } from './pause.js';
 import {
   type BuildStore,
   baseStoreFor,
@@ -142,6 +143,7 @@ export async function confineBuild(
       } finally {
         // A build that succeeded removed its own (--force-rm); a killed one could not.
         await removeThenDelete(failed, own?.store.engine ?? context, isolation.mark, own);
+        if (failed && info.rootless && own) await reapIdlePauses(own.uid);
       }
     },
   };
@@ -155,7 +157,7 @@ export async function confineBuild(
 async function ownFolder(
   ctx: EngineContext,
   buildId: string,
-): Promise<{ dir: string; tmp: string; link: string; store: BuildStore }> {
+): Promise<{ dir: string; tmp: string; link: string; store: BuildStore; uid: number }> {
   const dir = await mkdtemp(join(ENGINE_TMP_BASE, `cw-build-tmp-${buildId}-`));
   let link: string | undefined;
   try {
@@ -167,7 +169,8 @@ async function ownFolder(
     if (owner) await chown(tmp, owner.uid, owner.gid);
     const bases = await baseStoreFor(ctx);
     link = await makeRunRootLink(dir, owner);
-    return { dir, tmp, link, store: buildStoreIn(ctx, ctx, dir, bases, link) };
+    const uid = owner?.uid ?? process.getuid?.() ?? 0;
+    return { dir, tmp, link, store: buildStoreIn(ctx, ctx, dir, bases, link), uid };
   } catch (error) {
     if (link) await rm(link, { force: true });
     await removeBuildFolder(ctx, dir);
@@ -259,6 +262,7 @@ async function userBuild(
         await cgroup?.remove();
       } finally {
         await removeThenDelete(failed, store.engine, buildId, { dir: hostTmp, link });
+        if (failed) await reapIdlePauses(user.uid);
       }
     },
   };

@@ -9,6 +9,7 @@ import type { OrphanBuilds } from '../engine/types.js';
 import { removeBuildCgroupsOf } from './cgroup.js';
 import { buildIdPrefix, ENGINE_TMP_BASE } from './confine.js';
 import { removeBuildLeftovers } from './leftovers.js';
+import { reapIdlePauses } from './pause.js';
 import {
   baseStoreFor,
   buildStoreIn,
@@ -55,6 +56,11 @@ export async function removeOrphanBuilds(ctx: EngineContext, owner: string): Pro
     await removeBuildFolder(ctx, dir);
   }
   await removeRunRootLinks(folders);
+  // What cleaning up the dead builds' stores made (see pause.ts).
+  if (user) await reapIdlePauses(user.uid);
+  if (ctx.info.rootless) {
+    await reapIdlePauses((await rootlessOwner(ctx))?.uid ?? process.getuid?.() ?? 0);
+  }
   return { builds: [...builds], containers, folders };
 }
 

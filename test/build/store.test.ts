@@ -5,6 +5,8 @@ import {
   mkdirSync,
   mkdtempSync,
   readdirSync,
+  readFileSync,
+  readlinkSync,
   rmSync,
   statSync,
   symlinkSync,
@@ -340,6 +342,21 @@ describe.skipIf(unavailableUnlessRequired(variant))(
       await expectNothingLeft();
     });
 
+    it('cwbuild: failed builds leave no pause process of the build user behind', async (t) => {
+      const engine = engines.cwbuild;
+      const user = await findBuildUser('cwbuild');
+      if (!engine || !user) return t.skip();
+      const before = new Set(await idlePauses(user.uid));
+      for (const n of [1, 2]) {
+        const failed = await build(engine, `FROM ${base}\nRUN echo ${tag}-${n} && exit 3\n`);
+        expect(failed.error?.code).toBe('BUILD_FAILED');
+      }
+      // Each failed build's clean-up made one or two, alive for as long as the host ran.
+      const left = (await idlePauses(user.uid)).filter((pid) => !before.has(pid));
+      expect(left).toEqual([]);
+      await expectNothingLeft();
+    });
+
     for (const mode of ['cwbuild', 'none', 'rootless'] as const) {
       it(`${mode}: what buildah writes in its temp folder during a RUN counts against --disk-limit`, async (t) => {
         const engine = engines[mode];
@@ -358,4 +375,47 @@ describe.skipIf(unavailableUnlessRequired(variant))(
 async function du(path: string): Promise<number> {
   const { stdout } = await execa('du', ['-s', '--block-size=1', path]);
   return Number(stdout.split('\t')[0]);
+}
+
+/**
+ * Live `catatonit -P` processes of the user that are alone in their user namespace and not
+ * the one podman records: pause processes nothing will use or end.
+ */
+async function idlePauses(uid: number): Promise<number[]> {
+  const recorded = ['/run/user', '/tmp/podman-run-'].map((dir) => {
+    try {
+      const base = dir === '/run/user' ? `${dir}/${uid}` : `${dir}${uid}`;
+      return Number(readFileSync(`${base}/libpod/tmp/pause.pid`, 'utf8'));
+    } catch {
+      return -1;
+    }
+  });
+  const nsOf = (pid: string) => {
+    try {
+      return readlinkSync(`/proc/${pid}/ns/user`);
+    } catch {
+      return '';
+    }
+  };
+  const pids = readdirSync('/proc').filter((name) => /^\d+$/.test(name));
+  const population = new Map<string, number>();
+  for (const pid of pids) population.set(nsOf(pid), (population.get(nsOf(pid)) ?? 0) + 1);
+  return pids
+    .filter((pid) => {
+      try {
+        const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+        const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+        return (
+          cmdline[0]?.endsWith('catatonit') &&
+          cmdline[1] === '-P' &&
+          !/^State:\s+Z/m.test(status) &&
+          new RegExp(`^Uid:\\s+${uid}\\s`, 'm').test(status) &&
+          population.get(nsOf(pid)) === 1
+        );
+      } catch {
+        return false;
+      }
+    })
+    .map(Number)
+    .filter((pid) => !recorded.includes(pid));
 }
