@@ -404,8 +404,9 @@ async function runBuild(
       throw buildDiskLimitError(diskSeen, diskLimit, 'layers');
     }
     throwIfFailed(ctx, result, await buildOom(confinement, result));
+    // Measured where it was built: one too big never reaches the host's store.
+    if (diskLimit) await checkBuiltImageSize(engine, image, diskLimit);
     if (store) await moveBuiltImage(store, ctx, image, stopper.signal);
-    if (diskLimit) await checkBuiltImageSize(ctx, image, diskLimit);
   } finally {
     clearTimeout(deadline);
     clearTimeout(backstop);

@@ -57,7 +57,7 @@ async function baseBytes(ctx: EngineContext, storage: Storage, layer: string): P
     join(root, 'vfs', 'dir', parent),
   );
   const dir = dirs.find((d) => existsSync(d)) ?? layerDir(storage, parent);
-  const usage = await measureVolume(ctx, dir, { maxEntries: MAX_ENTRIES });
+  const usage = await measureVolume(ctx, dir, { maxEntries: MAX_ENTRIES, wholeFiles: true });
   storage.parentBytes.set(parent, usage.bytes);
   return usage.bytes;
 }
@@ -73,9 +73,11 @@ async function layerBytes(
   stopAboveBytes: number,
 ): Promise<number> {
   const base = await baseBytes(ctx, storage, layer).catch(() => 0);
+  // A sparse file costs the layer little until the commit writes it whole: counted whole.
   const usage = await measureVolume(ctx, layerDir(storage, layer), {
     maxEntries: MAX_ENTRIES,
     stopAtBytes: base + stopAboveBytes,
+    wholeFiles: true,
   });
   return usage.truncated ? stopAboveBytes + 1 : Math.max(0, usage.bytes - base);
 }

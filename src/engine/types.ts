@@ -20,6 +20,11 @@ export interface WalkOptions {
   maxEntries: number;
   /** Stop as soon as this many bytes are counted: the answer is known. */
   stopAtBytes?: number;
+  /**
+   * Count a file by its length where that is more than it takes: a layer that is committed
+   * writes a sparse file whole.
+   */
+  wholeFiles?: boolean;
 }
 
 export interface IdRange {

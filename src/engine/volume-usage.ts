@@ -65,7 +65,9 @@ export async function measureTree(root: string, options: WalkOptions): Promise<T
           continue; // removed meanwhile
         }
         usage.entries++;
-        usage.bytes += info.blocks * 512;
+        const allocated = info.blocks * 512;
+        usage.bytes +=
+          options.wholeFiles && info.isFile() ? Math.max(allocated, info.size) : allocated;
         if (info.isDirectory() && info.dev === top.dev) folders.push(path);
         if (full()) break;
       }
