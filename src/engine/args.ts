@@ -78,7 +78,10 @@ export function limitArgs(info: Quirks, limits: RunLimits): string[] {
  */
 export function mountArgs(mounts: readonly VolumeMount[], owned = false): string[] {
   return mounts.flatMap((m) => {
-    const options = [...(m.readOnly ? ['ro'] : []), ...(owned ? ['U'] : [])];
+    const options = [
+      ...(m.readOnly || m.shared ? ['ro'] : []),
+      ...(owned && !m.shared ? ['U'] : []),
+    ];
     return ['-v', `${m.volume}:${m.target}${options.length ? `:${options.join(',')}` : ''}`];
   });
 }
@@ -346,6 +349,11 @@ export function containerListArgs(labels: Record<string, string>): string[] {
 
 export function volumeListArgs(labels: Record<string, string>): string[] {
   return ['volume', 'ls', '--quiet', ...labelFilterArgs(labels)];
+}
+
+/** The volumes that carry this label, whatever its value. */
+export function volumeListByLabelKeyArgs(key: string): string[] {
+  return ['volume', 'ls', '--quiet', '--filter', `label=${key}`];
 }
 
 /** --volumes: the anonymous volumes of an image's VOLUME go too (docker has no tmpfs for them). */

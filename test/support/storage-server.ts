@@ -1,6 +1,8 @@
+import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { pipeline } from 'node:stream/promises';
 import {
   type RecordedRequest,
   readBody,
@@ -24,6 +26,10 @@ export interface StoredObject {
   /** The bytes, or a file served from disk (for blobs too big to hold). */
   blob?: Buffer | { file: string };
   meta: Record<string, unknown>;
+  /** The blob's sha-256 (base64), sent as Repr-Digest; its ETag is made from it. */
+  digest?: Promise<string>;
+  /** Sent instead of the true digest: a storage whose digest does not match its bytes. */
+  wrongDigest?: string;
 }
 
 export interface StorageServer extends StandIn {
@@ -36,6 +42,16 @@ export interface StorageServer extends StandIn {
   object(kind: Kind, uuid: string): StoredObject | undefined;
   /** The bytes of an uploaded (or seeded in memory) blob. */
   blob(kind: Kind, uuid: string): Buffer | undefined;
+  /**
+   * Gives the object new bytes (its metadata stays): a new digest and ETag. With
+   * `wrongDigest`, a Repr-Digest that is not the bytes' own is sent with them.
+   */
+  changeBlob(
+    kind: Kind,
+    uuid: string,
+    blob: Buffer | string,
+    options?: { wrongDigest?: string },
+  ): void;
 }
 
 export async function startStorageServer(options: StandInOptions = {}): Promise<StorageServer> {
@@ -67,7 +83,7 @@ export async function startStorageServer(options: StandInOptions = {}): Promise<
         return sendJson(res, 404, { error: `${kind} ${uuid} not found` });
       }
       if (!blob) return sendJson(res, 200, object.meta);
-      return sendBlob(res, object.blob as Buffer | { file: string });
+      return sendBlob(res, object);
     }
     if (req.method === 'POST' && kind === 'model' && parts.length === 1)
       return uploadModel(req, res, url, record);
@@ -149,7 +165,12 @@ export async function startStorageServer(options: StandInOptions = {}): Promise<
     ...base,
     seed(kind, uuid, object) {
       const blob = typeof object.blob === 'string' ? Buffer.from(object.blob) : object.blob;
-      objects.set(key(kind, uuid), { blob, meta: object.meta ?? { uuid } });
+      objects.set(key(kind, uuid), withDigest({ blob, meta: object.meta ?? { uuid } }));
+    },
+    changeBlob(kind, uuid, blob, options = {}) {
+      const meta = objects.get(key(kind, uuid))?.meta ?? { uuid };
+      const bytes = typeof blob === 'string' ? Buffer.from(blob) : blob;
+      objects.set(key(kind, uuid), { ...withDigest({ blob: bytes, meta }), ...options });
     },
     object: (kind, uuid) => objects.get(key(kind, uuid)),
     blob(kind, uuid) {
@@ -159,18 +180,39 @@ export async function startStorageServer(options: StandInOptions = {}): Promise<
   };
 }
 
-async function sendBlob(res: ServerResponse, blob: Buffer | { file: string }) {
-  if (Buffer.isBuffer(blob)) {
-    res.writeHead(200, {
-      'content-type': 'application/octet-stream',
-      'content-length': blob.length,
-    });
-    res.end(blob);
-    return;
-  }
-  const { size } = await stat(blob.file);
-  res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': size });
-  createReadStream(blob.file).pipe(res);
+/** The digest is taken once, as the object is stored (a big file's while the test goes on). */
+function withDigest(object: StoredObject): StoredObject {
+  const blob = object.blob;
+  if (!blob) return object;
+  const digest = Buffer.isBuffer(blob)
+    ? Promise.resolve(createHash('sha256').update(blob).digest('base64'))
+    : (async () => {
+        const hash = createHash('sha256');
+        for await (const chunk of createReadStream(blob.file)) hash.update(chunk as Buffer);
+        return hash.digest('base64');
+      })();
+  digest.catch(() => undefined);
+  return { ...object, digest };
+}
+
+/** As a real storage: the bytes with Repr-Digest (RFC 9530) and a strong ETag. */
+async function sendBlob(res: ServerResponse, object: StoredObject) {
+  const blob = object.blob as Buffer | { file: string };
+  const digest = object.wrongDigest ?? (await object.digest);
+  const size = Buffer.isBuffer(blob) ? blob.length : (await stat(blob.file)).size;
+  res.writeHead(200, {
+    'content-type': 'application/octet-stream',
+    'content-length': size,
+    ...(digest
+      ? {
+          'repr-digest': `sha-256=:${digest}:`,
+          etag: `"${Buffer.from(digest, 'base64').toString('hex').slice(0, 32)}"`,
+        }
+      : {}),
+  });
+  if (Buffer.isBuffer(blob)) res.end(blob);
+  // A client that reads only the headers goes away: the file is closed with the answer.
+  else await pipeline(createReadStream(blob.file), res).catch(() => undefined);
 }
 
 /** A strict multipart/form-data parser: each part needs a Content-Disposition with a name. */
