@@ -351,11 +351,6 @@ export function volumeListArgs(labels: Record<string, string>): string[] {
   return ['volume', 'ls', '--quiet', ...labelFilterArgs(labels)];
 }
 
-/** The volumes that carry this label, whatever its value. */
-export function volumeListByLabelKeyArgs(key: string): string[] {
-  return ['volume', 'ls', '--quiet', '--filter', `label=${key}`];
-}
-
 /** --volumes: the anonymous volumes of an image's VOLUME go too (docker has no tmpfs for them). */
 export function removeContainersArgs(ids: readonly string[]): string[] {
   return ['rm', '--force', '--volumes', ...ids];

@@ -29,3 +29,5 @@ export const LABEL_USERNS = 'compute-worker.userns';
  * it, only the cache removes it.
  */
 export const LABEL_DATA_CACHE = 'compute-worker.data-cache';
+/** On a data cache volume, which cache folder it belongs to (hashed): a sweep sees only its own. */
+export const LABEL_DATA_CACHE_DIR = 'compute-worker.data-cache-dir';

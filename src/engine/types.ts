@@ -323,8 +323,8 @@ export interface Engine {
    * task data).
    */
   createVolume(labels: Record<string, string>, name?: string): Promise<string>;
-  /** The volumes that carry this label (any value), with all their labels. */
-  listVolumes(labelKey: string): Promise<LabelledVolume[]>;
+  /** The volumes that carry this one label, with all their labels. */
+  listVolumes(label: Record<string, string>): Promise<LabelledVolume[]>;
   /** Force-removes these volumes by name; one already gone is no error. */
   removeVolumes(names: readonly string[]): Promise<void>;
   /** Puts the files of a tar stream into the volume's root. */

@@ -9,7 +9,7 @@ import {
   volumeCreateArgs,
   volumeImportArgs,
   volumeLabelLinesArgs,
-  volumeListByLabelKeyArgs,
+  volumeListArgs,
 } from './args.js';
 import { type EngineContext, transferTimeoutMs } from './context.js';
 import { execEngine, execEngineRaw, spawnEngine, watchStreamed } from './exec.js';
@@ -112,10 +112,13 @@ async function withHelper<T>(
   }
 }
 
-/** What is removed between the two calls is left out. */
-export async function listVolumes(ctx: EngineContext, labelKey: string): Promise<LabelledVolume[]> {
+/** One label: podman 4.3 ORs several. What is removed between the two calls is left out. */
+export async function listVolumes(
+  ctx: EngineContext,
+  label: Record<string, string>,
+): Promise<LabelledVolume[]> {
   const call = { timeoutMs: ctx.options.callTimeoutMs };
-  const names = (await execEngine(ctx.cli, volumeListByLabelKeyArgs(labelKey), call))
+  const names = (await execEngine(ctx.cli, volumeListArgs(label), call))
     .split(/\s+/)
     .filter(Boolean);
   if (names.length === 0) return [];

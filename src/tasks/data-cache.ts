@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { type BlobValidators, sameBlob } from '../clients/blob-validators.js';
 import { containerOwner } from '../config/owner.js';
-import { LABEL_DATA_CACHE } from '../engine/labels.js';
+import { LABEL_DATA_CACHE, LABEL_DATA_CACHE_DIR } from '../engine/labels.js';
 import type { Logger } from '../log.js';
 import type { DataCacheSettings, TaskEnv, TaskRun } from './context.js';
 import {
@@ -47,6 +47,14 @@ export function dataSetKey(set: DataSet, owner: { uid: number; gid: number }): s
     dirs: set.dirs,
   });
   return createHash('sha256').update(text).digest('hex');
+}
+
+/**
+ * The label value of the volumes of one cache folder: several folders on one engine (a
+ * test's, an operator's second) never sweep each other's volumes.
+ */
+export function cacheDirLabel(dir: string): Record<string, string> {
+  return { [LABEL_DATA_CACHE_DIR]: createHash('sha256').update(dir).digest('hex').slice(0, 32) };
 }
 
 /** Named from the key (never from task text), with a generation of its own. */
@@ -156,7 +164,10 @@ async function stageEntry(
   const cache = env.dataCache as DataCacheSettings;
   const files = entry.uuids.map((uuid) => ({ kind: 'data' as const, uuid, name: uuid }));
   try {
-    await env.engine.createVolume({ [LABEL_DATA_CACHE]: entry.key }, entry.volume);
+    await env.engine.createVolume(
+      { [LABEL_DATA_CACHE]: entry.key, ...cacheDirLabel(cache.dir) },
+      entry.volume,
+    );
     const staged = await stageFiles(env, run, entry.volume, files, {
       tmp: scope.tmp,
       dirs: [...entry.dirs],
@@ -208,7 +219,7 @@ async function makeRoom(env: TaskEnv, cache: DataCacheSettings, bytes: number): 
  */
 async function sweepLocked(env: TaskEnv, cache: DataCacheSettings): Promise<string[]> {
   // Listed before the entries are read: an entry is written before its volume is made.
-  const volumes = await env.engine.listVolumes(LABEL_DATA_CACHE);
+  const volumes = await env.engine.listVolumes(cacheDirLabel(cache.dir));
   await removeUnreadable(cache.dir);
   const entries = await readEntries(cache.dir);
   const removed: string[] = [];

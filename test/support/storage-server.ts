@@ -3,6 +3,7 @@ import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { pipeline } from 'node:stream/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import {
   type RecordedRequest,
   readBody,
@@ -52,10 +53,17 @@ export interface StorageServer extends StandIn {
     blob: Buffer | string,
     options?: { wrongDigest?: string },
   ): void;
+  /**
+   * Sends blobs held in memory `chunkBytes` at a time, one chunk every `intervalMs`: a
+   * download read for its headers alone is then seen cut off (RecordedRequest.completed
+   * false), where loopback's buffers would otherwise take a whole blob at once.
+   */
+  pace(chunkBytes: number, intervalMs: number): void;
 }
 
 export async function startStorageServer(options: StandInOptions = {}): Promise<StorageServer> {
   const objects = new Map<string, StoredObject>();
+  let pacing: { chunkBytes: number; intervalMs: number } | undefined;
   const key = (kind: string, uuid: string) => `${kind}/${uuid}`;
   const now = () => Math.floor(Date.now() / 1000);
 
@@ -83,7 +91,7 @@ export async function startStorageServer(options: StandInOptions = {}): Promise<
         return sendJson(res, 404, { error: `${kind} ${uuid} not found` });
       }
       if (!blob) return sendJson(res, 200, object.meta);
-      return sendBlob(res, object);
+      return sendBlob(res, object, pacing);
     }
     if (req.method === 'POST' && kind === 'model' && parts.length === 1)
       return uploadModel(req, res, url, record);
@@ -167,6 +175,9 @@ export async function startStorageServer(options: StandInOptions = {}): Promise<
       const blob = typeof object.blob === 'string' ? Buffer.from(object.blob) : object.blob;
       objects.set(key(kind, uuid), withDigest({ blob, meta: object.meta ?? { uuid } }));
     },
+    pace(chunkBytes, intervalMs) {
+      pacing = { chunkBytes, intervalMs };
+    },
     changeBlob(kind, uuid, blob, options = {}) {
       const meta = objects.get(key(kind, uuid))?.meta ?? { uuid };
       const bytes = typeof blob === 'string' ? Buffer.from(blob) : blob;
@@ -196,7 +207,11 @@ function withDigest(object: StoredObject): StoredObject {
 }
 
 /** As a real storage: the bytes with Repr-Digest (RFC 9530) and a strong ETag. */
-async function sendBlob(res: ServerResponse, object: StoredObject) {
+async function sendBlob(
+  res: ServerResponse,
+  object: StoredObject,
+  pacing?: { chunkBytes: number; intervalMs: number },
+) {
   const blob = object.blob as Buffer | { file: string };
   const digest = object.wrongDigest ?? (await object.digest);
   const size = Buffer.isBuffer(blob) ? blob.length : (await stat(blob.file)).size;
@@ -210,9 +225,22 @@ async function sendBlob(res: ServerResponse, object: StoredObject) {
         }
       : {}),
   });
-  if (Buffer.isBuffer(blob)) res.end(blob);
+  if (Buffer.isBuffer(blob) && pacing) await sendPaced(res, blob, pacing);
+  else if (Buffer.isBuffer(blob)) res.end(blob);
   // A client that reads only the headers goes away: the file is closed with the answer.
   else await pipeline(createReadStream(blob.file), res).catch(() => undefined);
+}
+
+async function sendPaced(
+  res: ServerResponse,
+  blob: Buffer,
+  { chunkBytes, intervalMs }: { chunkBytes: number; intervalMs: number },
+) {
+  for (let at = 0; at < blob.length && !res.destroyed; at += chunkBytes) {
+    if (at > 0) await sleep(intervalMs);
+    if (!res.destroyed) res.write(blob.subarray(at, at + chunkBytes));
+  }
+  if (!res.destroyed) res.end();
 }
 
 /** A strict multipart/form-data parser: each part needs a Content-Disposition with a name. */
