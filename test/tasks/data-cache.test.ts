@@ -214,6 +214,23 @@ describe.skipIf(podmanMissing !== undefined && !requireEngines)(
       });
     });
 
+    it('refuses a wrong digest with the cache off too', async () => {
+      const env = await world.env();
+      const train = [data(trainer('v1'))];
+      world.storage.changeBlob('data', train[0] as string, trainer('v1'), {
+        wrongDigest: Buffer.alloc(32, 7).toString('base64'),
+      });
+      const task = learn(train, [data(scorer(0.25, 0))]);
+      const outcome = await runTask(world, env, task);
+      expect(outcome.report.error?.code).toBe('STORAGE_FAILED');
+      expect(outcome.report.failedStep).toBe('stage');
+      expect(await leftovers(task.uuid, env.tmpDir)).toEqual({
+        containers: [],
+        volumes: [],
+        tmp: [],
+      });
+    });
+
     it('evicts the least recently used set, but never one a live process leases', async () => {
       // Room for one 4 MiB train set and the tiny test set, not for two train sets.
       const env = await cacheEnv(6 * MIB);
