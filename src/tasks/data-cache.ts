@@ -171,6 +171,7 @@ async function stageEntry(
     const staged = await stageFiles(env, run, entry.volume, files, {
       tmp: scope.tmp,
       dirs: [...entry.dirs],
+      digests: true,
     });
     await withIndexLock(cache.dir, () =>
       writeEntry(cache.dir, {

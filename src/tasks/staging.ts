@@ -22,7 +22,10 @@ export interface DataFile {
 /** What one staged blob was, as it arrived: its digest, and the validators storage sent. */
 export interface StagedBlob {
   uuid: string;
-  /** The sha-256 of the bytes that arrived, base64 (as digest headers write it). */
+  /**
+   * The sha-256 of the bytes that arrived, base64 (as digest headers write it); taken when
+   * storage sent a digest or `digests` asked for it, else empty.
+   */
   sha256: string;
   etag?: string;
   size: number;
@@ -46,7 +49,7 @@ export async function stageFiles(
   run: TaskRun,
   volume: string,
   files: DataFile[],
-  options: { tmp: string; dirs?: string[] },
+  options: { tmp: string; dirs?: string[]; digests?: boolean },
 ): Promise<StagedFiles> {
   const owner = containerOwner(env.limits.user);
   let total = 0;
@@ -58,15 +61,20 @@ export async function stageFiles(
       let size = blob.size;
       const staged: StagedBlob = { uuid: file.uuid, sha256: '', size: 0 };
       if (blob.validators?.etag) staged.etag = blob.validators.etag;
-      let stream: Readable = blob.stream.pipe(
-        checkDigest(file, blob.validators?.sha256, (sha256) => {
-          staged.sha256 = sha256;
-        }),
-      );
-      blob.stream.on('error', (error) => stream.destroy(error));
-      stream.on('close', () => {
-        if (!blob.stream.destroyed) blob.stream.destroy();
-      });
+      // Hashed where there is a digest to check it against, or one to record (the cache).
+      const declared = blob.validators?.sha256;
+      let stream: Readable = blob.stream;
+      if (declared !== undefined || options.digests) {
+        stream = blob.stream.pipe(
+          checkDigest(file, declared, (sha256) => {
+            staged.sha256 = sha256;
+          }),
+        );
+        blob.stream.on('error', (error) => stream.destroy(error));
+        stream.on('close', () => {
+          if (!blob.stream.destroyed) blob.stream.destroy();
+        });
+      }
       if (size === undefined) {
         const spool = join(options.tmp, `spool-${file.uuid}`);
         const cap = env.spoolCapBytes ?? SPOOL_CAP_BYTES;
