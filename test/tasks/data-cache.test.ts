@@ -20,6 +20,7 @@ import {
   seedRunner,
   startWorld,
   type TaskWorld,
+  tarGz,
 } from '../support/task-fixtures.js';
 
 // The host's data cache, with the script runner as workflow and submission (see
@@ -256,6 +257,44 @@ describe.skipIf(podmanMissing !== undefined && !requireEngines)(
       const kept = (await entries(dir)).map((e) => e.uuids[0]);
       expect(kept).toContain(b[0]);
       expect(kept).not.toContain(a[0]);
+    });
+
+    it("a predict task's test set too, and a dead process's lease holds nothing", async () => {
+      const env = await cacheEnv();
+      const dir = env.dataCache?.dir as string;
+      const { uuid: model } = newIds('uuid');
+      world.storage.seed('model', model, {
+        blob: await tarGz({ 'model.txt': 'weights\n' }),
+        meta: { uuid: model, algo: runner, timestamp_upload: 1 },
+      });
+      const input = data(padded('echo predicted > "/data/test/pred/$(basename "$0")"'));
+      const predict = () => ({ ...newIds('uuid'), model, data: input });
+      const first = await runTask(world, env, predict());
+      expectDone(first);
+      const before = world.storage.requests.length;
+      const second = await runTask(world, env, predict());
+      expectDone(second);
+      expect(stageNote(second)).toMatch(/^\d+ bytes \(cached: test\)$/);
+      expect(blobGets([input], before)).toEqual({
+        whole: [],
+        headersOnly: [`/data/${input}/blob`],
+      });
+      const predictions = [first, second].map((o) =>
+        world.storage.blob('prediction', o.report.predictionUuid as string)?.toString(),
+      );
+      expect(predictions).toEqual(['predicted\n', 'predicted\n']);
+
+      // A task killed while it mounted the set: its lease names a process that is gone.
+      const [entry] = await entries(dir);
+      const lease = join(dir, 'leases', entry.volume, 'killed-run');
+      await mkdir(lease, { recursive: true });
+      const gone = Number((await execa('sh', ['-c', 'echo $$'])).stdout);
+      const boot = (await readFile('/proc/sys/kernel/random/boot_id', 'utf8')).trim();
+      await writeFile(join(lease, 'lock'), JSON.stringify({ pid: gone, start: '1', boot }));
+      const tight = await cacheEnv(1024, dir);
+      const other = data(padded('echo other > "/data/test/pred/$(basename "$0")"', 512));
+      expectDone(await runTask(world, tight, { ...newIds('uuid'), model, data: other }));
+      expect(await volumeExists(entry.volume)).toBe(false);
     });
 
     it('two tasks of two workers needing the same new set stage it once', async () => {
