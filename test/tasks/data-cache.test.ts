@@ -1,8 +1,9 @@
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { startTime } from '../../src/config/state-lock.js';
 import { LABEL_DATA_CACHE, LABEL_WORKER } from '../../src/engine/labels.js';
 import { createLogger } from '../../src/log.js';
@@ -18,6 +19,7 @@ import {
   podmanMissing,
   runTask,
   seedRunner,
+  serviceOptions,
   startWorld,
   type TaskWorld,
   tarGz,
@@ -326,6 +328,44 @@ describe.skipIf(podmanMissing !== undefined && !requireEngines)(
       expect(second.logs).toContain('train: read-only');
       expect(second.logs).toContain('hidden: absent');
       expect(second.logs).not.toContain('train: writable');
+    });
+
+    it('a staging killed half-way leaves an unfinished set that the next start removes', async () => {
+      const env = await cacheEnv();
+      const dir = env.dataCache?.dir as string;
+      // 24 MiB at 64 KiB per 5 ms: about 2 s of staging to be killed in.
+      const slow = data(padded('exit 0', 24 * MIB));
+      const stager = execa(
+        process.execPath,
+        [
+          fileURLToPath(new URL('../support/cache-stager.mjs', import.meta.url)),
+          JSON.stringify({
+            root: fileURLToPath(new URL('../../', import.meta.url)),
+            storage: serviceOptions(world.storage),
+            engine: podman.options,
+            dataCache: env.dataCache,
+            set: { uuids: [slow], dirs: ['pred'] },
+            tmp: env.tmpDir,
+          }),
+        ],
+        { reject: false },
+      );
+      let volume = '';
+      await vi.waitFor(
+        async () => {
+          const [entry] = await entries(dir);
+          volume = entry?.volume ?? '';
+          expect(volume !== '' && (await volumeExists(volume))).toBe(true);
+        },
+        { timeout: 60_000, interval: 100 },
+      );
+      stager.kill('SIGKILL');
+      expect((await stager).signal).toBe('SIGKILL');
+      expect((await entries(dir)).map((e) => e.complete)).toEqual([false]);
+
+      await sweepDataCache(env, log);
+      expect(await volumeExists(volume)).toBe(false);
+      expect(await entries(dir)).toEqual([]);
     });
 
     it("survives the task's cleanup and the worker's; a killed staging's leftovers go at the next start", async () => {
