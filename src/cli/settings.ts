@@ -214,6 +214,19 @@ export function dataCacheFor(flags: TaskFlagValues): { dir: string; maxBytes: nu
   return { dir: resolve(flags['data-cache-dir'] ?? defaultDataCacheDir()), maxBytes };
 }
 
+/** Made at start, so a folder this user cannot write is a configuration error, not every task's. */
+async function prepareDataCacheDir(dir: string): Promise<void> {
+  try {
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+  } catch (error) {
+    throw new WorkerError('CONFIG_INVALID', `cannot create the data cache folder ${dir}`, {
+      cause: error,
+      detail: (error as Error).message,
+      hint: 'pass --data-cache-dir with a folder this user can write, or --data-cache-size 0',
+    });
+  }
+}
+
 /** The worker's bounded image cache; its last-use records live in the state folder. */
 export function imageCacheFor(
   flags: TaskFlagValues,
@@ -331,6 +344,7 @@ async function servicesFromFlags(
   ].filter(Boolean);
   const userns = await usernsFor(flags['container-userns'], engine);
   const dataCache = dataCacheFor(flags);
+  if (dataCache) await prepareDataCacheDir(dataCache.dir);
   return {
     stateDir,
     engine,
