@@ -16,6 +16,8 @@ import {
   buildStoreIn,
   ENGINE_TMP_BASE,
   makeRunRootLink,
+  removeBuildFolder,
+  rootlessOwner,
 } from './store.js';
 
 export { ENGINE_TMP_BASE };
@@ -124,9 +126,8 @@ export async function confineBuild(
   // buildah's per-step folders go to the engine's TMPDIR and a killed build leaves them:
   // give it one of the build's own, beside the build's own store. The build's root (a
   // mapped id) must pass through it, so it is 0711 under /var/tmp (buildah's default
-  // place), never in a private folder. Rootful only: the rootless engine runs as another
-  // user, who could not write into it.
-  const own = podman && !info.rootless && local ? await ownFolder(ctx, buildId) : undefined;
+  // place), never in a private folder.
+  const own = podman && local ? await ownFolder(ctx, buildId) : undefined;
   return {
     onSpawn: cgroup ? (pid) => cgroup.enter(pid) : undefined,
     isolation,
@@ -146,7 +147,11 @@ export async function confineBuild(
   };
 }
 
-/** A rootful build's folder: its TMPDIR and its own store, which sees the host's base store. */
+/**
+ * A build's folder (rootful or rootless local podman): its TMPDIR and its own store, which
+ * sees the engine's base store. A rootless engine that runs as another user than the
+ * worker is given the folders it writes.
+ */
 async function ownFolder(
   ctx: EngineContext,
   buildId: string,
@@ -155,15 +160,17 @@ async function ownFolder(
   let link: string | undefined;
   try {
     await chmod(dir, 0o711);
+    const owner = await rootlessOwner(ctx);
     const tmp = join(dir, 'tmp');
     await mkdir(tmp, { mode: 0o711 });
     await chmod(tmp, 0o711);
+    if (owner) await chown(tmp, owner.uid, owner.gid);
     const bases = await baseStoreFor(ctx);
-    link = await makeRunRootLink(dir);
+    link = await makeRunRootLink(dir, owner);
     return { dir, tmp, link, store: buildStoreIn(ctx, ctx, dir, bases, link) };
   } catch (error) {
     if (link) await rm(link, { force: true });
-    await rm(dir, { recursive: true, force: true });
+    await removeBuildFolder(ctx, dir);
     throw error;
   }
 }
@@ -268,6 +275,6 @@ async function removeThenDelete(
     if (failed) await removeBuildLeftovers(engine, mark);
   } finally {
     if (own?.link) await rm(own.link, { force: true });
-    if (own) await rm(own.dir, { recursive: true, force: true });
+    if (own) await removeBuildFolder(engine, own.dir);
   }
 }

@@ -23,6 +23,8 @@ const storedSchema = (text: string): { id?: unknown; layer?: unknown; parent?: u
 /** The engine's storage where the worker can read a layer's files itself; undefined elsewhere. */
 interface Storage {
   graphRoot: string;
+  /** The read-only stores beside it, where a parent layer may be. */
+  imageStores: readonly string[];
   driver: 'overlay' | 'vfs';
   /** vfs: bytes of each parent layer, measured once. */
   parentBytes: Map<string, number>;
@@ -32,7 +34,7 @@ function storageOf(ctx: EngineContext): Storage | undefined {
   const { graphRoot, storageDriver: driver } = ctx.info;
   if (ctx.info.name !== 'podman' || !graphRoot) return undefined;
   if (driver !== 'overlay' && driver !== 'vfs') return undefined;
-  return { graphRoot, driver, parentBytes: new Map() };
+  return { graphRoot, imageStores: ctx.info.imageStores ?? [], driver, parentBytes: new Map() };
 }
 
 /** overlay's `diff` holds what the layer adds; vfs's folder holds the whole root filesystem. */
@@ -50,7 +52,12 @@ async function baseBytes(ctx: EngineContext, storage: Storage, layer: string): P
   if (typeof parent !== 'string' || !/^[0-9a-f]{64}$/.test(parent)) return 0;
   const known = storage.parentBytes.get(parent);
   if (known !== undefined) return known;
-  const usage = await measureVolume(ctx, layerDir(storage, parent), { maxEntries: MAX_ENTRIES });
+  // The parent may be a base image's, in the read-only base store.
+  const dirs = [storage.graphRoot, ...storage.imageStores].map((root) =>
+    join(root, 'vfs', 'dir', parent),
+  );
+  const dir = dirs.find((d) => existsSync(d)) ?? layerDir(storage, parent);
+  const usage = await measureVolume(ctx, dir, { maxEntries: MAX_ENTRIES });
   storage.parentBytes.set(parent, usage.bytes);
   return usage.bytes;
 }

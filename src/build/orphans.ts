@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { readdir, readFile, rm } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { procStatFields } from '../config/proc-stat.js';
@@ -9,7 +9,14 @@ import type { OrphanBuilds } from '../engine/types.js';
 import { removeBuildCgroupsOf } from './cgroup.js';
 import { buildIdPrefix, ENGINE_TMP_BASE } from './confine.js';
 import { removeBuildLeftovers } from './leftovers.js';
-import { baseStoreFor, buildStoreIn, makeRunRootLink, removeRunRootLinks } from './store.js';
+import {
+  baseStoreFor,
+  buildStoreIn,
+  makeRunRootLink,
+  removeBuildFolder,
+  removeRunRootLinks,
+  rootlessOwner,
+} from './store.js';
 import { type BuildUser, buildUserContext, findBuildUser } from './user.js';
 
 /**
@@ -45,7 +52,7 @@ export async function removeOrphanBuilds(ctx: EngineContext, owner: string): Pro
       const removed = await removeBuildLeftovers(store, prefix, 'prefix').catch(() => []);
       containers.push(...removed);
     }
-    await rm(dir, { recursive: true, force: true });
+    await removeBuildFolder(ctx, dir);
   }
   await removeRunRootLinks(folders);
   return { builds: [...builds], containers, folders };
@@ -65,7 +72,8 @@ async function storeOfFolder(
   }
   if (existsSync(join(dir, 'store', 'root'))) {
     const bases = await baseStoreFor(ctx);
-    return buildStoreIn(ctx, ctx, dir, bases, await makeRunRootLink(dir)).engine;
+    const link = await makeRunRootLink(dir, await rootlessOwner(ctx));
+    return buildStoreIn(ctx, ctx, dir, bases, link).engine;
   }
   return undefined;
 }

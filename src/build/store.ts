@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { chown, mkdir, readdir, readlink, rm, symlink } from 'node:fs/promises';
+import { chown, mkdir, readdir, readlink, rm, stat, symlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { lockStateDir, type StateLock } from '../config/state-lock.js';
@@ -10,6 +10,7 @@ import {
   pushToStoreArgs,
   type StoreSpec,
   storeArgs,
+  unshareRemoveArgs,
 } from '../engine/args.js';
 import { type EngineContext, transferTimeoutMs } from '../engine/context.js';
 import { capDetail, engineFailure, execEngineRaw } from '../engine/exec.js';
@@ -17,6 +18,23 @@ import { LABEL_BUILT_BY } from '../engine/labels.js';
 import { WorkerError } from '../errors.js';
 import { copyImage } from './base-images.js';
 import { type BuildUser, buildUserCli, storagePaths } from './user.js';
+
+/** Who owns a store's folders: the build user, or the user a rootless engine runs as. */
+export interface FolderOwner {
+  uid: number;
+  gid: number;
+}
+
+/**
+ * The user a local rootless engine runs as, when it is not the worker's own (a worker run
+ * as root with a wrapper that runs podman as another user): the owner of its default store.
+ */
+export async function rootlessOwner(ctx: EngineContext): Promise<FolderOwner | undefined> {
+  if (!ctx.info.rootless) return undefined;
+  const paths = await storagePaths(ctx.cli, ctx.options.callTimeoutMs);
+  const { uid, gid } = await stat(paths.graphRoot);
+  return uid === process.getuid?.() ? undefined : { uid, gid };
+}
 
 /** Where builds' folders go: buildah's default temp place. */
 export const ENGINE_TMP_BASE = '/var/tmp';
@@ -47,6 +65,7 @@ export interface BaseStore {
  * or, without one, of the host's podman (beside the host's store).
  */
 export async function baseStoreFor(ctx: EngineContext, user?: BuildUser): Promise<BaseStore> {
+  const owner = user ?? (await rootlessOwner(ctx));
   const cli = user ? buildUserCli(ctx.cli, user) : ctx.cli;
   const paths = await storagePaths(cli, ctx.options.callTimeoutMs);
   const spec: StoreSpec = {
@@ -58,7 +77,7 @@ export async function baseStoreFor(ctx: EngineContext, user?: BuildUser): Promis
   const lockDir = `${spec.root}.lock`;
   await mkdir(tmp, { recursive: true, mode: 0o700 });
   await mkdir(lockDir, { recursive: true, mode: 0o700 });
-  if (user) await chown(tmp, user.uid, user.gid);
+  if (owner) await chown(tmp, owner.uid, owner.gid);
   return {
     spec,
     owner: {
@@ -205,7 +224,7 @@ export const RUN_ROOT_LINK_PREFIX = join(ENGINE_TMP_BASE, 'cw-run-');
  * Named after the folder: podman's database keeps the run root it was made with, and a
  * restart reaching a dead build's store must give the same one.
  */
-export async function makeRunRootLink(dir: string, user?: BuildUser): Promise<string> {
+export async function makeRunRootLink(dir: string, user?: FolderOwner): Promise<string> {
   const target = join(dir, 'store', 'run');
   await mkdir(target, { recursive: true, mode: 0o700 });
   if (user) {
@@ -252,7 +271,12 @@ export function buildStoreIn(
   };
   const pointed = (ctx: EngineContext): EngineContext => ({
     cli: { ...ctx.cli, globalArgs: storeArgs(spec) },
-    info: { ...ctx.info, graphRoot: spec.root, storageDriver: spec.driver },
+    info: {
+      ...ctx.info,
+      graphRoot: spec.root,
+      storageDriver: spec.driver,
+      imageStores: spec.imageStores,
+    },
     options: ctx.options,
   });
   return { spec, bases, engine: pointed(builder), mover: pointed(host) };
@@ -298,4 +322,24 @@ export async function moveBuiltImage(
   } finally {
     lock.release();
   }
+}
+
+/**
+ * Removes a build's folder with its store. A rootless engine's layers hold files of its
+ * subordinate ids, which only its user namespace may remove: the engine removes the store
+ * there first (the worker may be that unprivileged user).
+ */
+export async function removeBuildFolder(
+  engine: EngineContext | undefined,
+  dir: string,
+): Promise<void> {
+  const store = join(dir, 'store');
+  if (engine?.info.rootless && existsSync(store)) {
+    // Not pointed at the store it removes.
+    const cli = { ...engine.cli, globalArgs: undefined };
+    await execEngineRaw(cli, unshareRemoveArgs(store), {
+      timeoutMs: engine.options.callTimeoutMs,
+    });
+  }
+  await rm(dir, { recursive: true, force: true });
 }

@@ -486,6 +486,11 @@ export function storeArgs(spec: StoreSpec): string[] {
   return args;
 }
 
+/** Removes a folder inside a rootless podman's user namespace, where its subordinate ids are root's. */
+export function unshareRemoveArgs(path: string): string[] {
+  return ['unshare', 'rm', '-rf', '--', path];
+}
+
 /**
  * Copies an image into another local store. containers/image skips every layer the
  * destination already has (by its uncompressed digest): only what a build added is copied.

@@ -1,5 +1,14 @@
 import { randomBytes } from 'node:crypto';
-import { chownSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
+import {
+  chownSync,
+  createReadStream,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+} from 'node:fs';
 import { copyFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -34,14 +43,21 @@ vi.mock('../../src/build/policy.js', async (original) => {
 });
 
 const variant = VARIANTS['podman-rootful'];
+const rootless = VARIANTS['podman-rootless'];
 const MIB = 1024 ** 2;
 const call = { timeoutMs: 120_000 };
 const podman = { name: 'podman' as const, path: '/usr/bin/podman' };
+type Mode = 'cwbuild' | 'none' | 'rootless';
+/** The host's podman of a mode: rootless podman has its own store, as the host's. */
+const hostOf = (mode: Mode) =>
+  mode === 'rootless'
+    ? { name: 'podman' as const, path: rootless.options.enginePath as string }
+    : podman;
 const RUN = ['run', '--rm', '--runtime', 'runc', '--network=none'];
 const ULIMITS = ['--ulimit', 'nofile=1024:1024', '--ulimit', 'nproc=1024:1024'];
 
 /** A base image the operator put on the host: busybox, a file of uid 1000, and `extraMiB` of random bytes. */
-async function importBase(name: string, extraMiB = 0): Promise<void> {
+async function importBase(name: string, extraMiB = 0, cli = podman): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'cw-store-base-'));
   try {
     const root = join(dir, 'root');
@@ -57,17 +73,20 @@ async function importBase(name: string, extraMiB = 0): Promise<void> {
     chownSync(join(root, 'home', 'u', 'f'), 1000, 1000);
     if (extraMiB > 0) await writeFile(join(root, 'blob'), randomBytes(extraMiB * MIB));
     await execa('tar', ['-C', root, '-cf', join(dir, 'base.tar'), '.']);
-    await execEngine(podman, ['import', join(dir, 'base.tar'), name], call);
+    // Through stdin: the rootless user cannot read this folder.
+    const input = createReadStream(join(dir, 'base.tar'));
+    const imported = await execEngineRaw(cli, ['import', '-', name], { ...call, input });
+    if (imported.exitCode !== 0) throw new Error(imported.outputTail);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 }
 
-const imageId = async (image: string) =>
-  (await execEngine(podman, ['image', 'inspect', '--format', '{{.Id}}', image], call)).trim();
+const imageId = async (image: string, cli = podman) =>
+  (await execEngine(cli, ['image', 'inspect', '--format', '{{.Id}}', image], call)).trim();
 
 describe.skipIf(unavailableUnlessRequired(variant))(
-  'untrusted builds in a store of their own (rootful podman)',
+  'untrusted builds in a store of their own (rootful podman, and rootless where there is one)',
   { timeout: 600_000 },
   () => {
     const tag = randomBytes(4).toString('hex');
@@ -77,12 +96,13 @@ describe.skipIf(unavailableUnlessRequired(variant))(
     const previousTmp = process.env.TMPDIR;
     let tmp = '';
     let options: EngineOptions;
-    const engines: Record<'cwbuild' | 'none', Engine | undefined> = {
+    const engines: Record<Mode, Engine | undefined> = {
       cwbuild: undefined,
       none: undefined,
+      rootless: undefined,
     };
-    const built = new Set<string>();
-    let bigImported = false;
+    const built = new Map<string, Mode>();
+    const bigImported = new Set<string>();
 
     beforeAll(async () => {
       tmp = mkdtempSync(join(tmpdir(), 'cw-store-test-'));
@@ -99,13 +119,27 @@ describe.skipIf(unavailableUnlessRequired(variant))(
       if (await findBuildUser('auto')) {
         engines.cwbuild = await createEngine({ ...options, buildUser: 'cwbuild' });
       }
+      if (!rootless.unavailable()) {
+        await importBase(base, 0, hostOf('rootless'));
+        engines.rootless = await createEngine({ ...options, ...rootless.options });
+      }
     });
 
     afterAll(async () => {
       policy.off = false;
-      for (const image of built) await execEngineRaw(podman, ['rmi', '--force', image], call);
+      for (const [image, mode] of built) {
+        await execEngineRaw(hostOf(mode), ['rmi', '--force', image], call);
+      }
       if (engines.none) await removeFromBaseStores(engines.none.info, options, [base, bigBase]);
-      for (const image of [base, bigBase]) await execEngineRaw(podman, ['rmi', image], call);
+      const own = engines.rootless;
+      if (own) {
+        const ctx = { cli: hostOf('rootless'), info: own.info, options: rootless.options };
+        const bases = await baseStoreFor(ctx);
+        await execEngineRaw(bases.owner.cli, ['rmi', '--force', base, bigBase], call);
+      }
+      for (const mode of own ? (['none', 'rootless'] as const) : (['none'] as const)) {
+        await execEngineRaw(hostOf(mode), ['rmi', base, bigBase], call);
+      }
       if (previousTmp === undefined) delete process.env.TMPDIR;
       else process.env.TMPDIR = previousTmp;
       rmSync(tmp, { recursive: true, force: true });
@@ -116,6 +150,7 @@ describe.skipIf(unavailableUnlessRequired(variant))(
       containerfile: string,
       buildId?: string,
     ): Promise<{ image?: string; error?: WorkerError }> {
+      const mode: Mode = engine === engines.rootless ? 'rootless' : 'none';
       try {
         const result = await engine.buildImage({
           role: 'submission',
@@ -123,7 +158,7 @@ describe.skipIf(unavailableUnlessRequired(variant))(
           labels,
           ...(buildId ? { buildId } : {}),
         });
-        built.add(result.image);
+        built.set(result.image, mode);
         return { image: result.image };
       } catch (error) {
         if (!(error instanceof WorkerError)) throw error;
@@ -132,13 +167,13 @@ describe.skipIf(unavailableUnlessRequired(variant))(
     }
 
     /** No folder of a build, no dangling image of these tests, in the host's store. */
-    async function expectNothingLeft(): Promise<void> {
+    async function expectNothingLeft(cli = podman): Promise<void> {
       expect(readdirSync(tmp)).toEqual([]);
       const folders = readdirSync(ENGINE_TMP_BASE).filter((n) => n.startsWith('cw-build-tmp-'));
       const ours = folders.filter((n) => n.includes(tag));
       expect(ours).toEqual([]);
       const dangling = await execEngine(
-        podman,
+        cli,
         [
           'images',
           '-q',
@@ -152,7 +187,7 @@ describe.skipIf(unavailableUnlessRequired(variant))(
       expect(dangling.trim()).toBe('');
     }
 
-    for (const mode of ['cwbuild', 'none'] as const) {
+    for (const mode of ['cwbuild', 'none', 'rootless'] as const) {
       it(`${mode}: reaches no image of another participant, by name, tag or ID prefix`, async (t) => {
         const engine = engines[mode];
         if (!engine) return t.skip();
@@ -161,9 +196,10 @@ describe.skipIf(unavailableUnlessRequired(variant))(
         expect(other.error).toBeUndefined();
         const otherImage = other.image as string;
         const otherTag = `localhost/cw-store-other-${tag}-${mode}:1`;
-        await execEngine(podman, ['tag', otherImage, otherTag], call);
-        built.add(otherTag);
-        const prefix = (await imageId(otherImage)).slice(0, 12);
+        const host = hostOf(mode);
+        await execEngine(host, ['tag', otherImage, otherTag], call);
+        built.set(otherTag, mode);
+        const prefix = (await imageId(otherImage, host)).slice(0, 12);
         policy.off = true;
         try {
           for (const ref of [otherImage, otherTag, prefix]) {
@@ -180,70 +216,81 @@ describe.skipIf(unavailableUnlessRequired(variant))(
         } finally {
           policy.off = false;
         }
-        await expectNothingLeft();
+        await expectNothingLeft(host);
       });
     }
 
-    it('cwbuild: a killed build leaves nothing in reach, and the restart removes its store', async (t) => {
-      const engine = engines.cwbuild;
-      if (!engine) return t.skip();
-      const owner = `dead-${tag}`;
-      const buildId = `${owner}.${randomBytes(8).toString('hex')}`;
-      const secret = `secret-${randomBytes(6).toString('hex')}`;
-      // What a SIGKILLed worker leaves: its build's folder and store, never released, and
-      // in the store an image of its own (as a commit would leave it).
-      const dead = { cli: podman, info: engine.info, options: { ...options, owner } };
-      const confinement = await confineBuild(dead, 'submission', buildId);
-      const store = confinement?.store;
-      if (!store) throw new Error('no store of its own');
-      const folder = readdirSync(ENGINE_TMP_BASE).find((n) =>
-        n.startsWith(`cw-build-tmp-${buildId}`),
-      );
-      const dir = join(ENGINE_TMP_BASE, folder ?? 'none', 'user');
-      const user = await findBuildUser('cwbuild');
-      const leftImage = `localhost/compute-worker/submission:${randomBytes(32).toString('hex')}`;
-      const secretDir = join(dir, 'secret');
-      mkdirSync(secretDir);
-      await writeFile(join(secretDir, 'secret'), `${secret}\n`);
-      await execa('tar', ['-C', secretDir, '-cf', join(dir, 'secret.tar'), '.']);
-      chownSync(join(dir, 'secret.tar'), user?.uid ?? 0, user?.gid ?? 0);
-      const imported = await execEngineRaw(
-        store.engine.cli,
-        ['import', join(dir, 'secret.tar'), leftImage],
-        call,
-      );
-      expect(imported.exitCode, imported.outputTail).toBe(0);
-      const leftId = (
-        await execEngine(
+    for (const mode of ['cwbuild', 'rootless'] as const) {
+      it(`${mode}: a killed build leaves nothing in reach, and the restart removes its store`, async (t) => {
+        const engine = engines[mode];
+        if (!engine) return t.skip();
+        const engineOptions = mode === 'rootless' ? { ...options, ...rootless.options } : options;
+        const owner = `dead-${tag}`;
+        const buildId = `${owner}.${randomBytes(8).toString('hex')}`;
+        const secret = `secret-${randomBytes(6).toString('hex')}`;
+        // What a SIGKILLed worker leaves: its build's folder and store, never released, and
+        // in the store an image of its own (as a commit would leave it).
+        const dead = { cli: hostOf(mode), info: engine.info, options: { ...engineOptions, owner } };
+        const confinement = await confineBuild(dead, 'submission', buildId);
+        const store = confinement?.store;
+        if (!store) throw new Error('no store of its own');
+        const folder = readdirSync(ENGINE_TMP_BASE).find((n) =>
+          n.startsWith(`cw-build-tmp-${buildId}`),
+        );
+        const dir = join(
+          ENGINE_TMP_BASE,
+          folder ?? 'none',
+          ...(mode === 'cwbuild' ? ['user'] : []),
+        );
+        const user =
+          mode === 'cwbuild'
+            ? await findBuildUser('cwbuild')
+            : statSync(engine.info.graphRoot ?? '/');
+        const leftImage = `localhost/compute-worker/submission:${randomBytes(32).toString('hex')}`;
+        const secretDir = join(dir, 'secret');
+        mkdirSync(secretDir);
+        await writeFile(join(secretDir, 'secret'), `${secret}\n`);
+        await execa('tar', ['-C', secretDir, '-cf', join(dir, 'secret.tar'), '.']);
+        chownSync(join(dir, 'secret.tar'), user?.uid ?? 0, user?.gid ?? 0);
+        const imported = await execEngineRaw(
           store.engine.cli,
-          ['image', 'inspect', '--format', '{{.Id}}', leftImage],
+          ['import', join(dir, 'secret.tar'), leftImage],
           call,
-        )
-      ).trim();
-      policy.off = true;
-      try {
-        for (const ref of [leftImage, leftId.slice(0, 12)]) {
-          const reached = await build(engine, `FROM ${base}\nCOPY --from=${ref} /secret /got\n`);
-          expect(reached.error?.code, ref).toBe('BUILD_FAILED');
+        );
+        expect(imported.exitCode, imported.outputTail).toBe(0);
+        const leftId = (
+          await execEngine(
+            store.engine.cli,
+            ['image', 'inspect', '--format', '{{.Id}}', leftImage],
+            call,
+          )
+        ).trim();
+        policy.off = true;
+        try {
+          for (const ref of [leftImage, leftId.slice(0, 12)]) {
+            const reached = await build(engine, `FROM ${base}\nCOPY --from=${ref} /secret /got\n`);
+            expect(reached.error?.code, ref).toBe('BUILD_FAILED');
+          }
+        } finally {
+          policy.off = false;
         }
-      } finally {
-        policy.off = false;
-      }
-      // The worker's restart removes the build's folder, its store with it.
-      const restarted = await createEngine({ ...options, buildUser: 'cwbuild', owner });
-      const left = await restarted.removeOrphanBuilds(owner);
-      expect(left.folders).toEqual([join(ENGINE_TMP_BASE, folder ?? 'none')]);
-      expect(readdirSync(ENGINE_TMP_BASE).filter((n) => n.includes(owner))).toEqual([]);
-      await expectNothingLeft();
-    });
+        // The worker's restart removes the build's folder, its store with it.
+        const restarted = await createEngine({ ...engineOptions, buildUser: 'cwbuild', owner });
+        const left = await restarted.removeOrphanBuilds(owner);
+        expect(left.folders).toEqual([join(ENGINE_TMP_BASE, folder ?? 'none')]);
+        expect(readdirSync(ENGINE_TMP_BASE).filter((n) => n.includes(owner))).toEqual([]);
+        await expectNothingLeft(hostOf(mode));
+      });
+    }
 
-    for (const mode of ['cwbuild', 'none'] as const) {
+    for (const mode of ['cwbuild', 'none', 'rootless'] as const) {
       it(`${mode}: the image keeps its files' owners, and the base is copied once`, async (t) => {
         const engine = engines[mode];
         if (!engine) return t.skip();
-        if (!bigImported) await importBase(bigBase, 64);
-        bigImported = true;
-        const ctx = { cli: podman, info: engine.info, options } as never;
+        const host = hostOf(mode);
+        if (!bigImported.has(host.path)) await importBase(bigBase, 64, host);
+        bigImported.add(host.path);
+        const ctx = { cli: host, info: engine.info, options } as never;
         const user = mode === 'cwbuild' ? await findBuildUser('cwbuild') : undefined;
         const bases = await baseStoreFor(ctx, user);
         const made = (n: number) =>
@@ -256,7 +303,7 @@ describe.skipIf(unavailableUnlessRequired(variant))(
         // The second submission adds nothing to the base store: the base is there already.
         expect(await du(bases.spec.root)).toBeLessThan(storeBytes + 8 * MIB);
         const owners = await execEngine(
-          podman,
+          host,
           [
             ...RUN,
             ...ULIMITS,
@@ -277,7 +324,7 @@ describe.skipIf(unavailableUnlessRequired(variant))(
           '1000:1000 /home/u/f',
           '0:0 /bin/busybox',
         ]);
-        await expectNothingLeft();
+        await expectNothingLeft(host);
       });
     }
 
@@ -293,7 +340,7 @@ describe.skipIf(unavailableUnlessRequired(variant))(
       await expectNothingLeft();
     });
 
-    for (const mode of ['cwbuild', 'none'] as const) {
+    for (const mode of ['cwbuild', 'none', 'rootless'] as const) {
       it(`${mode}: what buildah writes in its temp folder during a RUN counts against --disk-limit`, async (t) => {
         const engine = engines[mode];
         if (!engine) return t.skip();
@@ -302,7 +349,7 @@ describe.skipIf(unavailableUnlessRequired(variant))(
           `FROM ${base}\nRUN dd if=/dev/zero of=/etc/hostname bs=1M count=80 && dd if=/dev/zero of=/run/.containerenv bs=1M count=20 && sleep 30\n`,
         );
         expect(result.error?.code, result.error?.message).toBe('DISK_LIMIT');
-        await expectNothingLeft();
+        await expectNothingLeft(hostOf(mode));
       });
     }
   },

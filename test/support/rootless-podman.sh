@@ -7,12 +7,19 @@ uid="$(id -u "$user")"
 home="$(getent passwd "$user" | cut -d: -f6)"
 as_user=(runuser -u "$user" -- env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
   HOME="$home" USER="$user" XDG_RUNTIME_DIR="/run/user/$uid")
+# A TMPDIR the worker gives podman (a build's own temp folder) passes when the user may write there.
+if [ -n "${TMPDIR:-}" ] && runuser -u "$user" -- test -w "$TMPDIR"; then
+  as_user+=(TMPDIR="$TMPDIR")
+fi
 cd /
 # The worker extracts a build context into a folder only its own user can read; when that
 # user is root and podman runs as the test user, hand podman a copy it can read.
-if [ "${1:-}" = build ] && [ "$#" -ge 2 ] && [ -d "${!#}" ]; then
+# The worker may put global options (a build's own store) before the command.
+is_build=false
+for arg in "$@"; do [ "$arg" = build ] && is_build=true && break; done
+if $is_build && [ "$#" -ge 2 ] && [ -d "${!#}" ]; then
   context="${!#}"
-  copy="$(runuser -u "$user" -- mktemp -d)"
+  copy="$(runuser -u "$user" -- mktemp -d -p /tmp)"
   trap 'rm -rf "$copy"' EXIT
   cp -a "$context/." "$copy/"
   chown -R "$user:" "$copy"
