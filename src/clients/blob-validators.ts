@@ -54,6 +54,14 @@ function legacyDigest(value: string | undefined): string | undefined {
   return undefined;
 }
 
+/** Whether a staged copy of the blob could ever be found the same again (see sameBlob). */
+export function canRevalidate(now: BlobValidators): boolean {
+  return (
+    now.sha256 !== undefined ||
+    (now.etag !== undefined && !now.etag.startsWith('W/') && now.size !== undefined)
+  );
+}
+
 /**
  * Whether storage's validators now say the blob is the one recorded when it was staged:
  * the same digest, or without a digest the same strong ETag and length. No validator, a

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { type BlobValidators, sameBlob } from '../clients/blob-validators.js';
+import { type BlobValidators, canRevalidate, sameBlob } from '../clients/blob-validators.js';
 import { containerOwner } from '../config/owner.js';
 import { LABEL_DATA_CACHE, LABEL_DATA_CACHE_DIR } from '../engine/labels.js';
 import type { Logger } from '../log.js';
@@ -65,8 +65,8 @@ export function cacheVolumeName(key: string): string {
 /**
  * The volume of the set from the cache, staged into it first when it is not there (or no
  * longer matches storage); the task holds a lease on it until its scope ends. Undefined
- * when the set is not to be cached: no cache, a storage that gives no validators or
- * lengths, or a set larger than the cache (or than the room that unleased sets leave).
+ * when the set is not to be cached: no cache, a blob storage gives no validator or no
+ * length for, or a set larger than the cache (or than the room that unleased sets leave).
  */
 export async function cachedDataSet(
   env: TaskEnv,
@@ -78,6 +78,9 @@ export async function cachedDataSet(
   const probe = env.storage.blobValidators?.bind(env.storage);
   if (!cache || !probe) return undefined;
   const now = await Promise.all(set.uuids.map((uuid) => probe('data', uuid, run.signal)));
+  // A blob without a validator could never be found unchanged: cached, it would only
+  // push out the sets that can be.
+  if (!now.every(canRevalidate)) return undefined;
   const sizes = now.map((v) => v.size);
   if (sizes.some((size) => size === undefined)) return undefined;
   const bytes = (sizes as number[]).reduce((a, b) => a + b, 0);

@@ -31,6 +31,8 @@ export interface StoredObject {
   digest?: Promise<string>;
   /** Sent instead of the true digest: a storage whose digest does not match its bytes. */
   wrongDigest?: string;
+  /** Sent with neither Repr-Digest nor ETag: a storage that cannot say what it holds. */
+  noValidators?: boolean;
 }
 
 export interface StorageServer extends StandIn {
@@ -45,13 +47,14 @@ export interface StorageServer extends StandIn {
   blob(kind: Kind, uuid: string): Buffer | undefined;
   /**
    * Gives the object new bytes (its metadata stays): a new digest and ETag. With
-   * `wrongDigest`, a Repr-Digest that is not the bytes' own is sent with them.
+   * `wrongDigest`, a Repr-Digest that is not the bytes' own is sent with them; with
+   * `noValidators`, neither a digest nor an ETag.
    */
   changeBlob(
     kind: Kind,
     uuid: string,
     blob: Buffer | string,
-    options?: { wrongDigest?: string },
+    options?: { wrongDigest?: string; noValidators?: boolean },
   ): void;
   /**
    * Sends blobs held in memory `chunkBytes` at a time, one chunk every `intervalMs`: a
@@ -213,7 +216,7 @@ async function sendBlob(
   pacing?: { chunkBytes: number; intervalMs: number },
 ) {
   const blob = object.blob as Buffer | { file: string };
-  const digest = object.wrongDigest ?? (await object.digest);
+  const digest = object.noValidators ? undefined : (object.wrongDigest ?? (await object.digest));
   const size = Buffer.isBuffer(blob) ? blob.length : (await stat(blob.file)).size;
   res.writeHead(200, {
     'content-type': 'application/octet-stream',

@@ -217,6 +217,22 @@ describe.skipIf(podmanMissing !== undefined && !requireEngines)(
       });
     });
 
+    it('stages a set for its task alone when storage gives a blob no validator', async () => {
+      const env = await cacheEnv();
+      const dir = env.dataCache?.dir as string;
+      const train = [data(trainer('v1'))];
+      world.storage.changeBlob('data', train[0] as string, trainer('v1'), { noValidators: true });
+      const test = [data(scorer(0.25, 0))];
+      for (let i = 0; i < 2; i++) {
+        const before = world.storage.requests.length;
+        const outcome = await runTask(world, env, learn(train, test));
+        expectDone(outcome);
+        expect(stagedData(outcome)).toContain(train[0]);
+        expect(blobGets(train, before).whole).toEqual([`/data/${train[0]}/blob`]);
+      }
+      expect((await entries(dir)).map((e) => e.uuids)).toEqual([test]);
+    });
+
     it('refuses a wrong digest with the cache off too', async () => {
       const env = await world.env();
       const train = [data(trainer('v1'))];

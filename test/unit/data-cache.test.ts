@@ -4,7 +4,7 @@ import { Parser } from '@oclif/core';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { taskFlags } from '../../src/cli/flags.js';
 import { dataCacheFor } from '../../src/cli/settings.js';
-import { sameBlob, validatorsFrom } from '../../src/clients/blob-validators.js';
+import { canRevalidate, sameBlob, validatorsFrom } from '../../src/clients/blob-validators.js';
 import { mountArgs } from '../../src/engine/args.js';
 import { cacheVolumeName, dataSetKey } from '../../src/tasks/data-cache.js';
 
@@ -39,6 +39,14 @@ describe('blob validators', () => {
     expect(sameBlob(recorded, { etag: '"v1"' })).toBe(false);
     expect(sameBlob({ ...recorded, etag: 'W/"v1"' }, { etag: 'W/"v1"', size: 12 })).toBe(false);
     expect(sameBlob(recorded, { size: 12 })).toBe(false);
+  });
+
+  it('a blob can be checked again only with a digest, or a strong ETag and a length', () => {
+    expect(canRevalidate({ sha256: SHA })).toBe(true);
+    expect(canRevalidate({ etag: '"v1"', size: 1 })).toBe(true);
+    expect(canRevalidate({ etag: 'W/"v1"', size: 1 })).toBe(false);
+    expect(canRevalidate({ etag: '"v1"' })).toBe(false);
+    expect(canRevalidate({ size: 1 })).toBe(false);
   });
 });
 
