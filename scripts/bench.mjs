@@ -3,6 +3,7 @@
 //   npm run bench [-- --engine docker] [--runs 5] [--staging-mib 1024]     (as root)
 //   npm run bench -- --only overhead      the overhead and calls rows alone (a few minutes)
 //   npm run bench -- --only builds        the untrusted build rows on a 1 GiB base
+//   npm run bench -- --only cache         the data cache row alone (a minute)
 //
 // Services are the test stand-ins (SPEC storage and orchestrator over HTTP, an NSQ nsqd
 // over TCP) on 127.0.0.1, compiled from test/support into a temp folder; the task is the
@@ -17,6 +18,10 @@
 //              median of --runs paired runs
 //   memory     peak RSS of that staging process, and of `compute-worker run` doing 4 learn
 //              tasks at once
+//   data cache --staging-mib as a task's train set with --data-cache-size on: the first
+//              task's staging (header request, download, volume import) against the
+//              second's (header request, the cached volume reused), each in a process of
+//              its own, a fresh cache folder per pair, median of --runs pairs
 //   start-up   `compute-worker --version` and `--help`
 //   cache      a second task of the same workflow and algo builds nothing
 //   disk       the sized filesystem a writing step gets as root with podman (--disk-limit
@@ -46,11 +51,16 @@ const { values: opts } = parseArgs({
     'staging-mib': { type: 'string', default: '1024' },
     only: { type: 'string' },
     'stage-child': { type: 'string' },
+    'cache-child': { type: 'string' },
   },
 });
 
 if (opts['stage-child']) {
   await stageChild(JSON.parse(opts['stage-child']));
+  process.exit(0);
+}
+if (opts['cache-child']) {
+  await cacheChild(JSON.parse(opts['cache-child']));
   process.exit(0);
 }
 
@@ -62,10 +72,10 @@ if (
   !['podman', 'docker'].includes(engine) ||
   !(runs > 0) ||
   !(stagingMib > 0) ||
-  ![undefined, 'overhead', 'builds'].includes(only)
+  ![undefined, 'overhead', 'builds', 'cache'].includes(only)
 ) {
   console.error(
-    'usage: npm run bench [-- --engine podman|docker] [--runs N] [--staging-mib N] [--only overhead|builds]',
+    'usage: npm run bench [-- --engine podman|docker] [--runs N] [--staging-mib N] [--only overhead|builds|cache]',
   );
   process.exit(2);
 }
@@ -167,6 +177,11 @@ async function main() {
     COMPUTE_WORKER_ORCHESTRATOR_PASSWORD: PASSWORD,
     BENCH_AUTH: `u:${PASSWORD}`,
   };
+  if (only === 'cache') {
+    console.error(`bench: ${runs} pairs of a ${stagingMib} MiB set staged, then from the cache`);
+    printTable([cacheRow(await measureCachedStaging(storage, env))]);
+    return;
+  }
   const common = [
     ...['--engine', engine, '--storage-host', storage.host, '--storage-port', `${storage.port}`],
     ...['--orchestrator-host', orchestrator.host, '--orchestrator-port', `${orchestrator.port}`],
@@ -231,6 +246,9 @@ async function main() {
   console.error(`bench: staging ${stagingMib} MiB`);
   const staging = await measureStaging(storage, ids, env);
 
+  console.error(`bench: a ${stagingMib} MiB set staged, then from the data cache`);
+  const cached = await measureCachedStaging(storage, env);
+
   console.error('bench: sized filesystems');
   const disk = await measureSizedDisk();
 
@@ -250,6 +268,7 @@ async function main() {
       `${(staging.workerMiBs / staging.floorMiBs).toFixed(2)}x`,
     ],
     [`peak RSS, staging ${stagingMib} MiB`, '< 150 MB', '', `${staging.rssMiB.toFixed(0)} MiB`, ''],
+    cacheRow(cached),
     [
       'peak RSS, run with 4 learn tasks at once',
       '< 150 MB',
@@ -585,6 +604,8 @@ async function measureStaging(storage, ids, env) {
   for (let i = 0; i < stagingMib; i++) await handle.write(chunk);
   await handle.close();
   storage.seed('data', ids.big, { blob: { file: join(big, ids.big) } });
+  // The stand-in takes the blob's digest once, before it first sends it: not timed.
+  await storage.object('data', ids.big).digest;
   const bigTar = join(work, 'big.tar');
   await exec('tar', ['-cf', bigTar, '-C', big, ids.big]);
   storage.seed('data', ids.bigTar, { blob: { file: bigTar } });
@@ -646,6 +667,130 @@ async function measureStaging(storage, ids, env) {
     floorMiBs: mib / (floorMs / 1000),
     rssMiB: Math.max(...workerRuns.map((r) => r.rssMiB)),
   };
+}
+
+/** The first task's staging of a set against the second's, the cache on. */
+function cacheRow(cached) {
+  return [
+    `second-task staging of a ${stagingMib} MiB set`,
+    '< 0.1x the first',
+    `${(cached.firstMs / 1000).toFixed(2)} s`,
+    `${(cached.secondMs / 1000).toFixed(3)} s`,
+    `${(cached.secondMs / cached.firstMs).toFixed(3)}x (the floor is the first task's)`,
+  ];
+}
+
+/**
+ * --staging-mib as a train set, staged by a task with --data-cache-size on and then by a
+ * second task on the same cache folder: each in a process of its own, as two task execs.
+ */
+async function measureCachedStaging(storage, env) {
+  const dir = join(work, 'cached-set');
+  await mkdir(dir, { recursive: true });
+  const uuid = randomUUID();
+  const file = join(dir, uuid);
+  const chunk = Buffer.alloc(MIB, '0.123,4.567,8.901,2.345,alpha\n');
+  const { open } = await import('node:fs/promises');
+  const handle = await open(file, 'w');
+  for (let i = 0; i < stagingMib; i++) await handle.write(chunk);
+  await handle.close();
+  storage.seed('data', uuid, { blob: { file } });
+  await storage.object('data', uuid).digest;
+  const shebang = (await readFile(join(root, 'bin/run.js'), 'utf8')).split('\n')[0];
+  const nodeFlags = shebang.split(/\s+/).filter((word) => word.startsWith('--'));
+  const once = async (cacheDir) => {
+    const child = JSON.stringify({
+      engine,
+      runc,
+      storage: { host: storage.host, port: storage.port, password: PASSWORD },
+      uuid,
+      cacheDir,
+      maxBytes: 2 * stagingMib * MIB,
+    });
+    const out = await exec(
+      process.execPath,
+      [...nodeFlags, fileURLToPath(import.meta.url), '--cache-child', child],
+      { env },
+    );
+    return JSON.parse(out.out);
+  };
+  const first = [];
+  const second = [];
+  try {
+    for (let i = 0; i < runs; i++) {
+      const cacheDir = await mkdtemp(join(work, 'data-cache-'));
+      try {
+        const cold = await once(cacheDir);
+        const warm = await once(cacheDir);
+        if (cold.reused || !warm.reused) throw new Error('the data cache did not reuse the set');
+        first.push(cold.ms);
+        second.push(warm.ms);
+      } finally {
+        await removeCacheVolumes(cacheDir);
+      }
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+  return { firstMs: median(first), secondMs: median(second) };
+}
+
+/** The volumes a cache folder's entries name, then the folder. */
+async function removeCacheVolumes(cacheDir) {
+  const { readdir } = await import('node:fs/promises');
+  const entries = await readdir(join(cacheDir, 'entries')).catch(() => []);
+  for (const name of entries.filter((n) => n.endsWith('.json'))) {
+    const entry = JSON.parse(await readFile(join(cacheDir, 'entries', name), 'utf8'));
+    await exec(engine, ['volume', 'rm', '--force', entry.volume]);
+  }
+  await rm(cacheDir, { recursive: true, force: true });
+}
+
+/** In its own process: a task's staging of one train set with the data cache on. */
+async function cacheChild(options) {
+  const dist = (file) => import(pathToFileURL(join(root, 'dist/src', file)).href);
+  const { HttpStorageClient } = await dist('clients/storage.js');
+  const { createEngine } = await dist('container-engine.js');
+  const { DEFAULT_LIMITS } = await dist('engine/limits.js');
+  const { stageDataSet } = await dist('tasks/data-sets.js');
+  const storage = new HttpStorageClient({
+    host: options.storage.host,
+    port: options.storage.port,
+    user: 'u',
+    password: options.storage.password,
+  });
+  const engine = await createEngine({
+    engine: options.engine,
+    ociRuntime: options.runc ? 'runc' : undefined,
+    buildTimeoutMs: 600_000,
+    callTimeoutMs: 600_000,
+  });
+  const runId = randomUUID();
+  const labels = { 'compute-worker.bench': runId };
+  const tmp = await mkdtemp(join(tmpdir(), 'cw-bench-cache-'));
+  const scope = { runId, labels, tmp, releases: [], disks: new Map() };
+  try {
+    const env = {
+      engine,
+      storage,
+      limits: DEFAULT_LIMITS,
+      workerId: randomUUID(),
+      dataCache: { dir: options.cacheDir, maxBytes: options.maxBytes },
+    };
+    const run = { signal: new AbortController().signal };
+    const started = process.hrtime.bigint();
+    const set = await stageDataSet(env, run, scope, 'train', {
+      uuids: [options.uuid],
+      dirs: ['pred'],
+    });
+    const ms = Number(process.hrtime.bigint() - started) / 1e6;
+    process.stdout.write(JSON.stringify({ ms, reused: set.reused, shared: set.shared }));
+  } finally {
+    for (const release of scope.releases) release();
+    await engine.removeByLabels(labels);
+    await storage.close();
+    await rm(tmp, { recursive: true, force: true });
+  }
 }
 
 /** In its own process: the worker's staging of one data blob from storage into a new volume. */

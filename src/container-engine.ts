@@ -10,7 +10,13 @@ import { listManaged } from './engine/managed.js';
 import { prepareRuns, runContainer } from './engine/run.js';
 import type { Engine, EngineInfo, EngineOptions } from './engine/types.js';
 import { measureVolume, volumeMountpoint } from './engine/volume-usage.js';
-import { createVolume, exportVolume, importVolume } from './engine/volumes.js';
+import {
+  createVolume,
+  exportVolume,
+  importVolume,
+  listVolumes,
+  removeVolumes,
+} from './engine/volumes.js';
 
 /**
  * Detects the engine once and returns the worker's one door to it: the engine's calls
@@ -40,7 +46,9 @@ export function engineFor(info: EngineInfo, options: EngineOptions): Engine {
     buildImage: (request) => buildImage(ctx, request),
     imageLookup: (expected) => imageLookup(ctx, expected),
     countContainers: (label, value) => countContainers(ctx, label, value),
-    createVolume: (labels) => createVolume(ctx, labels),
+    createVolume: (labels, name) => createVolume(ctx, labels, name),
+    listVolumes: (label) => listVolumes(ctx, label),
+    removeVolumes: (names) => removeVolumes(ctx, names),
     importVolume: (volume, tar, signal) => importVolume(ctx, volume, tar, signal),
     exportVolume: (volume, signal) => exportVolume(ctx, volume, signal),
     run: (spec) => runContainer(ctx, spec),

@@ -7,6 +7,7 @@ import { readTaskFile } from '../../src/cli/task-input.js';
 import { failedBody } from '../../src/clients/orchestrator.js';
 import { remoteEngineWarning } from '../../src/engine/remote.js';
 import { createLogger } from '../../src/log.js';
+import { sweepDataCache } from '../../src/tasks/data-cache.js';
 import { acquireTaskGpus, gpuNames } from '../../src/tasks/gpus.js';
 import { decideOutcome, ONE_SHOT } from '../../src/tasks/outcome.js';
 import { executeTask, failedReportOf, reportFailure } from '../../src/tasks/run-task.js';
@@ -55,6 +56,7 @@ export default class TaskExec extends BaseCommand {
 
     // What an earlier task exec on this state folder left when it was killed.
     await removeDeadExecRuns(env.stateDir, env.engine, log);
+    await sweepDataCache(env, log);
     const remote = remoteEngineWarning(env.engine.info);
     if (remote) this.progress(`warning: ${remote}\n`);
     const gpus = acquireTaskGpus(env, parsed.type);

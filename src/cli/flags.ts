@@ -85,6 +85,19 @@ export const engineFlags = {
     ...sizeDefault(parseSize('50g')),
     env: env('IMAGE_CACHE_SIZE'),
   }),
+  'data-cache-size': sizeFlag({
+    helpGroup: 'ENGINE',
+    description:
+      "Bound of the host's cache of staged data sets: a task's train set and hidden test set (a predict task's test file) are staged once into a read-only volume that later tasks mount again while storage still gives each blob the same digest (or strong ETag and length). The least recently used sets no running task mounts are removed to make room; a set larger than the bound is staged per task. Shared by every worker with the same --data-cache-dir. 0 turns it off.",
+    ...sizeDefault(0),
+    env: env('DATA_CACHE_SIZE'),
+  }),
+  'data-cache-dir': Flags.string({
+    helpGroup: 'ENGINE',
+    description:
+      "Folder of the data cache's index, locks and leases, shared by the workers of the host (give them all the same one). Default: /var/lib/compute-worker/data-cache as root, else ~/.cache/compute-worker/data-cache (XDG_CACHE_HOME).",
+    env: env('DATA_CACHE_DIR'),
+  }),
   'engine-host': Flags.string({
     helpGroup: 'ENGINE',
     description:

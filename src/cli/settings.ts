@@ -11,6 +11,7 @@ import {
 import type { ServiceErrorListener } from '../clients/http.js';
 import { containerOwner } from '../config/owner.js';
 import {
+  defaultDataCacheDir,
   defaultStateDir,
   execRunsDir,
   RUN_TMP_FILE,
@@ -206,6 +207,26 @@ export function diskLimits(flags: TaskFlagValues): {
   };
 }
 
+/** The host's staged data cache, when --data-cache-size is more than 0. */
+export function dataCacheFor(flags: TaskFlagValues): { dir: string; maxBytes: number } | undefined {
+  const maxBytes = flags['data-cache-size'];
+  if (maxBytes <= 0) return undefined;
+  return { dir: resolve(flags['data-cache-dir'] ?? defaultDataCacheDir()), maxBytes };
+}
+
+/** Made at start, so a folder this user cannot write is a configuration error, not every task's. */
+async function prepareDataCacheDir(dir: string): Promise<void> {
+  try {
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+  } catch (error) {
+    throw new WorkerError('CONFIG_INVALID', `cannot create the data cache folder ${dir}`, {
+      cause: error,
+      detail: (error as Error).message,
+      hint: 'pass --data-cache-dir with a folder this user can write, or --data-cache-size 0',
+    });
+  }
+}
+
 /** The worker's bounded image cache; its last-use records live in the state folder. */
 export function imageCacheFor(
   flags: TaskFlagValues,
@@ -322,6 +343,8 @@ async function servicesFromFlags(
     orchestratorPassword,
   ].filter(Boolean);
   const userns = await usernsFor(flags['container-userns'], engine);
+  const dataCache = dataCacheFor(flags);
+  if (dataCache) await prepareDataCacheDir(dataCache.dir);
   return {
     stateDir,
     engine,
@@ -337,6 +360,7 @@ async function servicesFromFlags(
     tmpDir,
     ...(gpus ? { gpus } : {}),
     ...diskLimits(flags),
+    ...(dataCache ? { dataCache } : {}),
     maxPredictionBytes: flags['max-prediction-size'],
     maxModelBytes: flags['max-model-size'],
     privateWords,

@@ -9,6 +9,7 @@ import {
   ModelMetadataSchema,
   NIL_UUID,
 } from '../tasks/schemas.js';
+import { type BlobValidators, validatorsFrom } from './blob-validators.js';
 import {
   type CredentialAnswers,
   type HttpCall,
@@ -91,7 +92,29 @@ export class HttpStorageClient implements StorageClient {
       if (!response.body.destroyed) response.body.destroy();
     });
     response.body.pipe(stream);
-    return { stream, size: Number.isSafeInteger(length) && length >= 0 ? length : undefined };
+    return {
+      stream,
+      size: Number.isSafeInteger(length) && length >= 0 ? length : undefined,
+      validators: validatorsFrom(response.headers),
+    };
+  }
+
+  /** The blob's headers only: its body is dropped unread, so the connection is closed. */
+  async blobValidators(
+    kind: StorageKind,
+    uuid: string,
+    signal?: AbortSignal,
+  ): Promise<BlobValidators> {
+    const response = await this.http.send({
+      method: 'GET',
+      path: `/${kind}/${encodeURIComponent(uuid)}/blob`,
+      ok: [200],
+      signal,
+      what: `${kind} ${uuid}`,
+    });
+    response.body.on('error', () => undefined);
+    response.body.destroy();
+    return validatorsFrom(response.headers);
   }
 
   /**

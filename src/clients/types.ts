@@ -1,5 +1,6 @@
 import type { Readable } from 'node:stream';
 import type { ModelMetadata } from '../tasks/schemas.js';
+import type { BlobValidators } from './blob-validators.js';
 import type { CredentialAnswers } from './http.js';
 
 /** The storage's object kinds (SPEC.md section 3): each is a route, `/:kind/:uuid`. */
@@ -10,6 +11,8 @@ export interface Blob {
   stream: Readable;
   /** Bytes, from Content-Length (or the file's size) when known. */
   size?: number;
+  /** What storage sent about the bytes (digest, ETag), to check them against. */
+  validators?: BlobValidators;
 }
 
 export interface StorageClient {
@@ -21,6 +24,12 @@ export interface StorageClient {
   getMetadata(kind: StorageKind, uuid: string, signal?: AbortSignal): Promise<unknown>;
   getModelMetadata(uuid: string, signal?: AbortSignal): Promise<ModelMetadata>;
   getBlob(kind: StorageKind, uuid: string, signal?: AbortSignal): Promise<Blob>;
+  /**
+   * The validators storage sends with the blob, without its bytes (the download is opened,
+   * its headers read, its body dropped). None: this storage cannot say, and nothing staged
+   * from it is ever reused.
+   */
+  blobValidators?(kind: StorageKind, uuid: string, signal?: AbortSignal): Promise<BlobValidators>;
   /** `body` must deliver exactly `size` bytes (sent as Content-Length, which storage requires). */
   uploadModel(
     uuid: string,

@@ -8,6 +8,13 @@ export function defaultStateDir(): string {
   return join(base, 'compute-worker');
 }
 
+/** The host's staged data cache, shared by its workers (one folder per user). */
+export function defaultDataCacheDir(): string {
+  if (process.getuid?.() === 0) return '/var/lib/compute-worker/data-cache';
+  const base = process.env.XDG_CACHE_HOME || join(homedir(), '.cache');
+  return join(base, 'compute-worker', 'data-cache');
+}
+
 /**
  * Parent of one worker's private per-task temp folders. One folder per worker id (and a
  * worker id belongs to one locked state folder), so a restart after a crash can remove

@@ -78,7 +78,10 @@ export function limitArgs(info: Quirks, limits: RunLimits): string[] {
  */
 export function mountArgs(mounts: readonly VolumeMount[], owned = false): string[] {
   return mounts.flatMap((m) => {
-    const options = [...(m.readOnly ? ['ro'] : []), ...(owned ? ['U'] : [])];
+    const options = [
+      ...(m.readOnly || m.shared ? ['ro'] : []),
+      ...(owned && !m.shared ? ['U'] : []),
+    ];
     return ['-v', `${m.volume}:${m.target}${options.length ? `:${options.join(',')}` : ''}`];
   });
 }

@@ -23,3 +23,11 @@ export const LABEL_STEP = 'compute-worker.step';
 export const LABEL_BUILT_BY = 'compute-worker.built-by';
 /** The first host uid of a container's own user namespace (userns-pool.ts). */
 export const LABEL_USERNS = 'compute-worker.userns';
+/**
+ * On a volume of the host's staged data cache, its key (tasks/data-cache.ts). Such a
+ * volume carries neither LABEL_WORKER nor LABEL_RUN: no task's or worker's cleanup finds
+ * it, only the cache removes it.
+ */
+export const LABEL_DATA_CACHE = 'compute-worker.data-cache';
+/** On a data cache volume, which cache folder it belongs to (hashed): a sweep sees only its own. */
+export const LABEL_DATA_CACHE_DIR = 'compute-worker.data-cache-dir';

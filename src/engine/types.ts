@@ -175,6 +175,12 @@ export interface VolumeMount {
   /** Absolute path inside the container. */
   target: string;
   readOnly?: boolean;
+  /**
+   * Mounted by the containers of several tasks at once (a cached data set): its files keep
+   * the owner they were staged with, never given to one container's own ids (podman's U),
+   * which would take them from the others. Read-only, and readable by anyone.
+   */
+  shared?: boolean;
 }
 
 export interface RunSpec {
@@ -318,8 +324,16 @@ export interface Engine {
   imageLookup(expected: number): ImageLookup;
   /** How many containers (running or not) carry this one label with this value. */
   countContainers(label: string, value: string): Promise<number>;
-  /** Creates a named volume with these labels (plus LABEL_MANAGED); returns its name. */
-  createVolume(labels: Record<string, string>): Promise<string>;
+  /**
+   * Creates a named volume with these labels (plus LABEL_MANAGED); returns its name. The
+   * name is the engine layer's own unless one is given (made by the worker, never from
+   * task data).
+   */
+  createVolume(labels: Record<string, string>, name?: string): Promise<string>;
+  /** The volumes that carry this one label, with all their labels. */
+  listVolumes(label: Record<string, string>): Promise<LabelledVolume[]>;
+  /** Force-removes these volumes by name; one already gone is no error. */
+  removeVolumes(names: readonly string[]): Promise<void>;
   /** Puts the files of a tar stream into the volume's root. */
   importVolume(volume: string, tar: Readable, signal?: AbortSignal): Promise<void>;
   /** The volume's root as a tar stream; an engine failure is an 'error' event on the stream. */
@@ -363,6 +377,11 @@ export type UnenforcedLimit = 'memory' | 'cpus' | 'pids';
 export interface GpuDevices {
   kind: string;
   uuids: readonly string[];
+}
+
+export interface LabelledVolume {
+  name: string;
+  labels: Record<string, string>;
 }
 
 /** A container (by id) or volume (by name) of some compute-worker, and that worker's id. */

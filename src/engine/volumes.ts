@@ -5,13 +5,17 @@ import {
   copyOutArgs,
   helperCreateArgs,
   removeContainersArgs,
+  removeVolumesArgs,
   volumeCreateArgs,
   volumeImportArgs,
+  volumeLabelLinesArgs,
+  volumeListArgs,
 } from './args.js';
 import { type EngineContext, transferTimeoutMs } from './context.js';
-import { execEngine, spawnEngine, watchStreamed } from './exec.js';
+import { execEngine, execEngineRaw, spawnEngine, watchStreamed } from './exec.js';
 import { checkMountedVolumes } from './mount-check.js';
 import { ensureRootfsImage } from './rootfs-image.js';
+import type { LabelledVolume } from './types.js';
 import { canExportThroughFifo, exportThroughFifo } from './volume-export.js';
 
 /**
@@ -27,8 +31,9 @@ import { canExportThroughFifo, exportThroughFifo } from './volume-export.js';
 export async function createVolume(
   ctx: EngineContext,
   labels: Record<string, string>,
+  given?: string,
 ): Promise<string> {
-  const name = `cw-vol-${randomBytes(8).toString('hex')}`;
+  const name = given ?? `cw-vol-${randomBytes(8).toString('hex')}`;
   await execEngine(ctx.cli, volumeCreateArgs(name, labels), {
     timeoutMs: ctx.options.callTimeoutMs,
   });
@@ -105,4 +110,32 @@ async function withHelper<T>(
   } finally {
     await execEngine(ctx.cli, removeContainersArgs([helper]), call).catch(() => undefined);
   }
+}
+
+/** One label: podman 4.3 ORs several. What is removed between the two calls is left out. */
+export async function listVolumes(
+  ctx: EngineContext,
+  label: Record<string, string>,
+): Promise<LabelledVolume[]> {
+  const call = { timeoutMs: ctx.options.callTimeoutMs };
+  const names = (await execEngine(ctx.cli, volumeListArgs(label), call))
+    .split(/\s+/)
+    .filter(Boolean);
+  if (names.length === 0) return [];
+  const out = await execEngineRaw(ctx.cli, volumeLabelLinesArgs(names), call);
+  return out.stdout.split('\n').flatMap((line) => {
+    const [name = '', json = ''] = line.split('\t');
+    if (!name || !json) return [];
+    try {
+      const labels = (JSON.parse(json) as Record<string, string> | null) ?? {};
+      return [{ name, labels }];
+    } catch {
+      return [];
+    }
+  });
+}
+
+export async function removeVolumes(ctx: EngineContext, names: readonly string[]): Promise<void> {
+  if (names.length === 0) return;
+  await execEngine(ctx.cli, removeVolumesArgs(names), { timeoutMs: ctx.options.callTimeoutMs });
 }

@@ -7,6 +7,13 @@ import type { TaskGpus } from './gpus.js';
 
 export type TaskKind = 'learn' | 'predict';
 
+export interface DataCacheSettings {
+  /** Index, locks and leases; the same folder for every worker of the host. */
+  dir: string;
+  /** Most bytes of the cached sets together. */
+  maxBytes: number;
+}
+
 /** Every step, in SPEC order: reports list the steps a task went through in this order. */
 export const STEP_ORDER = [
   'build-workflow',
@@ -64,6 +71,11 @@ export interface TaskEnv {
   maxModelBytes: number;
   /** Cap of a blob without Content-Length spooled to the temp folder (default 10 GiB). */
   spoolCapBytes?: number;
+  /**
+   * The host's cache of staged data sets (--data-cache-size, --data-cache-dir), shared by
+   * its workers; none: every task stages its data itself.
+   */
+  dataCache?: DataCacheSettings;
   /** The worker's bounded image cache (--image-cache-size); none: images are kept. */
   imageCache?: ImageCache;
   /**

@@ -7,12 +7,13 @@ import type { VolumeMount } from '../engine/types.js';
 import { WorkerError } from '../errors.js';
 import { type ContainerStep, type PreparedSteps, prepareContainerSteps } from './containers.js';
 import type { StepName, TaskEnv, TaskRun } from './context.js';
+import { type DataVolume, stageDataSet, stagedNote } from './data-sets.js';
 import { buildImages } from './images.js';
 import { copyPredictions, leftModelBudget, predictionBudget } from './outputs.js';
 import { taskUsage } from './report-body.js';
 import { type LearnTask, type Performance, PerformanceSchema } from './schemas.js';
 import type { TaskScope } from './scope.js';
-import { prepareEmpty, stageFiles, stageModel } from './staging.js';
+import { prepareEmpty, stageModel } from './staging.js';
 import type { StepRecorder } from './steps.js';
 import { createVolumes, createWritableVolumes, settleAll } from './volumes.js';
 
@@ -37,6 +38,11 @@ async function checkStartModel(
       { hint: 'a task may continue only from a model of its own algo' },
     );
   }
+}
+
+/** A data set, read-only wherever it is mounted; a cached one is shared with other tasks. */
+function dataMount(set: DataVolume, target: string): VolumeMount {
+  return { volume: set.volume, target, readOnly: true, ...(set.shared ? { shared: true } : {}) };
 }
 
 export interface LearnResult {
@@ -78,7 +84,7 @@ export async function runLearn(
   });
   const containerSteps: ContainerStep[] = [
     workflowStep('detarget', [
-      { volume: v.hiddenTest, target: '/hidden_data/test', readOnly: true },
+      dataMount(v.hiddenTest, '/hidden_data/test'),
       { volume: v.test, target: '/submission_data/test' },
     ]),
     {
@@ -88,7 +94,7 @@ export async function runLearn(
       image: images.submission,
       command: ['-V', '/data', '-T', 'train'],
       mounts: [
-        { volume: v.train, target: '/data/train', readOnly: true },
+        dataMount(v.train, '/data/train'),
         { volume: v.trainPred, target: '/data/train/pred' },
         { volume: v.test, target: '/data/test', readOnly: true },
         { volume: v.testPred, target: '/data/test/pred' },
@@ -97,9 +103,9 @@ export async function runLearn(
       timeoutMs: env.learnTimeoutMs,
     },
     workflowStep('perf', [
-      { volume: v.hiddenTest, target: '/hidden_data/test', readOnly: true },
+      dataMount(v.hiddenTest, '/hidden_data/test'),
       { volume: v.perf, target: '/hidden_data/perf' },
-      { volume: v.train, target: '/submission_data/train', readOnly: true },
+      dataMount(v.train, '/submission_data/train'),
       { volume: v.trainPredChecked, target: '/submission_data/train/pred', readOnly: true },
       { volume: v.test, target: '/submission_data/test', readOnly: true },
       { volume: v.testPredChecked, target: '/submission_data/test/pred', readOnly: true },
@@ -210,9 +216,7 @@ async function stageLearn(
   steps: StepRecorder,
 ) {
   // The worker fills these itself, each bounded by its own cap.
-  const staged = createVolumes(env, scope.labels, [
-    'hiddenTest',
-    'train',
+  const checked = createVolumes(env, scope.labels, [
     'trainPredChecked',
     'testPredChecked',
   ] as const);
@@ -225,25 +229,17 @@ async function stageLearn(
   ] as const);
   const perf = createWritableVolumes(env, scope, 'perf', ['perf'] as const);
   // Every creation settles before a failure goes on: the task's cleanup must see them all.
-  const created = settleAll([staged, detarget, train, perf]);
-  const files = (uuids: string[]) =>
-    uuids.map((uuid) => ({ kind: 'data' as const, uuid, name: uuid }));
+  const created = settleAll([checked, detarget, train, perf]);
   const start = task.model_start;
-  const [[fromWorker, forDetarget, forTrain, forPerf]] = await settleAll([
+  const [[fromWorker, forDetarget, forTrain, forPerf], data] = await settleAll([
     created,
     steps.step(
       'stage',
       async () => {
-        const [trainBytes, testBytes, modelBytes] = await settleAll([
-          staged.then((v) =>
-            stageFiles(env, run, v.train, files(task.train_data), {
-              tmp: scope.tmp,
-              dirs: ['pred'],
-            }),
-          ),
-          staged.then((v) =>
-            stageFiles(env, run, v.hiddenTest, files(task.test_data), { tmp: scope.tmp }),
-          ),
+        // The data sets go to volumes of their own (the task's, or the host's data cache).
+        const [trainSet, hiddenTest, modelBytes] = await settleAll([
+          stageDataSet(env, run, scope, 'train', { uuids: task.train_data, dirs: ['pred'] }),
+          stageDataSet(env, run, scope, 'hiddenTest', { uuids: task.test_data, dirs: [] }),
           task.rank > 0 && start
             ? train.then((v) =>
                 stageModel(env, run, v.model, start, { sized: scope.disks.has(v.model) }),
@@ -253,12 +249,13 @@ async function stageLearn(
           // volumes stay empty: a new volume is writable by the containers' user as it is.
           detarget.then((v) => prepareEmpty(env, run, v.test, ['pred'])),
         ]);
-        return trainBytes + testBytes + modelBytes;
+        const sets = { train: trainSet, hiddenTest };
+        return { sets, bytes: trainSet.fetched + hiddenTest.fetched + modelBytes };
       },
-      (bytes) => `${bytes} bytes`,
+      (staged) => stagedNote(staged.bytes, staged.sets),
     ),
   ]);
-  return { ...fromWorker, ...forDetarget, ...forTrain, ...forPerf };
+  return { ...fromWorker, ...forDetarget, ...forTrain, ...forPerf, ...data.sets };
 }
 
 async function readPerformance(env: TaskEnv, run: TaskRun, volume: string): Promise<Performance> {

@@ -4,12 +4,13 @@ import { extractEntryToFile } from '../archive/safe-tar.js';
 import { WorkerError } from '../errors.js';
 import { runContainerStep } from './containers.js';
 import type { TaskEnv, TaskRun } from './context.js';
+import { stageDataSet, stagedNote } from './data-sets.js';
 import { buildImages } from './images.js';
 import { onlyPlainPredictions, predictionBudget } from './outputs.js';
 import { taskUsage } from './report-body.js';
 import type { PredictTask } from './schemas.js';
 import type { TaskScope } from './scope.js';
-import { stageFiles, stageModel } from './staging.js';
+import { stageModel } from './staging.js';
 import type { StepRecorder } from './steps.js';
 import { createVolumes, createWritableVolumes, settleAll } from './volumes.js';
 
@@ -45,7 +46,12 @@ export async function runPredict(
       image: images.submission,
       command: ['-V', '/data', '-T', 'predict'],
       mounts: [
-        { volume: v.test, target: '/data/test', readOnly: true },
+        {
+          volume: v.test.volume,
+          target: '/data/test',
+          readOnly: true,
+          ...(v.test.shared ? { shared: true } : {}),
+        },
         { volume: v.testPred, target: '/data/test/pred' },
         { volume: v.model, target: '/data/model', readOnly: true },
       ],
@@ -100,21 +106,20 @@ async function stagePredict(
   steps: StepRecorder,
 ) {
   const [staged, written] = await settleAll([
-    createVolumes(env, scope.labels, ['test', 'model'] as const),
+    createVolumes(env, scope.labels, ['model'] as const),
     createWritableVolumes(env, scope, 'predict', ['testPred'] as const),
   ]);
   const v = { ...staged, ...written };
-  await steps.step(
+  const data = await steps.step(
     'stage',
     async () => {
-      const data = [{ kind: 'data' as const, uuid: task.data, name: task.data }];
       const [test, model] = await settleAll([
-        stageFiles(env, run, v.test, data, { tmp: scope.tmp, dirs: ['pred'] }),
+        stageDataSet(env, run, scope, 'test', { uuids: [task.data], dirs: ['pred'] }),
         stageModel(env, run, v.model, task.model),
       ]);
-      return test + model;
+      return { test, bytes: test.fetched + model };
     },
-    (bytes) => `${bytes} bytes`,
+    (staged) => stagedNote(staged.bytes, { test: staged.test }),
   );
-  return v;
+  return { ...v, test: data.test };
 }

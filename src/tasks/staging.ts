@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -18,6 +19,23 @@ export interface DataFile {
   name: string;
 }
 
+/** What one staged blob was, as it arrived: its digest, and the validators storage sent. */
+export interface StagedBlob {
+  uuid: string;
+  /**
+   * The sha-256 of the bytes that arrived, base64 (as digest headers write it); taken when
+   * storage sent a digest or `digests` asked for it, else empty.
+   */
+  sha256: string;
+  etag?: string;
+  size: number;
+}
+
+export interface StagedFiles {
+  bytes: number;
+  blobs: StagedBlob[];
+}
+
 /** Default cap of a spooled blob: a blob without Content-Length could be endless. */
 export const SPOOL_CAP_BYTES = 10 * 1024 ** 3;
 
@@ -31,16 +49,32 @@ export async function stageFiles(
   run: TaskRun,
   volume: string,
   files: DataFile[],
-  options: { tmp: string; dirs?: string[] },
-): Promise<number> {
+  options: { tmp: string; dirs?: string[]; digests?: boolean },
+): Promise<StagedFiles> {
   const owner = containerOwner(env.limits.user);
   let total = 0;
+  const blobs: StagedBlob[] = [];
   async function* entries() {
     for (const dir of options.dirs ?? []) yield { name: dir, type: 'directory' as const };
     for (const file of files) {
       const blob = await env.storage.getBlob(file.kind, file.uuid, run.signal);
       let size = blob.size;
+      const staged: StagedBlob = { uuid: file.uuid, sha256: '', size: 0 };
+      if (blob.validators?.etag) staged.etag = blob.validators.etag;
+      // Hashed where there is a digest to check it against, or one to record (the cache).
+      const declared = blob.validators?.sha256;
       let stream: Readable = blob.stream;
+      if (declared !== undefined || options.digests) {
+        stream = blob.stream.pipe(
+          checkDigest(file, declared, (sha256) => {
+            staged.sha256 = sha256;
+          }),
+        );
+        blob.stream.on('error', (error) => stream.destroy(error));
+        stream.on('close', () => {
+          if (!blob.stream.destroyed) blob.stream.destroy();
+        });
+      }
       if (size === undefined) {
         const spool = join(options.tmp, `spool-${file.uuid}`);
         const cap = env.spoolCapBytes ?? SPOOL_CAP_BYTES;
@@ -58,19 +92,53 @@ export async function stageFiles(
             );
           },
         });
-        await pipeline(blob.stream, capped, createWriteStream(spool, { mode: 0o600 }), {
+        await pipeline(stream, capped, createWriteStream(spool, { mode: 0o600 }), {
           signal: run.signal,
         });
         size = (await stat(spool)).size;
         stream = createReadStream(spool);
       }
       total += size;
+      staged.size = size;
+      blobs.push(staged);
       run.onEvent?.({ type: 'staged', name: `${file.kind}/${file.uuid}`, bytes: size });
       yield { name: file.name, size, stream };
     }
   }
   await env.engine.importVolume(volume, tarFromFiles(entries(), owner), run.signal);
-  return total;
+  return { bytes: total, blobs };
+}
+
+/**
+ * Passes the blob through while it takes its sha-256; at its end, a digest storage sent
+ * that differs fails the stream: the bytes are not the blob storage meant (a broken
+ * transfer or a broken storage), the worker side's fault, so the task is tried again.
+ */
+function checkDigest(
+  file: DataFile,
+  declared: string | undefined,
+  done: (sha256: string) => void,
+): Transform {
+  const hash = createHash('sha256');
+  return new Transform({
+    highWaterMark: 1 << 16,
+    transform(chunk: Buffer, _encoding, next) {
+      hash.update(chunk);
+      next(null, chunk);
+    },
+    flush(next) {
+      const sha256 = hash.digest('base64');
+      done(sha256);
+      if (declared === undefined || declared === sha256) return next();
+      next(
+        new WorkerError(
+          'STORAGE_FAILED',
+          `storage sent ${file.kind} ${file.uuid} with the digest sha-256=${declared}, but its bytes have sha-256=${sha256}`,
+          { retryable: true, hint: 'the blob in storage, or its digest, is damaged' },
+        ),
+      );
+    },
+  });
 }
 
 /** A volume holding only these empty folders, owned by the containers' user. */

@@ -9,6 +9,7 @@ import { removeRunCgroupsOf } from '../engine/run-cgroup.js';
 import { attachedLoops, releaseSizedDisks } from '../engine/sized-disk-release.js';
 import type { Logger } from '../log.js';
 import type { TaskEnv, TaskKind } from '../tasks/context.js';
+import { sweepDataCache } from '../tasks/data-cache.js';
 import type { RetryPolicy } from '../tasks/outcome.js';
 import { trimImages } from '../tasks/scope.js';
 import { removeDeadExecRuns } from './dead-runs.js';
@@ -322,6 +323,8 @@ export class Worker {
       log.error({ err: error }, 'could not release the sized filesystems left by a previous run');
     }
     const removed = await env.engine.removeByLabels({ [LABEL_WORKER]: env.workerId });
+    // The host's data cache: what a staging killed with its worker left.
+    await sweepDataCache(env, log);
     // The id ranges the previous run held are free with its containers gone.
     const freed = await env.userns?.sweep().catch((error: unknown) => {
       log.warn({ err: error }, 'could not give back the id ranges of dead workers');

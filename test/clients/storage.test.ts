@@ -77,6 +77,24 @@ describe('HttpStorageClient downloads', () => {
     await vi.waitFor(() => expect(server.requests[0]?.completed).toBe(false), { timeout: 10_000 });
   });
 
+  it("reads a blob's digest and ETag without its bytes, and hands them on with a download", async () => {
+    const data = randomBytes(1024 * 1024);
+    const uuid = randomUUID();
+    server.seed('data', uuid, { blob: data });
+    server.pace(64 * 1024, 20);
+    const sha = createHash('sha256').update(data).digest('base64');
+    const probed = await client.blobValidators('data', uuid);
+    expect(probed).toEqual({
+      sha256: sha,
+      etag: expect.stringMatching(/^"[0-9a-f]+"$/),
+      size: data.length,
+    });
+    await vi.waitFor(() => expect(server.requests[0]?.completed).toBe(false), { timeout: 10_000 });
+    const blob = await client.getBlob('data', uuid);
+    expect(blob.validators).toEqual(probed);
+    blob.stream.destroy();
+  });
+
   it('turns an abort mid-download into a CANCELLED error on the stream', async () => {
     const file = join(dir, 'big2.bin');
     await writeFile(file, Buffer.alloc(16 * 1024 * 1024, 2));

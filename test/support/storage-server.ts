@@ -1,6 +1,9 @@
+import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { pipeline } from 'node:stream/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import {
   type RecordedRequest,
   readBody,
@@ -24,6 +27,12 @@ export interface StoredObject {
   /** The bytes, or a file served from disk (for blobs too big to hold). */
   blob?: Buffer | { file: string };
   meta: Record<string, unknown>;
+  /** The blob's sha-256 (base64), sent as Repr-Digest; its ETag is made from it. */
+  digest?: Promise<string>;
+  /** Sent instead of the true digest: a storage whose digest does not match its bytes. */
+  wrongDigest?: string;
+  /** Sent with neither Repr-Digest nor ETag: a storage that cannot say what it holds. */
+  noValidators?: boolean;
 }
 
 export interface StorageServer extends StandIn {
@@ -36,10 +45,28 @@ export interface StorageServer extends StandIn {
   object(kind: Kind, uuid: string): StoredObject | undefined;
   /** The bytes of an uploaded (or seeded in memory) blob. */
   blob(kind: Kind, uuid: string): Buffer | undefined;
+  /**
+   * Gives the object new bytes (its metadata stays): a new digest and ETag. With
+   * `wrongDigest`, a Repr-Digest that is not the bytes' own is sent with them; with
+   * `noValidators`, neither a digest nor an ETag.
+   */
+  changeBlob(
+    kind: Kind,
+    uuid: string,
+    blob: Buffer | string,
+    options?: { wrongDigest?: string; noValidators?: boolean },
+  ): void;
+  /**
+   * Sends blobs held in memory `chunkBytes` at a time, one chunk every `intervalMs`: a
+   * download read for its headers alone is then seen cut off (RecordedRequest.completed
+   * false), where loopback's buffers would otherwise take a whole blob at once.
+   */
+  pace(chunkBytes: number, intervalMs: number): void;
 }
 
 export async function startStorageServer(options: StandInOptions = {}): Promise<StorageServer> {
   const objects = new Map<string, StoredObject>();
+  let pacing: { chunkBytes: number; intervalMs: number } | undefined;
   const key = (kind: string, uuid: string) => `${kind}/${uuid}`;
   const now = () => Math.floor(Date.now() / 1000);
 
@@ -67,7 +94,7 @@ export async function startStorageServer(options: StandInOptions = {}): Promise<
         return sendJson(res, 404, { error: `${kind} ${uuid} not found` });
       }
       if (!blob) return sendJson(res, 200, object.meta);
-      return sendBlob(res, object.blob as Buffer | { file: string });
+      return sendBlob(res, object, pacing);
     }
     if (req.method === 'POST' && kind === 'model' && parts.length === 1)
       return uploadModel(req, res, url, record);
@@ -149,7 +176,15 @@ export async function startStorageServer(options: StandInOptions = {}): Promise<
     ...base,
     seed(kind, uuid, object) {
       const blob = typeof object.blob === 'string' ? Buffer.from(object.blob) : object.blob;
-      objects.set(key(kind, uuid), { blob, meta: object.meta ?? { uuid } });
+      objects.set(key(kind, uuid), withDigest({ blob, meta: object.meta ?? { uuid } }));
+    },
+    pace(chunkBytes, intervalMs) {
+      pacing = { chunkBytes, intervalMs };
+    },
+    changeBlob(kind, uuid, blob, options = {}) {
+      const meta = objects.get(key(kind, uuid))?.meta ?? { uuid };
+      const bytes = typeof blob === 'string' ? Buffer.from(blob) : blob;
+      objects.set(key(kind, uuid), { ...withDigest({ blob: bytes, meta }), ...options });
     },
     object: (kind, uuid) => objects.get(key(kind, uuid)),
     blob(kind, uuid) {
@@ -159,18 +194,56 @@ export async function startStorageServer(options: StandInOptions = {}): Promise<
   };
 }
 
-async function sendBlob(res: ServerResponse, blob: Buffer | { file: string }) {
-  if (Buffer.isBuffer(blob)) {
-    res.writeHead(200, {
-      'content-type': 'application/octet-stream',
-      'content-length': blob.length,
-    });
-    res.end(blob);
-    return;
+/** The digest is taken once, as the object is stored (a big file's while the test goes on). */
+function withDigest(object: StoredObject): StoredObject {
+  const blob = object.blob;
+  if (!blob) return object;
+  const digest = Buffer.isBuffer(blob)
+    ? Promise.resolve(createHash('sha256').update(blob).digest('base64'))
+    : (async () => {
+        const hash = createHash('sha256');
+        for await (const chunk of createReadStream(blob.file)) hash.update(chunk as Buffer);
+        return hash.digest('base64');
+      })();
+  digest.catch(() => undefined);
+  return { ...object, digest };
+}
+
+/** As a real storage: the bytes with Repr-Digest (RFC 9530) and a strong ETag. */
+async function sendBlob(
+  res: ServerResponse,
+  object: StoredObject,
+  pacing?: { chunkBytes: number; intervalMs: number },
+) {
+  const blob = object.blob as Buffer | { file: string };
+  const digest = object.noValidators ? undefined : (object.wrongDigest ?? (await object.digest));
+  const size = Buffer.isBuffer(blob) ? blob.length : (await stat(blob.file)).size;
+  res.writeHead(200, {
+    'content-type': 'application/octet-stream',
+    'content-length': size,
+    ...(digest
+      ? {
+          'repr-digest': `sha-256=:${digest}:`,
+          etag: `"${Buffer.from(digest, 'base64').toString('hex').slice(0, 32)}"`,
+        }
+      : {}),
+  });
+  if (Buffer.isBuffer(blob) && pacing) await sendPaced(res, blob, pacing);
+  else if (Buffer.isBuffer(blob)) res.end(blob);
+  // A client that reads only the headers goes away: the file is closed with the answer.
+  else await pipeline(createReadStream(blob.file), res).catch(() => undefined);
+}
+
+async function sendPaced(
+  res: ServerResponse,
+  blob: Buffer,
+  { chunkBytes, intervalMs }: { chunkBytes: number; intervalMs: number },
+) {
+  for (let at = 0; at < blob.length && !res.destroyed; at += chunkBytes) {
+    if (at > 0) await sleep(intervalMs);
+    if (!res.destroyed) res.write(blob.subarray(at, at + chunkBytes));
   }
-  const { size } = await stat(blob.file);
-  res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': size });
-  createReadStream(blob.file).pipe(res);
+  if (!res.destroyed) res.end();
 }
 
 /** A strict multipart/form-data parser: each part needs a Content-Disposition with a name. */

@@ -224,6 +224,28 @@ describe.skipIf(podmanMissing !== undefined && !requireEngines)(
         await expectClean(task.uuid, result.tmp);
       });
 
+      it('--data-cache-size: a second task exec on the same --data-cache-dir stages no data set', async () => {
+        const cache = await mkdtemp(join(work, 'data-cache-'));
+        const flags = ['--json', '--data-cache-size', '1g', '--data-cache-dir', cache];
+        const notes: (string | undefined)[] = [];
+        try {
+          for (const task of [learnTask(), learnTask()]) {
+            const result = await taskExec(task, flags);
+            expect(result.exitCode, result.stderr).toBe(0);
+            const json = JSON.parse(result.stdout) as { steps: { step: string; note?: string }[] };
+            notes.push(json.steps.find((s) => s.step === 'stage')?.note);
+            await expectClean(task.uuid, result.tmp);
+          }
+          expect(notes[0]).not.toContain('cached');
+          expect(notes[1]).toBe('0 bytes (cached: train, hiddenTest)');
+        } finally {
+          for (const name of await readdir(join(cache, 'entries')).catch(() => [] as string[])) {
+            const entry = JSON.parse(await readFile(join(cache, 'entries', name), 'utf8'));
+            await execa(podman.options.enginePath as string, ['volume', 'rm', '-f', entry.volume]);
+          }
+        }
+      });
+
       it('--json: a failed task prints the error, is reported failed and exits 1', async () => {
         const missing = newIds('uuid').uuid;
         const task = learnTask({ train_data: [missing] });
