@@ -18,6 +18,7 @@ import { imageExists } from '../engine/images.js';
 import type { BuildRequest, BuildResult } from '../engine/types.js';
 import { WorkerError } from '../errors.js';
 import { baseImages } from './base-images.js';
+import { hostHintOf } from './blame.js';
 import { buildOom, confineBuild } from './confine.js';
 import { buildDiskLimitError, checkBuiltImageSize, watchBuildDisk } from './disk.js';
 import { type BuildPolicy, checkContainerfile } from './policy.js';
@@ -403,7 +404,10 @@ async function runBuild(
       });
       throw buildDiskLimitError(diskSeen, diskLimit, 'layers');
     }
-    throwIfFailed(ctx, result, await buildOom(confinement, result));
+    const hint = confinement
+      ? await hostHintOf(result.outputTail, engine.info.graphRoot, diskLimit)
+      : hintFor(result.outputTail);
+    throwIfFailed(ctx, result, await buildOom(confinement, result), hint);
     // Measured where it was built: one too big never reaches the host's store.
     if (diskLimit) await checkBuiltImageSize(engine, image, diskLimit);
     if (store) await moveBuiltImage(store, ctx, image, stopper.signal);
@@ -418,7 +422,12 @@ async function runBuild(
   }
 }
 
-function throwIfFailed(ctx: EngineContext, result: ExecResult, oom: string | undefined): void {
+function throwIfFailed(
+  ctx: EngineContext,
+  result: ExecResult,
+  oom: string | undefined,
+  hint: string | undefined,
+): void {
   if (result.cancelled) throw new WorkerError('CANCELLED', 'The image build was cancelled');
   const detail = capDetail(result.outputTail);
   if (result.timedOut) {
@@ -439,7 +448,6 @@ function throwIfFailed(ctx: EngineContext, result: ExecResult, oom: string | und
     });
   }
   // A host problem (crun on hybrid cgroups, a full disk) is not the context's fault.
-  const hint = hintFor(result.outputTail);
   if (hint) {
     throw new WorkerError('ENGINE_FAILED', `${ctx.cli.name} build failed on this host`, {
       retryable: true,

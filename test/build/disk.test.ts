@@ -132,6 +132,28 @@ function defineBuildDisk(variant: EngineVariant): void {
       expect(await workingContainersOf(variant, mark as string)).toEqual([]);
     });
 
+    it.for([
+      [
+        'fills a tmpfs of its own',
+        'RUN --mount=type=tmpfs,target=/t,tmpfs-size=1m dd if=/dev/zero of=/t/x bs=1M count=2',
+      ],
+      [
+        'prints the words of a full disk',
+        'RUN echo "write /x: no space left on device (docker.sock, subuid)"; exit 1',
+      ],
+    ] as const)(
+      "a RUN step that %s is the context's fault, not the host's",
+      async ([, line], t) => {
+        if (!engine) return t.skip();
+        const { error } = await build(
+          await busyboxContext({ extraLines: [`${line} # ${randomBytes(6).toString('hex')}`] }),
+        );
+        expect(error?.code, error?.detail).toBe('BUILD_FAILED');
+        expect(error?.retryable).toBe(false);
+        expect(error?.hint ?? '').not.toMatch(/storage is full|docker daemon|subuid/);
+      },
+    );
+
     it('refuses an image with a sparse file of 64 MiB: the commit writes it out in full', async (t) => {
       if (!engine) return t.skip();
       const { error, image } = await build(
