@@ -11,6 +11,7 @@ import {
   type StoreSpec,
   storeArgs,
   unshareRemoveArgs,
+  untagAllArgs,
 } from '../engine/args.js';
 import { type EngineContext, transferTimeoutMs } from '../engine/context.js';
 import { capDetail, engineFailure, execEngineRaw } from '../engine/exec.js';
@@ -119,7 +120,15 @@ export async function syncBases(
       const hostId = (await execEngineRaw(host.cli, imageIdArgs(image), call)).stdout.trim();
       // Another worker may have copied it while this one waited for the lock.
       if (await holds(bases, image, hostId, signal)) continue;
+      await forgetStale(bases, image, signal);
       await copyBase(host, bases, image, signal);
+      if (!(await holds(bases, image, hostId, signal))) {
+        throw new WorkerError(
+          'ENGINE_FAILED',
+          `FROM ${image}: the base store does not give the host's image for that name after copying it`,
+          { retryable: true },
+        );
+      }
     }
   } finally {
     lock.release();
@@ -163,6 +172,22 @@ async function holds(
   const call = { timeoutMs: bases.owner.options.callTimeoutMs, signal };
   const found = await execEngineRaw(bases.owner.cli, imageIdArgs(image), call);
   return found.exitCode === 0 && found.stdout.trim() === id;
+}
+
+/**
+ * An image the name stood for once, and the host no longer has under it (removed, or
+ * another image named so): its names go, or the base store, and buildah looking in it,
+ * would go on resolving the name to it. The image itself stays until no build can be
+ * reading it: a sibling's build may be.
+ */
+async function forgetStale(bases: BaseStore, image: string, signal?: AbortSignal) {
+  const call = { timeoutMs: bases.owner.options.callTimeoutMs, signal };
+  const found = await execEngineRaw(bases.owner.cli, imageIdArgs(image), call);
+  const id = found.stdout.trim();
+  if (found.exitCode !== 0 || !/^[0-9a-f]{64}$/.test(id)) return;
+  const untagged = await execEngineRaw(bases.owner.cli, untagAllArgs(id), call);
+  if (untagged.exitCode !== 0)
+    throw engineFailure('podman untag', untagged.exitCode, untagged.outputTail);
 }
 
 async function copyBase(

@@ -486,6 +486,11 @@ export function storeArgs(spec: StoreSpec): string[] {
   return args;
 }
 
+/** Takes every name off an image (by ID), which stays. */
+export function untagAllArgs(id: string): string[] {
+  return ['untag', id];
+}
+
 /** Removes a folder inside a rootless podman's user namespace, where its subordinate ids are root's. */
 export function unshareRemoveArgs(path: string): string[] {
   return ['unshare', 'rm', '-rf', '--', path];

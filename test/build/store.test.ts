@@ -342,6 +342,38 @@ describe.skipIf(unavailableUnlessRequired(variant))(
       await expectNothingLeft();
     });
 
+    it('a base name the host gives to another image builds on that one, never on the copy kept of the old', async () => {
+      const engine = engines.cwbuild ?? engines.none;
+      if (!engine) throw new Error('no engine');
+      const short = `cw-store-shadow-${tag}:1`;
+      const old = `localhost/${short}`;
+      const renamed = `quay.io/cw-test/${short}`;
+      const firstLayer = async (image: string) =>
+        (
+          await execEngine(
+            podman,
+            ['image', 'inspect', '--format', '{{index .RootFS.Layers 0}}', image],
+            call,
+          )
+        ).trim();
+      await importBase(old, 1);
+      const before = await build(engine, `FROM ${short}\nRUN echo ${tag}-old\n`);
+      expect(before.error).toBeUndefined();
+      expect(await firstLayer(before.image as string)).toBe(await firstLayer(old));
+      // The operator replaces the image behind the name.
+      await execEngine(podman, ['rmi', old], call);
+      await importBase(renamed, 1);
+      try {
+        const after = await build(engine, `FROM ${short}\nRUN echo ${tag}-new\n`);
+        expect(after.error).toBeUndefined();
+        expect(await firstLayer(after.image as string)).toBe(await firstLayer(renamed));
+      } finally {
+        await removeFromBaseStores(engine.info, options, [old, renamed]);
+        await execEngineRaw(podman, ['rmi', renamed], call);
+      }
+      await expectNothingLeft();
+    });
+
     it('cwbuild: failed builds leave no pause process of the build user behind', async (t) => {
       const engine = engines.cwbuild;
       const user = await findBuildUser('cwbuild');
