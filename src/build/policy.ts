@@ -155,6 +155,13 @@ function checkStrict(instruction: Instruction, state: StrictState): string | und
 
 const IMAGE_REF = /^[A-Za-z0-9][A-Za-z0-9._/:@-]*$/;
 const STAGE_NAME = /^[a-z][a-z0-9._-]*$/;
+const TRANSPORT =
+  /^(containers-storage|docker-archive|docker-daemon|oci|oci-archive|dir|tarball|sif|ostree):|:\/\//i;
+
+/** Whether buildah would read the reference as a transport, not an image name. */
+export function hasTransport(image: string): boolean {
+  return TRANSPORT.test(image);
+}
 
 function strictFrom(rest: string, state: StrictState): string | undefined {
   if (rest.includes('$')) return 'FROM with "$" (a variable) is not allowed';
@@ -173,6 +180,11 @@ function strictFrom(rest: string, state: StrictState): string | undefined {
   const earlierStage = state.stages.includes(image);
   if (!earlierStage && image.toLowerCase() !== 'scratch') {
     if (!IMAGE_REF.test(image)) return `FROM ${image}: not an image name`;
+    // buildah reads these as a transport (containers-storage:@<id> is any image by its ID).
+    if (TRANSPORT.test(image)) return `FROM ${image}: a transport prefix is not allowed`;
+    // The base store's copy of an image keeps no registry digest: buildah would not find it.
+    if (image.includes('@'))
+      return `FROM ${image}: a digest is not allowed; name the base by its tag`;
     // podman also resolves a bare hex word as an image ID prefix: any image on the host.
     if (/^(sha256:)?[0-9a-f]+$/i.test(image)) return `FROM ${image}: an image ID is not allowed`;
     if (/(^|\/)compute-worker\//i.test(image)) {

@@ -18,6 +18,7 @@ import { capDetail, engineFailure, execEngineRaw } from '../engine/exec.js';
 import { LABEL_BUILT_BY } from '../engine/labels.js';
 import { WorkerError } from '../errors.js';
 import { copyImage } from './base-images.js';
+import { hasTransport } from './policy.js';
 import { type BuildUser, buildUserCli, storagePaths } from './user.js';
 
 /** Who owns a store's folders: the build user, or the user a rootless engine runs as. */
@@ -152,11 +153,11 @@ async function approvedBase(host: EngineContext, image: string, signal?: AbortSi
   const [id = '', names = 'null', labels = 'null'] = found.stdout.trim().split('\t');
   const tags = (JSON.parse(names) as string[] | null) ?? [];
   const keys = Object.keys((JSON.parse(labels) as Record<string, string> | null) ?? {});
-  const byId = id.startsWith(image.replace(/^sha256:/, '').toLowerCase());
+  const byId = id.startsWith(image.replace(/^sha256:/, '').toLowerCase()) || hasTransport(image);
   if (byId || tags.some((tag) => tag.startsWith(BUILT_PREFIX)) || keys.includes(LABEL_BUILT_BY)) {
     throw new WorkerError(
       'BUILD_CONTEXT_REJECTED',
-      `FROM ${image}: not a base image the operator put on this host (an image this worker built, or an image ID)`,
+      `FROM ${image}: not a base image the operator put on this host (an image this worker built, an image ID or a transport)`,
       { hint: 'start FROM a base image by its name' },
     );
   }
