@@ -9,7 +9,7 @@ import {
   removeUnusedImageArgs,
 } from './args.js';
 import type { EngineContext } from './context.js';
-import { execEngineRaw, execImageListing } from './exec.js';
+import { checkResult, type ExecResult, execEngineRaw, execImageListing } from './exec.js';
 import type { ImageFacts, ImageLookup } from './types.js';
 
 const inspectSchema = z.array(
@@ -99,10 +99,21 @@ export async function imageExists(
   call: { timeoutMs: number; signal?: AbortSignal },
 ): Promise<boolean> {
   if (ctx.knownImages?.has(image)) return true;
-  if ((await execEngineRaw(ctx.cli, imageExistsArgs(ctx.info, image), call)).exitCode !== 0)
-    return false;
+  const args = imageExistsArgs(ctx.info, image);
+  const result = await execEngineRaw(ctx.cli, args, call);
+  if (isMissing(ctx, result)) return false;
+  // An engine that cannot answer is not an answer: a build started on it would fail, and
+  // the failure might be blamed on the build context.
+  checkResult(ctx.cli, args, result, call.timeoutMs);
   ctx.knownImages?.add(image);
   return true;
+}
+
+/** podman image exists says 1 for a missing image (125 for an error); docker, "No such ...". */
+function isMissing(ctx: EngineContext, result: ExecResult): boolean {
+  if (result.timedOut || result.cancelled || result.exitCode === 0) return false;
+  if (ctx.info.name === 'podman') return result.exitCode === 1;
+  return result.exitCode === 1 && /no such (image|object)/i.test(result.outputTail);
 }
 
 /** See Engine.imageLookup. */
