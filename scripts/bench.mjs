@@ -746,13 +746,12 @@ async function removeCacheVolumes(cacheDir) {
   await rm(cacheDir, { recursive: true, force: true });
 }
 
-/** In its own process: a task's staging of one train set with the data cache on. */
-async function cacheChild(options) {
+/** What a staging child works with: the worker's built modules, its storage client and engine. */
+async function childParts(options) {
   const dist = (file) => import(pathToFileURL(join(root, 'dist/src', file)).href);
   const { HttpStorageClient } = await dist('clients/storage.js');
   const { createEngine } = await dist('container-engine.js');
   const { DEFAULT_LIMITS } = await dist('engine/limits.js');
-  const { stageDataSet } = await dist('tasks/data-sets.js');
   const storage = new HttpStorageClient({
     host: options.storage.host,
     port: options.storage.port,
@@ -765,6 +764,13 @@ async function cacheChild(options) {
     buildTimeoutMs: 600_000,
     callTimeoutMs: 600_000,
   });
+  return { storage, engine, DEFAULT_LIMITS, dist };
+}
+
+/** In its own process: a task's staging of one train set with the data cache on. */
+async function cacheChild(options) {
+  const { storage, engine, DEFAULT_LIMITS, dist } = await childParts(options);
+  const { stageDataSet } = await dist('tasks/data-sets.js');
   const runId = randomUUID();
   const labels = { 'compute-worker.bench': runId };
   const tmp = await mkdtemp(join(tmpdir(), 'cw-bench-cache-'));
@@ -795,23 +801,8 @@ async function cacheChild(options) {
 
 /** In its own process: the worker's staging of one data blob from storage into a new volume. */
 async function stageChild(options) {
-  const dist = (file) => import(pathToFileURL(join(root, 'dist/src', file)).href);
-  const { HttpStorageClient } = await dist('clients/storage.js');
-  const { createEngine } = await dist('container-engine.js');
-  const { DEFAULT_LIMITS } = await dist('engine/limits.js');
+  const { storage, engine, DEFAULT_LIMITS, dist } = await childParts(options);
   const { stageFiles } = await dist('tasks/staging.js');
-  const storage = new HttpStorageClient({
-    host: options.storage.host,
-    port: options.storage.port,
-    user: 'u',
-    password: options.storage.password,
-  });
-  const engine = await createEngine({
-    engine: options.engine,
-    ociRuntime: options.runc ? 'runc' : undefined,
-    buildTimeoutMs: 600_000,
-    callTimeoutMs: 600_000,
-  });
   const labels = { 'compute-worker.bench': randomUUID() };
   const volume = await engine.createVolume(labels);
   const tmp = await mkdtemp(join(tmpdir(), 'cw-bench-stage-'));
