@@ -16,6 +16,7 @@ import {
   baseStoreFor,
   buildStoreIn,
   ENGINE_TMP_BASE,
+  engineUid,
   makeRunRootLink,
   removeBuildFolder,
   rootlessOwner,
@@ -169,8 +170,13 @@ async function ownFolder(
     if (owner) await chown(tmp, owner.uid, owner.gid);
     const bases = await baseStoreFor(ctx);
     link = await makeRunRootLink(dir, owner);
-    const uid = owner?.uid ?? process.getuid?.() ?? 0;
-    return { dir, tmp, link, store: buildStoreIn(ctx, ctx, dir, bases, link), uid };
+    return {
+      dir,
+      tmp,
+      link,
+      store: buildStoreIn(ctx, ctx, dir, bases, link),
+      uid: engineUid(owner),
+    };
   } catch (error) {
     if (link) await rm(link, { force: true });
     await removeBuildFolder(ctx, dir);

@@ -13,6 +13,7 @@ import { reapIdlePauses } from './pause.js';
 import {
   baseStoreFor,
   buildStoreIn,
+  engineUid,
   makeRunRootLink,
   removeBuildFolder,
   removeRunRootLinks,
@@ -59,7 +60,7 @@ export async function removeOrphanBuilds(ctx: EngineContext, owner: string): Pro
   // What cleaning up the dead builds' stores made (see pause.ts).
   if (user) await reapIdlePauses(user.uid);
   if (ctx.info.rootless) {
-    await reapIdlePauses((await rootlessOwner(ctx))?.uid ?? process.getuid?.() ?? 0);
+    await reapIdlePauses(engineUid(await rootlessOwner(ctx)));
   }
   return { builds: [...builds], containers, folders };
 }

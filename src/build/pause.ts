@@ -16,7 +16,7 @@ export async function reapIdlePauses(uid: number): Promise<number[]> {
     const text = await readFile(`${dir}/libpod/tmp/pause.pid`, 'utf8').catch(() => '');
     if (/^\d+\s*$/.test(text)) recorded.add(Number(text));
   }
-  const pauses: number[] = [];
+  const pauses: { pid: number; ns: string }[] = [];
   const users = new Map<string, number>();
   for (const entry of await readdir('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
@@ -24,12 +24,11 @@ export async function reapIdlePauses(uid: number): Promise<number[]> {
     const ns = await readlink(`/proc/${pid}/ns/user`).catch(() => undefined);
     if (!ns) continue;
     users.set(ns, (users.get(ns) ?? 0) + 1);
-    if (!recorded.has(pid) && (await isPauseOf(pid, uid))) pauses.push(pid);
+    if (!recorded.has(pid) && (await isPauseOf(pid, uid))) pauses.push({ pid, ns });
   }
   const killed: number[] = [];
-  for (const pid of pauses) {
-    const ns = await readlink(`/proc/${pid}/ns/user`).catch(() => undefined);
-    if (!ns || (users.get(ns) ?? 0) > 1) continue;
+  for (const { pid, ns } of pauses) {
+    if ((users.get(ns) ?? 0) > 1) continue;
     try {
       process.kill(pid, 'SIGKILL');
       killed.push(pid);

@@ -181,7 +181,7 @@ function strictFrom(rest: string, state: StrictState): string | undefined {
   if (!earlierStage && image.toLowerCase() !== 'scratch') {
     if (!IMAGE_REF.test(image)) return `FROM ${image}: not an image name`;
     // buildah reads these as a transport (containers-storage:@<id> is any image by its ID).
-    if (TRANSPORT.test(image)) return `FROM ${image}: a transport prefix is not allowed`;
+    if (hasTransport(image)) return `FROM ${image}: a transport prefix is not allowed`;
     // The base store's copy of an image keeps no registry digest: buildah would not find it.
     if (image.includes('@'))
       return `FROM ${image}: a digest is not allowed; name the base by its tag`;

@@ -27,6 +27,11 @@ export interface FolderOwner {
   gid: number;
 }
 
+/** The uid a build's engine runs as: the folders' owner, or the worker's own. */
+export function engineUid(owner: FolderOwner | undefined): number {
+  return owner?.uid ?? process.getuid?.() ?? 0;
+}
+
 /**
  * The user a local rootless engine runs as, when it is not the worker's own (a worker run
  * as root with a wrapper that runs podman as another user): the owner of its default store.
@@ -120,8 +125,9 @@ export async function syncBases(
     for (const image of missing) {
       const hostId = (await execEngineRaw(host.cli, imageIdArgs(image), call)).stdout.trim();
       // Another worker may have copied it while this one waited for the lock.
-      if (await holds(bases, image, hostId, signal)) continue;
-      await forgetStale(bases, image, signal);
+      const held = await heldId(bases, image, signal);
+      if (held === hostId) continue;
+      if (held) await forgetStale(bases, held, signal);
       await copyBase(host, bases, image, signal);
       if (!(await holds(bases, image, hostId, signal))) {
         throw new WorkerError(
@@ -170,9 +176,19 @@ async function holds(
   id: string,
   signal?: AbortSignal,
 ): Promise<boolean> {
+  return (await heldId(bases, image, signal)) === id;
+}
+
+/** The ID of the image the base store gives for the name, if any. */
+async function heldId(
+  bases: BaseStore,
+  image: string,
+  signal?: AbortSignal,
+): Promise<string | undefined> {
   const call = { timeoutMs: bases.owner.options.callTimeoutMs, signal };
   const found = await execEngineRaw(bases.owner.cli, imageIdArgs(image), call);
-  return found.exitCode === 0 && found.stdout.trim() === id;
+  const id = found.stdout.trim();
+  return found.exitCode === 0 && /^[0-9a-f]{64}$/.test(id) ? id : undefined;
 }
 
 /**
@@ -181,11 +197,8 @@ async function holds(
  * would go on resolving the name to it. The image itself stays until no build can be
  * reading it: a sibling's build may be.
  */
-async function forgetStale(bases: BaseStore, image: string, signal?: AbortSignal) {
+async function forgetStale(bases: BaseStore, id: string, signal?: AbortSignal) {
   const call = { timeoutMs: bases.owner.options.callTimeoutMs, signal };
-  const found = await execEngineRaw(bases.owner.cli, imageIdArgs(image), call);
-  const id = found.stdout.trim();
-  if (found.exitCode !== 0 || !/^[0-9a-f]{64}$/.test(id)) return;
   const untagged = await execEngineRaw(bases.owner.cli, untagAllArgs(id), call);
   if (untagged.exitCode !== 0)
     throw engineFailure('podman untag', untagged.exitCode, untagged.outputTail);
