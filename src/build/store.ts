@@ -2,8 +2,7 @@ import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { chown, mkdir, readdir, readlink, rm, stat, symlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { lockStateDir, type StateLock } from '../config/state-lock.js';
+import { type StateLock, waitForStateLock } from '../config/state-lock.js';
 import {
   imageIdArgs,
   imageOriginArgs,
@@ -47,7 +46,6 @@ export async function rootlessOwner(ctx: EngineContext): Promise<FolderOwner | u
 export const ENGINE_TMP_BASE = '/var/tmp';
 /** The store of approved base images, next to its owner's default store (see baseStoreFor). */
 const BASES_NAME = 'compute-worker-bases';
-const LOCK_POLL_MS = 100;
 /** The names of the images the worker builds (see build.ts). */
 const BUILT_PREFIX = 'localhost/compute-worker/';
 /** Held while a built image is copied into the host's store (beside it). */
@@ -227,18 +225,12 @@ async function copyBase(
   }
 }
 
-/** Node has no flock: the state folder's lock file, waited for while another process holds it. */
-async function takeLock(dir: string, timeoutMs: number, signal?: AbortSignal): Promise<StateLock> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      return await lockStateDir(dir);
-    } catch (error) {
-      if (!(error instanceof WorkerError) || Date.now() > deadline) throw error;
-      if (signal?.aborted) throw new WorkerError('CANCELLED', 'The image build was cancelled');
-      await sleep(LOCK_POLL_MS);
-    }
-  }
+function takeLock(dir: string, timeoutMs: number, signal?: AbortSignal): Promise<StateLock> {
+  return waitForStateLock(dir, {
+    deadlineMs: Date.now() + timeoutMs,
+    signal,
+    cancelled: 'The image build was cancelled',
+  });
 }
 
 /** A build's own store, in its own folder: it sees only itself and the base store. */

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync, unlinkSync } from 'node:fs';
 import { link, readFile, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { WorkerError } from '../errors.js';
 import { procStatFields } from './proc-stat.js';
 
@@ -54,6 +55,36 @@ export async function lockStateDir(dir: string): Promise<StateLock> {
  * Whether a live process holds the folder's lock: `none` when there is no lock file.
  * Only a hint (the holder may die right after): take the lock to act on a dead one.
  */
+const LOCK_POLL_MS = 100;
+
+/**
+ * Node has no flock: the lock of `dir`, waited for while another live process holds it.
+ * Past `deadlineMs` the holder's refusal is thrown (or what `timedOut` makes of it); a
+ * `signal` that fires ends the wait as CANCELLED, saying `cancelled`.
+ */
+export async function waitForStateLock(
+  dir: string,
+  options: {
+    deadlineMs?: number;
+    signal?: AbortSignal;
+    cancelled: string;
+    timedOut?: (error: WorkerError) => WorkerError;
+  },
+): Promise<StateLock> {
+  for (;;) {
+    try {
+      return await lockStateDir(dir);
+    } catch (error) {
+      if (!(error instanceof WorkerError)) throw error;
+      if (options.deadlineMs !== undefined && Date.now() > options.deadlineMs) {
+        throw options.timedOut ? options.timedOut(error) : error;
+      }
+      if (options.signal?.aborted) throw new WorkerError('CANCELLED', options.cancelled);
+      await sleep(LOCK_POLL_MS);
+    }
+  }
+}
+
 export async function lockHolder(dir: string): Promise<'alive' | 'dead' | 'none'> {
   const holder = await readHolder(join(dir, LOCK_NAME)).catch(() => 'unreadable' as const);
   if (holder === 'gone') return 'none';

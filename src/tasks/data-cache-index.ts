@@ -2,9 +2,13 @@ import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { z } from 'zod';
-import { lockHolder, lockStateDir, type StateLock } from '../config/state-lock.js';
+import {
+  lockHolder,
+  lockStateDir,
+  type StateLock,
+  waitForStateLock,
+} from '../config/state-lock.js';
 import { WorkerError } from '../errors.js';
 
 /**
@@ -41,7 +45,6 @@ const EntrySchema = z.object({
 
 export type DataCacheEntry = z.infer<typeof EntrySchema>;
 
-const POLL_MS = 100;
 const INDEX_WAIT_MS = 120_000;
 
 const entriesDir = (dir: string) => join(dir, 'entries');
@@ -113,26 +116,21 @@ export async function stagingNow(dir: string, key: string): Promise<boolean> {
   return (await lockHolder(stagingDir(dir, key))) === 'alive';
 }
 
-async function waitForLock(
+function waitForLock(
   folder: string,
   { deadlineMs, signal }: { deadlineMs?: number; signal?: AbortSignal },
 ): Promise<StateLock> {
-  for (;;) {
-    try {
-      return await lockStateDir(folder);
-    } catch (error) {
-      if (!(error instanceof WorkerError)) throw error;
-      if (deadlineMs !== undefined && Date.now() > deadlineMs) {
-        throw new WorkerError('INTERNAL', `the data cache lock ${folder} stays taken`, {
-          retryable: true,
-          cause: error,
-          hint: 'another worker of the host holds it; it is taken over once that worker dies',
-        });
-      }
-      if (signal?.aborted) throw new WorkerError('CANCELLED', 'The task was cancelled');
-      await sleep(POLL_MS);
-    }
-  }
+  return waitForStateLock(folder, {
+    deadlineMs,
+    signal,
+    cancelled: 'The task was cancelled',
+    timedOut: (error) =>
+      new WorkerError('INTERNAL', `the data cache lock ${folder} stays taken`, {
+        retryable: true,
+        cause: error,
+        hint: 'another worker of the host holds it; it is taken over once that worker dies',
+      }),
+  });
 }
 
 /**
