@@ -1,9 +1,10 @@
-import { existsSync, statSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { cp, lchown, readdir, readFile, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { buildUserInfoArgs } from '../engine/args.js';
 import type { EngineContext } from '../engine/context.js';
 import { type EngineCli, execEngine } from '../engine/exec.js';
+import { podmanRuntimeDir } from '../engine/runtime-dir.js';
 import { WorkerError } from '../errors.js';
 
 /** The build user `--build-user auto` takes when it exists (scripts/setup-test-engines.sh makes it). */
@@ -62,24 +63,15 @@ export function buildUserCli(cli: EngineCli, user: BuildUser): EngineCli {
     USER: user.name,
     LOGNAME: user.name,
   };
-  // Without a login session there is no /run/user/<uid>: podman then uses /tmp/podman-run-<uid>.
-  const runtimeDir = `/run/user/${user.uid}`;
-  if (ownedBy(runtimeDir, user.uid)) env.XDG_RUNTIME_DIR = runtimeDir;
+  // Without a login session there is no /run/user/<uid>: podman then uses /tmp/podman-run-<uid>,
+  // named here so that a build's own TMPDIR does not move it.
+  env.XDG_RUNTIME_DIR = podmanRuntimeDir({}, user.uid);
   return {
     name: 'podman',
     path: cli.path,
     workDir: existsSync(user.home) ? user.home : '/',
     user: { uid: user.uid, gid: user.gid, env },
   };
-}
-
-function ownedBy(path: string, uid: number): boolean {
-  try {
-    const stats = statSync(path);
-    return stats.isDirectory() && stats.uid === uid;
-  } catch {
-    return false;
-  }
 }
 
 /** Where a podman keeps its default store. */

@@ -6,6 +6,7 @@ import { execa, type ResultPromise } from 'execa';
 import { WorkerError } from '../errors.js';
 import { engineHostArgs } from './args.js';
 import { LineSplitter, LogTail } from './log-tail.js';
+import { podmanRuntimeDir } from './runtime-dir.js';
 
 /**
  * The one place that runs the engine CLI. Every call is bounded in time and in captured
@@ -275,8 +276,15 @@ export function spawnEngine(
     detached: true,
     ...user,
     // Node drops the supplementary groups when it changes the user.
-    env: { ...user.env, LC_ALL: 'C', ...options.env },
+    env: { ...user.env, LC_ALL: 'C', ...options.env, ...pinnedRuntimeDir(cli, options.env) },
   }) as unknown as ResultPromise<{ buffer: false }>;
+}
+
+/** A rootless podman given a TMPDIR of its own keeps to the runtime folder it has without. */
+function pinnedRuntimeDir(cli: EngineCli, env: Record<string, string> | undefined) {
+  const uid = cli.user?.uid ?? process.getuid?.();
+  if (cli.name !== 'podman' || !env?.TMPDIR || env.XDG_RUNTIME_DIR || !uid) return {};
+  return { XDG_RUNTIME_DIR: podmanRuntimeDir(cli.user?.env ?? process.env, uid) };
 }
 
 /**
