@@ -355,6 +355,7 @@ async function runBuild(
   stopper.signal.addEventListener('abort', onStop, { once: true });
   let deadline: NodeJS.Timeout | undefined;
   let failed = true;
+  let thrown = false;
   let remoteFile: string | undefined;
   try {
     let contextDir = dir;
@@ -411,6 +412,9 @@ async function runBuild(
     // Measured where it was built: one too big never reaches the host's store.
     if (diskLimit) await checkBuiltImageSize(engine, image, diskLimit);
     if (store) await moveBuiltImage(store, ctx, image, stopper.signal);
+  } catch (error) {
+    thrown = true;
+    throw error;
   } finally {
     clearTimeout(deadline);
     clearTimeout(backstop);
@@ -418,7 +422,10 @@ async function runBuild(
     if (remoteFile) await rm(remoteFile, { force: true });
     await watch?.stop();
     request.signal?.removeEventListener('abort', onCancel);
-    if (confinement) await confinement.release(ctx, failed);
+    // The build's own error says what went wrong; a clean-up that also failed must not hide it.
+    await confinement?.release(ctx, failed).catch((error: unknown) => {
+      if (!thrown) throw error;
+    });
   }
 }
 

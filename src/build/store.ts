@@ -80,9 +80,13 @@ export async function baseStoreFor(ctx: EngineContext, user?: BuildUser): Promis
   };
   const tmp = `${spec.root}-tmp`;
   const lockDir = `${spec.root}.lock`;
-  await mkdir(tmp, { recursive: true, mode: 0o700 });
+  // A build's store names the base store as an image store: it must be there before the
+  // first base is copied in (a FROM scratch build on a new host).
+  for (const dir of [spec.root, tmp]) {
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    if (owner) await chown(dir, owner.uid, owner.gid);
+  }
   await mkdir(lockDir, { recursive: true, mode: 0o700 });
-  if (owner) await chown(tmp, owner.uid, owner.gid);
   return {
     spec,
     owner: {
