@@ -20,7 +20,7 @@ import { confineBuild, ENGINE_TMP_BASE } from '../../src/build/confine.js';
 import { baseStoreFor } from '../../src/build/store.js';
 import { findBuildUser } from '../../src/build/user.js';
 import { createEngine } from '../../src/container-engine.js';
-import { execEngine, execEngineRaw } from '../../src/engine/exec.js';
+import { execEngine, execEngineRaw, execImageListing } from '../../src/engine/exec.js';
 import { LABEL_WORKER } from '../../src/engine/labels.js';
 import { contextTarGz } from '../../src/engine/probe-context.js';
 import type { Engine, EngineOptions } from '../../src/engine/types.js';
@@ -174,7 +174,8 @@ describe.skipIf(unavailableUnlessRequired(variant))(
       const folders = readdirSync(ENGINE_TMP_BASE).filter((n) => n.startsWith('cw-build-tmp-'));
       const ours = folders.filter((n) => n.includes(tag));
       expect(ours).toEqual([]);
-      const dangling = await execEngine(
+      // A sibling test's removal can race the listing: the worker's own retrying listing.
+      const dangling = await execImageListing(
         cli,
         [
           'images',

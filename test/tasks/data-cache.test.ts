@@ -17,6 +17,7 @@ import {
   type Outcome,
   podman,
   podmanMissing,
+  readTarGz,
   runTask,
   seedRunner,
   serviceOptions,
@@ -38,13 +39,13 @@ const cli = podman.options.enginePath as string;
 const padded = (script: string, pad = PAD) =>
   Buffer.concat([Buffer.from(`${script}\nexit 0\n`), Buffer.alloc(pad, 'x')]);
 
-/** Writes a model (and says what the container sees of its data) as the train step. */
+/** Writes a model, with what the container sees of its data, as the train step. */
 const trainer = (version: string) =>
   padded(
     [
       `echo "model ${version}" > /data/model/model.txt`,
-      'if touch /data/train/probe 2>/dev/null; then echo "train: writable"; else echo "train: read-only"; fi',
-      'if [ -e /hidden_data ]; then echo "hidden: mounted"; else echo "hidden: absent"; fi',
+      'if touch /data/train/probe 2>/dev/null; then echo "train: writable"; else echo "train: read-only"; fi >> /data/model/seen.txt',
+      'if [ -e /hidden_data ]; then echo "hidden: mounted"; else echo "hidden: absent"; fi >> /data/model/seen.txt',
     ].join('\n'),
   );
 
@@ -341,9 +342,10 @@ describe.skipIf(podmanMissing !== undefined && !requireEngines)(
       const second = await runTask(world, env, learn(train, test));
       expectDone(second);
       expect(stageNote(second)).toBe('0 bytes (cached: train, hiddenTest)');
-      expect(second.logs).toContain('train: read-only');
-      expect(second.logs).toContain('hidden: absent');
-      expect(second.logs).not.toContain('train: writable');
+      // What the train step saw, kept in the model it uploaded.
+      const model = world.storage.blob('model', second.report.modelUuid as string) as Buffer;
+      const seen = (await readTarGz(model)).find((e) => e.name.endsWith('seen.txt'));
+      expect(seen?.content).toBe('train: read-only\nhidden: absent\n');
     });
 
     it('a staging killed half-way leaves an unfinished set that the next start removes', async () => {
