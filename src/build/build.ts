@@ -341,7 +341,7 @@ async function runBuild(
             diskSeen = bytes;
             stopper.abort();
           },
-          confinement.tmpDir,
+          { tmpDir: confinement.tmpDir, ownStore: store !== undefined },
         )
       : undefined;
   // A rootless podman re-executes itself in the user's namespace: SIGKILLed at a stop or
@@ -410,7 +410,7 @@ async function runBuild(
       : hintFor(result.outputTail);
     throwIfFailed(ctx, result, await buildOom(confinement, result), hint);
     // Measured where it was built: one too big never reaches the host's store.
-    if (diskLimit) await checkBuiltImageSize(engine, image, diskLimit);
+    if (diskLimit) await checkBuiltImageSize(engine, image, diskLimit, store !== undefined);
     if (store) await moveBuiltImage(store, ctx, image, stopper.signal);
   } catch (error) {
     thrown = true;

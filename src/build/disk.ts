@@ -15,7 +15,9 @@ export const BUILD_DISK_INTERVAL_MS = 2000;
 /** A layer of millions of empty files is a bounded walk; past this many, it is over the limit. */
 const MAX_ENTRIES = 1_000_000;
 
-const storedSchema = (text: string): { id?: unknown; layer?: unknown; parent?: unknown }[] => {
+const storedSchema = (
+  text: string,
+): { id?: unknown; layer?: unknown; parent?: unknown; names?: unknown }[] => {
   const parsed: unknown = JSON.parse(text);
   return Array.isArray(parsed) ? parsed : [];
 };
@@ -87,22 +89,35 @@ export interface BuildDiskWatch {
   stop(): Promise<void>;
 }
 
+export interface BuildDiskPlaces {
+  /** The build's TMPDIR, where buildah writes the files it bind-mounts into each RUN. */
+  tmpDir?: string;
+  /**
+   * The engine's storage is the build's own: every layer in it is the build's (the base
+   * images' are in the read-only base store), the stages it committed as well as the
+   * working containers.
+   */
+  ownStore?: boolean;
+}
+
 /**
  * Measures, every BUILD_DISK_INTERVAL_MS, what a confined podman build wrote into its
- * buildah working containers (found by the build's mark among the build arguments each
- * keeps in its buildah.json) and calls `onExceeded` once with the bytes seen past the
- * limit. The writable layer is read from the engine's storage: overlay's `diff` folder
- * holds only what the build wrote; vfs's folder holds the whole root filesystem, so the
- * parent layer's size is taken off. Other drivers, docker and a storage the worker cannot
- * read are not measured (the built image's size is still checked afterwards).
+ * layers and calls `onExceeded` once with the bytes seen past the limit. In a store of
+ * its own that is every layer there; in a shared one, its buildah working containers
+ * (found by the build's mark among the build arguments each keeps in its buildah.json).
+ * A layer is read from the engine's storage: overlay's `diff` folder holds only what the
+ * build wrote; vfs's folder holds the whole root filesystem, so the parent layer's size
+ * is taken off. Other drivers, docker and a storage the worker cannot read are not
+ * measured (the built image's size is still checked afterwards).
  */
 export function watchBuildDisk(
   ctx: EngineContext,
   mark: string,
   limitBytes: number,
   onExceeded: (bytes: number) => void,
-  tmpDir?: string,
+  places: BuildDiskPlaces = {},
 ): BuildDiskWatch | undefined {
+  const { tmpDir, ownStore } = places;
   const found = storageOf(ctx);
   if (!found) return undefined;
   const storage: Storage = found;
@@ -113,6 +128,7 @@ export function watchBuildDisk(
   let running: Promise<void> = Promise.resolve();
 
   async function ourLayers(): Promise<string[]> {
+    if (ownStore) return storeLayers();
     const layers: string[] = [];
     for (const entry of await readStored(join(graphRoot, `${driver}-containers`), 'containers')) {
       const id = typeof entry.id === 'string' ? entry.id : '';
@@ -126,6 +142,30 @@ export function watchBuildDisk(
       else if (found !== undefined) notOurs.add(id);
     }
     return layers;
+  }
+
+  /**
+   * Every layer of the build's own store that a working container or a committed stage
+   * (an unnamed image) stands on. Not the final image's own layer, the copy its commit
+   * makes of the last working container (counted already), nor one a commit is still
+   * writing, before its image holds it.
+   */
+  async function storeLayers(): Promise<string[]> {
+    const [layers, images, containers] = await Promise.all([
+      readStored(join(graphRoot, `${driver}-layers`), 'layers'),
+      readStored(join(graphRoot, `${driver}-images`), 'images'),
+      readStored(join(graphRoot, `${driver}-containers`), 'containers'),
+    ]);
+    const parents = new Map(layers.flatMap((l) => (isId(l.id) ? [[l.id, l.parent]] : [])));
+    const stages = images.filter((i) => !Array.isArray(i.names) || i.names.length === 0);
+    const found = new Set<string>();
+    for (const top of [...containers, ...stages].map((entry) => entry.layer)) {
+      for (let layer = top; isId(layer) && parents.has(layer) && !found.has(layer); ) {
+        found.add(layer);
+        layer = parents.get(layer);
+      }
+    }
+    return [...found];
   }
 
   async function measure(): Promise<void> {
@@ -179,10 +219,13 @@ async function runFolders(tmpDir: string): Promise<string[]> {
     .map((name) => join(tmpDir, name));
 }
 
-/** containers.json / layers.json, and the volatile-*.json newer storage libraries keep apart. */
+const isId = (value: unknown): value is string =>
+  typeof value === 'string' && /^[0-9a-f]{64}$/.test(value);
+
+/** containers.json / layers.json / images.json, and the volatile-*.json newer storage libraries keep apart. */
 async function readStored(
   dir: string,
-  kind: 'containers' | 'layers',
+  kind: 'containers' | 'layers' | 'images',
 ): Promise<ReturnType<typeof storedSchema>> {
   const all: ReturnType<typeof storedSchema> = [];
   for (const name of [`${kind}.json`, `volatile-${kind}.json`]) {
@@ -208,9 +251,10 @@ export async function checkBuiltImageSize(
   ctx: EngineContext,
   image: string,
   limitBytes: number,
+  ownStore = false,
 ): Promise<void> {
   const call = { timeoutMs: ctx.options.callTimeoutMs, maxStdoutBytes: 64 * 1024 };
-  let bytes = await topLayerBytes(ctx, image, limitBytes).catch(() => undefined);
+  let bytes = await builtLayersBytes(ctx, image, limitBytes, ownStore).catch(() => undefined);
   if (bytes === undefined) {
     bytes = Number.parseInt((await execEngine(ctx.cli, imageSizeArgs(image), call)).trim(), 10);
   }
@@ -219,18 +263,36 @@ export async function checkBuiltImageSize(
   throw buildDiskLimitError(bytes, limitBytes, 'image');
 }
 
-async function topLayerBytes(
+/**
+ * What the build added to the image: its top layer; in a store of its own, every layer
+ * of the image held there (a stage FROM an earlier stage stacks the earlier one's).
+ */
+async function builtLayersBytes(
   ctx: EngineContext,
   image: string,
   limitBytes: number,
+  ownStore: boolean,
 ): Promise<number | undefined> {
   const storage = storageOf(ctx);
   if (!storage) return undefined;
   const file = join(storage.graphRoot, `${storage.driver}-images`, 'images.json');
   const images = JSON.parse(await readFile(file, 'utf8')) as { names?: unknown; layer?: unknown }[];
-  const layer = images.find((i) => Array.isArray(i.names) && i.names.includes(image))?.layer;
-  if (typeof layer !== 'string' || !/^[0-9a-f]{64}$/.test(layer)) return undefined;
-  return layerBytes(ctx, storage, layer, limitBytes);
+  const top = images.find((i) => Array.isArray(i.names) && i.names.includes(image))?.layer;
+  if (!isId(top)) return undefined;
+  const stored = ownStore
+    ? await readStored(join(storage.graphRoot, `${storage.driver}-layers`), 'layers')
+    : [];
+  const parents = new Map(stored.flatMap((l) => (isId(l.id) ? [[l.id, l.parent]] : [])));
+  let total = 0;
+  let layer: string | undefined = top;
+  while (layer) {
+    total += await layerBytes(ctx, storage, layer, limitBytes - total);
+    if (total > limitBytes) break;
+    // Down to the first layer that is not the build's: a base image's, in the base store.
+    const parent = parents.get(layer);
+    layer = isId(parent) && parents.has(parent) ? parent : undefined;
+  }
+  return total;
 }
 
 /** `layers`: seen while the build ran; `image`: the size of the image it made. */

@@ -408,6 +408,37 @@ describe.skipIf(unavailableUnlessRequired(variant))(
         expect(result.error?.code, result.error?.message).toBe('DISK_LIMIT');
         await expectNothingLeft(hostOf(mode));
       });
+
+      it(`${mode}: a stage FROM an earlier stage counts that one's commit against --disk-limit too`, async (t) => {
+        const engine = engines[mode];
+        if (!engine) return t.skip();
+        // 20 MiB in each working container, and 20 more in the commit of the first, which
+        // the second stands on: 60 MiB on disk for a limit of 50.
+        const result = await build(
+          engine,
+          `FROM ${base} AS one\nRUN dd if=/dev/zero of=/one bs=1M count=20 && echo ${mode}\nFROM one\nRUN dd if=/dev/zero of=/two bs=1M count=20 && sleep 20\n`,
+        );
+        expect(result.error?.code, result.error?.message).toBe('DISK_LIMIT');
+        await expectNothingLeft(hostOf(mode));
+      });
+
+      it(`${mode}: builds stages within --disk-limit, the final commit not counted twice`, async (t) => {
+        const engine = engines[mode];
+        if (!engine) return t.skip();
+        // 8 + 8 + 30 MiB while it runs; the final commit copies the last 30 once more.
+        const result = await build(
+          engine,
+          `FROM ${base} AS one\nRUN dd if=/dev/zero of=/one bs=1M count=8 && sleep 2 && echo ${mode}\nFROM one\nRUN dd if=/dev/zero of=/two bs=1M count=30 && sleep 3\n`,
+        );
+        expect(result.error?.message).toBeUndefined();
+        const sizes = await execEngine(
+          hostOf(mode),
+          [...RUN, ...ULIMITS, result.image as string, 'stat', '-c', '%s', '/one', '/two'],
+          call,
+        );
+        expect(sizes.trim().split('\n').map(Number)).toEqual([8 * MIB, 30 * MIB]);
+        await expectNothingLeft(hostOf(mode));
+      });
     }
   },
 );
