@@ -6,6 +6,7 @@ import type { DoctorOptions } from '../doctor/doctor.js';
 import { parseGpuSelection } from '../gpu/pool.js';
 import type { runFlags } from './flags.js';
 import {
+  dataCacheFor,
   diskLimits,
   engineOptions,
   ledgerFile,
@@ -26,6 +27,7 @@ export async function doctorOptions(flags: DoctorFlagValues): Promise<DoctorOpti
   const storage = await storageFromFlags(flags, stateDir);
   const limits = runLimits(flags);
   const disk = diskLimits(flags);
+  const dataCache = dataCacheFor(flags);
   return {
     engine: engineOptions(flags),
     limits,
@@ -67,6 +69,7 @@ export async function doctorOptions(flags: DoctorFlagValues): Promise<DoctorOpti
           }),
         }
       : {}),
+    ...(dataCache ? { dataCache } : {}),
     imageCache: {
       workerId: await workerId(stateDir),
       maxBytes: flags['image-cache-size'],

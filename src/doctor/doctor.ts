@@ -10,6 +10,7 @@ import { buildNamespaceCheck } from './build-user.js';
 import { builderCheck } from './builder.js';
 import { type Check, fail, pass } from './check.js';
 import { checkCredentials } from './credentials.js';
+import { dataCacheCheck } from './data-cache.js';
 import { checkDisk } from './disk.js';
 import { diskBoundCheck } from './disk-bound.js';
 import { checkGpus, type GpuCheckOptions } from './gpu.js';
@@ -32,6 +33,8 @@ export interface DoctorOptions {
   disk?: { limitBytes: number; minFreeBytes: number; tmpDir: string; bound?: 'auto' | 'poll' };
   /** The worker's image cache: its worker id, --image-cache-size and last-use file. */
   imageCache?: { workerId: string; maxBytes: number; file: string };
+  /** The host's data cache (--data-cache-dir, --data-cache-size); undefined when it is off. */
+  dataCache?: { dir: string; maxBytes: number };
   /** The orchestrator's client, for the credentials check (the local ledger has none). */
   orchestratorClient?: OrchestratorClient;
   /** The state folder: does it persist, and is the daemon on it in a group of its own. */
@@ -58,6 +61,7 @@ export async function runDoctor(options: DoctorOptions): Promise<Check[]> {
     options.gpu ? checkGpus(engine, { busyboxPath: options.busyboxPath, ...options.gpu }) : none,
     options.disk ? checkDisk({ ...options.disk, engineStorage: engine?.info.graphRoot }) : none,
     options.stateDir ? stateChecks(options.stateDir) : none,
+    dataCacheCheck(engine, options.dataCache).then((c) => [c]),
     checkStorage(options.storage).then((c) => [c]),
     checkCredentials('storage', options.storage).then((c) => [c]),
     checkOrchestrator(options.orchestrator).then((c) => [c]),

@@ -34,8 +34,12 @@ export type TaskEvent =
   | { type: 'step-start'; step: StepName }
   | { type: 'step-end'; step: StepName; ms: number; note?: string }
   | { type: 'staged'; name: string; bytes: number }
+  /** Where a data set's volume came from: the host's data cache, staged into it, or the task's own. */
+  | { type: 'data-set'; set: string; source: DataSetSource }
   | { type: 'log'; step: StepName; line: string; stream: 'stdout' | 'stderr' }
   | { type: 'warning'; step: StepName; message: string };
+
+export type DataSetSource = 'cache' | 'staged-into-cache' | 'staged';
 
 /** Everything a task needs from the world, fixed for the worker's lifetime. */
 export interface TaskEnv {

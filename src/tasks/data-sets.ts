@@ -26,6 +26,8 @@ export async function stageDataSet(
   set: DataSet,
 ): Promise<DataVolume> {
   const cached = await cachedDataSet(env, run, scope, set);
+  const source = !cached ? 'staged' : cached.reused ? 'cache' : 'staged-into-cache';
+  run.onEvent?.({ type: 'data-set', set: role, source });
   if (cached) return { ...cached, shared: true };
   const { [role]: volume } = await createVolumes(env, scope.labels, [role]);
   const files = set.uuids.map((uuid) => ({ kind: 'data' as const, uuid, name: uuid }));

@@ -2,7 +2,7 @@ import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom
 import { SERVICE_ERROR_KINDS, type ServiceName } from '../clients/http.js';
 import { freeBytes } from '../config/free-space.js';
 import { workerVersion } from '../config/worker-version.js';
-import type { StepName, TaskEnv, TaskEvent, TaskKind } from '../tasks/context.js';
+import type { DataSetSource, StepName, TaskEnv, TaskEvent, TaskKind } from '../tasks/context.js';
 import type { TaskReport } from '../tasks/run-task.js';
 import { MESSAGE_OUTCOMES, type MessageOutcome } from './task-runner.js';
 
@@ -53,6 +53,7 @@ const PREFIX = 'compute_worker_';
 const KINDS: readonly TaskKind[] = ['learn', 'predict'];
 const OUTCOMES: readonly (MessageOutcome | 'error')[] = [...MESSAGE_OUTCOMES, 'error'];
 const SERVICES: readonly ServiceName[] = ['storage', 'orchestrator'];
+const DATA_SET_SOURCES: readonly DataSetSource[] = ['cache', 'staged-into-cache', 'staged'];
 /** A failed build step that failed for these reasons is no failed build: nothing was built. */
 const NOT_A_BUILD_FAILURE = new Set(['STORAGE_FAILED', 'ORCHESTRATOR_FAILED', 'CANCELLED']);
 const BUILD_STEPS: Partial<Record<StepName, 'workflow' | 'submission'>> = {
@@ -120,6 +121,12 @@ export class WorkerMetrics implements WorkerRecorder {
     name: `${PREFIX}staged_in_bytes_total`,
     help: 'Bytes downloaded from storage into task volumes, by task kind.',
     labelNames: ['kind'],
+    registers: [this.registry],
+  });
+  private readonly dataSets = new Counter({
+    name: `${PREFIX}data_sets_total`,
+    help: "Data sets a task mounted, by task kind and source: the host's data cache, staged into it, or staged for the task alone.",
+    labelNames: ['kind', 'source'],
     registers: [this.registry],
   });
   private readonly stagedOut = new Counter({
@@ -201,6 +208,7 @@ export class WorkerMetrics implements WorkerRecorder {
       }
       this.taskCpuSeconds.zero({ kind });
       this.taskPeakMemory.zero({ kind });
+      for (const source of DATA_SET_SOURCES) this.dataSets.inc({ kind, source }, 0);
     }
     for (const service of SERVICES)
       for (const code of SERVICE_ERROR_KINDS) this.serviceErrors.inc({ service, code }, 0);
@@ -285,6 +293,10 @@ export class WorkerMetrics implements WorkerRecorder {
   taskEvent(kind: TaskKind, event: TaskEvent): void {
     if (event.type === 'staged') {
       this.stagedIn.inc({ kind }, event.bytes);
+      return;
+    }
+    if (event.type === 'data-set') {
+      this.dataSets.inc({ kind, source: event.source });
       return;
     }
     if (event.type !== 'step-end') return;

@@ -85,6 +85,8 @@ describe.skipIf(why).concurrent('compute-worker doctor', { timeout: 300_000 }, (
       'disk-engine-storage': 'pass',
       'disk-temp-folder': 'pass',
       'image-cache': 'pass',
+      // Off by default (--data-cache-size 0).
+      'data-cache': 'skip',
     });
     // Names a script can match on: lower case words joined by dashes.
     for (const check of out.checks) expect(check.name).toMatch(/^[a-z0-9]+(-[a-z0-9]+)*$/);

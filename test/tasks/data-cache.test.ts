@@ -164,6 +164,10 @@ describe.skipIf(podmanMissing !== undefined && !requireEngines)(
       expect(second.report.performance).toEqual(first.report.performance);
       expect(second.report.performance?.perf).toBe(0.25);
       expect(second.logs).toEqual(first.logs);
+      const sources = (o: Outcome) =>
+        o.events.flatMap((e) => (e.type === 'data-set' ? [`${e.set}: ${e.source}`] : [])).sort();
+      expect(sources(first)).toEqual(['hiddenTest: staged-into-cache', 'train: staged-into-cache']);
+      expect(sources(second)).toEqual(['hiddenTest: cache', 'train: cache']);
     });
 
     it('fetches a blob again once storage holds other bytes, and uses them', async () => {

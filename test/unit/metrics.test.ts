@@ -52,6 +52,8 @@ describe('WorkerMetrics', () => {
     });
     m.taskEvent('predict', { type: 'staged', name: 'data/x', bytes: 300 });
     m.taskEvent('predict', { type: 'staged', name: 'model/y', bytes: 45 });
+    m.taskEvent('predict', { type: 'data-set', set: 'test', source: 'cache' });
+    m.taskEvent('learn', { type: 'data-set', set: 'train', source: 'staged-into-cache' });
     m.taskEvent('predict', {
       type: 'step-end',
       step: 'upload',
@@ -100,6 +102,10 @@ describe('WorkerMetrics', () => {
       scrape.sample('compute_worker_image_build_duration_seconds_count', { role: 'submission' }),
     ).toBeUndefined();
     expect(scrape.value('compute_worker_staged_in_bytes_total', { kind: 'predict' })).toBe(345);
+    const sets = (kind: string, source: string) =>
+      scrape.value('compute_worker_data_sets_total', { kind, source });
+    expect([sets('predict', 'cache'), sets('learn', 'staged-into-cache')]).toEqual([1, 1]);
+    expect([sets('predict', 'staged'), sets('learn', 'cache')]).toEqual([0, 0]);
     expect(scrape.value('compute_worker_staged_out_bytes_total', { kind: 'predict' })).toBe(1234);
     expect(
       scrape.value('compute_worker_messages_requeued_total', {
