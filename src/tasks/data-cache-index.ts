@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
-import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import {
@@ -107,8 +107,48 @@ export async function withIndexLock<T>(dir: string, work: () => Promise<T>): Pro
 /** The lock of one key's staging: a second worker needing the same new set waits here. */
 export async function lockStaging(dir: string, key: string, signal?: AbortSignal) {
   const folder = stagingDir(dir, key);
-  await mkdir(folder, { recursive: true, mode: 0o700 });
-  return waitForLock(folder, { signal });
+  for (let attempt = 1; ; attempt++) {
+    await mkdir(folder, { recursive: true, mode: 0o700 });
+    try {
+      return await waitForLock(folder, { signal });
+    } catch (error) {
+      // removeIdleFolders took the folder away meanwhile: made again.
+      if (attempt >= 5 || !isGone(error)) throw error;
+    }
+  }
+}
+
+const isGone = (error: unknown): boolean =>
+  (error as NodeJS.ErrnoException).code === 'ENOENT' ||
+  ((error as { cause?: NodeJS.ErrnoException }).cause?.code ?? '') === 'ENOENT';
+
+/** How long a staging folder is left untouched (no lock, no waiter) before it goes. */
+export const IDLE_FOLDER_MS = 60 * 60 * 1000;
+
+/**
+ * Under the index lock: the folders that one staging per key, and the leases of each
+ * volume, leave behind. A staging folder goes once no live process holds or waits on its
+ * lock (a waiter writes there every 100 ms) for IDLE_FOLDER_MS; the leases of a volume
+ * the index no longer names go once no live lease is left.
+ */
+export async function removeIdleFolders(dir: string, nowMs = Date.now()): Promise<string[]> {
+  const removed: string[] = [];
+  const staging = join(dir, 'staging');
+  for (const key of await readdir(staging).catch(() => [] as string[])) {
+    const folder = join(staging, key);
+    const info = await stat(folder).catch(() => undefined);
+    if (!info?.isDirectory() || nowMs - info.mtimeMs < IDLE_FOLDER_MS) continue;
+    if ((await lockHolder(folder)) === 'alive') continue;
+    await rm(folder, { recursive: true, force: true });
+    removed.push(folder);
+  }
+  const named = new Set((await readEntries(dir)).map((e) => e.volume));
+  for (const volume of await readdir(join(dir, 'leases')).catch(() => [] as string[])) {
+    if (named.has(volume) || (await leased(dir, volume))) continue;
+    await rm(leasesDir(dir, volume), { recursive: true, force: true });
+    removed.push(leasesDir(dir, volume));
+  }
+  return removed;
 }
 
 /** Whether a live process (this one included) is staging the key now. */

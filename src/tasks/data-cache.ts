@@ -10,6 +10,7 @@ import {
   lockStaging,
   readEntries,
   removeEntry,
+  removeIdleFolders,
   removeUnreadable,
   stagingNow,
   takeLease,
@@ -242,6 +243,7 @@ async function sweepLocked(env: TaskEnv, cache: DataCacheSettings): Promise<stri
     await env.engine.removeVolumes([volume.name]);
     removed.push(volume.name);
   }
+  await removeIdleFolders(cache.dir);
   return removed;
 }
 

@@ -1,4 +1,5 @@
-import { homedir } from 'node:os';
+import { mkdir, mkdtemp, readdir, rm, utimes, writeFile } from 'node:fs/promises';
+import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Parser } from '@oclif/core';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -7,6 +8,7 @@ import { dataCacheFor } from '../../src/cli/settings.js';
 import { canRevalidate, sameBlob, validatorsFrom } from '../../src/clients/blob-validators.js';
 import { mountArgs } from '../../src/engine/args.js';
 import { cacheVolumeName, dataSetKey } from '../../src/tasks/data-cache.js';
+import { lockStaging, removeIdleFolders, takeLease } from '../../src/tasks/data-cache-index.js';
 
 // The pure parts of the host's data cache: what storage's headers say about a blob, when a
 // cached blob counts as the same, the key of a set, its volumes' mounts, and the flags.
@@ -115,5 +117,46 @@ describe('--data-cache-size and --data-cache-dir', () => {
       dir: '/srv/cache',
       maxBytes: 1024 ** 2,
     });
+  });
+});
+
+describe('the folders the data cache leaves', () => {
+  const HOUR = 60 * 60 * 1000;
+  let dir = '';
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'cw-cache-folders-'));
+  });
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const old = (path: string) =>
+    utimes(path, new Date(Date.now() - 2 * HOUR), new Date(Date.now() - 2 * HOUR));
+
+  it('removes idle staging folders and the leases of volumes the index no longer names', async () => {
+    const key = (c: string) => c.repeat(64);
+    for (const k of ['a', 'b', 'c']) await mkdir(join(dir, 'staging', key(k)), { recursive: true });
+    const held = await lockStaging(dir, key('c'));
+    await old(join(dir, 'staging', key('a')));
+    await old(join(dir, 'staging', key('c')));
+    // A lease of a dead process on a dropped volume, and a live one on a dropped volume.
+    const gone = join(dir, 'leases', 'cw-data-gone', 'run1');
+    await mkdir(gone, { recursive: true });
+    await writeFile(
+      join(gone, 'lock'),
+      JSON.stringify({ pid: 999_999_999, start: '1', boot: 'x' }),
+    );
+    const live = await takeLease(dir, 'cw-data-live', { workerId: 'w', runId: 'r' });
+    const removed = await removeIdleFolders(dir);
+    expect(removed.sort()).toEqual(
+      [join(dir, 'staging', key('a')), join(dir, 'leases', 'cw-data-gone')].sort(),
+    );
+    expect((await readdir(join(dir, 'staging'))).sort()).toEqual([key('b'), key('c')]);
+    held.release();
+    live();
+    // Once released and idle for an hour, those go too.
+    await old(join(dir, 'staging', key('c')));
+    expect(await removeIdleFolders(dir)).toContain(join(dir, 'staging', key('c')));
+    expect(await readdir(join(dir, 'leases'))).toEqual([]);
   });
 });
