@@ -154,6 +154,19 @@ export async function seedRunner(world: TaskWorld): Promise<string> {
   return uuid;
 }
 
+/** A learn task's JSON: the script runner (seedRunner) as workflow and algo, new ids. */
+export function learnTaskJson(runner: string, train: string[], test: string[]) {
+  return {
+    ...newIds('uuid', 'model_end'),
+    workflow: runner,
+    algo: runner,
+    train_data: train,
+    test_data: test,
+    model_start: null,
+    rank: 0,
+  };
+}
+
 /** The steps of a learn task, in order (SPEC section 5). */
 export const LEARN_STEPS = [
   'build-workflow',

@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cacheDirLabel } from '../../src/tasks/data-cache.js';
 import { unavailableUnlessRequired, VARIANTS } from '../support/engine-variants.js';
 import {
+  learnTaskJson,
   newIds,
   type Outcome,
   readTarGz,
@@ -71,15 +72,7 @@ describe.each([VARIANTS['podman-rootless'], VARIANTS.docker])(
               ),
             ),
           ];
-          const learn = () => ({
-            ...newIds('uuid', 'model_end'),
-            workflow: runner,
-            algo: runner,
-            train_data: train,
-            test_data: test,
-            model_start: null,
-            rank: 0,
-          });
+          const learn = () => learnTaskJson(runner, train, test);
           const env = await world.env({ dataCache: { dir, maxBytes: 64 * MIB } });
           const outcomes: Outcome[] = [];
           for (let i = 0; i < 2; i++) outcomes.push(await runTask(world, env, learn()));

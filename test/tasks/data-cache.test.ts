@@ -12,6 +12,7 @@ import { cacheDirLabel, sweepDataCache } from '../../src/tasks/data-cache.js';
 import { takeLease } from '../../src/tasks/data-cache-index.js';
 import { requireEngines } from '../support/engine-variants.js';
 import {
+  learnTaskJson,
   leftovers,
   newIds,
   type Outcome,
@@ -94,17 +95,7 @@ describe.skipIf(podmanMissing !== undefined && !requireEngines)(
       return uuid;
     }
 
-    function learn(train: string[], test: string[]) {
-      return {
-        ...newIds('uuid', 'model_end'),
-        workflow: runner,
-        algo: runner,
-        train_data: train,
-        test_data: test,
-        model_start: null,
-        rank: 0,
-      };
-    }
+    const learn = (train: string[], test: string[]) => learnTaskJson(runner, train, test);
 
     /** The blob GETs of these uuids from request `from` on: whole downloads and cut-off ones. */
     function blobGets(uuids: string[], from: number) {
