@@ -406,9 +406,17 @@ async function runBuild(
       throw buildDiskLimitError(diskSeen, diskLimit, 'layers');
     }
     const hint = confinement
-      ? await hostHintOf(result.outputTail, engine.info.graphRoot, diskLimit)
+      ? await hostHintOf(
+          result.outputTail,
+          engine.info.graphRoot,
+          diskLimit,
+          await readFile(file, 'utf8').catch(() => ''),
+        )
       : hintFor(result.outputTail);
-    throwIfFailed(ctx, result, await buildOom(confinement, result), hint);
+    // The participant reads this output: the worker's folders are not named in it.
+    const places = [contextDir, dir, remoteFile];
+    const shown = { ...result, outputTail: withoutPaths(result.outputTail, places) };
+    throwIfFailed(ctx, shown, await buildOom(confinement, result), hint);
     // Measured where it was built: one too big never reaches the host's store.
     if (diskLimit) await checkBuiltImageSize(engine, image, diskLimit, store !== undefined);
     if (store) await moveBuiltImage(store, ctx, image, stopper.signal);
@@ -427,6 +435,15 @@ async function runBuild(
       if (!thrown) throw error;
     });
   }
+}
+
+/** The text with each of these folders (and what lies under them) named by its role. */
+export function withoutPaths(text: string, places: readonly (string | undefined)[]): string {
+  let out = text;
+  const named = places.filter((p): p is string => !!p).sort((a, b) => b.length - a.length);
+  for (const place of named) out = out.split(place).join('<context>');
+  // buildah's own folders of the build (its store, its temp folder), whatever their name.
+  return out.replace(/\/var\/tmp\/cw-(?:build-tmp|run)-[^\s"':]*/g, '<build>');
 }
 
 function throwIfFailed(

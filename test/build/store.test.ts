@@ -422,6 +422,23 @@ describe.skipIf(unavailableUnlessRequired(variant))(
         await expectNothingLeft(hostOf(mode));
       });
 
+      it(`${mode}: a missing COPY source named like an engine file is the context's fault, and no worker folder is named`, async (t) => {
+        const engine = engines[mode];
+        if (!engine) return t.skip();
+        for (const source of ['docker.sock', 'subuid', '["no space left on device", "/y"]']) {
+          const copy = source.startsWith('[') ? `COPY ${source}` : `COPY ${source} /x`;
+          const result = await build(engine, `FROM ${base}\n${copy}\n`);
+          expect(result.error?.code, result.error?.message).toBe('BUILD_FAILED');
+          expect(result.error?.retryable).toBe(false);
+          // (The rootless test wrapper hands podman a copy of the context under /tmp.)
+          if (mode !== 'rootless') expect(result.error?.detail).toContain('<context>');
+          expect(result.error?.detail).not.toMatch(
+            /\/var\/tmp\/cw-|compute-worker-|cw-store-test-/,
+          );
+        }
+        await expectNothingLeft(hostOf(mode));
+      });
+
       it(`${mode}: builds stages within --disk-limit, the final commit not counted twice`, async (t) => {
         const engine = engines[mode];
         if (!engine) return t.skip();

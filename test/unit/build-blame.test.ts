@@ -19,9 +19,22 @@ describe('whose fault a failed untrusted build is', () => {
       step('echo "x": no space left on device; exit 2', 'while running runtime: exit status 2'),
     ],
     ['a build without any engine error', 'STEP 1/1: FROM x\nsomething failed'],
-  ])("%s is the context's", async (_what, output) => {
+    [
+      'a COPY of a missing source named like an engine file',
+      'Error: building at STEP "COPY docker.sock /x": checking on sources under "/var/tmp/cw-build-tmp-1/user/context": copier: stat: "/docker.sock": no such file or directory',
+    ],
+    [
+      'a COPY of a missing source named like a full disk',
+      'Error: building at STEP "COPY ["no space left on device", "/x"]": checking on sources under "/c": copier: stat: "/no space left on device": no such file or directory',
+    ],
+    [
+      'a USER that buildah names unquoted',
+      'Error: building at STEP "RUN true": unable to find user subuid.docker.sock: no matching entries in passwd file',
+      'FROM b\nUSER subuid.docker.sock\nRUN true\n',
+    ],
+  ])("%s is the context's", async (_what, output, containerfile?: string) => {
     // "/" has room: a RUN step that ran out of it filled what the build may use.
-    expect(await hostHintOf(output, '/', 50 * 1024 ** 2)).toBeUndefined();
+    expect(await hostHintOf(output, '/', 50 * 1024 ** 2, containerfile)).toBeUndefined();
   });
 
   it.each([
@@ -36,7 +49,10 @@ describe('whose fault a failed untrusted build is', () => {
       /ulimits/,
     ],
   ])("%s is the host's", async (_what, output, hint) => {
-    expect(await hostHintOf(output, '/', 50 * 1024 ** 2)).toMatch(hint);
+    // Less free room than a build may use: the storage really is full.
+    expect(await hostHintOf(output, '/', Number.MAX_SAFE_INTEGER, 'FROM b\nRUN true\n')).toMatch(
+      hint,
+    );
   });
 
   it("a RUN step out of room on a storage that really is nearly full is the host's", async () => {
