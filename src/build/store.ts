@@ -158,7 +158,9 @@ async function approvedBase(host: EngineContext, image: string, signal?: AbortSi
       hint: 'a submission may start only FROM images the operator has put on the worker host',
     });
   }
-  const [id = '', names = 'null', labels = 'null'] = found.stdout.trim().split('\t');
+  const [id = '', names = 'null', labels = 'null', volumes = 'null'] = found.stdout
+    .trim()
+    .split('\t');
   const tags = (JSON.parse(names) as string[] | null) ?? [];
   const keys = Object.keys((JSON.parse(labels) as Record<string, string> | null) ?? {});
   const byId = id.startsWith(image.replace(/^sha256:/, '').toLowerCase()) || hasTransport(image);
@@ -167,6 +169,16 @@ async function approvedBase(host: EngineContext, image: string, signal?: AbortSi
       'BUILD_CONTEXT_REJECTED',
       `FROM ${image}: not a base image the operator put on this host (an image this worker built, an image ID or a transport)`,
       { hint: 'start FROM a base image by its name' },
+    );
+  }
+  // buildah gives each VOLUME of the base a folder of the build's own, where a RUN step
+  // writes unmeasured; the image it makes would be refused for it anyway (build.ts).
+  const declared = Object.keys((JSON.parse(volumes) as Record<string, unknown> | null) ?? {});
+  if (declared.length > 0) {
+    throw new WorkerError(
+      'BUILD_CONTEXT_REJECTED',
+      `FROM ${image}: the base image declares VOLUME ${declared.slice(0, 5).join(', ')}: a submission image may not`,
+      { hint: 'start FROM a base image without VOLUME instructions' },
     );
   }
   return id;

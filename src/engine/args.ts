@@ -511,7 +511,13 @@ export function pushToStoreArgs(image: string, to: StoreSpec): string[] {
 
 /** An image's ID, names and labels: `<id>\t<json names>\t<json labels>` (podman). */
 export function imageOriginArgs(image: string): string[] {
-  return ['image', 'inspect', '--format', '{{.Id}}\t{{json .RepoTags}}\t{{json .Labels}}', image];
+  return [
+    'image',
+    'inspect',
+    '--format',
+    '{{.Id}}\t{{json .RepoTags}}\t{{json .Labels}}\t{{json .Config.Volumes}}',
+    image,
+  ];
 }
 
 /** An image's ID (podman and docker alike). */

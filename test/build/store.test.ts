@@ -14,6 +14,7 @@ import {
 import { copyFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { confineBuild, ENGINE_TMP_BASE } from '../../src/build/confine.js';
@@ -419,6 +420,33 @@ describe.skipIf(unavailableUnlessRequired(variant))(
           `FROM ${base} AS one\nRUN dd if=/dev/zero of=/one bs=1M count=20 && echo ${mode}\nFROM one\nRUN dd if=/dev/zero of=/two bs=1M count=20 && sleep 20\n`,
         );
         expect(result.error?.code, result.error?.message).toBe('DISK_LIMIT');
+        await expectNothingLeft(hostOf(mode));
+      });
+
+      it(`${mode}: refuses a base image that declares a VOLUME before any RUN writes into it`, async (t) => {
+        const engine = engines[mode];
+        if (!engine) return t.skip();
+        const name = `localhost/cw-store-vol-${tag}-${mode}:1`;
+        // An operator's image with a VOLUME: an empty root filesystem (1024 zero bytes of tar).
+        const input = Readable.from([Buffer.alloc(1024)]);
+        const made = await execEngineRaw(
+          hostOf(mode),
+          ['import', '--change', 'VOLUME /data', '-', name],
+          { ...call, input },
+        );
+        expect(made.exitCode, made.outputTail).toBe(0);
+        try {
+          const started = Date.now();
+          const result = await build(
+            engine,
+            `FROM ${name}\nRUN dd if=/dev/zero of=/data/fill bs=1M count=200 && sleep 30\n`,
+          );
+          expect(result.error?.code, result.error?.message).toBe('BUILD_CONTEXT_REJECTED');
+          expect(result.error?.message).toMatch(/declares VOLUME \/data/);
+          expect(Date.now() - started).toBeLessThan(20_000);
+        } finally {
+          await execEngineRaw(hostOf(mode), ['rmi', '--force', name], call);
+        }
         await expectNothingLeft(hostOf(mode));
       });
 
