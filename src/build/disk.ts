@@ -14,6 +14,14 @@ import { buildMarkOf } from './leftovers.js';
 export const BUILD_DISK_INTERVAL_MS = 2000;
 /** A layer of millions of empty files is a bounded walk; past this many, it is over the limit. */
 const MAX_ENTRIES = 1_000_000;
+/**
+ * What an entry of a layer counts at least: an inode, at the bytes per inode of an ext4
+ * made with the defaults, so that a build takes no larger share of the host's inodes than
+ * of its bytes.
+ */
+const ENTRY_BYTES = 16 * 1024;
+/** How a build's layers are walked: whole files, and every entry an inode. */
+const LAYER_WALK = { maxEntries: MAX_ENTRIES, wholeFiles: true, minEntryBytes: ENTRY_BYTES };
 
 const storedSchema = (
   text: string,
@@ -59,7 +67,7 @@ async function baseBytes(ctx: EngineContext, storage: Storage, layer: string): P
     join(root, 'vfs', 'dir', parent),
   );
   const dir = dirs.find((d) => existsSync(d)) ?? layerDir(storage, parent);
-  const usage = await measureVolume(ctx, dir, { maxEntries: MAX_ENTRIES, wholeFiles: true });
+  const usage = await measureVolume(ctx, dir, LAYER_WALK);
   storage.parentBytes.set(parent, usage.bytes);
   return usage.bytes;
 }
@@ -77,9 +85,8 @@ async function layerBytes(
   const base = await baseBytes(ctx, storage, layer).catch(() => 0);
   // A sparse file costs the layer little until the commit writes it whole: counted whole.
   const usage = await measureVolume(ctx, layerDir(storage, layer), {
-    maxEntries: MAX_ENTRIES,
+    ...LAYER_WALK,
     stopAtBytes: base + stopAboveBytes,
-    wholeFiles: true,
   });
   return usage.truncated ? stopAboveBytes + 1 : Math.max(0, usage.bytes - base);
 }
@@ -175,10 +182,7 @@ export function watchBuildDisk(
     // containers/image's): the layer itself is counted.
     let total = 0;
     for (const dir of tmpDir ? await runFolders(tmpDir) : []) {
-      total += await measureVolume(ctx, dir, {
-        maxEntries: MAX_ENTRIES,
-        stopAtBytes: limitBytes - total + 1,
-      })
+      total += await measureVolume(ctx, dir, { ...LAYER_WALK, stopAtBytes: limitBytes - total + 1 })
         .then((usage) => (usage.truncated ? limitBytes + 1 : usage.bytes))
         .catch(() => 0);
     }

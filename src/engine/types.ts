@@ -25,6 +25,11 @@ export interface WalkOptions {
    * writes a sparse file whole.
    */
   wholeFiles?: boolean;
+  /**
+   * Each entry counts at least this many bytes: an empty file takes an inode, and a tree of
+   * millions of them fills a filesystem's inodes while its blocks stay few.
+   */
+  minEntryBytes?: number;
 }
 
 export interface IdRange {

@@ -66,8 +66,9 @@ export async function measureTree(root: string, options: WalkOptions): Promise<T
         }
         usage.entries++;
         const allocated = info.blocks * 512;
-        usage.bytes +=
+        const counted =
           options.wholeFiles && info.isFile() ? Math.max(allocated, info.size) : allocated;
+        usage.bytes += Math.max(counted, options.minEntryBytes ?? 0);
         if (info.isDirectory() && info.dev === top.dev) folders.push(path);
         if (full()) break;
       }

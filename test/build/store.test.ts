@@ -423,6 +423,18 @@ describe.skipIf(unavailableUnlessRequired(variant))(
         await expectNothingLeft(hostOf(mode));
       });
 
+      it(`${mode}: counts every file of a layer as an inode against --disk-limit, empty or not`, async (t) => {
+        const engine = engines[mode];
+        if (!engine) return t.skip();
+        // 4,000 empty files take almost no blocks, but 4,000 of the host's inodes.
+        const result = await build(
+          engine,
+          `FROM ${base}\nRUN mkdir /many && cd /many && busybox seq 1 4000 | busybox xargs busybox touch && echo ${mode}\n`,
+        );
+        expect(result.error?.code, result.error?.message).toBe('DISK_LIMIT');
+        await expectNothingLeft(hostOf(mode));
+      });
+
       it(`${mode}: refuses a base image that declares a VOLUME before any RUN writes into it`, async (t) => {
         const engine = engines[mode];
         if (!engine) return t.skip();
