@@ -6,7 +6,7 @@ import { formatSize } from '../config/size.js';
 import { imageSizeArgs, removeImageArgs } from '../engine/args.js';
 import type { EngineContext } from '../engine/context.js';
 import { execEngine, execEngineRaw } from '../engine/exec.js';
-import { measureVolume } from '../engine/volume-usage.js';
+import { measureTree, measureVolume } from '../engine/volume-usage.js';
 import { WorkerError } from '../errors.js';
 import { buildMarkOf } from './leftovers.js';
 
@@ -54,27 +54,33 @@ function layerDir(storage: Storage, layer: string): string {
     : join(storage.graphRoot, 'vfs', 'dir', layer);
 }
 
-/** vfs: the size of the layer this one was copied from, measured once; 0 for overlay. */
-async function baseBytes(ctx: EngineContext, storage: Storage, layer: string): Promise<number> {
-  if (storage.driver !== 'vfs') return 0;
+/** vfs: the folder of the layer this one was copied from, or undefined when it has none. */
+async function parentDir(storage: Storage, layer: string): Promise<string | undefined> {
+  if (storage.driver !== 'vfs') return undefined;
   const layers = await readStored(join(storage.graphRoot, 'vfs-layers'), 'layers');
   const parent = layers.find((l) => l.id === layer)?.parent;
-  if (typeof parent !== 'string' || !/^[0-9a-f]{64}$/.test(parent)) return 0;
-  const known = storage.parentBytes.get(parent);
-  if (known !== undefined) return known;
+  if (!isId(parent)) return undefined;
   // The parent may be a base image's, in the read-only base store.
   const dirs = [storage.graphRoot, ...storage.imageStores].map((root) =>
     join(root, 'vfs', 'dir', parent),
   );
-  const dir = dirs.find((d) => existsSync(d)) ?? layerDir(storage, parent);
+  return dirs.find((d) => existsSync(d)) ?? layerDir(storage, parent);
+}
+
+/** vfs: the size of the layer this one was copied from, measured once. */
+async function baseBytes(ctx: EngineContext, storage: Storage, dir: string): Promise<number> {
+  const known = storage.parentBytes.get(dir);
+  if (known !== undefined) return known;
   const usage = await measureVolume(ctx, dir, LAYER_WALK);
-  storage.parentBytes.set(parent, usage.bytes);
+  storage.parentBytes.set(dir, usage.bytes);
   return usage.bytes;
 }
 
 /**
  * Allocated bytes one layer adds (a sparse file counts what it takes), or more than
- * `stopAboveBytes` as soon as that is known. Throws when the layer is gone.
+ * `stopAboveBytes` as soon as that is known. Throws when the layer is gone. A vfs layer
+ * is a whole copy of its parent: what it holds that the parent does not hold the same is
+ * what it adds (a file replaced by one as large counts, as it does in the commit).
  */
 async function layerBytes(
   ctx: EngineContext,
@@ -82,13 +88,24 @@ async function layerBytes(
   layer: string,
   stopAboveBytes: number,
 ): Promise<number> {
-  const base = await baseBytes(ctx, storage, layer).catch(() => 0);
+  const dir = layerDir(storage, layer);
+  const parent = await parentDir(storage, layer).catch(() => undefined);
   // A sparse file costs the layer little until the commit writes it whole: counted whole.
-  const usage = await measureVolume(ctx, layerDir(storage, layer), {
+  const walk = { ...LAYER_WALK, stopAtBytes: stopAboveBytes };
+  const usage = await measureTree(dir, parent ? { ...walk, sameAs: parent } : walk);
+  if (usage.truncated) return stopAboveBytes + 1;
+  if (usage.unreadable === 0 || !parent) {
+    return usage.unreadable === 0 ? usage.bytes : (await measureVolume(ctx, dir, walk)).bytes;
+  }
+  // A folder a RUN step made private, which the worker's own user cannot read: counted
+  // inside podman's user namespace, whole, less the parent's whole copy.
+  const base = await baseBytes(ctx, storage, parent);
+  const whole = await measureVolume(ctx, dir, {
     ...LAYER_WALK,
     stopAtBytes: base + stopAboveBytes,
   });
-  return usage.truncated ? stopAboveBytes + 1 : Math.max(0, usage.bytes - base);
+  if (whole.truncated) return stopAboveBytes + 1;
+  return Math.max(usage.bytes, whole.bytes - base);
 }
 
 export interface BuildDiskWatch {

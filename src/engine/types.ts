@@ -30,6 +30,13 @@ export interface WalkOptions {
    * millions of them fills a filesystem's inodes while its blocks stay few.
    */
   minEntryBytes?: number;
+  /**
+   * A folder to compare with: an entry that it holds at the same path, of the same type,
+   * size, mode, owner and modification time, is not counted (its folders are still walked).
+   * A vfs layer is a whole copy of its parent's root filesystem, and its commit keeps only
+   * what differs so.
+   */
+  sameAs?: string;
 }
 
 export interface IdRange {

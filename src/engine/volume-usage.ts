@@ -1,5 +1,6 @@
+import type { Stats } from 'node:fs';
 import { lstat, opendir } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { duArgs, volumeMountpointArgs } from './args.js';
 import type { EngineContext } from './context.js';
 import { execEngine } from './exec.js';
@@ -65,11 +66,15 @@ export async function measureTree(root: string, options: WalkOptions): Promise<T
           continue; // removed meanwhile
         }
         usage.entries++;
+        const isDir = info.isDirectory();
+        if (isDir && info.dev === top.dev) folders.push(path);
+        if (options.sameAs && (await unchanged(info, join(options.sameAs, relative(root, path))))) {
+          continue;
+        }
         const allocated = info.blocks * 512;
         const counted =
           options.wholeFiles && info.isFile() ? Math.max(allocated, info.size) : allocated;
         usage.bytes += Math.max(counted, options.minEntryBytes ?? 0);
-        if (info.isDirectory() && info.dev === top.dev) folders.push(path);
         if (full()) break;
       }
     } catch {
@@ -78,6 +83,23 @@ export async function measureTree(root: string, options: WalkOptions): Promise<T
   }
   usage.truncated = usage.entries >= options.maxEntries;
   return usage;
+}
+
+/** Whether `other` is the same entry as `info` by what a layer's diff compares. */
+async function unchanged(info: Stats, other: string): Promise<boolean> {
+  const was = await lstat(other).catch(() => undefined);
+  if (!was) return false;
+  const sameType =
+    was.isDirectory() === info.isDirectory() &&
+    was.isFile() === info.isFile() &&
+    was.isSymbolicLink() === info.isSymbolicLink();
+  return (
+    sameType &&
+    was.mode === info.mode &&
+    was.uid === info.uid &&
+    was.gid === info.gid &&
+    (info.isDirectory() || (was.size === info.size && was.mtimeMs === info.mtimeMs))
+  );
 }
 
 /**

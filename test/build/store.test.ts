@@ -423,6 +423,36 @@ describe.skipIf(unavailableUnlessRequired(variant))(
         await expectNothingLeft(hostOf(mode));
       });
 
+      it(`${mode}: counts a base file replaced by a new one, whatever the storage driver`, async (t) => {
+        const engine = engines[mode];
+        if (!engine) return t.skip();
+        // A base with a 40 MiB file, replaced by one of 60 MiB: the layer adds 60 MiB
+        // (vfs, rootless here, copies the whole base into each layer).
+        const name = `localhost/cw-store-blob-${tag}-${mode}:1`;
+        await importBase(name, 40, hostOf(mode));
+        try {
+          const result = await build(
+            engine,
+            `FROM ${name}\nRUN dd if=/dev/zero of=/blob.new bs=1M count=60 && rm /blob && mv /blob.new /blob && sleep 3\n`,
+          );
+          expect(result.error?.code, result.error?.message).toBe('DISK_LIMIT');
+        } finally {
+          await execEngineRaw(hostOf(mode), ['rmi', '--force', name], call);
+          if (mode === 'rootless') {
+            const own = engines.rootless as Engine;
+            const ctx = { cli: hostOf(mode), info: own.info, options: rootless.options };
+            await execEngineRaw(
+              (await baseStoreFor(ctx)).owner.cli,
+              ['rmi', '--force', name],
+              call,
+            );
+          } else {
+            await removeFromBaseStores((engines.none as Engine).info, options, [name]);
+          }
+        }
+        await expectNothingLeft(hostOf(mode));
+      });
+
       it(`${mode}: counts every file of a layer as an inode against --disk-limit, empty or not`, async (t) => {
         const engine = engines[mode];
         if (!engine) return t.skip();
