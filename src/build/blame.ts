@@ -6,13 +6,24 @@ const RUN_EXITED = /: while running runtime: exit status \d+\s*$/;
 /**
  * buildah's error line without what the context wrote into it: the STEP text, every
  * quoted string (a COPY source, a path in the context) and every word of the
- * Containerfile (a USER, a WORKDIR, a --chown name buildah echoes unquoted).
+ * Containerfile's instructions but RUN (a USER, a WORKDIR, a --chown name buildah echoes
+ * unquoted). A comment or a RUN script never reaches that line but inside the STEP text:
+ * their words ("error", "not") stay, and a host's error is still seen as one.
  */
 export function buildahOwnWords(line: string, containerfile: string): string {
   let words = line
     .replace(/STEP "(?:[^"\\]|\\.|"(?!: ))*": /g, 'STEP: ')
     .replace(/"(?:[^"\\]|\\.)*"/g, '""');
-  const written = new Set(containerfile.split(/[\s"'[\],=:]+/).filter((w) => w.length >= 3));
+  const echoed = containerfile
+    .split('\n')
+    .filter((l) => !/^\s*(#|RUN\b|$)/i.test(l))
+    .map((l) => l.replace(/^\s*[A-Za-z]+\s+/, ''));
+  const written = new Set(
+    echoed
+      .join(' ')
+      .split(/[\s"'[\],=:]+/)
+      .filter((w) => w.length >= 3),
+  );
   for (const word of [...written].sort((a, b) => b.length - a.length)) {
     words = words.split(word).join('');
   }
