@@ -53,12 +53,12 @@ export async function hostHintOf(
     .at(-1);
   if (last === undefined) return undefined;
   const words = buildahOwnWords(last, containerfile);
+  const runExited = RUN_EXITED.test(words);
   // Out of room: the host's only when its storage is found nearly full, whatever the words.
-  const noRoom = RUN_EXITED.test(words) ? output : last;
-  if (/no space left on device/i.test(noRoom)) {
+  if (/no space left on device/i.test(runExited ? output : last)) {
     return (await nearlyFull(storage, roomBytes)) ? hintFor('no space left on device') : undefined;
   }
-  return RUN_EXITED.test(words) ? undefined : hintFor(words);
+  return runExited ? undefined : hintFor(words);
 }
 
 async function nearlyFull(storage: string | undefined, roomBytes: number | undefined) {

@@ -22,7 +22,7 @@ import { hostHintOf } from './blame.js';
 import { buildOom, confineBuild } from './confine.js';
 import { buildDiskLimitError, checkBuiltImageSize, watchBuildDisk } from './disk.js';
 import { type BuildPolicy, checkContainerfile } from './policy.js';
-import { moveBuiltImage, syncBases } from './store.js';
+import { ENGINE_TMP_BASE, moveBuiltImage, syncBases } from './store.js';
 import { handContext } from './user.js';
 
 const ROLE = /^[a-z0-9][a-z0-9_.-]{0,63}$/;
@@ -405,14 +405,18 @@ async function runBuild(
       });
       throw buildDiskLimitError(diskSeen, diskLimit, 'layers');
     }
-    const hint = confinement
-      ? await hostHintOf(
-          result.outputTail,
-          engine.info.graphRoot,
-          diskLimit,
-          await readFile(file, 'utf8').catch(() => ''),
-        )
-      : hintFor(result.outputTail);
+    // Whose fault a failed build is; a build that exited cleanly needs no reading.
+    const hint =
+      result.exitCode === 0
+        ? undefined
+        : confinement
+          ? await hostHintOf(
+              result.outputTail,
+              engine.info.graphRoot,
+              diskLimit,
+              await readFile(file, 'utf8').catch(() => ''),
+            )
+          : hintFor(result.outputTail);
     // The participant reads this output: the worker's folders are not named in it.
     const places = [contextDir, dir, remoteFile];
     const shown = { ...result, outputTail: withoutPaths(result.outputTail, places) };
@@ -437,13 +441,15 @@ async function runBuild(
   }
 }
 
+/** buildah's own folders of a build (its store and temp folder, its run root link). */
+const BUILD_FOLDERS = new RegExp(`${ENGINE_TMP_BASE}/cw-(?:build-tmp|run)-[^\\s"':]*`, 'g');
+
 /** The text with each of these folders (and what lies under them) named by its role. */
 export function withoutPaths(text: string, places: readonly (string | undefined)[]): string {
   let out = text;
   const named = places.filter((p): p is string => !!p).sort((a, b) => b.length - a.length);
   for (const place of named) out = out.split(place).join('<context>');
-  // buildah's own folders of the build (its store, its temp folder), whatever their name.
-  return out.replace(/\/var\/tmp\/cw-(?:build-tmp|run)-[^\s"':]*/g, '<build>');
+  return out.replace(BUILD_FOLDERS, '<build>');
 }
 
 function throwIfFailed(

@@ -58,7 +58,7 @@ function layerDir(storage: Storage, layer: string): string {
 async function parentDir(storage: Storage, layer: string): Promise<string | undefined> {
   if (storage.driver !== 'vfs') return undefined;
   const layers = await readStored(join(storage.graphRoot, 'vfs-layers'), 'layers');
-  const parent = layers.find((l) => l.id === layer)?.parent;
+  const parent = parentsOf(layers).get(layer);
   if (!isId(parent)) return undefined;
   // The parent may be a base image's, in the read-only base store.
   const dirs = [storage.graphRoot, ...storage.imageStores].map((root) =>
@@ -94,9 +94,8 @@ async function layerBytes(
   const walk = { ...LAYER_WALK, stopAtBytes: stopAboveBytes };
   const usage = await measureTree(dir, parent ? { ...walk, sameAs: parent } : walk);
   if (usage.truncated) return stopAboveBytes + 1;
-  if (usage.unreadable === 0 || !parent) {
-    return usage.unreadable === 0 ? usage.bytes : (await measureVolume(ctx, dir, walk)).bytes;
-  }
+  if (usage.unreadable === 0) return usage.bytes;
+  if (!parent) return (await measureVolume(ctx, dir, walk)).bytes;
   // A folder a RUN step made private, which the worker's own user cannot read: counted
   // inside podman's user namespace, whole, less the parent's whole copy.
   const base = await baseBytes(ctx, storage, parent);
@@ -130,8 +129,8 @@ export interface BuildDiskPlaces {
  * its own that is every layer there; in a shared one, its buildah working containers
  * (found by the build's mark among the build arguments each keeps in its buildah.json).
  * A layer is read from the engine's storage: overlay's `diff` folder holds only what the
- * build wrote; vfs's folder holds the whole root filesystem, so the parent layer's size
- * is taken off. Other drivers, docker and a storage the worker cannot read are not
+ * build wrote; vfs's folder holds the whole root filesystem, of which only what differs
+ * from the parent layer counts (layerBytes). Other drivers, docker and a storage the worker cannot read are not
  * measured (the built image's size is still checked afterwards).
  */
 export function watchBuildDisk(
@@ -180,7 +179,7 @@ export function watchBuildDisk(
       readStored(join(graphRoot, `${driver}-images`), 'images'),
       readStored(join(graphRoot, `${driver}-containers`), 'containers'),
     ]);
-    const parents = new Map(layers.flatMap((l) => (isId(l.id) ? [[l.id, l.parent]] : [])));
+    const parents = parentsOf(layers);
     const stages = images.filter((i) => !Array.isArray(i.names) || i.names.length === 0);
     const found = new Set<string>();
     for (const top of [...containers, ...stages].map((entry) => entry.layer)) {
@@ -243,6 +242,10 @@ async function runFolders(tmpDir: string): Promise<string[]> {
 const isId = (value: unknown): value is string =>
   typeof value === 'string' && /^[0-9a-f]{64}$/.test(value);
 
+/** Each stored layer's parent (an ID, or nothing for a bottom layer), by the layer's ID. */
+const parentsOf = (layers: ReturnType<typeof storedSchema>) =>
+  new Map(layers.flatMap((l) => (isId(l.id) ? [[l.id, l.parent]] : [])));
+
 /** containers.json / layers.json / images.json, and the volatile-*.json newer storage libraries keep apart. */
 async function readStored(
   dir: string,
@@ -303,7 +306,7 @@ async function builtLayersBytes(
   const stored = ownStore
     ? await readStored(join(storage.graphRoot, `${storage.driver}-layers`), 'layers')
     : [];
-  const parents = new Map(stored.flatMap((l) => (isId(l.id) ? [[l.id, l.parent]] : [])));
+  const parents = parentsOf(stored);
   let total = 0;
   let layer: string | undefined = top;
   while (layer) {

@@ -51,10 +51,6 @@ export async function lockStateDir(dir: string): Promise<StateLock> {
   });
 }
 
-/**
- * Whether a live process holds the folder's lock: `none` when there is no lock file.
- * Only a hint (the holder may die right after): take the lock to act on a dead one.
- */
 const LOCK_POLL_MS = 100;
 
 /**
@@ -85,6 +81,10 @@ export async function waitForStateLock(
   }
 }
 
+/**
+ * Whether a live process holds the folder's lock: `none` when there is no lock file.
+ * Only a hint (the holder may die right after): take the lock to act on a dead one.
+ */
 export async function lockHolder(dir: string): Promise<'alive' | 'dead' | 'none'> {
   const holder = await readHolder(join(dir, LOCK_NAME)).catch(() => 'unreadable' as const);
   if (holder === 'gone') return 'none';
