@@ -69,6 +69,12 @@ describe.skipIf(!hasPodman && !requireEngines)('start-up check of nsqd', () => {
         `the ${topic} reader connected`,
       );
     }
+    // The warning is logged just after the connection: it may still be on its way.
+    await worker.waitForLine(
+      (l) => l.level === WARN && l.msg.includes('nsqd') && l.topic === TOPIC.learn,
+      30_000,
+      "the learn reader's warning",
+    );
     const warnings = worker.lines.filter((l) => l.level === WARN && l.msg.includes('nsqd'));
     const learn = warnings.filter((l) => l.topic === TOPIC.learn);
     expect(learn).toHaveLength(1);
