@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { readableSize } from '../config/free-space.js';
 import { formatSize } from '../config/size.js';
 import { imageSizeArgs, removeImageArgs } from '../engine/args.js';
@@ -12,6 +13,8 @@ import { buildMarkOf } from './leftovers.js';
 
 /** How often a confined build's layer is measured: a build writes at most this long past the limit. */
 export const BUILD_DISK_INTERVAL_MS = 2000;
+/** How long after a measurement past the limit it is taken again, to be sure. */
+const BUILD_DISK_CONFIRM_MS = 500;
 /** A layer of millions of empty files is a bounded walk; past this many, it is over the limit. */
 const MAX_ENTRIES = 1_000_000;
 /**
@@ -149,6 +152,7 @@ export function watchBuildDisk(
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
   let running: Promise<void> = Promise.resolve();
+  const ended = new AbortController();
 
   async function ourLayers(): Promise<string[]> {
     if (ownStore) return storeLayers();
@@ -191,7 +195,8 @@ export function watchBuildDisk(
     return [...found];
   }
 
-  async function measure(): Promise<void> {
+  /** Bytes the build has written now, or more than the limit as soon as that is known. */
+  async function used(): Promise<number> {
     // The build's TMPDIR: the files buildah bind-mounts into each RUN (/etc/hostname,
     // /run/.containerenv) are written in its folders buildah<n> there. Not the copy of a
     // layer that a commit spools there (a buildah<n> folder too, without a hostname; or
@@ -207,6 +212,16 @@ export function watchBuildDisk(
       total += await layerBytes(ctx, storage, layer, limitBytes - total).catch(() => 0);
       if (total > limitBytes) break;
     }
+    return total;
+  }
+
+  async function measure(): Promise<void> {
+    if ((await used()) <= limitBytes || stopped) return;
+    // The final commit makes its image first and names it a moment later: in between it
+    // reads as one more stage, a second copy of the last working container. Past the limit
+    // twice, a moment apart, is past it.
+    await sleep(BUILD_DISK_CONFIRM_MS, undefined, { signal: ended.signal }).catch(() => undefined);
+    const total = stopped ? 0 : await used();
     if (total > limitBytes && !stopped) {
       stopped = true;
       onExceeded(total);
@@ -226,6 +241,7 @@ export function watchBuildDisk(
     async stop() {
       stopped = true;
       clearTimeout(timer);
+      ended.abort();
       await running;
     },
   };
