@@ -66,6 +66,7 @@ export async function copyImage(
       },
     );
   }
-  if (saved.exitCode !== 0) throw engineFailure('podman save', saved.exitCode ?? 1, saveErr);
+  // A load that failed is the cause: the save was stopped for it.
   if (load.exitCode !== 0) throw engineFailure('podman load', load.exitCode, load.outputTail);
+  if (saved.exitCode !== 0) throw engineFailure('podman save', saved.exitCode ?? 1, saveErr);
 }

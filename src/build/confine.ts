@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { chmod, chown, mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { formatSize } from '../config/size.js';
 import type { BuildIsolation } from '../engine/args.js';
@@ -10,6 +10,7 @@ import type { BuildLimits } from '../engine/types.js';
 import { WorkerError } from '../errors.js';
 import { type BuildCgroup, createBuildCgroup } from './cgroup.js';
 import { removeBuildLeftovers } from './leftovers.js';
+import { handedDirs, removeTree } from './owned-dirs.js';
 import { reapIdlePauses } from './pause.js';
 import {
   type BuildStore,
@@ -165,9 +166,8 @@ async function ownFolder(
     await chmod(dir, 0o711);
     const owner = await rootlessOwner(ctx);
     const tmp = join(dir, 'tmp');
-    await mkdir(tmp, { mode: 0o711 });
+    await handedDirs([tmp], owner);
     await chmod(tmp, 0o711);
-    if (owner) await chown(tmp, owner.uid, owner.gid);
     const bases = await baseStoreFor(ctx);
     link = await makeRunRootLink(dir, owner);
     return {
@@ -231,7 +231,8 @@ async function userBuild(
     cpus: DEFAULT_LIMITS.cpus,
     pidsLimit: DEFAULT_LIMITS.pidsLimit,
   };
-  // Root's folder, with the user's inside it: the context, the TMPDIR and the build's store.
+  // Root's folders, with the user's inside them: the TMPDIR and the build's store (and
+  // later the context). `user` stays root's, so the build user can change nothing in it.
   const hostTmp = await mkdtemp(join(ENGINE_TMP_BASE, `cw-build-tmp-${buildId}-`));
   const userDir = join(hostTmp, 'user');
   const userTmp = join(userDir, 'tmp');
@@ -239,16 +240,15 @@ async function userBuild(
   let link: string | undefined;
   try {
     await chmod(hostTmp, 0o711);
-    await mkdir(userTmp, { recursive: true, mode: 0o700 });
-    await chown(userDir, user.uid, user.gid);
-    await chown(userTmp, user.uid, user.gid);
-    await chmod(userDir, 0o700);
+    await mkdir(userDir, { mode: 0o711 });
+    await chmod(userDir, 0o711);
+    await handedDirs([userTmp], user);
     const bases = await baseStoreFor(ctx, user);
     link = await makeRunRootLink(userDir, user);
     store = buildStoreIn(ctx, engine, userDir, bases, link);
   } catch (error) {
     if (link) await rm(link, { force: true });
-    await rm(hostTmp, { recursive: true, force: true });
+    await removeTree(hostTmp);
     throw error;
   }
   const cgroup = await createBuildCgroup(limits, buildId);

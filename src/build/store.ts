@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { chown, mkdir, readdir, readlink, rm, stat, symlink } from 'node:fs/promises';
+import { mkdir, readdir, readlink, rm, stat, symlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { type StateLock, waitForStateLock } from '../config/state-lock.js';
 import {
@@ -17,14 +17,12 @@ import { capDetail, engineFailure, execEngineRaw } from '../engine/exec.js';
 import { LABEL_BUILT_BY } from '../engine/labels.js';
 import { WorkerError } from '../errors.js';
 import { copyImage } from './base-images.js';
+import { pruneBases } from './base-prune.js';
+import { type FolderOwner, handedDirs, mkdirAs, removeTree } from './owned-dirs.js';
 import { hasTransport } from './policy.js';
 import { type BuildUser, buildUserCli, storagePaths } from './user.js';
 
-/** Who owns a store's folders: the build user, or the user a rootless engine runs as. */
-export interface FolderOwner {
-  uid: number;
-  gid: number;
-}
+export type { FolderOwner } from './owned-dirs.js';
 
 /** The uid a build's engine runs as: the folders' owner, or the worker's own. */
 export function engineUid(owner: FolderOwner | undefined): number {
@@ -48,6 +46,11 @@ export const ENGINE_TMP_BASE = '/var/tmp';
 const BASES_NAME = 'compute-worker-bases';
 /** The names of the images the worker builds (see build.ts). */
 const BUILT_PREFIX = 'localhost/compute-worker/';
+/**
+ * Where the locks of an engine user's base stores are (several workers share each): a
+ * folder of root's, never one of that user's.
+ */
+const OWNERS_LOCKS = '/run/compute-worker';
 /** Held while a built image is copied into the host's store (beside it). */
 const MOVES_LOCK = 'compute-worker-moves.lock';
 
@@ -79,13 +82,17 @@ export async function baseStoreFor(ctx: EngineContext, user?: BuildUser): Promis
     driver: paths.driver,
   };
   const tmp = `${spec.root}-tmp`;
-  const lockDir = `${spec.root}.lock`;
   // A build's store names the base store as an image store: it must be there before the
-  // first base is copied in (a FROM scratch build on a new host).
-  for (const dir of [spec.root, tmp]) {
-    await mkdir(dir, { recursive: true, mode: 0o700 });
-    if (owner) await chown(dir, owner.uid, owner.gid);
-  }
+  // first base is copied in (a FROM scratch build on a new host). The owner's folders are
+  // made by the owner; its lock (and what the worker writes there) in a folder of root's.
+  const lockDir = owner
+    ? join(
+        OWNERS_LOCKS,
+        `bases-${createHash('sha256').update(spec.root).digest('hex').slice(0, 16)}.lock`,
+      )
+    : `${spec.root}.lock`;
+  if (owner) await mkdirAs(owner, [spec.root, tmp]);
+  else for (const dir of [spec.root, tmp]) await mkdir(dir, { recursive: true, mode: 0o700 });
   await mkdir(lockDir, { recursive: true, mode: 0o700 });
   return {
     spec,
@@ -115,13 +122,23 @@ export async function syncBases(
   images: readonly string[],
   signal?: AbortSignal,
 ): Promise<void> {
-  const call = { timeoutMs: host.options.callTimeoutMs, signal };
   const missing: string[] = [];
   for (const image of images) {
     const hostId = await approvedBase(host, image, signal);
     if (!(await holds(bases, image, hostId, signal))) missing.push(image);
   }
-  if (missing.length === 0) return;
+  if (missing.length > 0) await copyMissing(host, bases, missing, signal);
+  // What the host no longer has goes from here too: never the build's failure.
+  await pruneBases(host, bases, { signal }).catch(() => undefined);
+}
+
+async function copyMissing(
+  host: EngineContext,
+  bases: BaseStore,
+  missing: readonly string[],
+  signal?: AbortSignal,
+): Promise<void> {
+  const call = { timeoutMs: host.options.callTimeoutMs, signal };
   const lock = await takeLock(bases.lockDir, transferTimeoutMs(host.options), signal);
   try {
     for (const image of missing) {
@@ -273,11 +290,8 @@ export const RUN_ROOT_LINK_PREFIX = join(ENGINE_TMP_BASE, 'cw-run-');
  */
 export async function makeRunRootLink(dir: string, user?: FolderOwner): Promise<string> {
   const target = join(dir, 'store', 'run');
-  await mkdir(target, { recursive: true, mode: 0o700 });
-  if (user) {
-    await chown(join(dir, 'store'), user.uid, user.gid);
-    await chown(target, user.uid, user.gid);
-  }
+  // `dir` is the worker's: its store folder is made there, then handed over.
+  await handedDirs([join(dir, 'store'), target], user);
   const link = `${RUN_ROOT_LINK_PREFIX}${createHash('sha256').update(dir).digest('hex').slice(0, 16)}`;
   if ((await readlink(link).catch(() => undefined)) === target) return link;
   await rm(link, { force: true });
@@ -381,12 +395,13 @@ export async function removeBuildFolder(
   dir: string,
 ): Promise<void> {
   const store = join(dir, 'store');
-  if (engine?.info.rootless && existsSync(store)) {
+  if (engine?.info.rootless && existsSync(store) && process.getuid?.() !== 0) {
     // Not pointed at the store it removes.
     const cli = { ...engine.cli, globalArgs: undefined };
     await execEngineRaw(cli, unshareRemoveArgs(store), {
       timeoutMs: engine.options.callTimeoutMs,
     });
   }
-  await rm(dir, { recursive: true, force: true });
+  // The engine user's folders in it may be changing while they go (see owned-dirs.ts).
+  await removeTree(dir);
 }

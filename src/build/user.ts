@@ -84,9 +84,14 @@ export interface StoragePaths {
 
 const storageInfo = new Map<string, Promise<StoragePaths>>();
 
-/** Where the CLI's podman keeps its default store: asked once per user and binary. */
+/** Where the CLI's podman keeps its default store: asked once per user, home, binary and store flags. */
 export function storagePaths(cli: EngineCli, timeoutMs: number): Promise<StoragePaths> {
-  const key = `${cli.user?.uid ?? 'self'}\t${cli.path}`;
+  const key = [
+    cli.user?.uid ?? 'self',
+    cli.user?.env?.HOME,
+    cli.path,
+    ...(cli.globalArgs ?? []),
+  ].join('\t');
   let known = storageInfo.get(key);
   if (!known) {
     known = readStorage(cli, timeoutMs);
@@ -139,11 +144,15 @@ export async function handContext(dir: string, dest: string, user: BuildUser): P
   await chownTree(dest, user);
 }
 
+/**
+ * Innermost first: a folder is handed over only once everything in it has been, so the
+ * user never holds a folder that the worker still walks into (see owned-dirs.ts).
+ */
 async function chownTree(path: string, user: BuildUser): Promise<void> {
-  await lchown(path, user.uid, user.gid);
   for (const entry of await readdir(path, { withFileTypes: true })) {
     const child = join(path, entry.name);
     if (entry.isDirectory()) await chownTree(child, user);
     else await lchown(child, user.uid, user.gid);
   }
+  await lchown(path, user.uid, user.gid);
 }
