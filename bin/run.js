@@ -17,9 +17,9 @@ if (argv.length === 1 && (argv[0] === '--version' || argv[0] === 'version')) {
 
 async function run() {
   const { execute } = await import('@oclif/core/execute');
-  const { prepareArgv } = await import('../dist/src/cli/argv.js');
+  const { prepareArgv } = await import('../dist/bundle/src/cli/argv.js');
   const { booleanFlagNames, knownFlagNames, repeatableFlagNames } = await import(
-    '../dist/src/cli/flags.js'
+    '../dist/bundle/src/cli/flags.js'
   );
 
   // Command lines written for the original worker work unchanged: single-dash flags, no
