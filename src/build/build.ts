@@ -358,12 +358,18 @@ async function runBuild(
   let thrown = false;
   let remoteFile: string | undefined;
   try {
+    // Read while the context is the worker's: once handed to the build user, what is in
+    // it is that user's to change (a link to a file only root may read, a FIFO).
+    const bases = store ? await baseImages(dir) : [];
+    const text = confinement
+      ? await readFile(join(dir, basename(containerfile)), 'utf8').catch(() => '')
+      : '';
     let contextDir = dir;
     if (asUser) {
       await handContext(dir, asUser.contextDir, asUser.user);
       contextDir = asUser.contextDir;
     }
-    if (store) await syncBases(ctx, store.bases, await baseImages(contextDir), stopper.signal);
+    if (store) await syncBases(ctx, store.bases, bases, stopper.signal);
     let file = join(contextDir, basename(containerfile));
     if (engine.info.name === 'podman' && engine.info.engineHost) {
       // podman 4.3's service reads a --file inside the context relative to its own working
@@ -410,12 +416,7 @@ async function runBuild(
       result.exitCode === 0
         ? undefined
         : confinement
-          ? await hostHintOf(
-              result.outputTail,
-              engine.info.graphRoot,
-              diskLimit,
-              await readFile(file, 'utf8').catch(() => ''),
-            )
+          ? await hostHintOf(result.outputTail, engine.info.graphRoot, diskLimit, text)
           : hintFor(result.outputTail);
     // The participant reads this output: the worker's folders are not named in it.
     const places = [contextDir, dir, remoteFile];

@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { readableSize } from '../config/free-space.js';
@@ -10,6 +10,7 @@ import { execEngine, execEngineRaw } from '../engine/exec.js';
 import { measureTree, measureVolume } from '../engine/volume-usage.js';
 import { WorkerError } from '../errors.js';
 import { buildMarkOf } from './leftovers.js';
+import { readOwnedFile } from './owned-dirs.js';
 
 /** How often a confined build's layer is measured: a build writes at most this long past the limit. */
 export const BUILD_DISK_INTERVAL_MS = 2000;
@@ -269,7 +270,7 @@ async function readStored(
 ): Promise<ReturnType<typeof storedSchema>> {
   const all: ReturnType<typeof storedSchema> = [];
   for (const name of [`${kind}.json`, `volatile-${kind}.json`]) {
-    const text = await readFile(join(dir, name), 'utf8').catch(() => undefined);
+    const text = await readOwnedFile(join(dir, name));
     if (!text) continue;
     try {
       all.push(...storedSchema(text));
@@ -316,7 +317,10 @@ async function builtLayersBytes(
   const storage = storageOf(ctx);
   if (!storage) return undefined;
   const file = join(storage.graphRoot, `${storage.driver}-images`, 'images.json');
-  const images = JSON.parse(await readFile(file, 'utf8')) as { names?: unknown; layer?: unknown }[];
+  const images = JSON.parse((await readOwnedFile(file)) ?? '') as {
+    names?: unknown;
+    layer?: unknown;
+  }[];
   const top = images.find((i) => Array.isArray(i.names) && i.names.includes(image))?.layer;
   if (!isId(top)) return undefined;
   const stored = ownStore

@@ -1,4 +1,3 @@
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import {
@@ -9,6 +8,7 @@ import {
 } from '../engine/args.js';
 import type { EngineContext } from '../engine/context.js';
 import { execEngine } from '../engine/exec.js';
+import { readOwnedFile } from './owned-dirs.js';
 
 const builderSchema = z.object({ Args: z.record(z.string(), z.string()).nullish() });
 
@@ -70,7 +70,7 @@ export async function buildMarkOf(
   id: string,
 ): Promise<string | null | undefined> {
   const file = join(graphRoot, `${driver}-containers`, id, 'userdata', 'buildah.json');
-  const text = await readFile(file, 'utf8').catch(() => undefined);
+  const text = await readOwnedFile(file);
   if (!text) return undefined;
   try {
     return builderSchema.parse(JSON.parse(text)).Args?.[BUILD_MARK_ARG] ?? null;

@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { readdir, readFile } from 'node:fs/promises';
+import { lstat, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { procStatFields } from '../config/proc-stat.js';
@@ -44,9 +44,13 @@ export async function removeOrphanBuilds(ctx: EngineContext, owner: string): Pro
     const userCtx = await buildUserContext(ctx, user);
     containers.push(...(await removeBuildLeftovers(userCtx, prefix, 'prefix')));
   }
-  const folders = (await readdir(ENGINE_TMP_BASE).catch(() => [] as string[]))
-    .filter((name) => name.startsWith(`cw-build-tmp-${prefix}`))
-    .map((name) => join(ENGINE_TMP_BASE, name));
+  // /var/tmp is everyone's: only a folder the worker made (its own, by mkdtemp) is a
+  // dead build's; one another user made under that name is not looked into.
+  const folders = await ownFolders(
+    (await readdir(ENGINE_TMP_BASE).catch(() => [] as string[]))
+      .filter((name) => name.startsWith(`cw-build-tmp-${prefix}`))
+      .map((name) => join(ENGINE_TMP_BASE, name)),
+  );
   for (const dir of folders) {
     // The build's own store: its working containers first (they hold its layers mounted).
     const store = await storeOfFolder(ctx, dir, user).catch(() => undefined);
@@ -65,13 +69,33 @@ export async function removeOrphanBuilds(ctx: EngineContext, owner: string): Pro
   return { builds: [...builds], containers, folders };
 }
 
-/** The engine of the store a build made in its folder (see confine.ts), if it made one. */
+/** The folders that are real folders of the worker's own user, not links or another's. */
+async function ownFolders(paths: readonly string[]): Promise<string[]> {
+  const uid = process.getuid?.() ?? 0;
+  const own: string[] = [];
+  for (const path of paths) {
+    const info = await lstat(path).catch(() => undefined);
+    if (info?.isDirectory() && info.uid === uid) own.push(path);
+  }
+  return own;
+}
+
+/**
+ * The engine of the store a build made in its folder (see confine.ts), if it made one:
+ * only in a folder `user` of the worker's own, where the build user can have changed
+ * nothing but its store.
+ */
 async function storeOfFolder(
   ctx: EngineContext,
   dir: string,
   user: BuildUser | undefined,
 ): Promise<EngineContext | undefined> {
-  if (user && existsSync(join(dir, 'user', 'store', 'root'))) {
+  const userDir = join(dir, 'user');
+  if (
+    user &&
+    (await ownFolders([userDir])).length === 1 &&
+    existsSync(join(userDir, 'store', 'root'))
+  ) {
     const engine = await buildUserContext(ctx, user);
     const bases = await baseStoreFor(ctx, user);
     const link = await makeRunRootLink(join(dir, 'user'), user);

@@ -1,4 +1,5 @@
-import { lchown, lstat, mkdir } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { lchown, lstat, mkdir, open } from 'node:fs/promises';
 import { execa } from 'execa';
 import { WorkerError } from '../errors.js';
 
@@ -62,18 +63,19 @@ export async function handedDirs(
   dirs: readonly string[],
   owner: FolderOwner | undefined,
 ): Promise<void> {
+  // Outermost first: a folder there already is looked at before anything is made in it.
   for (const dir of dirs) {
     await mkdir(dir, { mode: 0o700 }).catch((error: NodeJS.ErrnoException) => {
       if (error.code !== 'EEXIST') throw error;
     });
-  }
-  for (const dir of [...dirs].reverse()) {
-    const info = await lstat(dir);
-    if (!info.isDirectory()) {
+    if (!(await lstat(dir)).isDirectory()) {
       throw new WorkerError('ENGINE_FAILED', `${dir} is not a folder: it is not used`, {
         retryable: true,
       });
     }
+  }
+  for (const dir of [...dirs].reverse()) {
+    const info = await lstat(dir);
     if (owner && (info.uid !== owner.uid || info.gid !== owner.gid)) {
       await lchown(dir, owner.uid, owner.gid);
     }
@@ -92,5 +94,35 @@ export async function removeTree(dir: string): Promise<void> {
     throw new WorkerError('INTERNAL', `could not remove ${dir}`, {
       detail: String(removed.stderr).slice(0, 2000),
     });
+  }
+}
+
+/** What a file that the engine user writes may hold, at most: a store's index, a pid. */
+const OWNED_FILE_BYTES = 64 * 1024 ** 2;
+
+/**
+ * Reads a file the engine user (or the build it ran) writes, as text, or undefined when it
+ * is not a plain file of at most `maxBytes`: never through a link, never blocked on a
+ * FIFO or a device, never endless (a link to /dev/zero).
+ */
+export async function readOwnedFile(
+  path: string,
+  maxBytes = OWNED_FILE_BYTES,
+): Promise<string | undefined> {
+  const handle = await open(
+    path,
+    constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK,
+  ).catch(() => undefined);
+  if (!handle) return undefined;
+  try {
+    const info = await handle.stat();
+    if (!info.isFile() || info.size > maxBytes) return undefined;
+    const buffer = Buffer.alloc(info.size);
+    const { bytesRead } = await handle.read(buffer, 0, info.size, 0);
+    return buffer.subarray(0, bytesRead).toString('utf8');
+  } catch {
+    return undefined;
+  } finally {
+    await handle.close();
   }
 }

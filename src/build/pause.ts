@@ -1,4 +1,5 @@
 import { readdir, readFile, readlink } from 'node:fs/promises';
+import { readOwnedFile } from './owned-dirs.js';
 
 /**
  * A rootless podman keeps its user namespace open with a pause process (`catatonit -P`)
@@ -13,7 +14,7 @@ import { readdir, readFile, readlink } from 'node:fs/promises';
 export async function reapIdlePauses(uid: number): Promise<number[]> {
   const recorded = new Set<number>();
   for (const dir of [`/run/user/${uid}`, `/tmp/podman-run-${uid}`]) {
-    const text = await readFile(`${dir}/libpod/tmp/pause.pid`, 'utf8').catch(() => '');
+    const text = (await readOwnedFile(`${dir}/libpod/tmp/pause.pid`, 64)) ?? '';
     if (/^\d+\s*$/.test(text)) recorded.add(Number(text));
   }
   const pauses: { pid: number; ns: string }[] = [];

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, readlink, rm, stat, symlink } from 'node:fs/promises';
+import { lstat, mkdir, readdir, readlink, rm, stat, symlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { type StateLock, waitForStateLock } from '../config/state-lock.js';
 import {
@@ -293,7 +293,11 @@ export async function makeRunRootLink(dir: string, user?: FolderOwner): Promise<
   // `dir` is the worker's: its store folder is made there, then handed over.
   await handedDirs([join(dir, 'store'), target], user);
   const link = `${RUN_ROOT_LINK_PREFIX}${createHash('sha256').update(dir).digest('hex').slice(0, 16)}`;
-  if ((await readlink(link).catch(() => undefined)) === target) return link;
+  // /var/tmp is everyone's: a link another user made there under this name, even one that
+  // points right, is that user's to repoint later.
+  const made = await lstat(link).catch(() => undefined);
+  const ours = made?.isSymbolicLink() && made.uid === (process.getuid?.() ?? 0);
+  if (ours && (await readlink(link).catch(() => undefined)) === target) return link;
   await rm(link, { force: true });
   await symlink(target, link);
   return link;

@@ -1,3 +1,5 @@
+import { execFileSync } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import {
   chmodSync,
   chownSync,
@@ -11,15 +13,21 @@ import {
   symlinkSync,
   writeFileSync,
 } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { handedDirs, removeTree } from '../../src/build/owned-dirs.js';
+import { handedDirs, readOwnedFile, removeTree } from '../../src/build/owned-dirs.js';
 import { baseStoreFor, ENGINE_TMP_BASE, makeRunRootLink } from '../../src/build/store.js';
 import { findBuildUser } from '../../src/build/user.js';
 import { createEngine } from '../../src/container-engine.js';
 import { unavailableUnlessRequired, VARIANTS } from '../support/engine-variants.js';
 
 const variant = VARIANTS['podman-rootful'];
+
+/** Runs a command as the build user: what a build escape can do. */
+function asUser(user: { uid: number; gid: number }, args: string[]): void {
+  execFileSync(args[0] as string, args.slice(1), { uid: user.uid, gid: user.gid, cwd: '/' });
+}
 const asRoot = process.getuid?.() === 0;
 
 /**
@@ -125,6 +133,43 @@ describe.skipIf(!asRoot || unavailableUnlessRequired(variant))(
       }
     });
 
+    it("a folder another user planted under a dead build's name is not looked into at start-up", async (t) => {
+      const user = await findBuildUser('auto');
+      if (!user) return t.skip();
+      const owner = randomUUID();
+      const target = victim('sweep-target');
+      mkdirSync(join(target, 'run'));
+      mkdirSync(join(target, 'root'));
+      // As the build user: /var/tmp/cw-build-tmp-<worker id>.x/user/store -> the victim.
+      const planted = join(ENGINE_TMP_BASE, `cw-build-tmp-${owner}.planted`);
+      asUser(user, ['mkdir', '-p', join(planted, 'user')]);
+      asUser(user, ['ln', '-s', target, join(planted, 'user', 'store')]);
+      try {
+        const engine = await createEngine({ ...variant.options, owner });
+        const swept = await engine.removeOrphanBuilds(owner);
+        expect(swept.folders).toEqual([]);
+        expect(statSync(join(target, 'run')).uid).toBe(0);
+        expect(statSync(join(target, 'root')).uid).toBe(0);
+      } finally {
+        rmSync(planted, { recursive: true, force: true });
+      }
+    });
+
+    it('a run-root link another user made, even pointing right, is made again as root', async (t) => {
+      const user = await findBuildUser('auto');
+      if (!user) return t.skip();
+      const build = join(dir, 'link-build');
+      mkdirSync(build, { mode: 0o711 });
+      const first = await makeRunRootLink(build, user);
+      rmSync(first);
+      asUser(user, ['ln', '-s', join(build, 'store', 'run'), first]);
+      expect(lstatSync(first).uid).toBe(user.uid);
+      const again = await makeRunRootLink(build, user);
+      expect(again).toBe(first);
+      expect(lstatSync(again).uid).toBe(0);
+      rmSync(again);
+    });
+
     it('removes a tree without following the links in it', async () => {
       const target = victim('rm-target');
       const tree = join(dir, 'tree');
@@ -137,3 +182,26 @@ describe.skipIf(!asRoot || unavailableUnlessRequired(variant))(
     });
   },
 );
+
+describe('a file the engine user writes, read by the worker', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'cw-owned-file-test-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('is read when it is a plain file within the bound', async () => {
+    writeFileSync(join(dir, 'plain.json'), '[]');
+    expect(await readOwnedFile(join(dir, 'plain.json'))).toBe('[]');
+    expect(await readOwnedFile(join(dir, 'plain.json'), 1)).toBeUndefined();
+    expect(await readOwnedFile(join(dir, 'missing.json'))).toBeUndefined();
+  });
+
+  it('never waits on a FIFO, nor reads through a link or from a device', async () => {
+    execFileSync('mkfifo', [join(dir, 'fifo.json')]);
+    symlinkSync(join(dir, 'plain.json'), join(dir, 'link.json'));
+    symlinkSync('/dev/zero', join(dir, 'zero.json'));
+    const started = Date.now();
+    for (const name of ['fifo.json', 'link.json', 'zero.json', '.']) {
+      expect(await readOwnedFile(join(dir, name))).toBeUndefined();
+    }
+    expect(Date.now() - started).toBeLessThan(5000);
+  });
+});
