@@ -1,3 +1,4 @@
+import { baseStoreSummary } from './build/base-summary.js';
 import { buildImage } from './build/build.js';
 import { removeOrphanBuilds } from './build/orphans.js';
 import { pingArgs } from './engine/args.js';
@@ -56,6 +57,7 @@ export function engineFor(info: EngineInfo, options: EngineOptions): Engine {
     removeByLabels: (labels) => removeByLabels(ctx, labels),
     removeOrphanBuilds: (owner) => removeOrphanBuilds(ctx, owner),
     listManaged: () => listManaged(ctx),
+    baseStore: () => baseStoreSummary(ctx),
     volumeMountpoint: (volume) => volumeMountpoint(ctx, volume),
     measureVolume: (mountpoint, options) => measureVolume(ctx, mountpoint, options),
     ping: async () => {

@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
@@ -5,6 +6,8 @@ import { lockStateDir } from '../config/state-lock.js';
 import { allImageIdsArgs, removeImageArgs } from '../engine/args.js';
 import type { EngineContext } from '../engine/context.js';
 import { execEngine, execEngineRaw } from '../engine/exec.js';
+import type { BaseStoreSummary } from '../engine/types.js';
+import { measureTree } from '../engine/volume-usage.js';
 import type { BaseStore } from './store.js';
 
 /** How often the base store is compared with the host's, at most (any worker of the host). */
@@ -96,3 +99,29 @@ export async function pruneBases(
 }
 
 const isId = (line: string) => /^(sha256:)?[0-9a-f]{64}$/.test(line);
+
+/** What the base store holds, looked at without changing it. */
+export async function summarizeBases(
+  host: EngineContext,
+  bases: BaseStore,
+): Promise<BaseStoreSummary> {
+  const root = bases.spec.root;
+  if (!existsSync(root)) return { root, exists: false, images: 0, missing: 0, bytes: 0 };
+  const call = { timeoutMs: host.options.callTimeoutMs };
+  const ids = async (ctx: EngineContext) =>
+    new Set(
+      (await execEngine(ctx.cli, allImageIdsArgs(), call))
+        .split('\n')
+        .map((line) => line.trim())
+        .filter(isId),
+    );
+  const [held, onHost] = await Promise.all([ids(bases.owner), ids(host)]);
+  const usage = await measureTree(root, { maxEntries: 2_000_000 });
+  return {
+    root,
+    exists: true,
+    images: held.size,
+    missing: [...held].filter((id) => !onHost.has(id)).length,
+    bytes: usage.bytes,
+  };
+}

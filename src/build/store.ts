@@ -70,9 +70,14 @@ export interface BaseStore {
 
 /**
  * The base store of the build user (beside its default store, in its own namespace's ids)
- * or, without one, of the host's podman (beside the host's store).
+ * or, without one, of the host's podman (beside the host's store); its folders made unless
+ * `make` is false (doctor only looks).
  */
-export async function baseStoreFor(ctx: EngineContext, user?: BuildUser): Promise<BaseStore> {
+export async function baseStoreFor(
+  ctx: EngineContext,
+  user?: BuildUser,
+  { make = true }: { make?: boolean } = {},
+): Promise<BaseStore> {
   const owner = user ?? (await rootlessOwner(ctx));
   const cli = user ? buildUserCli(ctx.cli, user) : ctx.cli;
   const paths = await storagePaths(cli, ctx.options.callTimeoutMs);
@@ -91,9 +96,10 @@ export async function baseStoreFor(ctx: EngineContext, user?: BuildUser): Promis
         `bases-${createHash('sha256').update(spec.root).digest('hex').slice(0, 16)}.lock`,
       )
     : `${spec.root}.lock`;
-  if (owner) await mkdirAs(owner, [spec.root, tmp]);
-  else for (const dir of [spec.root, tmp]) await mkdir(dir, { recursive: true, mode: 0o700 });
-  await mkdir(lockDir, { recursive: true, mode: 0o700 });
+  if (make && owner) await mkdirAs(owner, [spec.root, tmp]);
+  else if (make)
+    for (const dir of [spec.root, tmp]) await mkdir(dir, { recursive: true, mode: 0o700 });
+  if (make) await mkdir(lockDir, { recursive: true, mode: 0o700 });
   return {
     spec,
     owner: {

@@ -6,6 +6,7 @@ import type { OrchestratorClient, StorageClient } from '../clients/types.js';
 import { createEngine, engineFor } from '../container-engine.js';
 import type { Engine, EngineOptions, RunLimits } from '../engine/types.js';
 import { usernsFor } from '../engine/userns-pool.js';
+import { baseStoreCheck } from './base-store.js';
 import { buildNamespaceCheck } from './build-user.js';
 import { builderCheck } from './builder.js';
 import { type Check, fail, pass } from './check.js';
@@ -82,19 +83,21 @@ async function engineChecks(engine: Engine, options: DoctorOptions): Promise<Che
     maxContextBytes: undefined,
   });
   const userns = await usernsFor(options.containerUserns ?? 'auto', engine);
-  const [probe, namespace, cache, bound, orphans, buildUserImages] = await Promise.all([
+  const [probe, namespace, cache, bound, orphans, buildUserImages, bases] = await Promise.all([
     probeEngine(unbounded, { limits: options.limits, busyboxPath: options.busyboxPath, userns }),
     buildNamespaceCheck(unbounded, options.engine, options.busyboxPath),
     options.imageCache ? imageCacheCheck(engine, options.imageCache) : undefined,
     options.disk ? diskBoundCheck(engine.info, options.disk.tmpDir, options.disk.bound) : undefined,
     orphansCheck(engine, options.isLive ?? liveWorker),
     buildUserImagesCheck(engine, options.engine),
+    baseStoreCheck(engine),
   ]);
   return [
     ...probe,
     builderCheck(engine.info, options.engine.workflowBuildPolicy),
     namespace,
     buildUserImages,
+    bases,
     ...(cache ? [cache] : []),
     ...(bound ? [bound] : []),
     orphans,

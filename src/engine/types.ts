@@ -368,6 +368,8 @@ export interface Engine {
   removeOrphanBuilds(owner: string): Promise<OrphanBuilds>;
   /** Every container and volume of any compute-worker on this engine, with its worker id. */
   listManaged(): Promise<ManagedObjects>;
+  /** What the base store of untrusted builds holds; undefined where builds have none. */
+  baseStore(): Promise<BaseStoreSummary | undefined>;
   /** The host folder of a volume's files, or undefined when the engine gives none. */
   volumeMountpoint(volume: string): Promise<string | undefined>;
   /** Allocated bytes under a volume's host folder; throws when it cannot be read. */
@@ -406,4 +408,16 @@ export interface ManagedObject {
 export interface ManagedObjects {
   containers: ManagedObject[];
   volumes: ManagedObject[];
+}
+
+/** The base store of untrusted builds (see src/build/base-prune.ts). */
+export interface BaseStoreSummary {
+  root: string;
+  /** Whether a build ever made it. */
+  exists: boolean;
+  images: number;
+  /** Copies of images the host no longer has: the next untrusted build removes them after the grace. */
+  missing: number;
+  /** On disk, the blocks its files take. */
+  bytes: number;
 }
