@@ -69,14 +69,7 @@ export async function pruneBases(
     const record = await readRecord(bases);
     if (now - record.checkedMs < BASE_PRUNE_INTERVAL_MS) return [];
     const call = { timeoutMs: host.options.callTimeoutMs, signal: options.signal };
-    const ids = async (ctx: EngineContext) =>
-      new Set(
-        (await execEngine(ctx.cli, allImageIdsArgs(), call))
-          .split('\n')
-          .map((line) => line.trim())
-          .filter(isId),
-      );
-    const [held, onHost] = await Promise.all([ids(bases.owner), ids(host)]);
+    const [held, onHost] = await Promise.all([imageIds(bases.owner, call), imageIds(host, call)]);
     const missing: PruneRecord['missing'] = {};
     const removed: string[] = [];
     for (const id of held) {
@@ -100,6 +93,20 @@ export async function pruneBases(
 
 const isId = (line: string) => /^(sha256:)?[0-9a-f]{64}$/.test(line);
 
+/** The IDs of every image of a store. */
+async function imageIds(
+  ctx: EngineContext,
+  call: { timeoutMs: number; signal?: AbortSignal },
+): Promise<Set<string>> {
+  const listed = await execEngine(ctx.cli, allImageIdsArgs(), call);
+  return new Set(
+    listed
+      .split('\n')
+      .map((line) => line.trim())
+      .filter(isId),
+  );
+}
+
 /** What the base store holds, looked at without changing it. */
 export async function summarizeBases(
   host: EngineContext,
@@ -108,14 +115,7 @@ export async function summarizeBases(
   const root = bases.spec.root;
   if (!existsSync(root)) return { root, exists: false, images: 0, missing: 0, bytes: 0 };
   const call = { timeoutMs: host.options.callTimeoutMs };
-  const ids = async (ctx: EngineContext) =>
-    new Set(
-      (await execEngine(ctx.cli, allImageIdsArgs(), call))
-        .split('\n')
-        .map((line) => line.trim())
-        .filter(isId),
-    );
-  const [held, onHost] = await Promise.all([ids(bases.owner), ids(host)]);
+  const [held, onHost] = await Promise.all([imageIds(bases.owner, call), imageIds(host, call)]);
   const usage = await measureTree(root, { maxEntries: 2_000_000 });
   return {
     root,
