@@ -18,6 +18,7 @@ import { imageExists } from '../engine/images.js';
 import type { BuildRequest, BuildResult } from '../engine/types.js';
 import { WorkerError } from '../errors.js';
 import { baseImages } from './base-images.js';
+import { pruneBases } from './base-prune.js';
 import { hostHintOf } from './blame.js';
 import { buildOom, confineBuild } from './confine.js';
 import { buildDiskLimitError, checkBuiltImageSize, watchBuildDisk } from './disk.js';
@@ -357,6 +358,7 @@ async function runBuild(
   let failed = true;
   let thrown = false;
   let remoteFile: string | undefined;
+  let pruning: Promise<unknown> | undefined;
   try {
     // Read while the context is the worker's: once handed to the build user, what is in
     // it is that user's to change (a link to a file only root may read, a FIFO).
@@ -369,7 +371,12 @@ async function runBuild(
       await handContext(dir, asUser.contextDir, asUser.user);
       contextDir = asUser.contextDir;
     }
-    if (store) await syncBases(ctx, store.bases, bases, stopper.signal);
+    if (store) {
+      await syncBases(ctx, store.bases, bases, stopper.signal);
+      // While it builds, copies of bases the host dropped go (never the build's failure):
+      // never one the host has, so never one of this build's.
+      pruning = pruneBases(ctx, store.bases).catch(() => []);
+    }
     let file = join(contextDir, basename(containerfile));
     if (engine.info.name === 'podman' && engine.info.engineHost) {
       // podman 4.3's service reads a --file inside the context relative to its own working
@@ -434,6 +441,7 @@ async function runBuild(
     stopper.signal.removeEventListener('abort', onStop);
     if (remoteFile) await rm(remoteFile, { force: true });
     await watch?.stop();
+    await pruning;
     request.signal?.removeEventListener('abort', onCancel);
     // The build's own error says what went wrong; a clean-up that also failed must not hide it.
     await confinement?.release(ctx, failed).catch((error: unknown) => {

@@ -17,7 +17,6 @@ import { capDetail, engineFailure, execEngineRaw } from '../engine/exec.js';
 import { LABEL_BUILT_BY } from '../engine/labels.js';
 import { WorkerError } from '../errors.js';
 import { copyImage } from './base-images.js';
-import { pruneBases } from './base-prune.js';
 import { type FolderOwner, handedDirs, mkdirAs, removeTree } from './owned-dirs.js';
 import { hasTransport } from './policy.js';
 import { type BuildUser, buildUserCli, storagePaths } from './user.js';
@@ -108,6 +107,7 @@ export async function baseStoreFor(
         ...ctx.info,
         rootless: paths.rootless,
         graphRoot: spec.root,
+        runRoot: spec.runRoot,
         storageDriver: spec.driver,
       },
       options: ctx.options,
@@ -134,8 +134,6 @@ export async function syncBases(
     if (!(await holds(bases, image, hostId, signal))) missing.push(image);
   }
   if (missing.length > 0) await copyMissing(host, bases, missing, signal);
-  // What the host no longer has goes from here too: never the build's failure.
-  await pruneBases(host, bases, { signal }).catch(() => undefined);
 }
 
 async function copyMissing(
@@ -345,6 +343,7 @@ export function buildStoreIn(
     info: {
       ...ctx.info,
       graphRoot: spec.root,
+      runRoot: spec.runRoot,
       storageDriver: spec.driver,
       imageStores: spec.imageStores,
     },
@@ -367,7 +366,12 @@ export async function moveBuiltImage(
   signal?: AbortSignal,
 ): Promise<void> {
   const call = { timeoutMs: host.options.callTimeoutMs, signal };
-  const paths = await storagePaths(host.cli, host.options.callTimeoutMs);
+  // The host's store as the engine's detection saw it (no call), else asked.
+  const { graphRoot, runRoot, storageDriver } = host.info;
+  const paths =
+    graphRoot && runRoot && !host.cli.globalArgs?.length
+      ? { graphRoot, runRoot, driver: storageDriver }
+      : await storagePaths(host.cli, host.options.callTimeoutMs);
   const to: StoreSpec = { root: paths.graphRoot, runRoot: paths.runRoot, driver: paths.driver };
   const timeoutMs = transferTimeoutMs(host.options);
   const lockDir = join(dirname(paths.graphRoot), MOVES_LOCK);

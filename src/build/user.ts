@@ -110,11 +110,12 @@ export async function buildUserContext(
   user: BuildUser,
 ): Promise<EngineContext> {
   const cli = buildUserCli(ctx.cli, user);
-  const { rootless, graphRoot, driver } = await storagePaths(cli, ctx.options.callTimeoutMs);
+  const paths = await storagePaths(cli, ctx.options.callTimeoutMs);
+  const { rootless, graphRoot, runRoot, driver } = paths;
   if (!rootless) throw new WorkerError('ENGINE_FAILED', "The build user's podman is not rootless");
   return {
     cli,
-    info: { ...ctx.info, rootless: true, graphRoot, storageDriver: driver },
+    info: { ...ctx.info, rootless: true, graphRoot, runRoot, storageDriver: driver },
     options: ctx.options,
   };
 }

@@ -17,7 +17,11 @@ const podmanInfoSchema = z.object({
     buildahVersion: z.string().optional(),
     serviceIsRemote: z.boolean().optional(),
   }),
-  store: z.object({ graphDriverName: z.string(), graphRoot: z.string().optional() }),
+  store: z.object({
+    graphDriverName: z.string(),
+    graphRoot: z.string().optional(),
+    runRoot: z.string().optional(),
+  }),
   version: z.object({ Version: z.string() }),
 });
 
@@ -196,6 +200,7 @@ async function podmanInfo(
     ...(info.host.buildahVersion ? { buildahVersion: info.host.buildahVersion } : {}),
     gpuDevices: 'cdi',
     ...(info.store.graphRoot ? { graphRoot: info.store.graphRoot } : {}),
+    ...(info.store.runRoot ? { runRoot: info.store.runRoot } : {}),
     ...(info.host.cgroupManager ? { cgroupManager: info.host.cgroupManager } : {}),
     serviceIsRemote: info.host.serviceIsRemote === true,
   };

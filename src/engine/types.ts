@@ -79,6 +79,8 @@ export interface EngineInfo {
   gpuDevices?: 'cdi' | 'nvidia-hook';
   /** Where the engine keeps images and volumes on the host (podman GraphRoot, docker DockerRootDir). */
   graphRoot?: string;
+  /** podman's run root (`podman info`: store.runRoot), where its locks and mounts are. */
+  runRoot?: string;
   /** Read-only stores the engine also sees (a build's own store sees the base store). */
   imageStores?: readonly string[];
   /** podman's cgroup manager, "cgroupfs" or "systemd" (a systemd one takes only slices as parents). */
