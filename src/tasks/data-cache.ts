@@ -40,12 +40,21 @@ export interface CachedSet {
   reused: boolean;
 }
 
-/** The key of a set: every part of what the volume holds, and nothing of the task. */
-export function dataSetKey(set: DataSet, owner: { uid: number; gid: number }): string {
+/**
+ * The key of a set: every part of what the volume holds, and nothing of the task. The
+ * storage it came from is part of it: a uuid (and an ETag) means something on one storage
+ * only, and workers of one host may serve different platforms.
+ */
+export function dataSetKey(
+  set: DataSet,
+  owner: { uid: number; gid: number },
+  storage: string,
+): string {
   const text = JSON.stringify({
     uuids: set.uuids,
     owner: `${owner.uid}:${owner.gid}`,
     dirs: set.dirs,
+    storage,
   });
   return createHash('sha256').update(text).digest('hex');
 }
@@ -87,7 +96,7 @@ export async function cachedDataSet(
   const bytes = (sizes as number[]).reduce((a, b) => a + b, 0);
   if (bytes > cache.maxBytes) return undefined;
   const owner = containerOwner(env.limits.user);
-  const key = dataSetKey(set, owner);
+  const key = dataSetKey(set, owner, env.storage.description);
   const holder = { workerId: env.workerId, runId: scope.runId };
   // A second task needing the same new set waits here, then finds it staged.
   const staging = await lockStaging(cache.dir, key, run.signal);
@@ -124,14 +133,24 @@ async function chooseVolume(
 ): Promise<Choice> {
   const entries = await readEntries(cache.dir);
   const ofKey = entries.filter((e) => e.key === want.key && e.complete && !e.superseded);
-  const match = ofKey.find((e) => stillInStorage(e, want.now));
+  // A volume the engine lost (a `podman volume prune`, a reset) is staged again: mounted
+  // by name, it would be made anew, empty.
+  const present = new Set(
+    (await env.engine.listVolumes(cacheDirLabel(cache.dir))).map((volume) => volume.name),
+  );
+  for (const lost of ofKey.filter((e) => !present.has(e.volume))) {
+    await dropEntry(env, cache, lost.volume);
+  }
+  const match = ofKey.find((e) => present.has(e.volume) && stillInStorage(e, want.now));
   if (match) {
     const release = await takeLease(cache.dir, match.volume, want.holder);
     await writeEntry(cache.dir, { ...match, lastUsedMs: Date.now() });
     return { kind: 'reuse', volume: match.volume, release };
   }
   // Storage holds other bytes now: the old volume goes once no task mounts it.
-  for (const old of ofKey) await writeEntry(cache.dir, { ...old, superseded: true });
+  for (const old of ofKey.filter((e) => present.has(e.volume))) {
+    await writeEntry(cache.dir, { ...old, superseded: true });
+  }
   await sweepLocked(env, cache);
   if (!(await makeRoom(env, cache, want.bytes))) return { kind: 'none' };
   const entry: DataCacheEntry = {
@@ -158,13 +177,16 @@ function stillInStorage(entry: DataCacheEntry, now: BlobValidators[]): boolean {
   );
 }
 
-/** Stages the new entry's volume; complete only once every file is in. A failure leaves nothing. */
+/**
+ * Stages the new entry's volume; complete only once every file is in. A failure leaves
+ * nothing; so does a set larger than announced, which is not cached (undefined).
+ */
 async function stageEntry(
   env: TaskEnv,
   run: TaskRun,
   scope: TaskScope,
   entry: DataCacheEntry,
-): Promise<CachedSet> {
+): Promise<CachedSet | undefined> {
   const cache = env.dataCache as DataCacheSettings;
   const files = entry.uuids.map((uuid) => ({ kind: 'data' as const, uuid, name: uuid }));
   try {
@@ -177,6 +199,12 @@ async function stageEntry(
       dirs: [...entry.dirs],
       digests: true,
     });
+    // Storage sent more than it announced (the blob changed between the two requests):
+    // the room was made for less. The set is not kept; the task stages its own copy.
+    if (staged.bytes > entry.bytes) {
+      await withIndexLock(cache.dir, () => dropEntry(env, cache, entry.volume));
+      return undefined;
+    }
     await withIndexLock(cache.dir, () =>
       writeEntry(cache.dir, {
         ...entry,
@@ -228,10 +256,13 @@ async function sweepLocked(env: TaskEnv, cache: DataCacheSettings): Promise<stri
   await removeUnreadable(cache.dir);
   const entries = await readEntries(cache.dir);
   const removed: string[] = [];
+  const present = new Set(volumes.map((volume) => volume.name));
   for (const entry of entries) {
     const dead = !entry.complete && !(await stagingNow(cache.dir, entry.key));
     const unused = entry.superseded && !(await leased(cache.dir, entry.volume));
-    if (!dead && !unused) continue;
+    // Complete, and its volume gone from the engine: nothing to mount any more.
+    const lost = entry.complete && !present.has(entry.volume);
+    if (!dead && !unused && !lost) continue;
     await dropEntry(env, cache, entry.volume);
     removed.push(entry.volume);
   }

@@ -54,15 +54,18 @@ describe('blob validators', () => {
 
 describe('cached data sets', () => {
   const owner = { uid: 1000, gid: 1000 };
-  it('keys a set by its uuids in order, the owner and the folders', () => {
-    const key = dataSetKey({ uuids: ['a', 'b'], dirs: ['pred'] }, owner);
+  it('keys a set by its uuids in order, the owner, the folders and the storage', () => {
+    const from = 'storage http://10.0.0.5:8000';
+    const key = dataSetKey({ uuids: ['a', 'b'], dirs: ['pred'] }, owner, from);
     expect(key).toMatch(/^[0-9a-f]{64}$/);
-    expect(dataSetKey({ uuids: ['a', 'b'], dirs: ['pred'] }, owner)).toBe(key);
-    expect(dataSetKey({ uuids: ['b', 'a'], dirs: ['pred'] }, owner)).not.toBe(key);
-    expect(dataSetKey({ uuids: ['a', 'b'], dirs: [] }, owner)).not.toBe(key);
-    expect(dataSetKey({ uuids: ['a', 'b'], dirs: ['pred'] }, { uid: 1001, gid: 1000 })).not.toBe(
-      key,
-    );
+    expect(dataSetKey({ uuids: ['a', 'b'], dirs: ['pred'] }, owner, from)).toBe(key);
+    expect(dataSetKey({ uuids: ['b', 'a'], dirs: ['pred'] }, owner, from)).not.toBe(key);
+    expect(dataSetKey({ uuids: ['a', 'b'], dirs: [] }, owner, from)).not.toBe(key);
+    const other = { uid: 1001, gid: 1000 };
+    expect(dataSetKey({ uuids: ['a', 'b'], dirs: ['pred'] }, other, from)).not.toBe(key);
+    // The same uuid on another platform's storage is another set.
+    const elsewhere = 'storage http://10.0.0.6:8000';
+    expect(dataSetKey({ uuids: ['a', 'b'], dirs: ['pred'] }, owner, elsewhere)).not.toBe(key);
     expect(cacheVolumeName(key)).toMatch(new RegExp(`^cw-data-${key.slice(0, 24)}[0-9a-f]{8}$`));
   });
 
