@@ -28,8 +28,7 @@ import { usernsFor } from '../engine/userns-pool.js';
 import { WorkerError } from '../errors.js';
 import { discoverGpus } from '../gpu/discover.js';
 import { checkCapacity, GpuPool, parseGpuSelection, selectPool } from '../gpu/pool.js';
-import type { TaskEnv } from '../tasks/context.js';
-import type { TaskGpus } from '../tasks/gpus.js';
+import type { TaskEnv, TaskGpus } from '../tasks/context.js';
 import type { taskFlags } from './flags.js';
 
 /** The parsed values of `taskFlags`: their types come from the definitions in flags.ts. */

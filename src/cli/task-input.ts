@@ -1,8 +1,8 @@
 import { readFile } from 'node:fs/promises';
 import { text } from 'node:stream/consumers';
 import { WorkerError } from '../errors.js';
+import { parseTask } from '../schemas.js';
 import type { ParsedTask } from '../tasks/run-task.js';
-import { parseTask } from '../tasks/schemas.js';
 
 /** Reads a task JSON from a file, or from standard input when the name is "-", and validates it. */
 export async function readTaskFile(file: string, type?: 'learn' | 'predict'): Promise<ParsedTask> {

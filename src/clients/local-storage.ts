@@ -5,7 +5,7 @@ import { join, resolve } from 'node:path';
 import { type Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { isAbortError, WorkerError } from '../errors.js';
-import type { ModelMetadata } from '../tasks/schemas.js';
+import type { ModelMetadata } from '../schemas.js';
 import { parseModelMetadata } from './storage.js';
 import type { Blob, StorageClient, StorageKind } from './types.js';
 

@@ -1,5 +1,5 @@
 import { WorkerError } from '../errors.js';
-import { NIL_UUID } from '../tasks/schemas.js';
+import { NIL_UUID } from '../schemas.js';
 import {
   answerWords,
   type CredentialAnswers,

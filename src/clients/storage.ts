@@ -3,12 +3,7 @@ import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { Readable, Transform } from 'node:stream';
 import { toWorkerError, WorkerError } from '../errors.js';
-import {
-  describeIssues,
-  type ModelMetadata,
-  ModelMetadataSchema,
-  NIL_UUID,
-} from '../tasks/schemas.js';
+import { describeIssues, type ModelMetadata, ModelMetadataSchema, NIL_UUID } from '../schemas.js';
 import { type BlobValidators, validatorsFrom } from './blob-validators.js';
 import {
   type CredentialAnswers,

@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import type { ModelMetadata } from '../tasks/schemas.js';
+import type { ModelMetadata } from '../schemas.js';
 import type { BlobValidators } from './blob-validators.js';
 import type { CredentialAnswers } from './http.js';
 

@@ -3,7 +3,7 @@ import type { ImageCache } from '../engine/image-cache.js';
 import type { Engine, RunLimits } from '../engine/types.js';
 import type { UsernsPool } from '../engine/userns-pool.js';
 import type { Gpu } from '../gpu/discover.js';
-import type { TaskGpus } from './gpus.js';
+import type { GpuPool } from '../gpu/pool.js';
 
 export type TaskKind = 'learn' | 'predict';
 
@@ -108,4 +108,13 @@ export interface StepTiming {
   step: StepName;
   ms: number;
   note?: string;
+}
+
+/** The worker's GPUs: the pool it hands out, and how many each task of a kind gets. */
+export interface TaskGpus {
+  pool: GpuPool;
+  learn: number;
+  predict: number;
+  /** CDI kind of the devices (nvidia.com/gpu). */
+  cdiKind: string;
 }

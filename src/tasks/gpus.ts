@@ -1,16 +1,7 @@
 import type { GpuDevices } from '../engine/types.js';
 import type { Gpu } from '../gpu/discover.js';
-import type { GpuLease, GpuPool } from '../gpu/pool.js';
+import type { GpuLease } from '../gpu/pool.js';
 import type { TaskEnv, TaskKind, TaskRun } from './context.js';
-
-/** The worker's GPUs: the pool it hands out, and how many each task of a kind gets. */
-export interface TaskGpus {
-  pool: GpuPool;
-  learn: number;
-  predict: number;
-  /** CDI kind of the devices (nvidia.com/gpu). */
-  cdiKind: string;
-}
 
 const NONE: GpuLease = { gpus: [], release: () => {} };
 

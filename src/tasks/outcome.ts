@@ -1,5 +1,5 @@
 import { type ErrorCode, WorkerError } from '../errors.js';
-import type { TaskReport } from './run-task.js';
+import type { TaskReport } from './task-report.js';
 
 /**
  * Decides how a task ends, for the daemon and for `task exec` alike. Only the task's own

@@ -1,37 +1,22 @@
-import type { FailedReport, StepUsage } from '../clients/types.js';
+import type { FailedReport } from '../clients/types.js';
 import { toWorkerError, WorkerError } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { StepName, StepTiming, TaskEnv, TaskKind, TaskRun } from './context.js';
+import type { LearnTask, PredictTask } from '../schemas.js';
+import type { TaskEnv, TaskRun } from './context.js';
 import { gpuNames } from './gpus.js';
 import { runLearn } from './learn.js';
 import type { Fault } from './outcome.js';
 import { runPredict } from './predict.js';
 import { failedReport } from './report-body.js';
-import type { LearnTask, Performance, PredictTask } from './schemas.js';
 import { withTaskScope } from './scope.js';
 import { StepRecorder } from './steps.js';
+import type { TaskReport } from './task-report.js';
+
+export type { TaskReport } from './task-report.js';
 
 export type ParsedTask =
   | { type: 'learn'; task: LearnTask }
   | { type: 'predict'; task: PredictTask };
-
-/** How one execution of one task ended. Never thrown: a failure is a value too. */
-export interface TaskReport {
-  status: 'done' | 'failed';
-  kind: TaskKind;
-  uuid: string;
-  steps: StepTiming[];
-  performance?: Performance;
-  modelUuid?: string;
-  predictionUuid?: string;
-  /** The GPUs the submission was given, as index:UUID. */
-  gpus?: string[];
-  /** The step that was running when the task failed. */
-  failedStep?: StepName;
-  error?: WorkerError;
-  /** What each container step that ran cost (SPEC.md section 7's usage.steps). */
-  usage?: Partial<Record<StepName, StepUsage>>;
-}
 
 /** Runs a learn or predict task to its end, removing everything it created. */
 export async function executeTask(

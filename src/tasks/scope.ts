@@ -1,14 +1,18 @@
 import { randomUUID } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { LABEL_RUN } from '../engine/labels.js';
+import { LABEL_RUN, LABEL_TASK, LABEL_WORKER } from '../engine/labels.js';
 import type { SizedDisk } from '../engine/sized-disk.js';
 import { releaseSizedDisks } from '../engine/sized-disk-release.js';
 import type { IdMaps } from '../engine/types.js';
 import type { HeldIdMap, UsernsPool } from '../engine/userns-pool.js';
 import type { Logger } from '../log.js';
 import type { TaskEnv } from './context.js';
-import { taskLabels } from './volumes.js';
+
+/** Labels of everything one execution of one task creates: cleanup removes by them. */
+export function taskLabels(env: TaskEnv, taskUuid: string, runId: string): Record<string, string> {
+  return { [LABEL_WORKER]: env.workerId, [LABEL_TASK]: taskUuid, [LABEL_RUN]: runId };
+}
 
 /** What one execution of one task owns: its labels (for the engine) and a private folder. */
 export interface TaskScope {

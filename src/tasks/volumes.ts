@@ -1,4 +1,4 @@
-import { LABEL_RUN, LABEL_TASK, LABEL_VOLUME_ROLE, LABEL_WORKER } from '../engine/labels.js';
+import { LABEL_VOLUME_ROLE } from '../engine/labels.js';
 import {
   bindVolume,
   createSizedDisk,
@@ -10,11 +10,6 @@ import {
 import type { Engine } from '../engine/types.js';
 import type { StepName, TaskEnv } from './context.js';
 import type { TaskScope } from './scope.js';
-
-/** Labels of everything one execution of one task creates: cleanup removes by them. */
-export function taskLabels(env: TaskEnv, taskUuid: string, runId: string): Record<string, string> {
-  return { [LABEL_WORKER]: env.workerId, [LABEL_TASK]: taskUuid, [LABEL_RUN]: runId };
-}
 
 /**
  * Creates one fresh volume per role, all at once; names are the engine's, never derived

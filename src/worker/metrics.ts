@@ -4,7 +4,24 @@ import { freeBytes } from '../config/free-space.js';
 import { workerVersion } from '../config/worker-version.js';
 import type { DataSetSource, StepName, TaskEnv, TaskEvent, TaskKind } from '../tasks/context.js';
 import type { TaskReport } from '../tasks/run-task.js';
-import { MESSAGE_OUTCOMES, type MessageOutcome } from './task-runner.js';
+
+/**
+ * How a message ended, for the worker's counters and the tests' assertions. `outage`: handed
+ * back unrun or unfinished because storage or the orchestrator is down.
+ */
+export const MESSAGE_OUTCOMES = [
+  'done',
+  'failed',
+  'requeued',
+  'taken-elsewhere',
+  'invalid',
+  'cancelled',
+  'lease-lost',
+  'low-disk',
+  'outage',
+] as const;
+
+export type MessageOutcome = (typeof MESSAGE_OUTCOMES)[number];
 
 /** Why a message went back to NSQ. */
 export type RequeueReason =

@@ -1,5 +1,6 @@
 import { toWorkerError, WorkerError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { parseTask, readableTaskUuid, taskKindOf } from '../schemas.js';
 import type { TaskEnv, TaskKind } from '../tasks/context.js';
 import { acquireTaskGpus, gpuNames } from '../tasks/gpus.js';
 import { decideOutcome, type RetryPolicy } from '../tasks/outcome.js';
@@ -10,11 +11,10 @@ import {
   type ParsedTask,
   type TaskReport,
 } from '../tasks/run-task.js';
-import { parseTask, readableTaskUuid, taskKindOf } from '../tasks/schemas.js';
 import { trimImages } from '../tasks/scope.js';
 import { type DiskGate, LOW_DISK_DELAY_MS } from './disk-gate.js';
 import type { Journal } from './journal.js';
-import type { WorkerRecorder } from './metrics.js';
+import type { MessageOutcome, WorkerRecorder } from './metrics.js';
 import type { Lease } from './nsq-reader.js';
 import type { ServiceGate } from './service-gate.js';
 import { TaskLogWriter } from './task-logs.js';
@@ -41,23 +41,7 @@ const OUTAGE_DELAY_MS = 5_000;
 /** Runs of this worker that ended while running one task before it stops trying it. */
 export const GIVE_UP_AFTER_INTERRUPTIONS = 3;
 
-/**
- * How a message ended, for the worker's counters and the tests' assertions. `outage`: handed
- * back unrun or unfinished because storage or the orchestrator is down.
- */
-export const MESSAGE_OUTCOMES = [
-  'done',
-  'failed',
-  'requeued',
-  'taken-elsewhere',
-  'invalid',
-  'cancelled',
-  'lease-lost',
-  'low-disk',
-  'outage',
-] as const;
-
-export type MessageOutcome = (typeof MESSAGE_OUTCOMES)[number];
+export { MESSAGE_OUTCOMES, type MessageOutcome } from './metrics.js';
 
 /**
  * Runs the task of one NSQ message from claim to FIN or REQ. The message stays in flight

@@ -6,7 +6,7 @@ import {
   PerformanceSchema,
   parseTask,
   readableTaskUuid,
-} from '../../src/tasks/schemas.js';
+} from '../../src/schemas.js';
 
 const id = (n: number) => `4b6f7c8e-1d2a-4c3b-8e4f-${String(n).padStart(12, '0')}`;
 

@@ -15,6 +15,7 @@ import { DEFAULT_LIMITS } from '../../src/engine/limits.js';
 import type { EngineOptions } from '../../src/engine/types.js';
 import { usernsFor } from '../../src/engine/userns-pool.js';
 import { createLogger } from '../../src/log.js';
+import { parseTask } from '../../src/schemas.js';
 import type { TaskEnv, TaskEvent } from '../../src/tasks/context.js';
 import { decideOutcome, ONE_SHOT } from '../../src/tasks/outcome.js';
 import {
@@ -23,7 +24,6 @@ import {
   reportFailure,
   type TaskReport,
 } from '../../src/tasks/run-task.js';
-import { parseTask } from '../../src/tasks/schemas.js';
 import { trimImages } from '../../src/tasks/scope.js';
 import { busyboxContext } from './busybox-context.js';
 import { VARIANTS } from './engine-variants.js';

@@ -2,10 +2,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseGpuList } from '../../src/gpu/discover.js';
 import { GpuPool } from '../../src/gpu/pool.js';
 import { createLogger } from '../../src/log.js';
+import { parseTask } from '../../src/schemas.js';
 import type { TaskEnv, TaskEvent } from '../../src/tasks/context.js';
 import { acquireTaskGpus } from '../../src/tasks/gpus.js';
 import { executeTask } from '../../src/tasks/run-task.js';
-import { parseTask } from '../../src/tasks/schemas.js';
 import { requireEngines } from '../support/engine-variants.js';
 import {
   FAKE_GPU_BUSY_PERCENT,

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseTask } from '../../src/tasks/schemas.js';
+import { parseTask } from '../../src/schemas.js';
 import { requireEngines } from '../support/engine-variants.js';
 import {
   doneReports,

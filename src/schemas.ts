@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { WorkerError } from '../errors.js';
+import { WorkerError } from './errors.js';
 
 /**
  * Task messages, storage metadata and performance.json (SPEC.md sections 2, 3, 5).
