@@ -2,6 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { type BlobValidators, canRevalidate, sameBlob } from '../clients/blob-validators.js';
 import { containerOwner } from '../config/owner.js';
 import { LABEL_DATA_CACHE, LABEL_DATA_CACHE_DIR } from '../engine/labels.js';
+import type { LabelledVolume } from '../engine/types.js';
 import type { Logger } from '../log.js';
 import type { DataCacheSettings, TaskEnv, TaskRun } from './context.js';
 import {
@@ -131,16 +132,13 @@ async function chooseVolume(
     holder: { workerId: string; runId: string };
   },
 ): Promise<Choice> {
+  // Listed before the entries are read, as the sweep needs it. A volume the engine lost
+  // (a `podman volume prune`, a reset) is never reused: mounted by name, it would be made
+  // anew, empty. The sweep below forgets its entry and the set is staged again.
+  const volumes = await env.engine.listVolumes(cacheDirLabel(cache.dir));
+  const present = new Set(volumes.map((volume) => volume.name));
   const entries = await readEntries(cache.dir);
   const ofKey = entries.filter((e) => e.key === want.key && e.complete && !e.superseded);
-  // A volume the engine lost (a `podman volume prune`, a reset) is staged again: mounted
-  // by name, it would be made anew, empty.
-  const present = new Set(
-    (await env.engine.listVolumes(cacheDirLabel(cache.dir))).map((volume) => volume.name),
-  );
-  for (const lost of ofKey.filter((e) => !present.has(e.volume))) {
-    await dropEntry(env, cache, lost.volume);
-  }
   const match = ofKey.find((e) => present.has(e.volume) && stillInStorage(e, want.now));
   if (match) {
     const release = await takeLease(cache.dir, match.volume, want.holder);
@@ -148,10 +146,8 @@ async function chooseVolume(
     return { kind: 'reuse', volume: match.volume, release };
   }
   // Storage holds other bytes now: the old volume goes once no task mounts it.
-  for (const old of ofKey.filter((e) => present.has(e.volume))) {
-    await writeEntry(cache.dir, { ...old, superseded: true });
-  }
-  await sweepLocked(env, cache);
+  for (const old of ofKey) await writeEntry(cache.dir, { ...old, superseded: true });
+  await sweepLocked(env, cache, volumes);
   if (!(await makeRoom(env, cache, want.bytes))) return { kind: 'none' };
   const entry: DataCacheEntry = {
     key: want.key,
@@ -250,9 +246,13 @@ async function makeRoom(env: TaskEnv, cache: DataCacheSettings, bytes: number): 
  * (a staging that was killed) and cache volumes without an entry, unless a live process
  * stages their key now; superseded entries no live task leases.
  */
-async function sweepLocked(env: TaskEnv, cache: DataCacheSettings): Promise<string[]> {
+async function sweepLocked(
+  env: TaskEnv,
+  cache: DataCacheSettings,
+  listed?: readonly LabelledVolume[],
+): Promise<string[]> {
   // Listed before the entries are read: an entry is written before its volume is made.
-  const volumes = await env.engine.listVolumes(cacheDirLabel(cache.dir));
+  const volumes = listed ?? (await env.engine.listVolumes(cacheDirLabel(cache.dir)));
   await removeUnreadable(cache.dir);
   const entries = await readEntries(cache.dir);
   const removed: string[] = [];
