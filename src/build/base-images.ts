@@ -1,5 +1,3 @@
-import { readdir, readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { imageLoadArgs, imageSaveArgs } from '../engine/args.js';
 import { type EngineContext, transferTimeoutMs } from '../engine/context.js';
 import { engineFailure, execEngineRaw, spawnEngine } from '../engine/exec.js';
@@ -9,14 +7,11 @@ import { extractFlags, parseContainerfile } from './parse.js';
 const STDERR_BYTES = 8 * 1024;
 
 /** The images the stages of the context's Containerfiles start FROM, but scratch and earlier stages. */
-export async function baseImages(dir: string): Promise<string[]> {
-  const names = (await readdir(dir)).filter((name) =>
-    ['containerfile', 'dockerfile'].includes(name.toLowerCase()),
-  );
+export function baseImages(containerfiles: Iterable<string>): string[] {
   const images = new Set<string>();
-  for (const name of names) {
+  for (const text of containerfiles) {
     const stages: string[] = [];
-    const parsed = parseContainerfile(await readFile(join(dir, name), 'utf8'));
+    const parsed = parseContainerfile(text);
     for (const { keyword, rest } of parsed.instructions) {
       if (keyword.toUpperCase() !== 'FROM') continue;
       const [image = '', as, stage] = extractFlags(rest)

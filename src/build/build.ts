@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { copyFile, lstat, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { basename, join } from 'node:path';
+import { join } from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { extractTarToDir } from '../archive/safe-tar.js';
@@ -80,7 +80,7 @@ async function buildLookingUp(
     const image = `localhost/compute-worker/${request.role}:${digest}`;
     // Checked before the cache: an image built under an older or looser policy is not reused.
     const policy = policyFor(ctx, request.role);
-    const containerfile = await checkContainerfiles(dir, policy, ctx.info.name);
+    const containerfiles = await checkContainerfiles(dir, policy, ctx.info.name);
     await request.onImage?.(image);
     const done = (cached: boolean, joined = false) => ({
       image,
@@ -104,7 +104,7 @@ async function buildLookingUp(
           { ...request, signal, onOutputLine: onLine },
           image,
           dir,
-          containerfile,
+          containerfiles,
         );
         if (policy === 'strict') await refuseImageVolumes(ctx, image);
         ctx.knownImages?.add(image);
@@ -237,13 +237,14 @@ export function policyFor(ctx: EngineContext, role: string): BuildPolicy {
 /**
  * Checks every Containerfile/Dockerfile at the root (builders differ in which they take);
  * returns the one the engine would take by itself, which the build names explicitly (a
- * remote podman would otherwise look in its service's working folder).
+ * remote podman would otherwise look in its service's working folder), and the text of
+ * each, read once here, while the folder is the worker's alone.
  */
 async function checkContainerfiles(
   dir: string,
   policy: BuildPolicy,
   engine: string,
-): Promise<string> {
+): Promise<Containerfiles> {
   const names = (await readdir(dir)).filter((name) =>
     ['containerfile', 'dockerfile'].includes(name.toLowerCase()),
   );
@@ -256,6 +257,7 @@ async function checkContainerfiles(
       },
     );
   }
+  const texts = new Map<string, string>();
   for (const name of names) {
     const path = join(dir, name);
     const info = await lstat(path);
@@ -273,15 +275,24 @@ async function checkContainerfiles(
         `The build context's ${name} is larger than 1 MiB`,
       );
     }
-    checkContainerfile(await readFile(path), name, policy);
+    const content = await readFile(path);
+    checkContainerfile(content, name, policy);
+    texts.set(name, content.toString('utf8'));
   }
   // buildah looks for Containerfile first, docker for Dockerfile.
   const order =
     engine === 'podman'
       ? ['Containerfile', 'Dockerfile', 'containerfile', 'dockerfile']
       : ['Dockerfile', 'Containerfile', 'dockerfile', 'containerfile'];
-  const preferred = order.find((n) => names.includes(n));
-  return join(dir, preferred ?? (names[0] as string));
+  const preferred = order.find((n) => names.includes(n)) ?? (names[0] as string);
+  return { name: preferred, text: texts.get(preferred) ?? '', all: [...texts.values()] };
+}
+
+/** The context's Containerfiles as checked: the one the build takes, and every one's text. */
+interface Containerfiles {
+  name: string;
+  text: string;
+  all: string[];
 }
 
 function fileKind(info: Awaited<ReturnType<typeof lstat>>): string {
@@ -317,7 +328,7 @@ async function runBuild(
   request: BuildRequest,
   image: string,
   dir: string,
-  containerfile: string,
+  containerfiles: Containerfiles,
 ): Promise<void> {
   const confinement = await confineBuild(ctx, request.role, request.buildId);
   const asUser = confinement?.asUser;
@@ -360,12 +371,9 @@ async function runBuild(
   let remoteFile: string | undefined;
   let pruning: Promise<unknown> | undefined;
   try {
-    // Read while the context is the worker's: once handed to the build user, what is in
-    // it is that user's to change (a link to a file only root may read, a FIFO).
-    const bases = store ? await baseImages(dir) : [];
-    const text = confinement
-      ? await readFile(join(dir, basename(containerfile)), 'utf8').catch(() => '')
-      : '';
+    // From the texts read while the context was the worker's: once handed to the build
+    // user, what is in it is that user's to change (a link to a file only root may read).
+    const bases = store ? baseImages(containerfiles.all) : [];
     let contextDir = dir;
     if (asUser) {
       await handContext(dir, asUser.contextDir, asUser.user);
@@ -377,7 +385,7 @@ async function runBuild(
       // never one the host has, so never one of this build's.
       pruning = pruneBases(ctx, store.bases).catch(() => []);
     }
-    let file = join(contextDir, basename(containerfile));
+    let file = join(contextDir, containerfiles.name);
     if (engine.info.name === 'podman' && engine.info.engineHost) {
       // podman 4.3's service reads a --file inside the context relative to its own working
       // folder (and so builds whatever Containerfile lies there); one outside the context
@@ -423,7 +431,12 @@ async function runBuild(
       result.exitCode === 0
         ? undefined
         : confinement
-          ? await hostHintOf(result.outputTail, engine.info.graphRoot, diskLimit, text)
+          ? await hostHintOf(
+              result.outputTail,
+              engine.info.graphRoot,
+              diskLimit,
+              containerfiles.text,
+            )
           : hintFor(result.outputTail);
     // The participant reads this output: the worker's folders are not named in it.
     const places = [contextDir, dir, remoteFile];
