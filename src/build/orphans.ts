@@ -69,14 +69,15 @@ export async function removeOrphanBuilds(ctx: EngineContext, owner: string): Pro
   return { builds: [...builds], containers, folders };
 }
 
-/** The folders that are real folders of the worker's own user, not links or another's. */
+/** Whether the path is a real folder of the worker's own user, not a link or another's. */
+async function isOwnFolder(path: string): Promise<boolean> {
+  const info = await lstat(path).catch(() => undefined);
+  return info?.isDirectory() === true && info.uid === (process.getuid?.() ?? 0);
+}
+
 async function ownFolders(paths: readonly string[]): Promise<string[]> {
-  const uid = process.getuid?.() ?? 0;
   const own: string[] = [];
-  for (const path of paths) {
-    const info = await lstat(path).catch(() => undefined);
-    if (info?.isDirectory() && info.uid === uid) own.push(path);
-  }
+  for (const path of paths) if (await isOwnFolder(path)) own.push(path);
   return own;
 }
 
@@ -91,15 +92,11 @@ async function storeOfFolder(
   user: BuildUser | undefined,
 ): Promise<EngineContext | undefined> {
   const userDir = join(dir, 'user');
-  if (
-    user &&
-    (await ownFolders([userDir])).length === 1 &&
-    existsSync(join(userDir, 'store', 'root'))
-  ) {
+  if (user && (await isOwnFolder(userDir)) && existsSync(join(userDir, 'store', 'root'))) {
     const engine = await buildUserContext(ctx, user);
     const bases = await baseStoreFor(ctx, user);
-    const link = await makeRunRootLink(join(dir, 'user'), user);
-    return buildStoreIn(ctx, engine, join(dir, 'user'), bases, link).engine;
+    const link = await makeRunRootLink(userDir, user);
+    return buildStoreIn(ctx, engine, userDir, bases, link).engine;
   }
   if (existsSync(join(dir, 'store', 'root'))) {
     const bases = await baseStoreFor(ctx);

@@ -110,8 +110,10 @@ export async function buildUserContext(
   user: BuildUser,
 ): Promise<EngineContext> {
   const cli = buildUserCli(ctx.cli, user);
-  const paths = await storagePaths(cli, ctx.options.callTimeoutMs);
-  const { rootless, graphRoot, runRoot, driver } = paths;
+  const { rootless, graphRoot, runRoot, driver } = await storagePaths(
+    cli,
+    ctx.options.callTimeoutMs,
+  );
   if (!rootless) throw new WorkerError('ENGINE_FAILED', "The build user's podman is not rootless");
   return {
     cli,

@@ -55,21 +55,26 @@ describe.skipIf(!asRoot || unavailableUnlessRequired(variant))(
       expect(statSync(join(path, 'keep')).uid).toBe(0);
     };
 
-    /** The build user with a home of the test's own, whose storage.conf puts its store at `graphRoot`. */
-    async function userWithStore(name: string, graphRoot: string) {
+    /**
+     * The build user with a home of the test's own, whose storage.conf puts its store in
+     * `<home>/g`, a folder of that user's: where the base store goes beside it.
+     */
+    async function userWithStore(name: string) {
       const user = await findBuildUser('auto');
       if (!user) return undefined;
       const home = join(dir, name);
+      const g = join(home, 'g');
       mkdirSync(join(home, '.config', 'containers'), { recursive: true });
+      mkdirSync(g);
       writeFileSync(
         join(home, '.config', 'containers', 'storage.conf'),
-        `[storage]\ndriver = "overlay"\ngraphroot = "${graphRoot}"\nrunroot = "${join(home, 'run')}"\n`,
+        `[storage]\ndriver = "overlay"\ngraphroot = "${join(g, 'storage')}"\nrunroot = "${join(home, 'run')}"\n`,
       );
-      for (const p of [home, join(home, '.config'), join(home, '.config', 'containers')]) {
+      for (const p of [home, join(home, '.config'), join(home, '.config', 'containers'), g]) {
         chownSync(p, user.uid, user.gid);
       }
       chownSync(join(home, '.config', 'containers', 'storage.conf'), user.uid, user.gid);
-      return { ...user, home };
+      return { ...user, home, g };
     }
 
     async function hostContext() {
@@ -82,17 +87,14 @@ describe.skipIf(!asRoot || unavailableUnlessRequired(variant))(
     }
 
     it('a link planted where the base store goes is never followed with root rights', async (t) => {
-      const home = join(dir, 'planted');
-      const user = await userWithStore('planted', join(home, 'g', 'storage'));
+      const user = await userWithStore('planted');
       if (!user) return t.skip();
-      mkdirSync(join(home, 'g'));
-      chownSync(join(home, 'g'), user.uid, user.gid);
       const tmpTarget = victim('tmp-target');
       const lockTarget = victim('lock-target');
-      symlinkSync(tmpTarget, join(home, 'g', 'compute-worker-bases-tmp'));
-      symlinkSync(lockTarget, join(home, 'g', 'compute-worker-bases.lock'));
+      symlinkSync(tmpTarget, join(user.g, 'compute-worker-bases-tmp'));
+      symlinkSync(lockTarget, join(user.g, 'compute-worker-bases.lock'));
       const bases = await baseStoreFor(await hostContext(), user);
-      expect(bases.spec.root).toBe(join(home, 'g', 'compute-worker-bases'));
+      expect(bases.spec.root).toBe(join(user.g, 'compute-worker-bases'));
       // Made by the user itself; the lock in a folder of root's.
       expect(statSync(bases.spec.root).uid).toBe(user.uid);
       expect(bases.lockDir.startsWith('/run/compute-worker/')).toBe(true);
@@ -101,13 +103,10 @@ describe.skipIf(!asRoot || unavailableUnlessRequired(variant))(
     });
 
     it('a link planted as the base store itself is not handed over either', async (t) => {
-      const home = join(dir, 'planted-root');
-      const user = await userWithStore('planted-root', join(home, 'g', 'storage'));
+      const user = await userWithStore('planted-root');
       if (!user) return t.skip();
-      mkdirSync(join(home, 'g'));
-      chownSync(join(home, 'g'), user.uid, user.gid);
       const target = victim('root-target');
-      symlinkSync(target, join(home, 'g', 'compute-worker-bases'));
+      symlinkSync(target, join(user.g, 'compute-worker-bases'));
       await baseStoreFor(await hostContext(), user);
       expectUntouched(target);
     });
